@@ -1,0 +1,55 @@
+//! The shared vocabulary of the Palisade resilience layers.
+//!
+//! Palisade's layers (circuit breaker, bulkhead, rate limiter, retry, load balancer) are
+//! separate crates; what two or more of them share lives here, and nothing else:
+//!
+//! - [`clock`]: monotonic time as a `u64` [`Instant`](clock::Instant), a fast production
+//!   [`Clock`](clock::Clock), tokio's paused time for simulations, and a
+//!   [`ManualClock`](clock::ManualClock) for runtime-free tests.
+//! - [`classify`]: which results count as failures ([`Classify`](classify::Classify),
+//!   [`Outcome`](classify::Outcome)).
+//! - [`events`]: typed events to listeners at the cost of one branch when nobody listens, with
+//!   `metrics` and `tracing` bridges behind features of the same names.
+//! - [`error`]: [`ConfigError`](error::ConfigError) for refused configuration, and the
+//!   [`RetryAfter`](error::RetryAfter) hint rejections carry.
+//! - [`sync`]: the std/loom switch for atomics, so every state machine is model-checked.
+//! - `test_util` (feature `test-util`): a fault-injecting mock backend for tests and demos.
+//!
+//! # Example
+//!
+//! A classifier, a clock and an event bus, as a layer uses them:
+//!
+//! ```
+//! use palisade_core::classify::{Classify, ErrorIsFailure, Outcome};
+//! use palisade_core::clock::ManualClock;
+//! use palisade_core::events::EventBus;
+//! use std::time::Duration;
+//!
+//! let manual = ManualClock::new();
+//! let clock = manual.clock();
+//! let events: EventBus<Outcome> = EventBus::new();
+//! events.subscribe(|outcome: &Outcome| println!("call ended: {}", outcome.as_str()));
+//!
+//! let started = clock.now();
+//! manual.advance(Duration::from_millis(40));
+//! let result: Result<&str, &&str> = Err(&"connection reset");
+//! let outcome = ErrorIsFailure.classify_timed(result, clock.elapsed_since(started));
+//! events.emit(outcome);
+//! assert_eq!(outcome, Outcome::Failure);
+//! ```
+
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod classify;
+pub mod clock;
+pub mod error;
+pub mod events;
+pub mod sync;
+#[cfg(feature = "test-util")]
+pub mod test_util;
+
+pub use classify::{Classify, ErrorIsFailure, Outcome};
+pub use clock::{Clock, Instant, ManualClock};
+pub use error::{ConfigError, RetryAfter, retry_after};
+pub use events::{EventBus, Listener};

@@ -1,0 +1,37 @@
+//! Helpers for tests and simulations (feature `test-util`).
+//!
+//! The centre piece is [`MockBackend`]: a `tower::Service` standing in for a dependency whose
+//! behaviour per call is scripted ([`Script`]): succeed, fail, answer after a latency (in
+//! tokio time, so paused-time tests run instantly), hang until cancelled, panic, or be down for
+//! an interval and then recover. It counts what reached it ([`BackendStats`]): calls, calls in
+//! flight and their peak, outcomes, cancellations and panics, so a test can assert exactly what
+//! a layer let through.
+//!
+//! # Example
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! use palisade_core::test_util::{MockBackend, Script, Step};
+//! use std::time::Duration;
+//! use tower::{Service, ServiceExt};
+//!
+//! let backend = MockBackend::new(Script::sequence([
+//!     Step::ok().after(Duration::from_millis(20)),
+//!     Step::fail(),
+//! ]));
+//! let mut svc = backend.clone();
+//! let reply = svc.ready().await.unwrap().call("hello").await.unwrap();
+//! assert_eq!(reply.request, "hello");
+//! assert!(svc.ready().await.unwrap().call("again").await.is_err());
+//!
+//! let stats = backend.stats();
+//! assert_eq!((stats.calls, stats.succeeded, stats.failed), (2, 1, 1));
+//! # }
+//! ```
+
+mod backend;
+mod script;
+
+pub use backend::{BackendStats, MockBackend, MockError, MockErrorKind, MockFuture, Reply};
+pub use script::{Action, CallContext, RandomProfile, Script, Step};

@@ -1,0 +1,3 @@
+//! Runnable programs that show Palisade at work; see the `[[example]]` targets of this package.
+
+#![forbid(unsafe_code)]

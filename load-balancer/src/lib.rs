@@ -1,0 +1,3 @@
+//! Adaptive client-side load balancing for tower. This crate is a placeholder for the layer's implementation, which lands in its own issue.
+
+#![forbid(unsafe_code)]

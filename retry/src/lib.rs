@@ -1,0 +1,3 @@
+//! Retries with backoff, a lock-free retry budget and hedging for tower. This crate is a placeholder for the layer's implementation, which lands in its own issue.
+
+#![forbid(unsafe_code)]
