@@ -48,6 +48,11 @@
 //! # }
 //! ```
 
+#![allow(
+    clippy::disallowed_types,
+    reason = "the clock module is the one place that reads std::time::Instant"
+)]
+
 use crate::sync::Arc;
 use crate::sync::atomic::{AtomicU64, Ordering};
 use std::fmt;
@@ -203,10 +208,6 @@ struct Origin {
     std: std::time::Instant,
 }
 
-#[allow(
-    clippy::disallowed_types,
-    reason = "core is the one place that reads std::time::Instant"
-)]
 fn origin(clock: &quanta::Clock) -> &'static Origin {
     static ORIGIN: OnceLock<Origin> = OnceLock::new();
     ORIGIN.get_or_init(|| Origin {
@@ -415,5 +416,103 @@ impl ManualClock {
 impl fmt::Debug for ManualClock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("ManualClock").field(&self.now()).finish()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instant_arithmetic_saturates() {
+        let t = Instant::from_nanos(1_000);
+        assert_eq!((t + Duration::from_nanos(500)).as_nanos(), 1_500);
+        assert_eq!(t - Duration::from_secs(1), Instant::ZERO);
+        assert_eq!(Instant::MAX + Duration::from_secs(1), Instant::MAX);
+        assert_eq!(t - Instant::from_nanos(400), Duration::from_nanos(600));
+        assert_eq!(Instant::from_nanos(400) - t, Duration::ZERO);
+        assert_eq!(t.checked_duration_since(Instant::from_nanos(2_000)), None);
+        assert_eq!(
+            t.checked_duration_since(Instant::ZERO),
+            Some(Duration::from_micros(1))
+        );
+        assert_eq!(duration_to_nanos(Duration::MAX), u64::MAX);
+        assert_eq!(format!("{t:?}"), "Instant(1µs)");
+    }
+
+    #[test]
+    fn manual_clock_moves_only_when_told_and_clones_share_it() {
+        let manual = ManualClock::new();
+        let clock = manual.clock();
+        let other = Clock::from(manual.clone());
+        assert_eq!(clock.now(), Instant::ZERO);
+        assert_eq!(clock.now(), Instant::ZERO, "no time passes by itself");
+        manual.advance(Duration::from_secs(2));
+        assert_eq!(clock.now(), Instant::from_nanos(2_000_000_000));
+        assert_eq!(other.now(), clock.now());
+        manual.set(Instant::from_nanos(5));
+        assert_eq!(clock.now().as_nanos(), 5);
+        assert_eq!(clock.elapsed_since(Instant::ZERO), Duration::from_nanos(5));
+        assert_eq!(clock.kind(), "manual");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tokio_clock_follows_paused_time() {
+        let clock = Clock::tokio();
+        let start = clock.now();
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        assert_eq!(clock.elapsed_since(start), Duration::from_secs(3600));
+        tokio::time::advance(Duration::from_millis(5)).await;
+        assert_eq!(
+            clock.elapsed_since(start),
+            Duration::from_secs(3600) + Duration::from_millis(5)
+        );
+        assert_eq!(clock.kind(), "tokio");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tokio_clock_clones_share_the_origin() {
+        let clock = Clock::tokio();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let clone = clock.clone();
+        assert_eq!(clone.now(), clock.now());
+        assert!(clone.now() >= Instant::from_nanos(1_000_000_000));
+    }
+
+    #[test]
+    fn real_clocks_are_monotonic() {
+        for clock in [Clock::default(), Clock::std(), Clock::coarse()] {
+            let mut last = clock.now();
+            for _ in 0..10_000 {
+                let now = clock.now();
+                assert!(now >= last, "{} clock went backwards", clock.kind());
+                last = now;
+            }
+        }
+    }
+
+    #[test]
+    fn default_clocks_share_one_origin() {
+        // Two default clocks made at different times read the same timeline.
+        let a = Clock::default();
+        let b = Clock::default();
+        let (t1, t2, t3) = (a.now(), b.now(), a.now());
+        assert!(t1 <= t2 && t2 <= t3);
+        assert_eq!(a.kind(), "tsc");
+    }
+
+    #[test]
+    fn custom_sources_drive_a_clock() {
+        #[derive(Debug)]
+        struct Fixed;
+        impl TimeSource for Fixed {
+            fn now_nanos(&self) -> u64 {
+                42
+            }
+        }
+        let clock = Clock::from_source(Arc::new(Fixed));
+        assert_eq!(clock.now(), Instant::from_nanos(42));
+        assert_eq!(clock.kind(), "custom");
+        assert_eq!(format!("{clock:?}"), "Clock { kind: \"custom\" }");
     }
 }

@@ -334,8 +334,7 @@ mod tests {
     fn a_listener_may_subscribe_from_inside_a_callback() {
         let bus = StdArc::new(EventBus::new());
         let inner = bus.clone();
-        let added = StdArc::new(AtomicBool::new(false));
-        let flag = added.clone();
+        let flag = AtomicBool::new(false);
         bus.subscribe(move |_: &Ev| {
             // Relaxed: single-threaded test.
             if !flag.swap(true, Ordering::Relaxed) {

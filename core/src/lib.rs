@@ -3,15 +3,15 @@
 //! Palisade's layers (circuit breaker, bulkhead, rate limiter, retry, load balancer) are
 //! separate crates; what two or more of them share lives here, and nothing else:
 //!
-//! - [`clock`]: monotonic time as a `u64` [`Instant`](clock::Instant), a fast production
-//!   [`Clock`](clock::Clock), tokio's paused time for simulations, and a
-//!   [`ManualClock`](clock::ManualClock) for runtime-free tests.
-//! - [`classify`]: which results count as failures ([`Classify`](classify::Classify),
-//!   [`Outcome`](classify::Outcome)).
+//! - [`clock`]: monotonic time as a `u64` [`Instant`], a fast production
+//!   [`Clock`], tokio's paused time for simulations, and a
+//!   [`ManualClock`] for runtime-free tests.
+//! - [`classify`]: which results count as failures ([`Classify`],
+//!   [`Outcome`]).
 //! - [`events`]: typed events to listeners at the cost of one branch when nobody listens, with
 //!   `metrics` and `tracing` bridges behind features of the same names.
-//! - [`error`]: [`ConfigError`](error::ConfigError) for refused configuration, and the
-//!   [`RetryAfter`](error::RetryAfter) hint rejections carry.
+//! - [`error`]: [`ConfigError`] for refused configuration, and the
+//!   [`RetryAfter`] hint rejections carry.
 //! - [`sync`]: the std/loom switch for atomics, so every state machine is model-checked.
 //! - `test_util` (feature `test-util`): a fault-injecting mock backend for tests and demos.
 //!
@@ -32,7 +32,7 @@
 //!
 //! let started = clock.now();
 //! manual.advance(Duration::from_millis(40));
-//! let result: Result<&str, &&str> = Err(&"connection reset");
+//! let result: Result<&u16, &&str> = Err(&"connection reset");
 //! let outcome = ErrorIsFailure.classify_timed(result, clock.elapsed_since(started));
 //! events.emit(outcome);
 //! assert_eq!(outcome, Outcome::Failure);

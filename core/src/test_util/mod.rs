@@ -21,9 +21,10 @@
 //!     Step::fail(),
 //! ]));
 //! let mut svc = backend.clone();
-//! let reply = svc.ready().await.unwrap().call("hello").await.unwrap();
+//! let reply = ServiceExt::<&str>::ready(&mut svc).await.unwrap().call("hello").await.unwrap();
 //! assert_eq!(reply.request, "hello");
-//! assert!(svc.ready().await.unwrap().call("again").await.is_err());
+//! let second = ServiceExt::<&str>::ready(&mut svc).await.unwrap().call("again").await;
+//! assert!(second.is_err());
 //!
 //! let stats = backend.stats();
 //! assert_eq!((stats.calls, stats.succeeded, stats.failed), (2, 1, 1));
@@ -35,3 +36,6 @@ mod script;
 
 pub use backend::{BackendStats, MockBackend, MockError, MockErrorKind, MockFuture, Reply};
 pub use script::{Action, CallContext, RandomProfile, Script, Step};
+
+#[cfg(all(test, not(loom)))]
+mod tests;
