@@ -17,3 +17,8 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use palisade_core as core;
+
+/// The README's code blocks, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
