@@ -1,0 +1,471 @@
+//! The two lock-free sliding windows a breaker records outcomes in: the last N calls, or the
+//! last T of time in buckets that roll with the clock. No tower types here.
+//!
+//! Both windows tag what they hold with the breaker's [generation](crate::state): a record of
+//! generation `g` only ever counts in generation `g`'s view, so a late result from an earlier
+//! Closed period can neither land in a newer period's counts nor be mistaken for one. A new
+//! generation starts with an empty window without anyone clearing memory: entries with an
+//! older tag read as empty.
+//!
+//! # Memory ordering
+//!
+//! Counts are statistics: the trip decision that reads them is itself a CAS on the state word
+//! guarded by the generation, so the windows need only that each RMW is atomic and that a
+//! reader who sees a tag also sees the counts written before it (`Release` on publishing a
+//! tag, `Acquire` on reading it).
+
+use crate::state::{Generation, Tally, is_newer};
+use crossbeam_utils::CachePadded;
+use palisade_core::clock::Instant;
+use palisade_core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use palisade_core::sync::hint::spin_loop;
+use std::fmt;
+
+/// The largest count-based window (the biased 16-bit fields of the aggregate word).
+pub(crate) const MAX_COUNT_WINDOW: u32 = 10_000;
+
+/// One recorded outcome, as three flags.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Record {
+    pub(crate) failure: bool,
+    pub(crate) slow: bool,
+}
+
+impl Record {
+    pub(crate) const SUCCESS: Record = Record {
+        failure: false,
+        slow: false,
+    };
+
+    const fn bits(self) -> u32 {
+        COUNTED | ((self.failure as u32) << 1) | ((self.slow as u32) << 2)
+    }
+}
+
+// ---- count-based window -------------------------------------------------------------------
+
+/// Slot bits: bit 0 = holds a record, bit 1 = failure, bit 2 = slow; bits 16..32 generation.
+const COUNTED: u32 = 1;
+const SLOT_GEN_SHIFT: u32 = 16;
+
+/// Aggregate word: bits 48..64 generation; three 16-bit fields, each biased by 2^15 so that a
+/// transiently negative count (a removal applied before the matching addition) never borrows
+/// from its neighbour: calls at 32..48, failures at 16..32, slow calls at 0..16.
+const FIELD_BITS: u32 = 16;
+const FIELD_MASK: u64 = (1 << FIELD_BITS) - 1;
+const BIAS: u64 = 1 << (FIELD_BITS - 1);
+const CALLS_SHIFT: u32 = 2 * FIELD_BITS;
+const FAILURES_SHIFT: u32 = FIELD_BITS;
+const AGG_GEN_SHIFT: u32 = 3 * FIELD_BITS;
+const AGG_FIELDS_MASK: u64 = (1 << AGG_GEN_SHIFT) - 1;
+const EMPTY_FIELDS: u64 = (BIAS << CALLS_SHIFT) | (BIAS << FAILURES_SHIFT) | BIAS;
+
+/// The aggregate contribution of a slot's bits (as a wrapping delta).
+const fn contribution(bits: u32) -> u64 {
+    if bits & COUNTED == 0 {
+        return 0;
+    }
+    (1 << CALLS_SHIFT) | (((bits as u64 >> 1) & 1) << FAILURES_SHIFT) | ((bits as u64 >> 2) & 1)
+}
+
+/// The last `size` calls: a ring of tagged slots plus one aggregate word, so a decision reads
+/// one word instead of summing the ring.
+pub(crate) struct CountWindow {
+    size: u32,
+    cursor: CachePadded<AtomicU64>,
+    aggregate: CachePadded<AtomicU64>,
+    slots: Box<[AtomicU32]>,
+}
+
+impl CountWindow {
+    pub(crate) fn new(size: u32) -> CountWindow {
+        debug_assert!(size > 0 && size <= MAX_COUNT_WINDOW);
+        CountWindow {
+            size,
+            cursor: CachePadded::new(AtomicU64::new(0)),
+            aggregate: CachePadded::new(AtomicU64::new(EMPTY_FIELDS)),
+            slots: (0..size).map(|_| AtomicU32::new(0)).collect(),
+        }
+    }
+
+    fn decode(&self, aggregate: u64) -> Tally {
+        let field = |shift: u32| {
+            let biased = (aggregate >> shift) & FIELD_MASK;
+            // Clamp a transiently negative or over-full field into the window's range.
+            biased.saturating_sub(BIAS).min(u64::from(self.size)) as u32
+        };
+        Tally {
+            calls: field(CALLS_SHIFT),
+            failures: field(FAILURES_SHIFT),
+            slow: field(0),
+        }
+    }
+
+    /// What generation `generation` holds now.
+    pub(crate) fn tally(&self, generation: Generation) -> Tally {
+        // Acquire: pairs with the AcqRel CAS in `record`; a statistic read.
+        let aggregate = self.aggregate.load(Ordering::Acquire);
+        if (aggregate >> AGG_GEN_SHIFT) as Generation == generation {
+            self.decode(aggregate)
+        } else {
+            Tally::default()
+        }
+    }
+
+    /// Records one outcome of `generation`. Returns the window's tally after it, or `None` if
+    /// the record is stale (a newer generation owns the window).
+    pub(crate) fn record(&self, generation: Generation, record: Record) -> Option<Tally> {
+        let new = record.bits();
+        if record == Record::SUCCESS {
+            // Fast path: a success entering a full window of successes changes nothing (it
+            // would only replace another success), so a healthy breaker records with one load
+            // and no write: threads recording at once share the line instead of bouncing it.
+            // Acquire: pairs with the AcqRel CAS below.
+            let aggregate = self.aggregate.load(Ordering::Acquire);
+            let tally = self.decode(aggregate);
+            if (aggregate >> AGG_GEN_SHIFT) as Generation == generation
+                && tally.calls == self.size
+                && tally.failures == 0
+                && tally.slow == 0
+                && (aggregate & AGG_FIELDS_MASK)
+                    == EMPTY_FIELDS + (u64::from(self.size) << CALLS_SHIFT)
+            {
+                return Some(tally);
+            }
+        }
+        // Relaxed: only picks a slot; the slot's own CAS orders what is written there.
+        let index = self.cursor.fetch_add(1, Ordering::Relaxed) % u64::from(self.size);
+        let slot = &self.slots[index as usize];
+        let tagged = (u32::from(generation) << SLOT_GEN_SHIFT) | new;
+        // Acquire: pairs with the AcqRel CAS that wrote the slot, to read its tag.
+        let mut old = slot.load(Ordering::Acquire);
+        loop {
+            let old_generation = (old >> SLOT_GEN_SHIFT) as Generation;
+            if old & COUNTED != 0 && is_newer(old_generation, generation) {
+                return None;
+            }
+            // AcqRel: publishes our tag to the next writer of this slot and reads the previous
+            // writer's.
+            match slot.compare_exchange_weak(old, tagged, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => break,
+                Err(actual) => old = actual,
+            }
+        }
+        // An entry of an older generation counts as empty in ours.
+        let replaced = if (old >> SLOT_GEN_SHIFT) as Generation == generation {
+            old & 0xffff
+        } else {
+            0
+        };
+        let delta = contribution(new).wrapping_sub(contribution(replaced));
+        // Acquire: as above.
+        let mut aggregate = self.aggregate.load(Ordering::Acquire);
+        loop {
+            let tag = (aggregate >> AGG_GEN_SHIFT) as Generation;
+            let next = if tag == generation {
+                aggregate.wrapping_add(delta)
+            } else if is_newer(generation, tag) {
+                // First record of our generation: start from an empty window.
+                ((u64::from(generation)) << AGG_GEN_SHIFT) | EMPTY_FIELDS.wrapping_add(delta)
+            } else {
+                return None;
+            };
+            if next == aggregate {
+                return Some(self.decode(next));
+            }
+            // AcqRel: the aggregate is read-modify-written by every recorder; Release publishes
+            // the new generation tag with its fields, Acquire reads the previous writer's.
+            match self.aggregate.compare_exchange_weak(
+                aggregate,
+                next,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Some(self.decode(next)),
+                Err(actual) => aggregate = actual,
+            }
+        }
+    }
+}
+
+impl fmt::Debug for CountWindow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CountWindow")
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
+}
+
+// ---- time-based window --------------------------------------------------------------------
+
+/// Bucket stamp: bits 48..64 generation, bit 47 "being reset", bits 0..47 bucket number + 1
+/// (0 = never used).
+const STAMP_GEN_SHIFT: u32 = 48;
+const RESETTING: u64 = 1 << 47;
+const STAMP_SLOT_MASK: u64 = RESETTING - 1;
+/// Bucket counts: calls at 42..63, failures at 21..42, slow calls at 0..21.
+const COUNT_BITS: u32 = 21;
+const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
+/// How often a recorder spins on a bucket being reset before it drops its record.
+const RESET_SPINS: u32 = 1_000;
+
+const fn bucket_delta(record: Record) -> u64 {
+    (1 << (2 * COUNT_BITS)) | ((record.failure as u64) << COUNT_BITS) | (record.slow as u64)
+}
+
+struct Bucket {
+    stamp: AtomicU64,
+    counts: AtomicU64,
+}
+
+/// The last `buckets × bucket_nanos` of time, as a ring of buckets that roll lazily: the first
+/// record of a new bucket period resets the bucket it lands in. No timer, no background task.
+pub(crate) struct TimeWindow {
+    bucket_nanos: u64,
+    buckets: Box<[CachePadded<Bucket>]>,
+}
+
+impl TimeWindow {
+    pub(crate) fn new(buckets: u32, bucket_nanos: u64) -> TimeWindow {
+        debug_assert!(buckets > 0 && bucket_nanos > 0);
+        TimeWindow {
+            bucket_nanos,
+            buckets: (0..buckets)
+                .map(|_| {
+                    CachePadded::new(Bucket {
+                        stamp: AtomicU64::new(0),
+                        counts: AtomicU64::new(0),
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    fn number(&self, now: Instant) -> u64 {
+        (now.as_nanos() / self.bucket_nanos + 1) & STAMP_SLOT_MASK
+    }
+
+    /// Records one outcome of `generation` at `now`. Returns the window's tally, or `None` if
+    /// the record is stale (a newer generation, or older than the window).
+    pub(crate) fn record(
+        &self,
+        generation: Generation,
+        now: Instant,
+        record: Record,
+    ) -> Option<Tally> {
+        let number = self.number(now);
+        let want = (u64::from(generation) << STAMP_GEN_SHIFT) | number;
+        let bucket = &self.buckets[(number % self.buckets.len() as u64) as usize];
+        let mut spins = 0;
+        loop {
+            // Acquire: pairs with the Release store that finished the bucket's reset, so the
+            // reset of `counts` is ordered before our addition.
+            let stamp = bucket.stamp.load(Ordering::Acquire);
+            if stamp == want {
+                // Relaxed: a counter; the stamp's Acquire above already ordered us after the
+                // reset, and readers tolerate a count that lands a moment late.
+                bucket
+                    .counts
+                    .fetch_add(bucket_delta(record), Ordering::Relaxed);
+                break;
+            }
+            if stamp & RESETTING != 0 {
+                spins += 1;
+                if spins > RESET_SPINS {
+                    // The resetting thread was descheduled mid-reset: drop this one record
+                    // rather than block a request.
+                    return None;
+                }
+                spin_loop();
+                continue;
+            }
+            let stamp_generation = (stamp >> STAMP_GEN_SHIFT) as Generation;
+            if stamp != 0
+                && (is_newer(stamp_generation, generation)
+                    || (stamp_generation == generation && stamp & STAMP_SLOT_MASK > number))
+            {
+                return None;
+            }
+            // Acquire: we are about to write `counts`; order it after the last user's adds.
+            if bucket
+                .stamp
+                .compare_exchange(
+                    stamp,
+                    want | RESETTING,
+                    Ordering::Acquire,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+            {
+                // Relaxed: published by the Release store of the stamp just below.
+                bucket.counts.store(bucket_delta(record), Ordering::Relaxed);
+                // Release: publishes the reset counts to recorders that Acquire the stamp.
+                bucket.stamp.store(want, Ordering::Release);
+                break;
+            }
+        }
+        Some(self.tally_at(generation, number))
+    }
+
+    /// What generation `generation` holds at `now`.
+    pub(crate) fn tally(&self, generation: Generation, now: Instant) -> Tally {
+        self.tally_at(generation, self.number(now))
+    }
+
+    fn tally_at(&self, generation: Generation, number: u64) -> Tally {
+        let oldest = number.saturating_sub(self.buckets.len() as u64 - 1);
+        let mut tally = Tally::default();
+        for bucket in &*self.buckets {
+            // Acquire: pairs with the Release that published the bucket's reset.
+            let stamp = bucket.stamp.load(Ordering::Acquire);
+            let slot = stamp & STAMP_SLOT_MASK;
+            if stamp & RESETTING != 0
+                || (stamp >> STAMP_GEN_SHIFT) as Generation != generation
+                || slot < oldest
+                || slot > number
+                || slot == 0
+            {
+                continue;
+            }
+            // Relaxed: a statistic; the stamp's Acquire orders it after the reset.
+            let counts = bucket.counts.load(Ordering::Relaxed);
+            tally.calls = tally
+                .calls
+                .saturating_add(((counts >> (2 * COUNT_BITS)) & COUNT_MASK) as u32);
+            tally.failures = tally
+                .failures
+                .saturating_add(((counts >> COUNT_BITS) & COUNT_MASK) as u32);
+            tally.slow = tally.slow.saturating_add((counts & COUNT_MASK) as u32);
+        }
+        tally
+    }
+}
+
+impl fmt::Debug for TimeWindow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TimeWindow")
+            .field("buckets", &self.buckets.len())
+            .field("bucket_nanos", &self.bucket_nanos)
+            .finish()
+    }
+}
+
+/// Either window.
+#[derive(Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one window per breaker, inside its Arc; the count window's padding keeps its hot words apart"
+)]
+pub(crate) enum Window {
+    Count(CountWindow),
+    Time(TimeWindow),
+}
+
+impl Window {
+    /// Whether recording needs the time of the call's end.
+    pub(crate) fn needs_time(&self) -> bool {
+        matches!(self, Window::Time(_))
+    }
+
+    pub(crate) fn record(
+        &self,
+        generation: Generation,
+        now: Instant,
+        record: Record,
+    ) -> Option<Tally> {
+        match self {
+            Window::Count(w) => w.record(generation, record),
+            Window::Time(w) => w.record(generation, now, record),
+        }
+    }
+
+    pub(crate) fn tally(&self, generation: Generation, now: Instant) -> Tally {
+        match self {
+            Window::Count(w) => w.tally(generation),
+            Window::Time(w) => w.tally(generation, now),
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    const F: Record = Record {
+        failure: true,
+        slow: false,
+    };
+    const S: Record = Record {
+        failure: false,
+        slow: true,
+    };
+
+    fn t(calls: u32, failures: u32, slow: u32) -> Tally {
+        Tally {
+            calls,
+            failures,
+            slow,
+        }
+    }
+
+    #[test]
+    fn count_window_keeps_the_last_n() {
+        let w = CountWindow::new(4);
+        assert_eq!(w.record(0, F), Some(t(1, 1, 0)));
+        assert_eq!(w.record(0, Record::SUCCESS), Some(t(2, 1, 0)));
+        assert_eq!(w.record(0, S), Some(t(3, 1, 1)));
+        assert_eq!(w.record(0, F), Some(t(4, 2, 1)));
+        // The first failure falls out.
+        assert_eq!(w.record(0, Record::SUCCESS), Some(t(4, 1, 1)));
+        for _ in 0..3 {
+            w.record(0, Record::SUCCESS);
+        }
+        assert_eq!(w.tally(0), t(4, 0, 0));
+        // Healthy fast path: nothing changes, nothing is written.
+        assert_eq!(w.record(0, Record::SUCCESS), Some(t(4, 0, 0)));
+        assert_eq!(w.record(0, F), Some(t(4, 1, 0)));
+    }
+
+    #[test]
+    fn count_window_starts_empty_for_a_new_generation_and_refuses_stale_records() {
+        let w = CountWindow::new(3);
+        for _ in 0..3 {
+            w.record(7, F);
+        }
+        assert_eq!(w.tally(7), t(3, 3, 0));
+        assert_eq!(w.tally(8), Tally::default());
+        assert_eq!(w.record(8, Record::SUCCESS), Some(t(1, 0, 0)));
+        assert_eq!(w.record(7, F), None, "stale: generation 8 owns the window");
+        assert_eq!(w.tally(8), t(1, 0, 0));
+        assert_eq!(w.record(8, F), Some(t(2, 1, 0)));
+        assert_eq!(w.record(8, F), Some(t(3, 2, 0)));
+        assert_eq!(w.record(8, F), Some(t(3, 3, 0)));
+    }
+
+    #[test]
+    fn count_window_handles_generation_wrap() {
+        let w = CountWindow::new(2);
+        w.record(u16::MAX, F);
+        assert_eq!(w.record(0, F), Some(t(1, 1, 0)), "0 is newer than 65535");
+        assert_eq!(w.record(u16::MAX, F), None);
+    }
+
+    #[test]
+    fn time_window_rolls_buckets_with_the_clock() {
+        let second = Duration::from_secs(1);
+        let w = TimeWindow::new(3, 1_000_000_000);
+        let at = |s: u64| Instant::ZERO + second * s as u32;
+        assert_eq!(w.record(0, at(0), F), Some(t(1, 1, 0)));
+        assert_eq!(w.record(0, at(1), Record::SUCCESS), Some(t(2, 1, 0)));
+        assert_eq!(w.record(0, at(2), S), Some(t(3, 1, 1)));
+        // Second 3 reuses the bucket of second 0: its failure is gone.
+        assert_eq!(w.record(0, at(3), Record::SUCCESS), Some(t(3, 0, 1)));
+        assert_eq!(w.tally(0, at(3)), t(3, 0, 1));
+        assert_eq!(w.tally(0, at(10)), Tally::default(), "everything aged out");
+        assert_eq!(w.tally(1, at(3)), Tally::default(), "other generation");
+        assert_eq!(w.record(0, at(1), F), None, "older than the window");
+        assert_eq!(w.record(1, at(3), F), Some(t(1, 1, 0)));
+        assert_eq!(w.record(0, at(3), F), None, "stale generation");
+    }
+}
