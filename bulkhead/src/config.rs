@@ -1,0 +1,161 @@
+//! The builder of a [`Bulkhead`].
+
+use crate::adaptive::{AdaptiveConfig, LimitAlgorithm};
+use crate::bulkhead::{Bulkhead, FullMode};
+use crate::limiter::MAX_LIMIT;
+use palisade_core::clock::Clock;
+use palisade_core::error::{ConfigError, check_nonzero_duration};
+use std::fmt;
+use std::time::Duration;
+
+/// Configures a [`Bulkhead`]: see [`Bulkhead::builder`].
+///
+/// | setting                | default | meaning |
+/// |------------------------|---------|---------|
+/// | `max_concurrent_calls` | 25      | the fixed limit (resilience4j's default) |
+/// | `max_wait`             | none    | when full: none rejects at once; a duration waits up to that long, FIFO |
+/// | `max_waiting_calls`    | unbounded | with `max_wait`: more waiters are rejected at once |
+/// | `adaptive`             | none    | a [`LimitAlgorithm`] that moves the limit |
+/// | `adaptive_config`      | [`AdaptiveConfig::default`] | how samples are batched for it |
+/// | `clock`                | [`Clock::default`] | read only by adaptive limits and for wait times |
+/// | `name`                 | `"bulkhead"` | the `name` label of events and metrics |
+pub struct BulkheadBuilder {
+    max_concurrent_calls: usize,
+    max_wait: Option<Duration>,
+    max_waiting_calls: usize,
+    algorithm: Option<Box<dyn LimitAlgorithm>>,
+    adaptive_config: AdaptiveConfig,
+    clock: Option<Clock>,
+    name: String,
+}
+
+impl fmt::Debug for BulkheadBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BulkheadBuilder")
+            .field("max_concurrent_calls", &self.max_concurrent_calls)
+            .field("max_wait", &self.max_wait)
+            .field("max_waiting_calls", &self.max_waiting_calls)
+            .field("algorithm", &self.algorithm)
+            .field("adaptive_config", &self.adaptive_config)
+            .field("clock", &self.clock)
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl Default for BulkheadBuilder {
+    fn default() -> Self {
+        BulkheadBuilder {
+            max_concurrent_calls: 25,
+            max_wait: None,
+            max_waiting_calls: usize::MAX,
+            algorithm: None,
+            adaptive_config: AdaptiveConfig::default(),
+            clock: None,
+            name: "bulkhead".to_owned(),
+        }
+    }
+}
+
+impl BulkheadBuilder {
+    /// The fixed limit: at most this many calls in flight (at least 1, at most 2³¹ − 1).
+    /// Ignored when an [`adaptive`](Self::adaptive) algorithm is set (it has its own bounds).
+    #[must_use]
+    pub fn max_concurrent_calls(mut self, limit: usize) -> Self {
+        self.max_concurrent_calls = limit;
+        self
+    }
+
+    /// When full, wait up to `max_wait` for a slot, in FIFO order, instead of rejecting.
+    /// `Duration::MAX` waits without a deadline.
+    ///
+    /// A finite `max_wait` is a tokio timer: the service must be polled inside a tokio runtime
+    /// with time enabled.
+    #[must_use]
+    pub fn max_wait(mut self, max_wait: Duration) -> Self {
+        self.max_wait = Some(max_wait);
+        self
+    }
+
+    /// With [`max_wait`](Self::max_wait): at most this many callers wait; the next is rejected
+    /// with [`BulkheadFull`](crate::BulkheadFull). Zero rejects every caller that would wait.
+    #[must_use]
+    pub fn max_waiting_calls(mut self, waiters: usize) -> Self {
+        self.max_waiting_calls = waiters;
+        self
+    }
+
+    /// Moves the limit with `algorithm` (see [`adaptive`](crate::adaptive)).
+    #[must_use]
+    pub fn adaptive(mut self, algorithm: impl LimitAlgorithm) -> Self {
+        self.algorithm = Some(Box::new(algorithm));
+        self
+    }
+
+    /// How completions are batched into samples for the adaptive algorithm.
+    #[must_use]
+    pub fn adaptive_config(mut self, config: AdaptiveConfig) -> Self {
+        self.adaptive_config = config;
+        self
+    }
+
+    /// The clock (use `Clock::tokio()` in paused-time tests).
+    #[must_use]
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// The instance name, the `name` label of events and metrics.
+    #[must_use]
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Builds the bulkhead.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] naming `max_concurrent_calls` (zero or above 2³¹ − 1), `max_wait`
+    /// (zero), `min_samples` or `max_window` (bad [`AdaptiveConfig`]), or `initial_limit`
+    /// (an algorithm starting above 2³¹ − 1).
+    pub fn build(self) -> Result<Bulkhead, ConfigError> {
+        if self.max_concurrent_calls == 0 || self.max_concurrent_calls > MAX_LIMIT {
+            return Err(ConfigError::new(
+                "max_concurrent_calls",
+                format!("must lie in 1..={MAX_LIMIT}"),
+            ));
+        }
+        let mode = match self.max_wait {
+            None => FullMode::Reject,
+            Some(max_wait) => FullMode::Wait {
+                max_wait: (max_wait != Duration::MAX)
+                    .then(|| check_nonzero_duration("max_wait", max_wait))
+                    .transpose()?,
+                max_waiters: self.max_waiting_calls,
+            },
+        };
+        let adaptive_config = self.adaptive_config.validate()?;
+        let limit = match &self.algorithm {
+            Some(algorithm) => {
+                let initial = algorithm.initial_limit();
+                if initial == 0 || initial > MAX_LIMIT {
+                    return Err(ConfigError::new(
+                        "initial_limit",
+                        format!("must lie in 1..={MAX_LIMIT}"),
+                    ));
+                }
+                initial
+            }
+            None => self.max_concurrent_calls,
+        };
+        Ok(Bulkhead::from_parts(
+            limit,
+            mode,
+            self.algorithm.map(|a| (a, adaptive_config)),
+            self.clock.unwrap_or_default(),
+            self.name,
+        ))
+    }
+}

@@ -1,0 +1,100 @@
+//! What a bulkhead tells its listeners, and the metrics it records.
+
+use std::time::Duration;
+
+/// Why a call was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RejectReason {
+    /// Full, in reject mode ([`BulkheadFull`](crate::BulkheadFull)).
+    Full,
+    /// Full, and the waiting queue at its bound ([`BulkheadFull`](crate::BulkheadFull)).
+    QueueFull,
+    /// Waited `max_wait` in vain ([`WaitTimeout`](crate::WaitTimeout)).
+    WaitTimeout,
+}
+
+impl RejectReason {
+    /// The label value in metrics: `"full"`, `"queue_full"` or `"wait_timeout"`.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::Full => "full",
+            RejectReason::QueueFull => "queue_full",
+            RejectReason::WaitTimeout => "wait_timeout",
+        }
+    }
+}
+
+/// An event of a [`Bulkhead`](crate::Bulkhead). Subscribe with
+/// [`Bulkhead::subscribe`](crate::Bulkhead::subscribe).
+///
+/// With the `metrics` feature, every bulkhead records them as:
+///
+/// | event           | metric |
+/// |-----------------|--------|
+/// | `CallPermitted` | counter `palisade_bulkhead_calls_permitted_total`, gauge `palisade_bulkhead_in_flight`, histogram `palisade_bulkhead_wait_seconds` |
+/// | `CallRejected`  | counter `palisade_bulkhead_calls_rejected_total` (label `reason`) |
+/// | `CallFinished`  | gauge `palisade_bulkhead_in_flight` |
+/// | `LimitChanged`  | gauge `palisade_bulkhead_limit` |
+///
+/// all with the label `name`, the bulkhead's name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BulkheadEvent {
+    /// A call got a slot.
+    CallPermitted {
+        /// Calls in flight, this one included.
+        in_flight: usize,
+        /// How long it queued (zero when a slot was free).
+        waited: Duration,
+    },
+    /// A call was refused.
+    CallRejected {
+        /// Why.
+        reason: RejectReason,
+    },
+    /// A call gave its slot back (completed, failed, was cancelled or panicked).
+    CallFinished {
+        /// Calls in flight now.
+        in_flight: usize,
+    },
+    /// The limit changed, by `set_limit` or by the adaptive algorithm.
+    LimitChanged {
+        /// The limit before.
+        from: usize,
+        /// The limit now.
+        to: usize,
+    },
+}
+
+#[cfg(feature = "metrics")]
+impl palisade_core::events::RecordMetrics for BulkheadEvent {
+    fn record_metrics(&self, name: &str) {
+        let name = name.to_owned();
+        match *self {
+            BulkheadEvent::CallPermitted { in_flight, waited } => {
+                metrics::counter!("palisade_bulkhead_calls_permitted_total", "name" => name.clone())
+                    .increment(1);
+                metrics::gauge!("palisade_bulkhead_in_flight", "name" => name.clone())
+                    .set(in_flight as f64);
+                metrics::histogram!("palisade_bulkhead_wait_seconds", "name" => name)
+                    .record(waited.as_secs_f64());
+            }
+            BulkheadEvent::CallRejected { reason } => {
+                metrics::counter!(
+                    "palisade_bulkhead_calls_rejected_total",
+                    "name" => name,
+                    "reason" => reason.as_str()
+                )
+                .increment(1);
+            }
+            BulkheadEvent::CallFinished { in_flight } => {
+                metrics::gauge!("palisade_bulkhead_in_flight", "name" => name)
+                    .set(in_flight as f64);
+            }
+            BulkheadEvent::LimitChanged { to, .. } => {
+                metrics::gauge!("palisade_bulkhead_limit", "name" => name).set(to as f64);
+            }
+        }
+    }
+}
