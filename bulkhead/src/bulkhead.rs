@@ -13,6 +13,7 @@ use palisade_core::events::{EventBus, Listener, ListenerId};
 use palisade_core::sync::Arc;
 use palisade_core::sync::atomic::{AtomicU64, Ordering};
 use std::fmt;
+use std::sync::Arc as StdArc;
 use std::time::Duration;
 
 /// What a full bulkhead does with the next caller.
@@ -41,7 +42,7 @@ pub(crate) struct Shared {
     pub(crate) clock: Clock,
     pub(crate) events: EventBus<BulkheadEvent>,
     rejected: AtomicU64,
-    name: Arc<str>,
+    name: StdArc<str>,
 }
 
 impl Shared {
@@ -200,7 +201,7 @@ impl Bulkhead {
             window: Window::new(config, clock.now()),
             algorithm: Mutex::new(algorithm),
         });
-        let name: Arc<str> = Arc::from(name);
+        let name: StdArc<str> = StdArc::from(name);
         let events = EventBus::new();
         #[cfg(feature = "metrics")]
         {

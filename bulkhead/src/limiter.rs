@@ -632,4 +632,44 @@ mod loom_tests {
             assert_eq!(limiter.try_acquire(), Some(1), "WAITERS bit cleared");
         });
     }
+    /// A releaser, a newcomer and a queued waiter race at limit 1: never two holders, the
+    /// waiter is always served (no lost wake-up), and everything comes back.
+    #[test]
+    fn loom_newcomer_and_waiter_never_hold_together() {
+        loom::model(|| {
+            let limiter = Arc::new(Limiter::new(1));
+            let holders = Arc::new(AtomicUsize::new(1));
+            assert!(limiter.try_acquire().is_some());
+            let Acquire::Queued(handle) = limiter.acquire_or_wait(4) else {
+                panic!("full: must queue")
+            };
+            let releaser = {
+                let (limiter, holders) = (limiter.clone(), holders.clone());
+                thread::spawn(move || {
+                    // SeqCst: test bookkeeping only.
+                    holders.fetch_sub(1, Ordering::SeqCst);
+                    limiter.release();
+                })
+            };
+            let newcomer = {
+                let (limiter, holders) = (limiter.clone(), holders.clone());
+                thread::spawn(move || {
+                    if limiter.try_acquire().is_some() {
+                        // SeqCst: test bookkeeping only.
+                        assert_eq!(holders.fetch_add(1, Ordering::SeqCst), 0);
+                        holders.fetch_sub(1, Ordering::SeqCst);
+                        limiter.release();
+                    }
+                })
+            };
+            block_on(poll_fn(|cx| handle.poll_granted(cx)));
+            // SeqCst: test bookkeeping only.
+            assert_eq!(holders.fetch_add(1, Ordering::SeqCst), 0);
+            holders.fetch_sub(1, Ordering::SeqCst);
+            limiter.release();
+            releaser.join().unwrap();
+            newcomer.join().unwrap();
+            assert_eq!((limiter.in_flight(), limiter.waiting()), (0, 0));
+        });
+    }
 }

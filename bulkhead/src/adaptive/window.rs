@@ -244,3 +244,29 @@ mod tests {
         assert_eq!(bad.unwrap_err().field(), "max_window");
     }
 }
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use palisade_core::sync::{Arc, loom};
+
+    /// Two completions past the deadline at once: exactly one closes the window, and the
+    /// sample counts both or leaves the other for the next window.
+    #[test]
+    fn loom_window_closes_exactly_once() {
+        loom::model(|| {
+            let config = AdaptiveConfig::new().min_samples(1);
+            let window = Arc::new(Window::new(config, Instant::ZERO));
+            let late = Instant::ZERO + Duration::from_secs(1);
+            let other = {
+                let window = window.clone();
+                loom::thread::spawn(move || window.record(late, Duration::from_millis(1), 1, false))
+            };
+            let mine = window.record(late, Duration::from_millis(3), 2, true);
+            let theirs = other.join().unwrap();
+            let closed: Vec<_> = [mine, theirs].into_iter().flatten().collect();
+            assert_eq!(closed.len(), 1, "exactly one closer");
+            assert!((1..=2).contains(&closed[0].samples));
+        });
+    }
+}

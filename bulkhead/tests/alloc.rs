@@ -1,0 +1,65 @@
+//! Zero allocations per call on the not-full path.
+
+#![cfg(not(loom))]
+
+use palisade_bulkhead::Bulkhead;
+use palisade_bulkhead::adaptive::Aimd;
+use std::convert::Infallible;
+use std::future::{Future, Ready, ready};
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+use tower::{Layer, Service};
+
+#[derive(Clone, Copy)]
+struct Echo;
+
+impl Service<u64> for Echo {
+    type Response = u64;
+    type Error = Infallible;
+    type Future = Ready<Result<u64, Infallible>>;
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+    fn call(&mut self, r: u64) -> Self::Future {
+        ready(Ok(r))
+    }
+}
+
+fn drive<S: Service<u64>>(svc: &mut S, n: u64) {
+    let mut cx = Context::from_waker(Waker::noop());
+    for i in 0..n {
+        assert!(matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+        let fut = pin!(svc.call(i));
+        assert!(matches!(fut.poll(&mut cx), Poll::Ready(Ok(_))));
+    }
+}
+
+#[test]
+fn fixed_limit_calls_allocate_nothing() {
+    let bulkhead = Bulkhead::builder().max_concurrent_calls(4).build().unwrap();
+    let mut svc = bulkhead.layer().layer(Echo);
+    drive(&mut svc, 10);
+    let info = allocation_counter::measure(|| drive(&mut svc, 1000));
+    assert_eq!(info.count_total, 0);
+    // Rejections are zero-sized errors: no allocation either.
+    bulkhead.set_limit(0);
+    let info = allocation_counter::measure(|| {
+        for _ in 0..100 {
+            let mut cx = Context::from_waker(Waker::noop());
+            assert!(matches!(svc.poll_ready(&mut cx), Poll::Ready(Err(_))));
+        }
+    });
+    assert_eq!(info.count_total, 0);
+}
+
+#[test]
+fn adaptive_calls_allocate_nothing() {
+    let bulkhead = Bulkhead::builder()
+        .adaptive(Aimd::builder().build().unwrap())
+        .build()
+        .unwrap();
+    let mut svc = bulkhead.layer().layer(Echo);
+    drive(&mut svc, 10);
+    let info = allocation_counter::measure(|| drive(&mut svc, 10_000));
+    assert_eq!(info.count_total, 0);
+}
