@@ -116,22 +116,25 @@ impl CountWindow {
     /// the record is stale (a newer generation owns the window).
     pub(crate) fn record(&self, generation: Generation, record: Record) -> Option<Tally> {
         let new = record.bits();
-        if record == Record::SUCCESS {
-            // Fast path: a success entering a full window of successes changes nothing (it
-            // would only replace another success), so a healthy breaker records with one load
-            // and no write: threads recording at once share the line instead of bouncing it.
-            // Acquire: pairs with the AcqRel CAS below.
-            let aggregate = self.aggregate.load(Ordering::Acquire);
-            let tally = self.decode(aggregate);
-            if (aggregate >> AGG_GEN_SHIFT) as Generation == generation
-                && tally.calls == self.size
-                && tally.failures == 0
-                && tally.slow == 0
-                && (aggregate & AGG_FIELDS_MASK)
-                    == EMPTY_FIELDS + (u64::from(self.size) << CALLS_SHIFT)
-            {
-                return Some(tally);
-            }
+        // Acquire: pairs with the AcqRel CAS below.
+        let aggregate = self.aggregate.load(Ordering::Acquire);
+        let tag = (aggregate >> AGG_GEN_SHIFT) as Generation;
+        if is_newer(tag, generation) {
+            // Stale, and it must not take a slot from the newer generation's ring.
+            return None;
+        }
+        // Fast path: a success entering a full window of successes changes nothing (it would
+        // only replace another success), so a healthy breaker records with one load and no
+        // write: threads recording at once share the line instead of bouncing it.
+        if record == Record::SUCCESS
+            && tag == generation
+            && (aggregate & AGG_FIELDS_MASK) == EMPTY_FIELDS + (u64::from(self.size) << CALLS_SHIFT)
+        {
+            return Some(Tally {
+                calls: self.size,
+                failures: 0,
+                slow: 0,
+            });
         }
         // Relaxed: only picks a slot; the slot's own CAS orders what is written there.
         let index = self.cursor.fetch_add(1, Ordering::Relaxed) % u64::from(self.size);
@@ -464,7 +467,7 @@ mod tests {
         assert_eq!(w.tally(0, at(3)), t(3, 0, 1));
         assert_eq!(w.tally(0, at(10)), Tally::default(), "everything aged out");
         assert_eq!(w.tally(1, at(3)), Tally::default(), "other generation");
-        assert_eq!(w.record(0, at(1), F), None, "older than the window");
+        assert_eq!(w.record(0, at(0), F), None, "older than the window");
         assert_eq!(w.record(1, at(3), F), Some(t(1, 1, 0)));
         assert_eq!(w.record(0, at(3), F), None, "stale generation");
     }

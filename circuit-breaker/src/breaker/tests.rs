@@ -1,1 +1,564 @@
+//! Unit tests of every rule, runtime-free, in manual time.
 
+use super::*;
+use crate::config::SlidingWindow;
+use palisade_core::clock::ManualClock;
+use std::sync::Mutex;
+
+fn manual() -> (ManualClock, CircuitBreakerBuilder) {
+    let clock = ManualClock::new();
+    let builder = CircuitBreaker::builder()
+        .clock(clock.clock())
+        .count_window(10)
+        .minimum_calls(4)
+        .failure_rate_threshold(50.0)
+        .wait_duration_in_open(Duration::from_secs(10))
+        .permitted_calls_in_half_open(2);
+    (clock, builder)
+}
+
+fn events(breaker: &CircuitBreaker) -> Arc<Mutex<Vec<CircuitBreakerEvent>>> {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let sink = log.clone();
+    breaker.on_event(move |e: &CircuitBreakerEvent| sink.lock().unwrap().push(*e));
+    log
+}
+
+fn transitions(log: &Mutex<Vec<CircuitBreakerEvent>>) -> Vec<(State, State)> {
+    log.lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| match *e {
+            CircuitBreakerEvent::StateTransition { from, to } => Some((from, to)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn call(breaker: &CircuitBreaker, outcome: Outcome) -> Result<(), CircuitOpen> {
+    breaker.try_acquire().map(|permit| permit.record(outcome))
+}
+
+fn trip(breaker: &CircuitBreaker) {
+    for _ in 0..4 {
+        call(breaker, Outcome::Failure).unwrap();
+    }
+    assert_eq!(breaker.state(), State::Open);
+}
+
+#[test]
+fn trips_at_the_failure_rate_once_minimum_calls_are_in() {
+    let (_, builder) = manual();
+    let breaker = builder.build().unwrap();
+    let log = events(&breaker);
+    for _ in 0..3 {
+        call(&breaker, Outcome::Failure).unwrap();
+    }
+    assert_eq!(
+        breaker.state(),
+        State::Closed,
+        "3 calls are below minimum_calls"
+    );
+    call(&breaker, Outcome::Success).unwrap();
+    assert_eq!(breaker.state(), State::Open, "3 of 4 failed: 75% ≥ 50%");
+    assert_eq!(transitions(&log), vec![(State::Closed, State::Open)]);
+}
+
+#[test]
+fn stays_closed_below_the_threshold_and_at_it_trips() {
+    let (_, builder) = manual();
+    let breaker = builder.build().unwrap();
+    for outcome in [
+        Outcome::Failure,
+        Outcome::Success,
+        Outcome::Success,
+        Outcome::Success,
+    ] {
+        call(&breaker, outcome).unwrap();
+    }
+    assert_eq!(breaker.state(), State::Closed, "25%");
+    call(&breaker, Outcome::Failure).unwrap();
+    assert_eq!(breaker.state(), State::Closed, "40%");
+    call(&breaker, Outcome::Failure).unwrap();
+    assert_eq!(breaker.state(), State::Open, "3 of 6 = 50% trips");
+}
+
+#[test]
+fn ignored_outcomes_do_not_count() {
+    let (_, builder) = manual();
+    let breaker = builder.build().unwrap();
+    for _ in 0..10 {
+        call(&breaker, Outcome::Ignore).unwrap();
+    }
+    assert_eq!(breaker.metrics().calls, 0);
+    let permit = breaker.try_acquire().unwrap();
+    drop(permit); // cancelled
+    assert_eq!(breaker.metrics().calls, 0);
+    assert_eq!(breaker.state(), State::Closed);
+}
+
+#[test]
+fn the_count_window_forgets_old_calls() {
+    let (_, builder) = manual();
+    let breaker = builder.count_window(4).minimum_calls(4).build().unwrap();
+    call(&breaker, Outcome::Failure).unwrap();
+    for _ in 0..6 {
+        call(&breaker, Outcome::Success).unwrap();
+    }
+    call(&breaker, Outcome::Failure).unwrap();
+    let m = breaker.metrics();
+    assert_eq!((m.calls, m.failed_calls), (4, 1));
+    assert_eq!(m.failure_rate, 25.0);
+    assert_eq!(breaker.state(), State::Closed);
+}
+
+#[test]
+fn slow_calls_trip_at_the_slow_rate_whether_they_succeed_or_not() {
+    let (clock, builder) = manual();
+    let breaker = builder
+        .slow_call_duration(Duration::from_millis(100))
+        .slow_call_rate_threshold(75.0)
+        .failure_rate_threshold(100.0)
+        .build()
+        .unwrap();
+    let log = events(&breaker);
+    let slow = |outcome| {
+        let permit = breaker.try_acquire().unwrap();
+        clock.advance(Duration::from_millis(150));
+        permit.record(outcome);
+    };
+    slow(Outcome::Success);
+    slow(Outcome::Failure);
+    call(&breaker, Outcome::Success).unwrap();
+    assert_eq!(breaker.metrics().slow_calls, 2);
+    slow(Outcome::Success);
+    assert_eq!(breaker.state(), State::Open, "3 of 4 slow = 75%");
+    let recorded = log.lock().unwrap();
+    assert_eq!(
+        recorded
+            .iter()
+            .filter(|e| matches!(e, CircuitBreakerEvent::SlowCallRecorded { elapsed } if *elapsed == Duration::from_millis(150)))
+            .count(),
+        3
+    );
+    assert!(recorded.contains(&CircuitBreakerEvent::ErrorRecorded {
+        elapsed: Some(Duration::from_millis(150))
+    }));
+}
+
+#[test]
+fn a_call_exactly_at_the_slow_duration_is_not_slow() {
+    let (clock, builder) = manual();
+    let breaker = builder
+        .slow_call_duration(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let permit = breaker.try_acquire().unwrap();
+    clock.advance(Duration::from_millis(100));
+    permit.success();
+    assert_eq!(breaker.metrics().slow_calls, 0);
+}
+
+#[test]
+fn consecutive_failures_alone() {
+    let (_, builder) = manual();
+    let breaker = builder
+        .trip_on_rates(false)
+        .consecutive_failures(3)
+        .build()
+        .unwrap();
+    for _ in 0..20 {
+        call(&breaker, Outcome::Failure).unwrap();
+        call(&breaker, Outcome::Failure).unwrap();
+        call(&breaker, Outcome::Success).unwrap();
+    }
+    assert_eq!(
+        breaker.state(),
+        State::Closed,
+        "67% failures, never 3 in a row"
+    );
+    call(&breaker, Outcome::Failure).unwrap();
+    call(&breaker, Outcome::Failure).unwrap();
+    assert_eq!(breaker.metrics().consecutive_failures, 2);
+    call(&breaker, Outcome::Failure).unwrap();
+    assert_eq!(breaker.state(), State::Open);
+}
+
+#[test]
+fn consecutive_failures_with_the_rate_trips_before_minimum_calls() {
+    let (_, builder) = manual();
+    let breaker = builder
+        .minimum_calls(10)
+        .consecutive_failures(2)
+        .build()
+        .unwrap();
+    call(&breaker, Outcome::Failure).unwrap();
+    call(&breaker, Outcome::Failure).unwrap();
+    assert_eq!(breaker.state(), State::Open);
+}
+
+#[test]
+fn open_rejects_with_a_hint_then_half_opens_lazily() {
+    let (clock, builder) = manual();
+    let breaker = builder.build().unwrap();
+    let log = events(&breaker);
+    trip(&breaker);
+    clock.advance(Duration::from_secs(4));
+    let open = breaker.try_acquire().unwrap_err();
+    assert_eq!(open.state(), State::Open);
+    assert_eq!(open.retry_after(), Some(Duration::from_secs(6)));
+    clock.advance(Duration::from_secs(6));
+    assert_eq!(
+        breaker.state(),
+        State::Open,
+        "no timer: still open until a call"
+    );
+    let probe = breaker.try_acquire().unwrap();
+    assert!(probe.is_probe());
+    assert_eq!(breaker.state(), State::HalfOpen);
+    assert_eq!(breaker.metrics().rejected_calls, 1);
+    drop(probe);
+    assert_eq!(
+        transitions(&log),
+        vec![(State::Closed, State::Open), (State::Open, State::HalfOpen)]
+    );
+    assert!(
+        log.lock()
+            .unwrap()
+            .contains(&CircuitBreakerEvent::CallRejected { state: State::Open })
+    );
+}
+
+#[test]
+fn half_open_admits_only_the_permitted_probes_then_closes() {
+    let (clock, builder) = manual();
+    let breaker = builder.build().unwrap();
+    trip(&breaker);
+    clock.advance(Duration::from_secs(10));
+    let a = breaker.try_acquire().unwrap();
+    let b = breaker.try_acquire().unwrap();
+    let rejected = breaker.try_acquire().unwrap_err();
+    assert_eq!(rejected.state(), State::HalfOpen);
+    assert_eq!(rejected.retry_after(), None);
+    a.success();
+    assert_eq!(breaker.state(), State::HalfOpen, "one probe still out");
+    assert!(
+        breaker.try_acquire().is_err(),
+        "a recorded probe keeps its slot"
+    );
+    b.success();
+    assert_eq!(breaker.state(), State::Closed);
+    assert_eq!(
+        breaker.metrics().calls,
+        0,
+        "closed starts with an empty window"
+    );
+}
+
+#[test]
+fn failed_probes_reopen() {
+    let (clock, builder) = manual();
+    let breaker = builder.build().unwrap();
+    trip(&breaker);
+    clock.advance(Duration::from_secs(10));
+    let a = breaker.try_acquire().unwrap();
+    let b = breaker.try_acquire().unwrap();
+    a.success();
+    b.failure();
+    assert_eq!(breaker.state(), State::Open, "1 of 2 failed: 50%");
+    assert_eq!(
+        breaker.try_acquire().unwrap_err().retry_after(),
+        Some(Duration::from_secs(10))
+    );
+}
+
+#[test]
+fn cancelled_and_ignored_probes_give_their_permit_back() {
+    let (clock, builder) = manual();
+    let breaker = builder.build().unwrap();
+    trip(&breaker);
+    clock.advance(Duration::from_secs(10));
+    let a = breaker.try_acquire().unwrap();
+    let b = breaker.try_acquire().unwrap();
+    drop(a);
+    b.record(Outcome::Ignore);
+    let c = breaker.try_acquire().unwrap();
+    let d = breaker.try_acquire().unwrap();
+    assert!(breaker.try_acquire().is_err());
+    c.success();
+    d.success();
+    assert_eq!(breaker.state(), State::Closed);
+}
+
+#[test]
+fn a_panic_while_holding_a_permit_is_a_failure() {
+    let (_, builder) = manual();
+    let breaker = builder.minimum_calls(1).build().unwrap();
+    let clone = breaker.clone();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        let _permit = clone.try_acquire().unwrap();
+        panic!("the guarded code panicked");
+    }));
+    assert!(result.is_err());
+    assert_eq!(
+        breaker.state(),
+        State::Open,
+        "one failure of one call trips"
+    );
+}
+
+#[test]
+fn max_wait_in_half_open_reopens_when_probes_never_return() {
+    let (clock, builder) = manual();
+    let breaker = builder
+        .max_wait_in_half_open(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    trip(&breaker);
+    clock.advance(Duration::from_secs(10));
+    let hung_a = breaker.try_acquire().unwrap();
+    let hung_b = breaker.try_acquire().unwrap();
+    clock.advance(Duration::from_secs(4));
+    assert_eq!(breaker.try_acquire().unwrap_err().state(), State::HalfOpen);
+    clock.advance(Duration::from_secs(2));
+    let open = breaker.try_acquire().unwrap_err();
+    assert_eq!(open.state(), State::Open);
+    assert_eq!(breaker.state(), State::Open);
+    // The hung probes finally return: they are stale and change nothing.
+    hung_a.success();
+    hung_b.success();
+    assert_eq!(breaker.state(), State::Open);
+}
+
+#[test]
+fn a_stale_result_from_an_earlier_closed_period_does_not_count() {
+    let (clock, builder) = manual();
+    let breaker = builder.build().unwrap();
+    let late: Vec<_> = (0..5).map(|_| breaker.try_acquire().unwrap()).collect();
+    trip(&breaker);
+    clock.advance(Duration::from_secs(10));
+    let a = breaker.try_acquire().unwrap();
+    let b = breaker.try_acquire().unwrap();
+    a.success();
+    b.success();
+    assert_eq!(breaker.state(), State::Closed);
+    // Five failures admitted in the first closed period arrive now.
+    for permit in late {
+        permit.failure();
+    }
+    assert_eq!(breaker.state(), State::Closed);
+    assert_eq!(breaker.metrics().calls, 0);
+}
+
+#[test]
+fn a_stale_probe_result_does_not_count_in_the_next_half_open() {
+    let (clock, builder) = manual();
+    let breaker = builder
+        .max_wait_in_half_open(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    trip(&breaker);
+    clock.advance(Duration::from_secs(10));
+    let old_a = breaker.try_acquire().unwrap();
+    let old_b = breaker.try_acquire().unwrap();
+    clock.advance(Duration::from_secs(1));
+    assert!(breaker.try_acquire().is_err()); // re-opens
+    clock.advance(Duration::from_secs(10));
+    let new_a = breaker.try_acquire().unwrap();
+    old_a.failure();
+    old_b.failure();
+    assert_eq!(breaker.state(), State::HalfOpen);
+    let new_b = breaker.try_acquire().unwrap();
+    new_a.success();
+    new_b.success();
+    assert_eq!(breaker.state(), State::Closed);
+}
+
+#[test]
+fn manual_states() {
+    let (clock, builder) = manual();
+    let breaker = builder.build().unwrap();
+    let log = events(&breaker);
+
+    breaker.force_open();
+    assert_eq!(
+        breaker.try_acquire().unwrap_err().state(),
+        State::ForcedOpen
+    );
+    clock.advance(Duration::from_secs(3600));
+    assert_eq!(breaker.try_acquire().unwrap_err().retry_after(), None);
+    assert_eq!(breaker.state(), State::ForcedOpen);
+
+    breaker.disable();
+    for _ in 0..20 {
+        call(&breaker, Outcome::Failure).unwrap();
+    }
+    assert_eq!(breaker.state(), State::Disabled);
+    assert_eq!(breaker.metrics().calls, 0, "disabled records nothing");
+
+    breaker.metrics_only();
+    for _ in 0..20 {
+        call(&breaker, Outcome::Failure).unwrap();
+    }
+    assert_eq!(
+        breaker.state(),
+        State::MetricsOnly,
+        "metrics-only never trips"
+    );
+    assert_eq!(breaker.metrics().failed_calls, 10);
+    assert_eq!(breaker.metrics().failure_rate, 100.0);
+
+    breaker.transition_to_open();
+    assert_eq!(
+        breaker.try_acquire().unwrap_err().retry_after(),
+        Some(Duration::from_secs(10))
+    );
+    breaker.transition_to_half_open();
+    assert!(breaker.try_acquire().unwrap().is_probe());
+    breaker.transition_to_closed();
+    assert_eq!(breaker.state(), State::Closed);
+
+    trip(&breaker);
+    breaker.reset();
+    assert_eq!(breaker.state(), State::Closed);
+    let m = breaker.metrics();
+    assert_eq!((m.calls, m.rejected_calls), (0, 0));
+    let seen = log.lock().unwrap().clone();
+    assert!(seen.contains(&CircuitBreakerEvent::Reset));
+    assert!(
+        seen.iter()
+            .filter(|e| matches!(e, CircuitBreakerEvent::ErrorRecorded { elapsed: None }))
+            .count()
+            >= 20
+    );
+    drop(seen);
+    assert_eq!(
+        transitions(&log),
+        vec![
+            (State::Closed, State::ForcedOpen),
+            (State::ForcedOpen, State::Disabled),
+            (State::Disabled, State::MetricsOnly),
+            (State::MetricsOnly, State::Open),
+            (State::Open, State::HalfOpen),
+            (State::HalfOpen, State::Closed),
+            (State::Closed, State::Open),
+            (State::Open, State::Closed),
+        ]
+    );
+}
+
+#[test]
+fn the_open_wait_backs_off_with_a_cap() {
+    let (clock, builder) = manual();
+    let breaker = builder
+        .permitted_calls_in_half_open(1)
+        .open_backoff(2.0, Duration::from_secs(50))
+        .build()
+        .unwrap();
+    trip(&breaker);
+    let mut waits = Vec::new();
+    for _ in 0..5 {
+        let wait = breaker.try_acquire().unwrap_err().retry_after().unwrap();
+        waits.push(wait.as_secs());
+        clock.advance(wait);
+        breaker.try_acquire().unwrap().failure();
+    }
+    assert_eq!(waits, vec![10, 20, 40, 50, 50]);
+    // A success closes and the next trip starts from the base wait again.
+    let wait = breaker.try_acquire().unwrap_err().retry_after().unwrap();
+    clock.advance(wait);
+    breaker.try_acquire().unwrap().success();
+    assert_eq!(breaker.state(), State::Closed);
+    trip(&breaker);
+    assert_eq!(
+        breaker.try_acquire().unwrap_err().retry_after(),
+        Some(Duration::from_secs(10))
+    );
+}
+
+#[test]
+fn jitter_spreads_the_wait_within_its_bounds_and_is_seeded() {
+    let waits = |seed| {
+        let (clock, builder) = manual();
+        let breaker = builder
+            .permitted_calls_in_half_open(1)
+            .open_backoff(1.0, Duration::from_secs(12))
+            .open_backoff_jitter(0.5)
+            .jitter_seed(seed)
+            .build()
+            .unwrap();
+        trip(&breaker);
+        let mut waits = Vec::new();
+        for _ in 0..20 {
+            let wait = breaker.try_acquire().unwrap_err().retry_after().unwrap();
+            waits.push(wait);
+            clock.advance(wait);
+            breaker.try_acquire().unwrap().failure();
+        }
+        waits
+    };
+    let a = waits(7);
+    assert_eq!(a, waits(7), "same seed, same waits");
+    assert_ne!(a, waits(8));
+    for wait in &a {
+        assert!(
+            *wait >= Duration::from_secs(5) && *wait <= Duration::from_secs(12),
+            "{wait:?}"
+        );
+    }
+    assert!(a.iter().any(|w| *w != a[0]), "jitter varies");
+}
+
+#[test]
+fn the_time_window_trips_and_forgets_with_the_clock() {
+    let (clock, builder) = manual();
+    let breaker = builder
+        .sliding_window(SlidingWindow::Time {
+            size: Duration::from_secs(10),
+            buckets: 10,
+        })
+        .minimum_calls(4)
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        call(&breaker, Outcome::Failure).unwrap();
+    }
+    clock.advance(Duration::from_secs(11));
+    call(&breaker, Outcome::Failure).unwrap();
+    assert_eq!(breaker.metrics().calls, 1, "the first three aged out");
+    assert_eq!(breaker.state(), State::Closed);
+    clock.advance(Duration::from_secs(3));
+    for _ in 0..3 {
+        call(&breaker, Outcome::Success).unwrap();
+    }
+    assert_eq!(breaker.state(), State::Closed);
+    call(&breaker, Outcome::Failure).unwrap();
+    call(&breaker, Outcome::Failure).unwrap();
+    assert_eq!(breaker.state(), State::Open, "3 of 6 in the last 10 s");
+}
+
+#[test]
+fn clones_share_one_breaker() {
+    let (_, builder) = manual();
+    let a = builder.build().unwrap();
+    let b = a.clone();
+    for _ in 0..4 {
+        call(&b, Outcome::Failure).unwrap();
+    }
+    assert_eq!(a.state(), State::Open);
+    assert_eq!(a.name(), "default");
+    assert!(format!("{a:?}").contains("Open"));
+}
+
+#[test]
+fn listeners_can_be_removed() {
+    let (_, builder) = manual();
+    let breaker = builder.build().unwrap();
+    let log = Arc::new(Mutex::new(0));
+    let sink = log.clone();
+    let id = breaker.on_event(move |_: &CircuitBreakerEvent| *sink.lock().unwrap() += 1);
+    breaker.force_open();
+    assert!(breaker.remove_listener(id));
+    breaker.disable();
+    assert_eq!(*log.lock().unwrap(), 1);
+}
