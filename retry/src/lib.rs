@@ -1,3 +1,89 @@
-//! Retries with backoff, a lock-free retry budget and hedging for tower. This crate is a placeholder for the layer's implementation, which lands in its own issue.
+//! Retries that cannot become a retry storm: backoff with jitter, a lock-free retry budget,
+//! deadlines, per-attempt timeouts, and `retry_after` hints honoured.
+//!
+//! Retries save single requests and can kill whole systems: when a dependency is down, every
+//! client retrying three times triples the load on it just when it can least take it. So in
+//! this crate a retry costs something. Every [`RetryPolicy`] draws on a [`RetryBudget`] by
+//! default (Finagle's: retries may add 20 % to the original requests over a 10 s window, with a
+//! floor of 10 retries a second), which is lock-free: a deposit per request is one CAS, and
+//! concurrent withdrawals can never overdraw it. A gRPC-style [`RetryThrottle`] is the
+//! alternative.
+//!
+//! # Behaviour
+//!
+//! - **What is retried**: results that the classifier ([`palisade_core::Classify`]) calls
+//!   [`Outcome::Failure`](palisade_core::Outcome::Failure) (default: every error, no response),
+//!   of requests the request policy can copy ([`RetryRequest`]; default: every request, by
+//!   `Clone`; [`retry_requests_if`](RetryPolicyBuilder::retry_requests_if) for idempotency).
+//! - **How often**: at most `max_attempts` attempts (the first included), and only while the
+//!   budget grants a withdrawal. A refused withdrawal ends retrying: the last result is returned
+//!   as it is, and a [`RetryEvent::BudgetExhausted`] is emitted.
+//! - **When**: after a [`Backoff`] (constant, exponential, full jitter, decorrelated jitter; all
+//!   capped; the jitter's RNG seedable), or after the `retry_after` a rejection from below
+//!   carries ([`palisade_core::retry_after`]: a downstream `RateLimited` or `CircuitOpen`) if
+//!   that is longer. Sleeps are tokio's, so they run in paused time in tests.
+//! - **How long**: an optional per-attempt timeout ([`AttemptTimedOut`], a retryable failure)
+//!   and an optional overall deadline ([`DeadlineExceeded`] mid-attempt; no retry is scheduled
+//!   that could not start before it, including one a `retry_after` hint pushes past it).
+//! - **Copies**: the request is copied only when another attempt may follow; never before the
+//!   last attempt, never with `max_attempts(1)`.
+//!
+//! # Example
+//!
+//! ```
+//! use palisade_retry::{Backoff, RetryPolicy};
+//! use std::time::Duration;
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), tower::BoxError> {
+//! let policy = RetryPolicy::builder()
+//!     .max_attempts(3)
+//!     .backoff(Backoff::full_jitter(Duration::from_millis(10), Duration::from_secs(1)))
+//!     .deadline(Duration::from_secs(2))
+//!     .attempt_timeout(Duration::from_millis(500))
+//!     .retry_requests_if(|req: &String| !req.starts_with("POST"))
+//!     .build()?;
+//!
+//! let mut svc = ServiceBuilder::new()
+//!     .layer(policy.layer())
+//!     .service(service_fn(|req: String| async move {
+//!         Ok::<_, std::io::Error>(format!("echo {req}"))
+//!     }));
+//! let answer = svc.ready().await?.call("GET /".to_owned()).await?;
+//! assert_eq!(answer, "echo GET /");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Events and metrics
+//!
+//! [`RetryPolicy::subscribe`] delivers [`RetryEvent`]s. With the `metrics` feature they are
+//! recorded as `palisade_retry_retries_total`, `palisade_retry_backoff_seconds`,
+//! `palisade_retry_budget_exhausted_total`, `palisade_retry_hedges_total` and
+//! `palisade_retry_gave_up_total{outcome=<reason>}`, labelled `name`; with `tracing`, each is a
+//! `DEBUG` event.
 
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod backoff;
+pub mod budget;
+mod config;
+pub mod error;
+mod events;
+pub mod future;
+mod layer;
+mod request;
+mod service;
+pub mod throttle;
+
+pub use backoff::Backoff;
+pub use budget::{RetryBudget, RetryBudgetBuilder};
+pub use config::{RetryPolicy, RetryPolicyBuilder};
+pub use error::{AttemptTimedOut, DeadlineExceeded, Throttled};
+pub use events::{GiveUpReason, RetryEvent};
+pub use layer::RetryLayer;
+pub use request::{CloneAll, CloneIf, CloneWith, RetryRequest};
+pub use service::Retry;
+pub use throttle::RetryThrottle;

@@ -1,0 +1,444 @@
+//! [`RetryPolicy`]: what to retry, how often, how long to wait, and what it may cost.
+
+use crate::backoff::Backoff;
+use crate::budget::{RetryBudget, RetryBudgetBuilder};
+use crate::events::RetryEvent;
+use crate::layer::RetryLayer;
+use crate::request::{CloneAll, CloneIf, CloneWith};
+use crate::throttle::RetryThrottle;
+use palisade_core::classify::{ErrorIsFailure, Outcome};
+use palisade_core::clock::Clock;
+use palisade_core::error::{ConfigError, check_nonzero_duration};
+use palisade_core::events::{EventBus, Listener, ListenerId};
+use palisade_core::sync::atomic::{AtomicU64, Ordering};
+use std::fmt;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What retries and hedges spend.
+#[derive(Clone, Debug)]
+pub(crate) enum Spend {
+    /// Nothing: every retry the policy allows is made (a retry storm waiting to happen).
+    Unlimited,
+    /// A Finagle budget: requests deposit, retries withdraw.
+    Budget(RetryBudget),
+    /// A gRPC throttle: outcomes fill and drain it, retries need it half full.
+    Throttle(RetryThrottle),
+}
+
+impl Spend {
+    /// An original request was sent.
+    #[inline]
+    pub(crate) fn on_request(&self) {
+        if let Spend::Budget(budget) = self {
+            budget.deposit();
+        }
+    }
+
+    /// An attempt ended with `outcome`.
+    #[inline]
+    pub(crate) fn on_outcome(&self, outcome: Outcome) {
+        if let Spend::Throttle(throttle) = self {
+            match outcome {
+                Outcome::Success => throttle.on_success(),
+                Outcome::Failure => throttle.on_failure(),
+                Outcome::Ignore => {}
+            }
+        }
+    }
+
+    /// Takes what one more attempt costs; `false` if it may not be made.
+    pub(crate) fn try_spend(&self) -> bool {
+        match self {
+            Spend::Unlimited => true,
+            Spend::Budget(budget) => budget.try_withdraw(),
+            Spend::Throttle(throttle) => throttle.allows_retry(),
+        }
+    }
+}
+
+/// The state every clone of a [`Retry`](crate::Retry) shares.
+pub(crate) struct Shared<C, Q> {
+    pub(crate) max_attempts: u32,
+    pub(crate) backoff: Backoff,
+    pub(crate) deadline: Option<Duration>,
+    pub(crate) attempt_timeout: Option<Duration>,
+    pub(crate) classify: C,
+    pub(crate) requests: Q,
+    pub(crate) spend: Spend,
+    pub(crate) clock: Clock,
+    seed: u64,
+    /// How many calls have drawn a random stream (for jitter) so far.
+    streams: AtomicU64,
+    pub(crate) events: EventBus<RetryEvent>,
+    pub(crate) name: Arc<str>,
+}
+
+impl<C, Q> Shared<C, Q> {
+    /// The seed of the next call's jitter stream: the policy's seed for the first call that
+    /// needs one, then distinct, reproducible seeds.
+    pub(crate) fn next_stream_seed(&self) -> u64 {
+        // Relaxed: only uniqueness of the stream number matters, which the RMW gives.
+        let stream = self.streams.fetch_add(1, Ordering::Relaxed);
+        self.seed ^ stream.wrapping_mul(0xd6e8_feb8_6659_fd93)
+    }
+}
+
+/// A retry policy: a handle shared by every [`RetryLayer`] and [`Retry`](crate::Retry) made
+/// from it. Build one with [`RetryPolicy::builder`].
+///
+/// Generic over the classifier `C` (which results are retryable failures; default: every
+/// error, no response) and the request policy `Q` (which requests are retryable and how they
+/// are copied; default: every request, with `Clone`).
+pub struct RetryPolicy<C = ErrorIsFailure, Q = CloneAll> {
+    pub(crate) shared: Arc<Shared<C, Q>>,
+}
+
+impl<C, Q> Clone for RetryPolicy<C, Q> {
+    fn clone(&self) -> Self {
+        RetryPolicy {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// A builder with the defaults: 3 attempts, exponential backoff with full jitter from
+    /// 50 ms capped at 5 s, no deadline, no per-attempt timeout, errors retryable, every
+    /// request retryable, and a default [`RetryBudget`].
+    #[must_use]
+    pub fn builder() -> RetryPolicyBuilder {
+        RetryPolicyBuilder {
+            max_attempts: 3,
+            backoff: Backoff::full_jitter(Duration::from_millis(50), Duration::from_secs(5)),
+            deadline: None,
+            attempt_timeout: None,
+            classify: ErrorIsFailure,
+            requests: CloneAll,
+            spend: SpendChoice::DefaultBudget,
+            clock: None,
+            seed: None,
+            name: None,
+        }
+    }
+}
+
+impl<C, Q> RetryPolicy<C, Q> {
+    /// The layer that wraps services with this policy.
+    #[must_use]
+    pub fn layer(&self) -> RetryLayer<C, Q> {
+        RetryLayer::new(self)
+    }
+
+    /// The budget retries draw on, if it is a [`RetryBudget`].
+    #[must_use]
+    pub fn budget(&self) -> Option<&RetryBudget> {
+        match &self.shared.spend {
+            Spend::Budget(budget) => Some(budget),
+            _ => None,
+        }
+    }
+
+    /// Adds a listener for this policy's [`RetryEvent`]s.
+    pub fn subscribe<L: Listener<RetryEvent>>(&self, listener: L) -> ListenerId {
+        self.shared.events.subscribe(listener)
+    }
+
+    /// Removes a listener; `false` if it was not subscribed.
+    pub fn unsubscribe(&self, id: ListenerId) -> bool {
+        self.shared.events.unsubscribe(id)
+    }
+
+    /// Attempts per request, the first included.
+    #[must_use]
+    pub fn max_attempts(&self) -> u32 {
+        self.shared.max_attempts
+    }
+
+    /// The instance name used in metrics and traces.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+}
+
+impl<C, Q> fmt::Debug for RetryPolicy<C, Q> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.shared;
+        f.debug_struct("RetryPolicy")
+            .field("name", &s.name)
+            .field("max_attempts", &s.max_attempts)
+            .field("backoff", &s.backoff)
+            .field("deadline", &s.deadline)
+            .field("attempt_timeout", &s.attempt_timeout)
+            .field("spend", &s.spend)
+            .field("clock", &s.clock)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Debug)]
+enum SpendChoice {
+    DefaultBudget,
+    Budget(RetryBudget),
+    Throttle(RetryThrottle),
+    Unlimited,
+}
+
+/// Builds a [`RetryPolicy`].
+#[derive(Clone, Debug)]
+pub struct RetryPolicyBuilder<C = ErrorIsFailure, Q = CloneAll> {
+    max_attempts: u32,
+    backoff: Backoff,
+    deadline: Option<Duration>,
+    attempt_timeout: Option<Duration>,
+    classify: C,
+    requests: Q,
+    spend: SpendChoice,
+    clock: Option<Clock>,
+    seed: Option<u64>,
+    name: Option<Arc<str>>,
+}
+
+impl<C, Q> RetryPolicyBuilder<C, Q> {
+    /// Attempts per request, the first included: 1 (never retry) to 100. Default 3.
+    #[must_use]
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = attempts;
+        self
+    }
+
+    /// The wait before each retry. Default: full jitter from 50 ms, capped at 5 s.
+    #[must_use]
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// A deadline across all attempts, from the call: an attempt still running at the
+    /// deadline fails with [`DeadlineExceeded`](crate::DeadlineExceeded), and no retry is
+    /// scheduled that could not start before it. Default: none.
+    #[must_use]
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// A timeout for each attempt: an attempt that takes longer is dropped and counts as a
+    /// failure ([`AttemptTimedOut`](crate::AttemptTimedOut)), retried like any other. Default:
+    /// none.
+    #[must_use]
+    pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.attempt_timeout = Some(timeout);
+        self
+    }
+
+    /// Which results are retryable: those the classifier calls
+    /// [`Outcome::Failure`]. Default [`ErrorIsFailure`]: errors are retried, responses are not.
+    #[must_use]
+    pub fn classify<C2>(self, classify: C2) -> RetryPolicyBuilder<C2, Q> {
+        RetryPolicyBuilder {
+            max_attempts: self.max_attempts,
+            backoff: self.backoff,
+            deadline: self.deadline,
+            attempt_timeout: self.attempt_timeout,
+            classify,
+            requests: self.requests,
+            spend: self.spend,
+            clock: self.clock,
+            seed: self.seed,
+            name: self.name,
+        }
+    }
+
+    fn requests<Q2>(self, requests: Q2) -> RetryPolicyBuilder<C, Q2> {
+        RetryPolicyBuilder {
+            max_attempts: self.max_attempts,
+            backoff: self.backoff,
+            deadline: self.deadline,
+            attempt_timeout: self.attempt_timeout,
+            classify: self.classify,
+            requests,
+            spend: self.spend,
+            clock: self.clock,
+            seed: self.seed,
+            name: self.name,
+        }
+    }
+
+    /// Retries only requests the predicate accepts (the idempotent ones); they are copied with
+    /// `Clone`.
+    #[must_use]
+    pub fn retry_requests_if<F>(self, predicate: F) -> RetryPolicyBuilder<C, CloneIf<F>> {
+        self.requests(CloneIf(predicate))
+    }
+
+    /// Copies requests for retries with `copy` (for requests that are not `Clone`); a `None`
+    /// from it means the request is not retried.
+    #[must_use]
+    pub fn clone_requests_with<F>(self, copy: F) -> RetryPolicyBuilder<C, CloneWith<F>> {
+        self.requests(CloneWith(copy))
+    }
+
+    /// Draws retries from `budget` (shared: hand the same budget to every policy and hedge
+    /// that calls the same backend).
+    #[must_use]
+    pub fn budget(mut self, budget: RetryBudget) -> Self {
+        self.spend = SpendChoice::Budget(budget);
+        self
+    }
+
+    /// Limits retries with a gRPC-style [`RetryThrottle`] instead of a budget.
+    #[must_use]
+    pub fn throttle(mut self, throttle: RetryThrottle) -> Self {
+        self.spend = SpendChoice::Throttle(throttle);
+        self
+    }
+
+    /// Makes every retry the policy allows, with no budget. Only for backends that can take
+    /// `max_attempts` times their load when they are failing.
+    #[must_use]
+    pub fn unlimited(mut self) -> Self {
+        self.spend = SpendChoice::Unlimited;
+        self
+    }
+
+    /// The clock for the deadline, and for the default budget. Default: [`Clock::default`]
+    /// for the deadline (read only when one is set) and [`Clock::coarse`] for the budget; use
+    /// [`Clock::tokio`] in paused-time tests.
+    #[must_use]
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Seeds the jitter: the first call that retries waits exactly
+    /// [`Backoff::delays(seed)`](Backoff::delays), later calls draw distinct streams derived
+    /// from it. Default: a random seed.
+    #[must_use]
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// The instance name for metrics and traces. Default `"retry"`.
+    #[must_use]
+    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Validates the settings and builds the policy.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] naming `max_attempts` (0 or above 100), `backoff` (base above cap),
+    /// `deadline` or `attempt_timeout` (zero).
+    pub fn build(self) -> Result<RetryPolicy<C, Q>, ConfigError> {
+        if !(1..=100).contains(&self.max_attempts) {
+            return Err(ConfigError::new(
+                "max_attempts",
+                format!("must be between 1 and 100, got {}", self.max_attempts),
+            ));
+        }
+        self.backoff.validate()?;
+        if let Some(deadline) = self.deadline {
+            check_nonzero_duration("deadline", deadline)?;
+        }
+        if let Some(timeout) = self.attempt_timeout {
+            check_nonzero_duration("attempt_timeout", timeout)?;
+        }
+        let spend = match self.spend {
+            SpendChoice::DefaultBudget => {
+                let mut budget = RetryBudgetBuilder::default();
+                if let Some(clock) = &self.clock {
+                    budget = budget.clock(clock.clone());
+                }
+                Spend::Budget(budget.build()?)
+            }
+            SpendChoice::Budget(budget) => Spend::Budget(budget),
+            SpendChoice::Throttle(throttle) => Spend::Throttle(throttle),
+            SpendChoice::Unlimited => Spend::Unlimited,
+        };
+        let name = self.name.unwrap_or_else(|| Arc::from("retry"));
+        let events = EventBus::new();
+        #[cfg(feature = "metrics")]
+        events.subscribe(palisade_core::events::MetricsListener::new(name.clone()));
+        #[cfg(feature = "tracing")]
+        events.subscribe(palisade_core::events::TracingListener::new(
+            "retry",
+            name.clone(),
+        ));
+        Ok(RetryPolicy {
+            shared: Arc::new(Shared {
+                max_attempts: self.max_attempts,
+                backoff: self.backoff,
+                deadline: self.deadline,
+                attempt_timeout: self.attempt_timeout,
+                classify: self.classify,
+                requests: self.requests,
+                spend,
+                clock: self.clock.unwrap_or_default(),
+                seed: self.seed.unwrap_or_else(random_seed),
+                streams: AtomicU64::new(0),
+                events,
+                name,
+            }),
+        })
+    }
+}
+
+/// A seed from the standard library's per-process random hasher keys.
+pub(crate) fn random_seed() -> u64 {
+    RandomState::new().hash_one(0x5eed_u64)
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_is_validated() {
+        let field = |b: RetryPolicyBuilder| b.build().unwrap_err().field();
+        assert_eq!(field(RetryPolicy::builder().max_attempts(0)), "max_attempts");
+        assert_eq!(
+            field(RetryPolicy::builder().max_attempts(101)),
+            "max_attempts"
+        );
+        assert_eq!(
+            field(RetryPolicy::builder().backoff(Backoff::exponential(
+                Duration::from_secs(2),
+                Duration::from_secs(1)
+            ))),
+            "backoff"
+        );
+        assert_eq!(
+            field(RetryPolicy::builder().deadline(Duration::ZERO)),
+            "deadline"
+        );
+        assert_eq!(
+            field(RetryPolicy::builder().attempt_timeout(Duration::ZERO)),
+            "attempt_timeout"
+        );
+    }
+
+    #[test]
+    fn defaults_attach_a_finagle_budget() {
+        let policy = RetryPolicy::builder().build().unwrap();
+        let budget = policy.budget().expect("a budget by default");
+        assert_eq!(budget.percent_can_retry(), 20.0);
+        assert_eq!(budget.min_retries_per_sec(), 10);
+        assert_eq!(budget.ttl(), Duration::from_secs(10));
+        assert_eq!(policy.max_attempts(), 3);
+        assert_eq!(policy.name(), "retry");
+        assert!(
+            RetryPolicy::builder()
+                .unlimited()
+                .build()
+                .unwrap()
+                .budget()
+                .is_none()
+        );
+    }
+}

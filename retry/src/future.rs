@@ -1,0 +1,275 @@
+//! The response future of [`Retry`](crate::Retry).
+
+use crate::backoff::SplitMix64;
+use crate::config::Shared;
+use crate::error::{AttemptTimedOut, DeadlineExceeded};
+use crate::events::{GiveUpReason, RetryEvent};
+use crate::request::RetryRequest;
+use palisade_core::classify::{Classify, Outcome};
+use palisade_core::clock::Instant;
+use palisade_core::error::retry_after;
+use pin_project::pin_project;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+use tokio::time::Sleep;
+use tower::BoxError;
+use tower_service::Service;
+
+/// The response future of [`Retry`](crate::Retry): runs attempts, waits out backoffs, and
+/// resolves to the first result that is not a retryable failure, or to the last one.
+///
+/// # Cancel safety
+///
+/// Dropping it drops the attempt in flight (or the backoff timer) and nothing else: no budget
+/// is held across attempts, so there is nothing to return.
+#[pin_project]
+pub struct ResponseFuture<S, Req, C, Q>
+where
+    S: Service<Req>,
+{
+    #[pin]
+    state: State<S::Future>,
+    /// The limit of the attempt in flight: its timeout, or the deadline if that is sooner.
+    #[pin]
+    timer: Option<Sleep>,
+    /// Whether `timer` is the overall deadline (rather than the attempt's own timeout).
+    timer_is_deadline: bool,
+    service: S,
+    /// A copy of the request for the next attempt, made only when one may follow.
+    request: Option<Req>,
+    /// Attempts started so far.
+    attempt: u32,
+    deadline: Option<Instant>,
+    rng: Option<SplitMix64>,
+    previous_delay: Duration,
+    shared: Arc<Shared<C, Q>>,
+}
+
+#[pin_project(project = StateProj)]
+enum State<F> {
+    /// An attempt is in flight.
+    Attempt {
+        #[pin]
+        future: F,
+    },
+    /// Waiting before the next attempt.
+    Backoff {
+        #[pin]
+        sleep: Sleep,
+    },
+    /// Waiting for the service to be ready for the next attempt.
+    Ready,
+}
+
+impl<S, Req, C, Q> ResponseFuture<S, Req, C, Q>
+where
+    S: Service<Req>,
+{
+    pub(crate) fn new(
+        future: S::Future,
+        service: S,
+        request: Option<Req>,
+        shared: Arc<Shared<C, Q>>,
+    ) -> Self {
+        let mut timer_is_deadline = false;
+        let mut deadline = None;
+        let timer = if shared.deadline.is_some() || shared.attempt_timeout.is_some() {
+            let now = shared.clock.now();
+            deadline = shared.deadline.map(|d| now + d);
+            let (limit, is_deadline) = attempt_limit(shared.attempt_timeout, deadline, now);
+            timer_is_deadline = is_deadline;
+            limit.map(tokio::time::sleep)
+        } else {
+            None
+        };
+        ResponseFuture {
+            state: State::Attempt { future },
+            timer,
+            timer_is_deadline,
+            service,
+            request,
+            attempt: 1,
+            deadline,
+            rng: None,
+            previous_delay: Duration::ZERO,
+            shared,
+        }
+    }
+}
+
+/// How long the next attempt may run, and whether that limit is the deadline.
+fn attempt_limit(
+    timeout: Option<Duration>,
+    deadline: Option<Instant>,
+    now: Instant,
+) -> (Option<Duration>, bool) {
+    let remaining = deadline.map(|d| d.saturating_duration_since(now));
+    match (timeout, remaining) {
+        (Some(t), Some(r)) if r <= t => (Some(r), true),
+        (Some(t), _) => (Some(t), false),
+        (None, Some(r)) => (Some(r), true),
+        (None, None) => (None, false),
+    }
+}
+
+impl<S, Req, C, Q> Future for ResponseFuture<S, Req, C, Q>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    C: Classify<S::Response, S::Error>,
+    Q: RetryRequest<Req>,
+{
+    type Output = Result<S::Response, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Attempt { future } => {
+                    let result: Result<S::Response, BoxError> = match future.poll(cx) {
+                        Poll::Ready(result) => {
+                            let outcome = this.shared.classify.classify(result.as_ref());
+                            this.shared.spend.on_outcome(outcome);
+                            if outcome != Outcome::Failure {
+                                return Poll::Ready(result.map_err(Into::into));
+                            }
+                            result.map_err(Into::into)
+                        }
+                        Poll::Pending => {
+                            let Some(timer) = this.timer.as_mut().as_pin_mut() else {
+                                return Poll::Pending;
+                            };
+                            ready!(timer.poll(cx));
+                            this.shared.spend.on_outcome(Outcome::Failure);
+                            if *this.timer_is_deadline {
+                                let attempts = *this.attempt;
+                                this.shared.events.emit_with(|| RetryEvent::GaveUp {
+                                    attempts,
+                                    reason: GiveUpReason::Deadline,
+                                });
+                                return Poll::Ready(Err(DeadlineExceeded.into()));
+                            }
+                            Err(AttemptTimedOut.into())
+                        }
+                    };
+                    match decide(
+                        this.shared,
+                        *this.attempt,
+                        this.request.is_some(),
+                        *this.deadline,
+                        this.rng,
+                        this.previous_delay,
+                        &result,
+                    ) {
+                        Ok(delay) => {
+                            this.timer.set(None);
+                            if delay.is_zero() {
+                                this.state.set(State::Ready);
+                            } else {
+                                this.state.set(State::Backoff {
+                                    sleep: tokio::time::sleep(delay),
+                                });
+                            }
+                        }
+                        Err(reason) => {
+                            let attempts = *this.attempt;
+                            this.shared
+                                .events
+                                .emit_with(|| RetryEvent::GaveUp { attempts, reason });
+                            return Poll::Ready(result);
+                        }
+                    }
+                }
+                StateProj::Backoff { sleep } => {
+                    ready!(sleep.poll(cx));
+                    this.state.set(State::Ready);
+                }
+                StateProj::Ready => {
+                    if let Err(err) = ready!(this.service.poll_ready(cx)) {
+                        return Poll::Ready(Err(err.into()));
+                    }
+                    let request = this
+                        .request
+                        .take()
+                        .expect("a retry is scheduled only with a copy of the request");
+                    *this.attempt += 1;
+                    if *this.attempt < this.shared.max_attempts {
+                        *this.request = this.shared.requests.clone_request(&request);
+                    }
+                    let future = this.service.call(request);
+                    this.state.set(State::Attempt { future });
+                    if this.shared.attempt_timeout.is_some() || this.deadline.is_some() {
+                        let now = this.shared.clock.now();
+                        let (limit, is_deadline) =
+                            attempt_limit(this.shared.attempt_timeout, *this.deadline, now);
+                        *this.timer_is_deadline = is_deadline;
+                        this.timer.set(limit.map(tokio::time::sleep));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Whether to retry after a failed attempt, and after what delay.
+fn decide<C, Q, Res>(
+    shared: &Shared<C, Q>,
+    attempt: u32,
+    have_copy: bool,
+    deadline: Option<Instant>,
+    rng: &mut Option<SplitMix64>,
+    previous_delay: &mut Duration,
+    result: &Result<Res, BoxError>,
+) -> Result<Duration, GiveUpReason> {
+    if attempt >= shared.max_attempts {
+        return Err(GiveUpReason::AttemptsExhausted);
+    }
+    if !have_copy {
+        return Err(GiveUpReason::NotRetryable);
+    }
+    let rng = rng.get_or_insert_with(|| SplitMix64::new(shared.next_stream_seed()));
+    let mut delay = shared.backoff.delay(attempt, *previous_delay, rng);
+    *previous_delay = delay;
+    if let Err(err) = result {
+        if let Some(hint) = retry_after(&**err) {
+            delay = delay.max(hint);
+        }
+    }
+    if let Some(deadline) = deadline {
+        if shared.clock.now() + delay >= deadline {
+            return Err(GiveUpReason::Deadline);
+        }
+    }
+    if !shared.spend.try_spend() {
+        shared.events.emit_with(|| RetryEvent::BudgetExhausted {
+            attempt: attempt + 1,
+        });
+        return Err(GiveUpReason::BudgetExhausted);
+    }
+    shared.events.emit_with(|| RetryEvent::RetryScheduled {
+        attempt: attempt + 1,
+        delay,
+    });
+    Ok(delay)
+}
+
+impl<S, Req, C, Q> fmt::Debug for ResponseFuture<S, Req, C, Q>
+where
+    S: Service<Req>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.state {
+            State::Attempt { .. } => "attempt",
+            State::Backoff { .. } => "backoff",
+            State::Ready => "ready",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .field("attempt", &self.attempt)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,107 @@
+//! [`Retry`]: the service that retries.
+
+use crate::config::{RetryPolicy, Shared};
+use crate::future::ResponseFuture;
+use crate::request::{CloneAll, RetryRequest};
+use palisade_core::classify::{Classify, ErrorIsFailure};
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tower::BoxError;
+use tower_service::Service;
+
+/// Retries failed requests to the inner service by its [`RetryPolicy`].
+///
+/// Each call deposits into the policy's budget, copies the request if another attempt may
+/// follow, and clones the inner service (for the retries; an `Arc` bump for most services).
+/// See the [crate docs](crate) for the whole behaviour.
+///
+/// # Errors
+///
+/// The inner service's error (boxed) of the last attempt; [`AttemptTimedOut`](crate::AttemptTimedOut)
+/// if the last attempt timed out; [`DeadlineExceeded`](crate::DeadlineExceeded) if the deadline
+/// passed mid-attempt.
+pub struct Retry<S, C = ErrorIsFailure, Q = CloneAll> {
+    inner: S,
+    shared: Arc<Shared<C, Q>>,
+}
+
+impl<S, C, Q> Retry<S, C, Q> {
+    /// Wraps `inner` with `policy`.
+    #[must_use]
+    pub fn new(inner: S, policy: &RetryPolicy<C, Q>) -> Self {
+        Retry::from_shared(inner, Arc::clone(&policy.shared))
+    }
+
+    pub(crate) fn from_shared(inner: S, shared: Arc<Shared<C, Q>>) -> Self {
+        Retry { inner, shared }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone, C, Q> Clone for Retry<S, C, Q> {
+    fn clone(&self) -> Self {
+        Retry {
+            inner: self.inner.clone(),
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<S: fmt::Debug, C, Q> fmt::Debug for Retry<S, C, Q> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Retry")
+            .field("inner", &self.inner)
+            .field("policy", &self.shared.name)
+            .finish()
+    }
+}
+
+impl<S, C, Q, Req> Service<Req> for Retry<S, C, Q>
+where
+    S: Service<Req> + Clone,
+    S::Error: Into<BoxError>,
+    C: Classify<S::Response, S::Error>,
+    Q: RetryRequest<Req>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, Req, C, Q>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    /// # Panics
+    ///
+    /// If the policy has a deadline or an attempt timeout and this is called outside a tokio
+    /// runtime (their timer is tokio's).
+    #[inline]
+    fn call(&mut self, request: Req) -> Self::Future {
+        let shared = &self.shared;
+        shared.spend.on_request();
+        let copy = if shared.max_attempts > 1 {
+            shared.requests.clone_request(&request)
+        } else {
+            None
+        };
+        let retry_service = self.inner.clone();
+        let future = self.inner.call(request);
+        ResponseFuture::new(future, retry_service, copy, Arc::clone(shared))
+    }
+}

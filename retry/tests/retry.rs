@@ -1,0 +1,402 @@
+//! Virtual-time tests of the retry layer against the core mock backend.
+
+#![cfg(not(loom))]
+
+use palisade_core::Outcome;
+use palisade_core::clock::Clock;
+use palisade_core::error::RetryAfter;
+use palisade_core::test_util::{MockBackend, MockError, Reply, Script, Step};
+use palisade_retry::{
+    AttemptTimedOut, Backoff, DeadlineExceeded, GiveUpReason, RetryBudget, RetryEvent,
+    RetryPolicy, RetryThrottle,
+};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+use tower::{BoxError, Layer, Service, ServiceExt, service_fn};
+
+const fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn record<C, Q>(policy: &RetryPolicy<C, Q>) -> Arc<Mutex<Vec<RetryEvent>>> {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let sink = log.clone();
+    policy.subscribe(move |e: &RetryEvent| sink.lock().unwrap().push(*e));
+    log
+}
+
+fn scheduled(log: &Mutex<Vec<RetryEvent>>) -> Vec<Duration> {
+    log.lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| match e {
+            RetryEvent::RetryScheduled { delay, .. } => Some(*delay),
+            _ => None,
+        })
+        .collect()
+}
+
+fn gave_up(log: &Mutex<Vec<RetryEvent>>) -> Option<(u32, GiveUpReason)> {
+    log.lock().unwrap().iter().find_map(|e| match e {
+        RetryEvent::GaveUp { attempts, reason } => Some((*attempts, *reason)),
+        _ => None,
+    })
+}
+
+fn base() -> palisade_retry::RetryPolicyBuilder {
+    RetryPolicy::builder().clock(Clock::tokio()).unlimited()
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_until_success_with_constant_backoff() {
+    let policy = base()
+        .max_attempts(3)
+        .backoff(Backoff::constant(ms(100)))
+        .build()
+        .unwrap();
+    let log = record(&policy);
+    let backend = MockBackend::new(Script::sequence([Step::fail(), Step::fail(), Step::ok()]));
+    let svc = policy.layer().layer(backend.clone());
+    let start = Instant::now();
+    let reply = svc.oneshot(7u32).await.unwrap();
+    assert_eq!(reply.request, 7);
+    assert_eq!(reply.call, 2);
+    assert_eq!(start.elapsed(), ms(200));
+    assert_eq!(backend.stats().calls, 3);
+    assert_eq!(
+        log.lock().unwrap()[..2],
+        [
+            RetryEvent::RetryScheduled {
+                attempt: 2,
+                delay: ms(100)
+            },
+            RetryEvent::RetryScheduled {
+                attempt: 3,
+                delay: ms(100)
+            },
+        ]
+    );
+    assert_eq!(gave_up(&log), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn gives_up_after_max_attempts_with_the_last_error() {
+    let policy = base()
+        .max_attempts(4)
+        .backoff(Backoff::exponential(ms(10), ms(25)))
+        .build()
+        .unwrap();
+    let log = record(&policy);
+    let backend = MockBackend::new(Script::always(Step::fail()));
+    let start = Instant::now();
+    let err = policy.layer().layer(backend.clone()).oneshot(1u8).await.unwrap_err();
+    let mock = err.downcast_ref::<MockError>().expect("the inner error");
+    assert_eq!(mock.call, 3, "the last attempt's error");
+    assert_eq!(backend.stats().calls, 4);
+    // Exponential, capped: 10, 20, then 25 instead of 40.
+    assert_eq!(scheduled(&log), [ms(10), ms(20), ms(25)]);
+    assert_eq!(start.elapsed(), ms(55));
+    assert_eq!(gave_up(&log), Some((4, GiveUpReason::AttemptsExhausted)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn jittered_delays_are_exactly_the_seeded_sequence() {
+    for backoff in [
+        Backoff::full_jitter(ms(50), ms(400)),
+        Backoff::decorrelated_jitter(ms(50), ms(400)),
+    ] {
+        let policy = base().max_attempts(6).backoff(backoff).seed(99).build().unwrap();
+        let log = record(&policy);
+        let backend = MockBackend::new(Script::always(Step::fail()));
+        let start = Instant::now();
+        let _ = policy.layer().layer(backend).oneshot(()).await;
+        let expected: Vec<_> = backoff.delays(99).take(5).collect();
+        assert_eq!(scheduled(&log), expected);
+        // tokio's timer rounds each sleep up to its 1 ms tick.
+        let total = expected.iter().sum::<Duration>();
+        assert!(start.elapsed() >= total && start.elapsed() <= total + ms(5));
+        assert!(expected.iter().all(|d| *d <= ms(400)));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_attempt_times_out_and_is_retried() {
+    let policy = base()
+        .max_attempts(3)
+        .backoff(Backoff::constant(ms(5)))
+        .attempt_timeout(ms(50))
+        .build()
+        .unwrap();
+    let backend = MockBackend::new(Script::sequence([Step::hang(), Step::ok().after(ms(20))]));
+    let start = Instant::now();
+    let reply = policy.layer().layer(backend.clone()).oneshot(()).await.unwrap();
+    assert_eq!(reply.call, 1);
+    assert_eq!(start.elapsed(), ms(50 + 5 + 20));
+    let stats = backend.stats();
+    assert_eq!(stats.cancelled, 1, "the timed-out attempt was dropped");
+    assert_eq!(stats.in_flight, 0);
+
+    // Every attempt hangs: the last timeout is the error.
+    let backend = MockBackend::new(Script::always(Step::hang()));
+    let err = policy.layer().layer(backend.clone()).oneshot(()).await.unwrap_err();
+    assert!(err.is::<AttemptTimedOut>());
+    assert_eq!(backend.stats().calls, 3);
+    assert_eq!(backend.stats().cancelled, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_deadline_bounds_attempts_and_backoffs() {
+    // Mid-attempt: the deadline cuts a slow attempt.
+    let policy = base()
+        .deadline(ms(1000))
+        .attempt_timeout(ms(5000))
+        .build()
+        .unwrap();
+    let log = record(&policy);
+    let backend = MockBackend::new(Script::always(Step::ok().after(ms(10_000))));
+    let start = Instant::now();
+    let err = policy.layer().layer(backend.clone()).oneshot(()).await.unwrap_err();
+    assert!(err.is::<DeadlineExceeded>());
+    assert_eq!(start.elapsed(), ms(1000));
+    assert_eq!(backend.stats().calls, 1);
+    assert_eq!(gave_up(&log), Some((1, GiveUpReason::Deadline)));
+
+    // Between attempts: no retry that could not start before the deadline.
+    let policy = base()
+        .max_attempts(5)
+        .backoff(Backoff::constant(ms(600)))
+        .deadline(ms(1000))
+        .build()
+        .unwrap();
+    let log = record(&policy);
+    let backend = MockBackend::new(Script::always(Step::fail()));
+    let start = Instant::now();
+    let err = policy.layer().layer(backend.clone()).oneshot(()).await.unwrap_err();
+    assert!(err.is::<MockError>());
+    assert_eq!(backend.stats().calls, 2);
+    assert_eq!(start.elapsed(), ms(600));
+    assert_eq!(gave_up(&log), Some((2, GiveUpReason::Deadline)));
+}
+
+/// An error carrying a `retry_after` hint, as a downstream rate limiter or breaker returns.
+#[derive(Debug)]
+struct Overloaded(RetryAfter);
+
+impl std::fmt::Display for Overloaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("overloaded")
+    }
+}
+
+impl std::error::Error for Overloaded {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+fn overloaded_once(hint: Duration) -> impl Service<(), Response = u32, Error = BoxError> + Clone {
+    let calls = Arc::new(AtomicU32::new(0));
+    service_fn(move |()| {
+        let calls = calls.clone();
+        async move {
+            // Relaxed: a test counter.
+            let n = calls.fetch_add(1, Ordering::Relaxed);
+            if n == 0 {
+                Err::<u32, BoxError>(Box::new(Overloaded(RetryAfter::new(hint))))
+            } else {
+                Ok(n)
+            }
+        }
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_hints_are_honoured() {
+    let policy = base()
+        .backoff(Backoff::constant(ms(10)))
+        .deadline(ms(1000))
+        .build()
+        .unwrap();
+    let log = record(&policy);
+    let start = Instant::now();
+    let n = policy.layer().layer(overloaded_once(ms(300))).oneshot(()).await.unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(start.elapsed(), ms(300), "waited the hint, not the 10 ms backoff");
+    assert_eq!(scheduled(&log), [ms(300)]);
+
+    // A hint past the deadline: give up at once with the rejection.
+    let log = record(&policy);
+    let start = Instant::now();
+    let err = policy
+        .layer()
+        .layer(overloaded_once(ms(5000)))
+        .oneshot(())
+        .await
+        .unwrap_err();
+    assert!(err.is::<Overloaded>());
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert_eq!(gave_up(&log), Some((1, GiveUpReason::Deadline)));
+}
+
+/// A request that counts its clones.
+#[derive(Debug)]
+struct Counted(Arc<AtomicU32>);
+
+impl Clone for Counted {
+    fn clone(&self) -> Self {
+        // Relaxed: a test counter.
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Counted(self.0.clone())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn requests_are_copied_only_when_another_attempt_may_follow() {
+    let cases = [
+        (1, Script::always(Step::ok()), 0),
+        (3, Script::always(Step::ok()), 1),
+        (3, Script::sequence([Step::fail(), Step::ok()]), 2),
+        // Three attempts, but no copy before the last one.
+        (3, Script::always(Step::fail()), 2),
+    ];
+    for (attempts, script, clones) in cases {
+        let policy = base()
+            .max_attempts(attempts)
+            .backoff(Backoff::none())
+            .build()
+            .unwrap();
+        let counter = Arc::new(AtomicU32::new(0));
+        let _ = policy
+            .layer()
+            .layer(MockBackend::new(script))
+            .oneshot(Counted(counter.clone()))
+            .await;
+        assert_eq!(counter.load(Ordering::Relaxed), clones, "{attempts} attempts");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn only_requests_the_predicate_accepts_are_retried() {
+    let policy = base()
+        .backoff(Backoff::none())
+        .retry_requests_if(|r: &u32| r % 2 == 0)
+        .build()
+        .unwrap();
+    let log = record(&policy);
+    let backend = MockBackend::new(Script::always(Step::fail()));
+    let mut svc = policy.layer().layer(backend.clone());
+    let _ = ServiceExt::<u32>::ready(&mut svc).await.unwrap().call(1).await;
+    assert_eq!(backend.stats().calls, 1);
+    assert_eq!(gave_up(&log), Some((1, GiveUpReason::NotRetryable)));
+    let _ = ServiceExt::<u32>::ready(&mut svc).await.unwrap().call(2).await;
+    assert_eq!(backend.stats().calls, 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn requests_that_are_not_clone_use_the_copy_function() {
+    #[derive(Debug, PartialEq)]
+    struct Body(Vec<u8>);
+    let policy = base()
+        .backoff(Backoff::none())
+        .clone_requests_with(|b: &Body| Some(Body(b.0.clone())))
+        .build()
+        .unwrap();
+    let backend = MockBackend::new(Script::sequence([Step::fail(), Step::ok()]));
+    let reply = policy
+        .layer()
+        .layer(backend)
+        .oneshot(Body(vec![1, 2]))
+        .await
+        .unwrap();
+    assert_eq!(reply.request, Body(vec![1, 2]));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_classifier_decides_what_is_retried() {
+    // Responses from the first call count as failures (think HTTP 503); errors do not.
+    let policy = base()
+        .backoff(Backoff::none())
+        .classify(|r: Result<&Reply<()>, &MockError>| match r {
+            Ok(reply) if reply.call == 0 => Outcome::Failure,
+            Ok(_) => Outcome::Success,
+            Err(_) => Outcome::Ignore,
+        })
+        .build()
+        .unwrap();
+    let backend = MockBackend::new(Script::always(Step::ok()));
+    let reply = policy.layer().layer(backend.clone()).oneshot(()).await.unwrap();
+    assert_eq!(reply.call, 1);
+    let backend = MockBackend::new(Script::always(Step::fail()));
+    let _ = policy.layer().layer(backend.clone()).oneshot(()).await;
+    assert_eq!(backend.stats().calls, 1, "ignored errors are not retried");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_empty_budget_ends_retrying_with_the_last_error() {
+    let budget = RetryBudget::builder()
+        .min_retries_per_sec(0)
+        .percent_can_retry(50.0)
+        .clock(Clock::tokio())
+        .build()
+        .unwrap();
+    let policy = RetryPolicy::builder()
+        .clock(Clock::tokio())
+        .budget(budget.clone())
+        .backoff(Backoff::none())
+        .max_attempts(3)
+        .build()
+        .unwrap();
+    let log = record(&policy);
+    let backend = MockBackend::new(Script::always(Step::fail()));
+    let svc = policy.layer().layer(backend.clone());
+    // First request: 1 deposit at 50 % = 0.5 retries: none granted.
+    let err = svc.clone().oneshot(()).await.unwrap_err();
+    assert!(err.is::<MockError>());
+    assert_eq!(backend.stats().calls, 1);
+    assert_eq!(
+        log.lock().unwrap()[..],
+        [
+            RetryEvent::BudgetExhausted { attempt: 2 },
+            RetryEvent::GaveUp {
+                attempts: 1,
+                reason: GiveUpReason::BudgetExhausted
+            }
+        ]
+    );
+    // Second request: 2 deposits = 1 retry.
+    let _ = svc.oneshot(()).await;
+    assert_eq!(backend.stats().calls, 3);
+    assert_eq!(budget.available(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_drained_throttle_stops_retries_until_successes_refill_it() {
+    let throttle = RetryThrottle::new(4, 1.0).unwrap();
+    let policy = base()
+        .throttle(throttle.clone())
+        .backoff(Backoff::none())
+        .max_attempts(5)
+        .build()
+        .unwrap();
+    let backend = MockBackend::new(Script::sequence([Step::fail(); 4]).then(Script::always(Step::ok())));
+    // 4 → 3 (retry allowed: 3 > 2) → 2 (not allowed): two attempts.
+    let _ = policy.layer().layer(backend.clone()).oneshot(()).await;
+    assert_eq!(backend.stats().calls, 2);
+    assert_eq!(throttle.tokens(), 2.0);
+    let _ = policy.layer().layer(backend.clone()).oneshot(()).await;
+    assert_eq!(backend.stats().calls, 3, "no retry while at half");
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_the_future_mid_backoff_cancels_cleanly() {
+    let policy = base().backoff(Backoff::constant(ms(100))).build().unwrap();
+    let backend = MockBackend::new(Script::always(Step::fail()));
+    let mut svc = policy.layer().layer(backend.clone());
+    let fut = ServiceExt::<()>::ready(&mut svc).await.unwrap().call(());
+    let res = tokio::time::timeout(ms(50), fut).await;
+    assert!(res.is_err(), "still backing off");
+    let stats = backend.stats();
+    assert_eq!((stats.calls, stats.in_flight), (1, 0));
+}
