@@ -1,3 +1,110 @@
-//! GCRA rate limiting for tower, shared and keyed. This crate is a placeholder for the layer's implementation, which lands in its own issue.
+//! GCRA rate limiting for tower: one bucket shared by every clone, or one per key in bounded
+//! memory.
+//!
+//! tower's own `RateLimit` keeps its state per service instance and is not `Clone`, so behind
+//! a server that clones services per connection it silently enforces nothing; governor is fast
+//! but has no tower layer and its keyed store grows without bound. Here a [`RateLimiter`] is a
+//! handle (an `Arc`): every service built from it, however often tower clones them, draws from
+//! one bucket, and the handle reads and changes the quota at run time. A
+//! [`KeyedRateLimiter`] gives each key (tenant, client IP, route) its own bucket and evicts
+//! idle keys by itself, under a cap.
+//!
+//! ```
+//! use palisade_rate_limit::RateLimiter;
+//! use std::time::Duration;
+//! use tower::{Service, ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), tower::BoxError> {
+//! let limiter = RateLimiter::builder()
+//!     .name("backend")
+//!     .rate(100, Duration::from_secs(1)) // 100 requests per second…
+//!     .burst(10) // …at most 10 at once
+//!     .build()?;
+//!
+//! let mut svc = ServiceBuilder::new()
+//!     .layer(limiter.layer())
+//!     .service_fn(|req: &'static str| async move { Ok::<_, tower::BoxError>(req.len()) });
+//!
+//! let mut other = svc.clone(); // a clone draws from the same bucket
+//! assert_eq!(svc.ready().await?.call("hello").await?, 5);
+//! assert_eq!(other.ready().await?.call("hi").await?, 2);
+//! assert_eq!(limiter.remaining_burst(), 8);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # The algorithm
+//!
+//! A token bucket of `burst` tokens refilled at `rate` per `period` ([`Quota`]), implemented as
+//! GCRA ([`gcra`]): the state is one number, the *theoretical arrival time*, in one
+//! `AtomicU64`, and admitting a request is one CAS. Guarantees, checked by the tests against a
+//! reference token bucket (exactly, and by proptest) and by loom models:
+//!
+//! - A request of cost `n` is admitted exactly when the bucket holds `n` tokens.
+//! - In any window of length `W`, at most `burst + rate · W / period` tokens are admitted
+//!   (the emission interval `period / rate` is rounded *up* to whole nanoseconds).
+//! - Concurrent acquirers never take the same tokens; a quota change is atomic and carries the
+//!   available tokens over, so it never hands out a fresh burst.
+//!
+//! # Over the limit
+//!
+//! [`Mode::Reject`] (default) fails at once with [`RateLimited`], whose
+//! [`retry_after`](RateLimited::retry_after) says when to try again (also found generically by
+//! `palisade_core::retry_after`). [`Mode::Wait`] reserves the tokens if they will be there within
+//! `max_wait` and sleeps on the tokio timer until then (so it runs in paused time with
+//! `Clock::tokio()`), first come first served; otherwise it rejects at once.
+//!
+//! A request may cost several tokens ([`RateLimitLayer::cost`], [`Cost`]); a cost above the
+//! burst fails with [`CostExceedsBurst`] at once and never waits.
+//!
+//! # Services and readiness
+//!
+//! | service | tokens taken in | over the limit |
+//! |---|---|---|
+//! | [`RateLimit`] (one token) | `poll_ready`, as tower's contract asks | `call` fails, or `poll_ready` waits |
+//! | [`WeightedRateLimit`] (cost per request) | `call` (the cost needs the request) | the future fails, or waits |
+//! | [`KeyedRateLimit`] (key per request) | `call` (the key needs the request) | the future fails, or waits |
+//!
+//! # Time and its cost
+//!
+//! The limiter reads its [`Clock`](palisade_core::Clock) once per decision. The default is
+//! TSC-backed (~14 ns a read, nanosecond precision). `Clock::coarse()` costs ~2 ns but is up to
+//! ~1 ms stale: a stale `now` only ever makes the limiter *stricter* (tokens come back up to
+//! 1 ms late, never early), so it is safe for limits of seconds and minutes, but at rates above
+//! ~1000/s it under-admits bursts noticeably. See the crate README for measurements.
+//!
+//! # Events and metrics
+//!
+//! Each decision emits a [`RateLimitEvent`] to listeners (`subscribe` on the handles); with
+//! nobody listening that is one branch. With the `metrics` feature: counters
+//! `palisade_rate_limit_permitted_total`, `palisade_rate_limit_permitted_tokens_total`,
+//! `palisade_rate_limit_rejected_total` (label `outcome`: `rate_limited` or `refused`),
+//! `palisade_rate_limit_quota_changes_total`, the gauge `palisade_rate_limit_burst` and the
+//! histogram `palisade_rate_limit_wait_seconds`, all labelled `name`. With `tracing`, each event
+//! is a `DEBUG` event on target `palisade`. [`RateLimiter::snapshot`] reads the quota and the
+//! tokens left.
 
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod config;
+mod cost;
+mod error;
+mod event;
+pub mod future;
+pub mod gcra;
+mod keyed;
+mod layer;
+mod limiter;
+mod service;
+mod state;
+
+pub use config::{KeyedRateLimiterBuilder, Mode, Quota, RateLimiterBuilder, WhenFull};
+pub use cost::{Cost, UnitCost};
+pub use error::{CostExceedsBurst, KeyedRejection, RateLimited, TooManyKeys};
+pub use event::RateLimitEvent;
+pub use keyed::KeyedRateLimiter;
+pub use layer::{KeyedRateLimitLayer, RateLimitLayer, WeightedRateLimitLayer};
+pub use limiter::{RateLimiter, Snapshot};
+pub use service::{KeyedRateLimit, RateLimit, WeightedRateLimit};

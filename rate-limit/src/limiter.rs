@@ -1,0 +1,286 @@
+//! [`RateLimiter`]: the shared handle.
+
+use crate::config::{Mode, Quota, RateLimiterBuilder};
+use crate::error::{CostExceedsBurst, RateLimited};
+use crate::event::RateLimitEvent;
+use crate::layer::RateLimitLayer;
+use crate::state::{Acquired, State};
+use palisade_core::clock::{Clock, Instant};
+use palisade_core::events::{EventBus, Listener, ListenerId};
+use palisade_core::sync::Arc;
+use parking_lot::Mutex;
+use std::fmt;
+use std::time::Duration;
+
+/// A rate limiter: one token bucket (GCRA over one atomic word), shared by every clone of
+/// this handle and every service built from it.
+///
+/// Build it once with [`RateLimiter::builder`], keep the handle to read or change the quota,
+/// and stack it with [`RateLimiter::layer`] wherever it applies: however many times tower
+/// clones the services, they all draw from this one bucket. It is also usable without tower:
+/// [`check`](Self::check) and [`until_ready`](Self::until_ready).
+///
+/// ```
+/// use palisade_rate_limit::RateLimiter;
+/// use std::time::Duration;
+///
+/// let limiter = RateLimiter::builder().rate(10, Duration::from_secs(1)).burst(2).build()?;
+/// assert!(limiter.check().is_ok());
+/// assert!(limiter.clone().check().is_ok()); // clones share the bucket
+/// let refused = limiter.check().unwrap_err();
+/// assert!(refused.retry_after() <= Duration::from_millis(100));
+/// # Ok::<(), palisade_core::ConfigError>(())
+/// ```
+///
+/// # Memory ordering
+///
+/// Admission is one CAS loop on one `AtomicU64` (the theoretical arrival time, with a quota
+/// generation in its top bits): two acquirers can never take the same tokens, whatever the
+/// interleaving. A quota change installs the new quota and the rescaled TAT in one CAS, so no
+/// decision mixes the two quotas. The details are in the `state` module's source.
+#[derive(Clone)]
+pub struct RateLimiter {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    state: State,
+    clock: Clock,
+    origin: Instant,
+    mode: Mode,
+    max_wait: u64,
+    quota: Mutex<Quota>,
+    events: EventBus<RateLimitEvent>,
+    name: String,
+}
+
+/// A limiter's state at one moment: see [`RateLimiter::snapshot`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Snapshot {
+    /// The quota in force.
+    pub quota: Quota,
+    /// Whole tokens in the bucket: how many unit requests would pass right now.
+    pub remaining_burst: u32,
+}
+
+impl RateLimiter {
+    /// A builder: set [`rate`](RateLimiterBuilder::rate) (required), then `build()`.
+    #[must_use]
+    pub fn builder() -> RateLimiterBuilder {
+        RateLimiterBuilder::default()
+    }
+
+    pub(crate) fn from_parts(quota: Quota, mode: Mode, clock: Clock, name: String) -> Self {
+        let origin = clock.now();
+        let limiter = RateLimiter {
+            inner: Arc::new(Inner {
+                state: State::new(quota.gcra()),
+                clock,
+                origin,
+                mode,
+                max_wait: mode.max_wait_nanos(),
+                quota: Mutex::new(quota),
+                events: EventBus::new(),
+                name,
+            }),
+        };
+        #[cfg(feature = "metrics")]
+        limiter.subscribe(palisade_core::events::MetricsListener::new(
+            limiter.inner.name.as_str(),
+        ));
+        #[cfg(feature = "tracing")]
+        limiter.subscribe(palisade_core::events::TracingListener::new(
+            "rate_limit",
+            limiter.inner.name.as_str(),
+        ));
+        limiter
+    }
+
+    /// Takes one token now, or says when to try again. Never waits, whatever the mode.
+    ///
+    /// # Errors
+    ///
+    /// [`RateLimited`] when the bucket is empty.
+    #[inline]
+    pub fn check(&self) -> Result<(), RateLimited> {
+        match self.acquire(1, 0) {
+            Acquired::Now(_) => Ok(()),
+            Acquired::Denied(after) => Err(RateLimited::new(Duration::from_nanos(after))),
+            // A burst is at least one token, so this cannot happen; refusing is the safe answer.
+            Acquired::TooCostly(_) => Err(RateLimited::new(Duration::MAX)),
+        }
+    }
+
+    /// Takes `cost` tokens now, or says when to try again. Never waits.
+    ///
+    /// # Errors
+    ///
+    /// The outer error, [`CostExceedsBurst`], when `cost` can never pass; the inner
+    /// [`RateLimited`] when the tokens are not there yet.
+    pub fn check_n(&self, cost: u32) -> Result<Result<(), RateLimited>, CostExceedsBurst> {
+        match self.acquire(cost, 0) {
+            Acquired::Now(_) => Ok(Ok(())),
+            Acquired::Denied(after) => Ok(Err(RateLimited::new(Duration::from_nanos(after)))),
+            Acquired::TooCostly(burst) => Err(CostExceedsBurst::new(cost, burst)),
+        }
+    }
+
+    /// Waits (on the tokio timer) until one token is taken. Waiters are served in the order
+    /// they called.
+    ///
+    /// # Cancel safety
+    ///
+    /// The token is reserved when this is first polled; dropping the future while it sleeps
+    /// forfeits the token (the limiter errs on the side of admitting less).
+    pub async fn until_ready(&self) {
+        // A burst is at least one token, so only the outer error is impossible.
+        let _ = self.until_ready_n(1).await;
+    }
+
+    /// Waits (on the tokio timer) until `cost` tokens are taken.
+    ///
+    /// # Errors
+    ///
+    /// [`CostExceedsBurst`] at once when `cost` can never pass: it never waits forever.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`until_ready`](Self::until_ready).
+    pub async fn until_ready_n(&self, cost: u32) -> Result<(), CostExceedsBurst> {
+        loop {
+            match self.acquire(cost, crate::gcra::WAIT_MAX) {
+                Acquired::Now(0) => return Ok(()),
+                Acquired::Now(wait) => {
+                    tokio::time::sleep(Duration::from_nanos(wait)).await;
+                    return Ok(());
+                }
+                Acquired::TooCostly(burst) => return Err(CostExceedsBurst::new(cost, burst)),
+                // Only when reservations already reach 4.5 years ahead: wait, then try again.
+                Acquired::Denied(after) => {
+                    tokio::time::sleep(Duration::from_nanos(after)).await;
+                }
+            }
+        }
+    }
+
+    /// The quota in force now.
+    #[must_use]
+    pub fn quota(&self) -> Quota {
+        *self.inner.quota.lock()
+    }
+
+    /// Replaces the quota at run time, for every service built from this limiter.
+    ///
+    /// The tokens available now stay available, capped at the new burst (raising the burst
+    /// does not hand out a fresh one; lowering it trims the bucket), and waiters' reservations
+    /// stay owed. The change is atomic: no request is decided by a mix of the two quotas.
+    pub fn set_quota(&self, quota: Quota) {
+        let mut current = self.inner.quota.lock();
+        let from = *current;
+        self.inner.state.set_quota(self.now(), quota.gcra());
+        *current = quota;
+        drop(current);
+        self.inner
+            .events
+            .emit_with(|| RateLimitEvent::QuotaChanged { from, to: quota });
+    }
+
+    /// The quota in force and the tokens left, read together.
+    #[must_use]
+    pub fn snapshot(&self) -> Snapshot {
+        let quota = self.quota();
+        let (gcra, remaining_burst) = self.inner.state.snapshot(self.now());
+        // A change between the two reads: report the quota the tokens were counted with.
+        let quota = if quota.gcra() == gcra {
+            quota
+        } else {
+            self.quota()
+        };
+        Snapshot {
+            quota,
+            remaining_burst,
+        }
+    }
+
+    /// Whole tokens in the bucket now.
+    #[must_use]
+    pub fn remaining_burst(&self) -> u32 {
+        self.inner.state.snapshot(self.now()).1
+    }
+
+    /// What the layer does over the limit.
+    #[must_use]
+    pub fn mode(&self) -> Mode {
+        self.inner.mode
+    }
+
+    /// The instance name given to the builder.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// Adds a listener of this limiter's [`RateLimitEvent`]s.
+    pub fn subscribe<L: Listener<RateLimitEvent>>(&self, listener: L) -> ListenerId {
+        self.inner.events.subscribe(listener)
+    }
+
+    /// Removes a listener; `false` if it was not subscribed.
+    pub fn unsubscribe(&self, id: ListenerId) -> bool {
+        self.inner.events.unsubscribe(id)
+    }
+
+    /// A layer whose services all draw from this limiter.
+    #[must_use]
+    pub fn layer(&self) -> RateLimitLayer {
+        RateLimitLayer::new(self.clone())
+    }
+
+    /// Nanoseconds since this limiter was built.
+    #[inline]
+    fn now(&self) -> u64 {
+        self.inner
+            .clock
+            .now()
+            .as_nanos()
+            .saturating_sub(self.inner.origin.as_nanos())
+    }
+
+    /// Takes `cost` tokens with the mode's wait, emitting the event.
+    #[inline]
+    pub(crate) fn acquire_for_mode(&self, cost: u32) -> Acquired {
+        self.acquire(cost, self.inner.max_wait)
+    }
+
+    #[inline]
+    fn acquire(&self, cost: u32, max_wait: u64) -> Acquired {
+        let acquired = self.inner.state.acquire(self.now(), cost, max_wait);
+        self.inner.events.emit_with(|| match acquired {
+            Acquired::Now(wait) => RateLimitEvent::Permitted {
+                cost,
+                wait: Duration::from_nanos(wait),
+            },
+            Acquired::Denied(after) => RateLimitEvent::Rejected {
+                cost,
+                retry_after: Some(Duration::from_nanos(after)),
+            },
+            Acquired::TooCostly(_) => RateLimitEvent::Rejected {
+                cost,
+                retry_after: None,
+            },
+        });
+        acquired
+    }
+}
+
+impl fmt::Debug for RateLimiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimiter")
+            .field("name", &self.inner.name)
+            .field("quota", &self.quota())
+            .field("mode", &self.inner.mode)
+            .field("clock", &self.inner.clock)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,101 @@
+//! Shared test support: a reference token bucket, written the plain way (a level and a last
+//! update time, in exact integer arithmetic), to check the GCRA limiter against.
+
+#![allow(
+    dead_code,
+    unreachable_pub,
+    reason = "each test binary uses part of the support"
+)]
+
+use std::future::{Ready, ready};
+use std::task::{Context, Poll, Waker};
+use tower::Service;
+
+/// A token bucket of `burst` tokens gaining one token every `interval` ns. The level is kept
+/// in nanoseconds of credit (tokens · interval) so every operation is exact.
+#[derive(Clone, Debug)]
+pub struct ModelBucket {
+    interval: u128,
+    burst: u128,
+    level: u128,
+    last: u128,
+}
+
+impl ModelBucket {
+    pub fn new(interval_ns: u64, burst: u32) -> Self {
+        let (interval, burst) = (u128::from(interval_ns), u128::from(burst));
+        ModelBucket {
+            interval,
+            burst,
+            level: interval * burst,
+            last: 0,
+        }
+    }
+
+    fn refill(&mut self, now: u64) {
+        let now = u128::from(now);
+        assert!(now >= self.last, "the model's time goes forward");
+        self.level = (self.level + (now - self.last)).min(self.interval * self.burst);
+        self.last = now;
+    }
+
+    /// Takes `cost` tokens at `now` if the bucket holds them.
+    pub fn try_take(&mut self, now: u64, cost: u32) -> bool {
+        self.refill(now);
+        let need = u128::from(cost) * self.interval;
+        if u128::from(cost) <= self.burst && self.level >= need {
+            self.level -= need;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whole tokens in the bucket at `now`.
+    pub fn tokens(&mut self, now: u64) -> u32 {
+        self.refill(now);
+        u32::try_from(self.level / self.interval).unwrap()
+    }
+
+    /// Whether the bucket is full at `now` (an idle key).
+    pub fn is_full(&mut self, now: u64) -> bool {
+        self.refill(now);
+        self.level == self.interval * self.burst
+    }
+}
+
+/// Ready at once, answers at once with its request.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Echo;
+
+impl<R> Service<R> for Echo {
+    type Response = R;
+    type Error = std::convert::Infallible;
+    type Future = Ready<Result<R, Self::Error>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: R) -> Self::Future {
+        ready(Ok(request))
+    }
+}
+
+/// `poll_ready` + `call` + one poll, without a runtime. `None` if anything was pending.
+pub fn call_now<S: Service<R>, R>(
+    svc: &mut S,
+    request: R,
+) -> Option<Result<S::Response, S::Error>> {
+    let mut cx = Context::from_waker(Waker::noop());
+    match svc.poll_ready(&mut cx) {
+        Poll::Ready(Ok(())) => {}
+        Poll::Ready(Err(e)) => return Some(Err(e)),
+        Poll::Pending => return None,
+    }
+    let mut future = std::pin::pin!(svc.call(request));
+    match future.as_mut().poll(&mut cx) {
+        Poll::Ready(result) => Some(result),
+        Poll::Pending => None,
+    }
+}
