@@ -1,0 +1,99 @@
+//! Zero allocations per call on the Closed success path, counted by a global allocator.
+#![cfg(not(loom))]
+
+use palisade_circuit_breaker::CircuitBreaker;
+use std::convert::Infallible;
+use std::future::{Future, Ready, ready};
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+use tower::{Layer, Service};
+
+#[derive(Clone, Copy)]
+struct Bare;
+
+impl Service<u64> for Bare {
+    type Response = u64;
+    type Error = Infallible;
+    type Future = Ready<Result<u64, Infallible>>;
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+    fn call(&mut self, request: u64) -> Self::Future {
+        ready(Ok(request))
+    }
+}
+
+fn call_now<S: Service<u64>>(svc: &mut S, request: u64) -> bool {
+    let mut cx = Context::from_waker(Waker::noop());
+    if !matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))) {
+        return false;
+    }
+    let future = pin!(svc.call(request));
+    matches!(future.poll(&mut cx), Poll::Ready(Ok(_)))
+}
+
+fn assert_no_allocations(breaker: &CircuitBreaker) {
+    let mut svc = breaker.layer().layer(Bare);
+    // Warm up: fill the window, initialise the clock's process-wide origin.
+    for i in 0..300 {
+        assert!(call_now(&mut svc, i));
+    }
+    let info = allocation_counter::measure(|| {
+        for i in 0..10_000 {
+            assert!(call_now(&mut svc, i));
+        }
+    });
+    assert_eq!(info.count_total, 0, "the success path allocated");
+    let info = allocation_counter::measure(|| {
+        for _ in 0..1_000 {
+            breaker.try_acquire().unwrap().success();
+        }
+    });
+    assert_eq!(info.count_total, 0, "try_acquire allocated");
+}
+
+#[test]
+fn count_window_success_path_allocates_nothing() {
+    assert_no_allocations(&CircuitBreaker::builder().count_window(100).build().unwrap());
+}
+
+#[test]
+fn time_window_with_slow_calls_allocates_nothing() {
+    assert_no_allocations(
+        &CircuitBreaker::builder()
+            .time_window(Duration::from_secs(10))
+            .slow_call_duration(Duration::from_secs(1))
+            .build()
+            .unwrap(),
+    );
+}
+
+#[test]
+fn a_window_with_failures_records_without_allocating() {
+    let breaker = CircuitBreaker::builder()
+        .count_window(100)
+        .failure_rate_threshold(90.0)
+        .consecutive_failures(1_000)
+        .build()
+        .unwrap();
+    for i in 0..200 {
+        let permit = breaker.try_acquire().unwrap();
+        if i % 10 == 0 {
+            permit.failure()
+        } else {
+            permit.success()
+        }
+    }
+    let info = allocation_counter::measure(|| {
+        for i in 0..10_000 {
+            let permit = breaker.try_acquire().unwrap();
+            if i % 10 == 0 {
+                permit.failure()
+            } else {
+                permit.success()
+            }
+        }
+    });
+    assert_eq!(info.count_total, 0);
+}
