@@ -1,7 +1,10 @@
-//! retry benchmarks: Palisade beside its peers and the bare inner service.
+//! retry benchmarks: Palisade beside tower's `Retry` (with and without `TpsBudget`),
+//! tower-resilience's retry (with and without its token-bucket budget), and the bare service.
 //!
-//! The Palisade and peer cases land with the retry layer; the bare service is the
-//! baseline every case is compared with.
+//! - `retry/success_1_thread`: `poll_ready` + `call` + completion of a request whose first
+//!   attempt succeeds (`u64` requests, so the request copy costs nothing).
+//! - `retry/budget_1_thread`, `retry/budget_2_threads`: one deposit and one withdrawal attempt
+//!   per iteration on one shared budget.
 
 #![allow(
     missing_docs,
@@ -9,17 +12,170 @@
 )]
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use palisade_benches::{Bare, call_now};
+use palisade_benches::{Bare, call_now, contended};
+use palisade_retry::{RetryBudget, RetryPolicy};
+use std::convert::Infallible;
+use std::future;
 use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+use tower::Layer;
+use tower::retry::Policy;
+use tower::retry::budget::{Budget, TpsBudget};
+use tower_resilience::retry::{RetryBudgetBuilder, RetryLayer as TrRetryLayer};
+
+/// tower's documented budgeted policy: deposit on success, withdraw before a retry.
+#[derive(Clone, Debug)]
+struct TowerBudgeted {
+    budget: Arc<TpsBudget>,
+}
+
+impl<E> Policy<u64, u64, E> for TowerBudgeted {
+    type Future = future::Ready<()>;
+
+    fn retry(&mut self, _: &mut u64, result: &mut Result<u64, E>) -> Option<Self::Future> {
+        match result {
+            Ok(_) => {
+                self.budget.deposit();
+                None
+            }
+            Err(_) => self.budget.withdraw().then(|| future::ready(())),
+        }
+    }
+
+    fn clone_request(&mut self, req: &u64) -> Option<u64> {
+        Some(*req)
+    }
+}
+
+/// tower's retry with no budget: up to three attempts.
+#[derive(Clone, Debug)]
+struct TowerAttempts(u32);
+
+impl<E> Policy<u64, u64, E> for TowerAttempts {
+    type Future = future::Ready<()>;
+
+    fn retry(&mut self, _: &mut u64, result: &mut Result<u64, E>) -> Option<Self::Future> {
+        match result {
+            Ok(_) => None,
+            Err(_) if self.0 > 1 => {
+                self.0 -= 1;
+                Some(future::ready(()))
+            }
+            Err(_) => None,
+        }
+    }
+
+    fn clone_request(&mut self, req: &u64) -> Option<u64> {
+        Some(*req)
+    }
+}
+
+fn tps_budget() -> Arc<TpsBudget> {
+    Arc::new(TpsBudget::new(Duration::from_secs(10), 10, 0.2))
+}
 
 fn success_path(c: &mut Criterion) {
     let mut group = c.benchmark_group("retry/success_1_thread");
+
     let mut bare = Bare;
     group.bench_function("bare", |b| {
         b.iter(|| black_box(call_now(&mut bare, black_box(1u64))));
     });
+
+    let policy = RetryPolicy::builder().build().unwrap();
+    let mut svc = policy.layer().layer(Bare);
+    group.bench_function("palisade (default budget)", |b| {
+        b.iter(|| black_box(call_now(&mut svc, black_box(1u64))));
+    });
+
+    let policy = RetryPolicy::builder().unlimited().build().unwrap();
+    let mut svc = policy.layer().layer(Bare);
+    group.bench_function("palisade (no budget)", |b| {
+        b.iter(|| black_box(call_now(&mut svc, black_box(1u64))));
+    });
+
+    let mut svc = tower::retry::Retry::new(
+        TowerBudgeted {
+            budget: tps_budget(),
+        },
+        Bare,
+    );
+    group.bench_function("tower Retry + TpsBudget", |b| {
+        b.iter(|| black_box(call_now(&mut svc, black_box(1u64))));
+    });
+
+    let mut svc = tower::retry::Retry::new(TowerAttempts(3), Bare);
+    group.bench_function("tower Retry (no budget)", |b| {
+        b.iter(|| black_box(call_now(&mut svc, black_box(1u64))));
+    });
+
+    let mut svc = TrRetryLayer::<u64, u64, Infallible>::builder()
+        .max_attempts(3)
+        .exponential_backoff(Duration::from_millis(50))
+        .build()
+        .layer(Bare);
+    group.bench_function("tower-resilience retry", |b| {
+        b.iter(|| black_box(call_now(&mut svc, black_box(1u64))));
+    });
+
+    let budget = RetryBudgetBuilder::new().token_bucket().build().unwrap();
+    let mut svc = TrRetryLayer::<u64, u64, Infallible>::builder()
+        .max_attempts(3)
+        .exponential_backoff(Duration::from_millis(50))
+        .budget(budget)
+        .build()
+        .layer(Bare);
+    group.bench_function("tower-resilience retry + token bucket", |b| {
+        b.iter(|| black_box(call_now(&mut svc, black_box(1u64))));
+    });
+
     group.finish();
 }
 
-criterion_group!(benches, success_path);
+fn budget_ops(c: &mut Criterion) {
+    for threads in [1usize, 2] {
+        let mut group = c.benchmark_group(format!("retry/budget_{threads}_thread"));
+
+        let budget = RetryBudget::default();
+        group.bench_function("palisade RetryBudget", |b| {
+            b.iter_custom(|iters| {
+                contended(threads, iters, |_, iters| {
+                    for _ in 0..iters {
+                        budget.deposit();
+                        black_box(budget.try_withdraw());
+                    }
+                })
+            });
+        });
+
+        let budget = tps_budget();
+        group.bench_function("tower TpsBudget", |b| {
+            b.iter_custom(|iters| {
+                contended(threads, iters, |_, iters| {
+                    for _ in 0..iters {
+                        budget.deposit();
+                        black_box(budget.withdraw());
+                    }
+                })
+            });
+        });
+
+        let budget = RetryBudgetBuilder::new().token_bucket().build().unwrap();
+        group.bench_function("tower-resilience token bucket", |b| {
+            b.iter_custom(|iters| {
+                contended(threads, iters, |_, iters| {
+                    for _ in 0..iters {
+                        budget.deposit();
+                        black_box(budget.try_withdraw());
+                    }
+                })
+            });
+        });
+
+        group.finish();
+    }
+}
+
+criterion_group!(benches, success_path, budget_ops);
 criterion_main!(benches);

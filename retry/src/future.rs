@@ -234,15 +234,15 @@ fn decide<C, Q, Res>(
     let rng = rng.get_or_insert_with(|| SplitMix64::new(shared.next_stream_seed()));
     let mut delay = shared.backoff.delay(attempt, *previous_delay, rng);
     *previous_delay = delay;
-    if let Err(err) = result {
-        if let Some(hint) = retry_after(&**err) {
-            delay = delay.max(hint);
-        }
+    if let Err(err) = result
+        && let Some(hint) = retry_after(&**err)
+    {
+        delay = delay.max(hint);
     }
-    if let Some(deadline) = deadline {
-        if shared.clock.now() + delay >= deadline {
-            return Err(GiveUpReason::Deadline);
-        }
+    if let Some(deadline) = deadline
+        && shared.clock.now() + delay >= deadline
+    {
+        return Err(GiveUpReason::Deadline);
     }
     if !shared.spend.try_spend() {
         shared.events.emit_with(|| RetryEvent::BudgetExhausted {

@@ -33,7 +33,7 @@
 //! ```
 //! use palisade_retry::{Backoff, RetryPolicy};
 //! use std::time::Duration;
-//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//! use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), tower::BoxError> {
