@@ -1,5 +1,6 @@
 //! Netflix's Gradient2: long-term versus short-term RTT.
 
+use super::probe::{MinRttProbe, ProbeStep};
 use super::{LimitAlgorithm, Sample, check_limits, secs};
 use palisade_core::ConfigError;
 
@@ -19,6 +20,14 @@ use palisade_core::ConfigError;
 /// than half of the limit leaves it unchanged (the caller, not the backend, limited the load).
 /// Like Netflix's, this algorithm ignores drops: it reads latency only.
 ///
+/// One departure from Netflix, switchable, found necessary by the convergence simulation: a
+/// limit that starts far above the backend's capacity sees only inflated RTTs, takes them as
+/// normal, and never comes down. So, as Envoy's adaptive concurrency does, the no-load RTT is
+/// probed at the first update and then after every `probe_multiplier × limit` calls (jittered):
+/// the limit is pinned to `min_limit` (at least 3) for one window, and the long-term average
+/// restarts from that window's minimum RTT ([`probe`](Gradient2Builder::probe)`(false)`
+/// for Netflix's behaviour).
+///
 /// | parameter        | default | source |
 /// |------------------|---------|--------|
 /// | `initial_limit`  | 20      | Netflix `Gradient2Limit` |
@@ -28,12 +37,14 @@ use palisade_core::ConfigError;
 /// | `rtt_tolerance`  | 1.5     | Netflix |
 /// | `long_window`    | 600     | Netflix (samples of the long-term average; 10 warm-up samples) |
 /// | `queue_size`     | 4       | Netflix (its default `queueSize` function is the constant 4) |
+/// | `probe`          | on      | Envoy's min-RTT measurement |
+/// | `probe_multiplier` | 30    | Netflix Vegas's probe schedule |
 ///
 /// ```
 /// use palisade_bulkhead::adaptive::{Gradient2, LimitAlgorithm, Sample};
 /// use std::time::Duration;
 ///
-/// let mut g = Gradient2::builder().initial_limit(50).min_limit(1).build().unwrap();
+/// let mut g = Gradient2::builder().initial_limit(50).min_limit(1).probe(false).build().unwrap();
 /// let flat = Sample::new(Duration::from_millis(10), 50, 10, 0);
 /// assert_eq!(g.update(&flat), 50); // 50 × 0.8 + (50 × 1 + 4) × 0.2 = 50.8
 /// let slow = Sample::new(Duration::from_millis(100), 50, 10, 0);
@@ -48,6 +59,7 @@ pub struct Gradient2 {
     rtt_tolerance: f64,
     queue_size: f64,
     long_rtt: ExpAvg,
+    probe: Option<MinRttProbe>,
 }
 
 /// Builds a [`Gradient2`]; see its docs for the parameters.
@@ -60,6 +72,8 @@ pub struct Gradient2Builder {
     rtt_tolerance: f64,
     long_window: usize,
     queue_size: usize,
+    probe: bool,
+    probe_multiplier: usize,
 }
 
 /// Netflix's `ExpAvgMeasurement`: a plain mean over the warm-up samples, then an exponential
@@ -82,6 +96,12 @@ impl ExpAvg {
             warmup,
             factor: 2.0 / (window as f64 + 1.0),
         }
+    }
+
+    /// Restarts the average at `value`, past the warm-up.
+    fn reset(&mut self, value: f64) {
+        self.value = value;
+        self.count = self.warmup;
     }
 
     fn add(&mut self, sample: f64) -> f64 {
@@ -108,6 +128,8 @@ impl Gradient2 {
             rtt_tolerance: 1.5,
             long_window: 600,
             queue_size: 4,
+            probe: true,
+            probe_multiplier: 30,
         }
     }
 }
@@ -162,6 +184,20 @@ impl Gradient2Builder {
         self
     }
 
+    /// Whether to probe the no-load RTT at a pinned low concurrency (default `true`).
+    #[must_use]
+    pub fn probe(mut self, probe: bool) -> Self {
+        self.probe = probe;
+        self
+    }
+
+    /// Calls between probes, per unit of limit (default 30, Netflix Vegas's schedule).
+    #[must_use]
+    pub fn probe_multiplier(mut self, multiplier: usize) -> Self {
+        self.probe_multiplier = multiplier.max(1);
+        self
+    }
+
     /// Validates the parameters.
     ///
     /// # Errors
@@ -187,6 +223,16 @@ impl Gradient2Builder {
             rtt_tolerance: self.rtt_tolerance,
             queue_size: self.queue_size as f64,
             long_rtt: ExpAvg::new(self.long_window, 10),
+            probe: self.probe.then(|| {
+                MinRttProbe::new(
+                    self.min_limit
+                        .clamp(3, self.max_limit.max(3))
+                        .min(self.max_limit),
+                    self.probe_multiplier,
+                    0x6AD1_E472,
+                    self.initial_limit as f64,
+                )
+            }),
         })
     }
 }
@@ -198,6 +244,17 @@ impl LimitAlgorithm for Gradient2 {
 
     fn update(&mut self, sample: &Sample) -> usize {
         let short = secs(sample.rtt).max(1e-9);
+        if let Some(probe) = &mut self.probe {
+            match probe.step(sample, self.limit) {
+                ProbeStep::Normal => {}
+                ProbeStep::Hold(limit) => return limit,
+                ProbeStep::Done { baseline, restore } => {
+                    self.long_rtt.reset(secs(baseline).max(1e-9));
+                    self.limit = restore;
+                    return restore as usize;
+                }
+            }
+        }
         let long = self.long_rtt.add(short);
         if long / short > 2.0 {
             self.long_rtt.value *= 0.95;
@@ -225,6 +282,7 @@ mod tests {
             .initial_limit(20)
             .min_limit(10)
             .max_limit(30)
+            .probe(false)
             .build()
             .unwrap();
         let mut last = 20;
@@ -241,6 +299,22 @@ mod tests {
         }
         assert!(last >= 10);
         assert_eq!(g.update(&Sample::new(ms(1), 1, 10, 0)), last, "app-limited");
+    }
+
+    #[test]
+    fn probes_the_baseline_at_start() {
+        let ms = Duration::from_millis;
+        let mut g = Gradient2::builder()
+            .initial_limit(500)
+            .min_limit(3)
+            .max_limit(1000)
+            .build()
+            .unwrap();
+        assert_eq!(g.update(&Sample::new(ms(125), 500, 10, 0)), 3);
+        assert_eq!(g.update(&Sample::new(ms(10), 3, 10, 0)), 500);
+        // Baseline 10 ms against 125 ms: the gradient is at its floor, 0.5.
+        let l = g.update(&Sample::new(ms(125), 500, 10, 0));
+        assert!(l < 460, "got {l}");
     }
 
     #[test]

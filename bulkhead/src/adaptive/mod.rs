@@ -24,6 +24,7 @@
 
 mod aimd;
 mod gradient2;
+mod probe;
 mod vegas;
 pub(crate) mod window;
 

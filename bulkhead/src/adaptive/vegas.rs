@@ -1,5 +1,6 @@
 //! TCP Vegas applied to concurrency.
 
+use super::probe::{MinRttProbe, ProbeStep};
 use super::{LimitAlgorithm, Sample, check_limits, secs};
 use palisade_core::ConfigError;
 
@@ -17,9 +18,21 @@ use palisade_core::ConfigError;
 ///
 /// with `alpha = 3 × log10(limit)`, `beta = 6 × log10(limit)`, where `log10` is Netflix's
 /// integer `max(1, ⌊log10 limit⌋)`. The step is smoothed, and a window that used less than half
-/// of the limit leaves it unchanged. So that the baseline follows a backend that got slower
-/// for good, the no-load RTT is re-probed: after `probe_multiplier × limit` calls (times a
-/// jitter in `[0.5, 1)`, from a seeded generator), the current RTT becomes the new baseline.
+/// of the limit leaves it unchanged.
+///
+/// Two departures from Netflix, both switchable, found necessary by the convergence simulation
+/// (a limit starting at 500 against a backend of capacity 40 never came down):
+///
+/// - **Probing the baseline.** Netflix re-probes by taking the current RTT as the new baseline
+///   after `probe_multiplier × limit` calls; from an overloaded start that baseline is inflated
+///   for good. Here, at the first update and then on Netflix's schedule (times a jitter in
+///   `[0.5, 1)` from a seeded generator), the limit is pinned to 3 calls (raised to
+///   `min_limit`) for one window, as Envoy's adaptive concurrency does, and that window's
+///   minimum RTT becomes the baseline, which so follows the backend down *and* up
+///   ([`probe`](VegasBuilder::probe)`(false)` keeps only the lowest RTT ever seen).
+/// - **Decrease.** Above beta, the step is the larger of `log10(limit)` and half the excess,
+///   `(queue − beta) / 2`, so a limit far too high comes down geometrically
+///   ([`gentle_decrease`](VegasBuilder::gentle_decrease)`(true)` for Netflix's step).
 ///
 /// | parameter          | default | source |
 /// |--------------------|---------|--------|
@@ -28,6 +41,8 @@ use palisade_core::ConfigError;
 /// | `max_limit`        | 1000    | Netflix (`maxConcurrency`) |
 /// | `smoothing`        | 1.0     | Netflix |
 /// | `probe_multiplier` | 30      | Netflix |
+/// | `probe`            | on      | Envoy's min-RTT measurement at pinned concurrency 3 |
+/// | `gentle_decrease`  | off     | Palisade |
 ///
 /// ```
 /// use palisade_bulkhead::adaptive::{LimitAlgorithm, Sample, Vegas};
@@ -35,9 +50,12 @@ use palisade_core::ConfigError;
 ///
 /// let mut v = Vegas::builder().initial_limit(40).build().unwrap();
 /// let ms = Duration::from_millis;
-/// // Learns the 10 ms baseline; no queue (log10 = 1): grows by beta = 6.
+/// assert_eq!(v.update(&Sample::new(ms(30), 40, 10, 0)), 3); // probe: pinned to 3 calls
+/// assert_eq!(v.update(&Sample::new(ms(10), 3, 10, 0)), 40); // baseline 10 ms; limit back
+/// // No queue (log10 = 1): grow by beta = 6.
 /// assert_eq!(v.update(&Sample::new(ms(10), 40, 10, 0)), 46);
-/// assert_eq!(v.update(&Sample::new(ms(20), 46, 10, 0).with_min_rtt(ms(19))), 45); // queue 23
+/// // Queue ⌈46 × (1 − 10/20)⌉ = 23 > beta: down by (23 − 6) / 2.
+/// assert_eq!(v.update(&Sample::new(ms(20), 46, 10, 0).with_min_rtt(ms(19))), 37);
 /// ```
 #[derive(Clone, Debug)]
 pub struct Vegas {
@@ -45,11 +63,9 @@ pub struct Vegas {
     min_limit: usize,
     max_limit: usize,
     smoothing: f64,
-    probe_multiplier: f64,
     rtt_noload: f64,
-    probe_count: u64,
-    probe_jitter: f64,
-    rng: u64,
+    probe: Option<MinRttProbe>,
+    gentle_decrease: bool,
 }
 
 /// Builds a [`Vegas`]; see its docs for the parameters.
@@ -60,6 +76,8 @@ pub struct VegasBuilder {
     max_limit: usize,
     smoothing: f64,
     probe_multiplier: usize,
+    probe: bool,
+    gentle_decrease: bool,
     seed: u64,
 }
 
@@ -73,18 +91,10 @@ impl Vegas {
             max_limit: 1000,
             smoothing: 1.0,
             probe_multiplier: 30,
+            probe: true,
+            gentle_decrease: false,
             seed: 0x5EED_0F_7E6A5,
         }
-    }
-
-    fn next_jitter(&mut self) -> f64 {
-        // xorshift64: a seeded, dependency-free generator; quality is irrelevant here.
-        let mut x = self.rng;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.rng = x;
-        0.5 + (x >> 11) as f64 / (1u64 << 53) as f64 * 0.5
     }
 }
 
@@ -129,6 +139,23 @@ impl VegasBuilder {
         self
     }
 
+    /// Whether to probe the no-load RTT at a pinned low concurrency (default `true`). Without
+    /// it, the baseline is only the lowest RTT ever seen.
+    #[must_use]
+    pub fn probe(mut self, probe: bool) -> Self {
+        self.probe = probe;
+        self
+    }
+
+    /// `true`: Netflix's decrease of `log10(limit)` per window even when the queue estimate is
+    /// far above beta (slow from a limit far too high). Default `false`: the larger of that and
+    /// half the excess, `(queue − beta) / 2`.
+    #[must_use]
+    pub fn gentle_decrease(mut self, gentle: bool) -> Self {
+        self.gentle_decrease = gentle;
+        self
+    }
+
     /// Seed of the probe jitter.
     #[must_use]
     pub fn seed(mut self, seed: u64) -> Self {
@@ -150,19 +177,23 @@ impl VegasBuilder {
         if self.probe_multiplier == 0 {
             return Err(ConfigError::new("probe_multiplier", "must be at least 1"));
         }
-        let mut vegas = Vegas {
+        let probe_limit = 3.clamp(self.min_limit, self.max_limit);
+        Ok(Vegas {
             limit: self.initial_limit as f64,
             min_limit: self.min_limit,
             max_limit: self.max_limit,
             smoothing: self.smoothing,
-            probe_multiplier: self.probe_multiplier as f64,
             rtt_noload: 0.0,
-            probe_count: 0,
-            probe_jitter: 1.0,
-            rng: self.seed | 1,
-        };
-        vegas.probe_jitter = vegas.next_jitter();
-        Ok(vegas)
+            probe: self.probe.then(|| {
+                MinRttProbe::new(
+                    probe_limit,
+                    self.probe_multiplier,
+                    self.seed,
+                    self.initial_limit as f64,
+                )
+            }),
+            gentle_decrease: self.gentle_decrease,
+        })
     }
 }
 
@@ -173,12 +204,16 @@ impl LimitAlgorithm for Vegas {
 
     fn update(&mut self, sample: &Sample) -> usize {
         let rtt = secs(sample.rtt).max(1e-9);
-        self.probe_count += sample.samples;
-        if self.probe_jitter * self.probe_multiplier * self.limit <= self.probe_count as f64 {
-            self.probe_jitter = self.next_jitter();
-            self.probe_count = 0;
-            self.rtt_noload = rtt;
-            return self.limit as usize;
+        if let Some(probe) = &mut self.probe {
+            match probe.step(sample, self.limit) {
+                ProbeStep::Normal => {}
+                ProbeStep::Hold(limit) => return limit,
+                ProbeStep::Done { baseline, restore } => {
+                    self.rtt_noload = secs(baseline).max(1e-9);
+                    self.limit = restore;
+                    return restore as usize;
+                }
+            }
         }
         let min_rtt = secs(sample.min_rtt).max(1e-9);
         if self.rtt_noload == 0.0 || min_rtt < self.rtt_noload {
@@ -198,7 +233,11 @@ impl LimitAlgorithm for Vegas {
             } else if queue < alpha {
                 limit + log
             } else if queue > beta {
-                limit - log
+                if self.gentle_decrease {
+                    limit - log
+                } else {
+                    limit - log.max((queue - beta) / 2.0)
+                }
             } else {
                 return limit as usize;
             }
@@ -219,7 +258,8 @@ mod tests {
         let ms = Duration::from_micros;
         let mut v = Vegas::builder()
             .initial_limit(100)
-            .probe_multiplier(1_000_000)
+            .probe(false)
+            .gentle_decrease(true)
             .build()
             .unwrap();
         // Baseline 1 ms, no queue: log10(100) = 2, grow by beta = 12.
@@ -244,10 +284,26 @@ mod tests {
             .probe_multiplier(1)
             .build()
             .unwrap();
-        v.update(&Sample::new(ms(1), 10, 1, 0));
-        // 10 samples ≥ jitter × 1 × 10: probe, the baseline becomes 50 ms.
-        v.update(&Sample::new(ms(50), 10, 10, 0));
+        assert_eq!(
+            v.update(&Sample::new(ms(5), 10, 10, 0)),
+            3,
+            "probe at start"
+        );
+        assert_eq!(v.update(&Sample::new(ms(8), 3, 10, 0)), 10, "restored");
+        assert!((v.rtt_noload - 0.008).abs() < 1e-9);
+        // ≥ jitter × 1 × 10 calls later: probe again; the baseline may go up.
+        assert_eq!(v.update(&Sample::new(ms(50), 10, 10, 0)), 3);
+        assert_eq!(v.update(&Sample::new(ms(50), 3, 10, 0)), 10);
         assert!((v.rtt_noload - 0.050).abs() < 1e-9);
+        // Far too high: the excess queue halves per window.
+        let mut v = Vegas::builder()
+            .initial_limit(500)
+            .probe(false)
+            .build()
+            .unwrap();
+        v.update(&Sample::new(ms(10), 500, 10, 0));
+        let l = v.update(&Sample::new(ms(100), 500, 10, 0).with_min_rtt(ms(90)));
+        assert!(l < 300, "got {l}");
     }
 
     #[test]
