@@ -67,7 +67,8 @@ pub(crate) struct Local {
 /// are tagged with). Every transition is a single CAS from a state of generation `g` to one of
 /// `g + 1`: of any number of threads racing to make the same transition exactly one succeeds,
 /// and only it emits the transition event. Window counters and statistics use the weakest
-/// ordering that keeps each update atomic; see [`crate::window`].
+/// ordering that keeps each update atomic: a stale or late count is tolerated, because the
+/// decision it feeds is itself a generation-checked CAS on the state word.
 pub struct CircuitBreaker {
     local: Arc<Local>,
 }

@@ -80,18 +80,18 @@ fn a_window_with_failures_records_without_allocating() {
     for i in 0..200 {
         let permit = breaker.try_acquire().unwrap();
         if i % 10 == 0 {
-            permit.failure()
+            permit.failure();
         } else {
-            permit.success()
+            permit.success();
         }
     }
     let info = allocation_counter::measure(|| {
         for i in 0..10_000 {
             let permit = breaker.try_acquire().unwrap();
             if i % 10 == 0 {
-                permit.failure()
+                permit.failure();
             } else {
-                permit.success()
+                permit.success();
             }
         }
     });
