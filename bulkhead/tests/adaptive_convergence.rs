@@ -179,7 +179,7 @@ fn aimd_converges_to_the_knee_and_backs_off() {
     check(
         "aimd from 500",
         &simulate(aimd(500), KNEE as u64, RTTS),
-        100,
+        200,
     );
 }
 
@@ -189,12 +189,12 @@ fn gradient2_converges_to_the_knee_and_backs_off() {
     check(
         "gradient2 from 10",
         &simulate(gradient2(10), KNEE as u64, RTTS),
-        100,
+        200,
     );
     check(
         "gradient2 from 500",
         &simulate(gradient2(500), KNEE as u64, RTTS),
-        100,
+        200,
     );
 }
 
@@ -204,11 +204,11 @@ fn vegas_converges_to_the_knee_and_backs_off() {
     check(
         "vegas from 10",
         &simulate(vegas(10), KNEE as u64, RTTS),
-        100,
+        200,
     );
     check(
         "vegas from 500",
         &simulate(vegas(500), KNEE as u64, RTTS),
-        100,
+        200,
     );
 }
