@@ -69,6 +69,9 @@ fn time_window_with_slow_calls_allocates_nothing() {
     );
 }
 
+/// Without the `metrics` feature: its listener copies the `name` label for every failure
+/// event (the core `RecordMetrics` hook receives the name as `&str`).
+#[cfg(not(feature = "metrics"))]
 #[test]
 fn a_window_with_failures_records_without_allocating() {
     let breaker = CircuitBreaker::builder()
