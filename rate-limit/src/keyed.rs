@@ -59,8 +59,8 @@ const MIN_SWEEP: usize = 32;
 ///
 /// # Memory ordering
 ///
-/// A key's TAT is an `AtomicU64` updated by a CAS loop, as in [`RateLimiter`]
-/// (crate::RateLimiter), under its shard's read lock; inserting and evicting take the shard's
+/// A key's TAT is an `AtomicU64` updated by a CAS loop, as in
+/// [`RateLimiter`](crate::RateLimiter), under its shard's read lock; inserting and evicting take the shard's
 /// write lock, so no CAS ever runs on an entry being removed. The quota of a keyed limiter is
 /// fixed at build time.
 pub struct KeyedRateLimiter<K> {
