@@ -1,25 +1,244 @@
-//! bulkhead benchmarks: Palisade beside its peers and the bare inner service.
+//! Bulkhead benchmarks: Palisade beside tower's `ConcurrencyLimit` (shared through
+//! `GlobalConcurrencyLimitLayer`), tower-resilience's bulkhead and adaptive limiter, and the bare
+//! inner service.
 //!
-//! The Palisade and peer cases land with the bulkhead layer; the bare service is the
-//! baseline every case is compared with.
+//! Cases: the success path on one thread, the full-and-reject path, and two threads calling
+//! through one shared bulkhead. Every layer is built outside the timed loop.
 
 #![allow(
     missing_docs,
     reason = "criterion's macros generate undocumented items"
 )]
 
-use criterion::{Criterion, criterion_group, criterion_main};
-use palisade_benches::{Bare, call_now};
+use criterion::{
+    BenchmarkGroup, Criterion, criterion_group, criterion_main, measurement::WallTime,
+};
+use palisade_benches::{Bare, call_now, contended};
+use palisade_bulkhead::Bulkhead;
+use palisade_bulkhead::adaptive::Aimd;
+use std::convert::Infallible;
+use std::future::Pending;
 use std::hint::black_box;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower::{Layer, ServiceBuilder};
+use tower_service::Service;
+
+const LIMIT: usize = 64;
+
+/// An inner service whose calls never finish: holds a bulkhead slot for the reject cases.
+#[derive(Clone, Copy, Debug)]
+struct Hang;
+
+impl Service<u64> for Hang {
+    type Response = u64;
+    type Error = Infallible;
+    type Future = Pending<Result<u64, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _request: u64) -> Self::Future {
+        std::future::pending()
+    }
+}
+
+fn palisade_fixed() -> Bulkhead {
+    Bulkhead::builder()
+        .max_concurrent_calls(LIMIT)
+        .build()
+        .unwrap()
+}
+
+fn palisade_adaptive() -> Bulkhead {
+    Bulkhead::builder()
+        .adaptive(
+            Aimd::builder()
+                .initial_limit(LIMIT)
+                .min_limit(1)
+                .max_limit(1000)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap()
+}
+
+fn tr_bulkhead() -> tower_resilience::bulkhead::BulkheadLayer {
+    tower_resilience::bulkhead::BulkheadLayer::builder()
+        .max_concurrent_calls(LIMIT)
+        .reject_when_full()
+        .build()
+        .unwrap()
+}
+
+fn tr_adaptive()
+-> tower_resilience::adaptive::AdaptiveLimiterLayer<tower_resilience::adaptive::Aimd> {
+    tower_resilience::adaptive::AdaptiveLimiterLayer::new(
+        tower_resilience::adaptive::Aimd::builder()
+            .initial_limit(LIMIT)
+            .min_limit(1)
+            .max_limit(1000)
+            .build()
+            .unwrap(),
+    )
+}
+
+/// Benches one service on one thread, after checking that it answers synchronously.
+fn one_thread<S>(group: &mut BenchmarkGroup<'_, WallTime>, name: &str, mut svc: S)
+where
+    S: Service<u64>,
+{
+    assert!(
+        call_now(&mut svc, 0).is_some(),
+        "{name}: not a synchronous path"
+    );
+    group.bench_function(name, |b| {
+        b.iter(|| black_box(call_now(&mut svc, black_box(1u64)).is_some()));
+    });
+}
 
 fn success_path(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _guard = rt.enter();
     let mut group = c.benchmark_group("bulkhead/success_1_thread");
-    let mut bare = Bare;
-    group.bench_function("bare", |b| {
-        b.iter(|| black_box(call_now(&mut bare, black_box(1u64))));
-    });
+    one_thread(&mut group, "bare", Bare);
+    one_thread(&mut group, "palisade", palisade_fixed().layer().layer(Bare));
+    one_thread(
+        &mut group,
+        "palisade_adaptive_aimd",
+        palisade_adaptive().layer().layer(Bare),
+    );
+    one_thread(
+        &mut group,
+        "tower_global_concurrency_limit",
+        GlobalConcurrencyLimitLayer::new(LIMIT).layer(Bare),
+    );
+    one_thread(
+        &mut group,
+        "tower_resilience_bulkhead",
+        tr_bulkhead().layer(Bare),
+    );
+    one_thread(
+        &mut group,
+        "tower_resilience_adaptive_aimd",
+        tr_adaptive().layer(Bare),
+    );
     group.finish();
 }
 
-criterion_group!(benches, success_path);
+/// Fills a service's bulkhead (limit 1) with a call that never finishes, then benches the
+/// rejected calls.
+fn reject_path(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _guard = rt.enter();
+    let mut group = c.benchmark_group("bulkhead/reject_1_thread");
+    let mut bench_rejects = |name: &str,
+                             mut holder: Box<dyn FnMut() -> Box<dyn std::any::Any>>,
+                             mut svc: Box<dyn FnMut() -> bool>| {
+        let _held = holder();
+        assert!(svc(), "{name}: not rejecting");
+        group.bench_function(name, |b| b.iter(|| black_box(svc())));
+    };
+
+    let bulkhead = Bulkhead::builder().max_concurrent_calls(1).build().unwrap();
+    let mut holder = bulkhead.layer().layer(Hang);
+    let mut svc = bulkhead.layer().layer(Hang);
+    bench_rejects(
+        "palisade",
+        Box::new(move || {
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            assert!(holder.poll_ready(&mut cx).is_ready());
+            Box::new(holder.call(0))
+        }),
+        Box::new(move || matches!(call_now(&mut svc, 1), Some(Err(_)))),
+    );
+
+    let sem = Arc::new(tokio::sync::Semaphore::new(1));
+    let mut holder = GlobalConcurrencyLimitLayer::with_semaphore(sem.clone()).layer(Hang);
+    let mut svc = ServiceBuilder::new()
+        .load_shed()
+        .layer(GlobalConcurrencyLimitLayer::with_semaphore(sem))
+        .service(Hang);
+    bench_rejects(
+        "tower_load_shed_global_concurrency_limit",
+        Box::new(move || {
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            assert!(holder.poll_ready(&mut cx).is_ready());
+            Box::new(holder.call(0))
+        }),
+        Box::new(move || matches!(call_now(&mut svc, 1), Some(Err(_)))),
+    );
+
+    let layer = tower_resilience::bulkhead::BulkheadLayer::builder()
+        .max_concurrent_calls(1)
+        .reject_when_full()
+        .build()
+        .unwrap();
+    let mut holder = layer.layer(Hang);
+    let mut svc = layer.layer(Hang);
+    bench_rejects(
+        "tower_resilience_bulkhead",
+        Box::new(move || {
+            let mut fut = Box::pin(holder.call(0));
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            assert!(fut.as_mut().poll(&mut cx).is_pending());
+            Box::new(fut)
+        }),
+        Box::new(move || matches!(call_now(&mut svc, 1), Some(Err(_)))),
+    );
+    group.finish();
+}
+
+/// Two threads, each with its own clone of one service, sharing one bulkhead.
+fn two_threads<S>(group: &mut BenchmarkGroup<'_, WallTime>, name: &str, svc: S)
+where
+    S: Service<u64> + Clone + Send,
+{
+    let clones: Vec<Mutex<S>> = (0..2).map(|_| Mutex::new(svc.clone())).collect();
+    assert!(call_now(&mut *clones[0].lock().unwrap(), 0).is_some());
+    group.bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            contended(2, iters, |t, iters| {
+                let mut svc = clones[t].lock().unwrap();
+                for i in 0..iters {
+                    black_box(call_now(&mut *svc, black_box(i)).is_some());
+                }
+            })
+        });
+    });
+}
+
+fn shared_path(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _guard = rt.enter();
+    let mut group = c.benchmark_group("bulkhead/success_2_threads");
+    two_threads(&mut group, "bare", Bare);
+    two_threads(&mut group, "palisade", palisade_fixed().layer().layer(Bare));
+    two_threads(
+        &mut group,
+        "palisade_adaptive_aimd",
+        palisade_adaptive().layer().layer(Bare),
+    );
+    two_threads(
+        &mut group,
+        "tower_global_concurrency_limit",
+        GlobalConcurrencyLimitLayer::new(LIMIT).layer(Bare),
+    );
+    two_threads(
+        &mut group,
+        "tower_resilience_bulkhead",
+        tr_bulkhead().layer(Bare),
+    );
+    two_threads(
+        &mut group,
+        "tower_resilience_adaptive_aimd",
+        tr_adaptive().layer(Bare),
+    );
+    group.finish();
+}
+
+criterion_group!(benches, success_path, reject_path, shared_path);
 criterion_main!(benches);

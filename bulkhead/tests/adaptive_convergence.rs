@@ -109,8 +109,8 @@ fn is_probe(limit: usize) -> bool {
 fn settles(limits: &[usize], from: usize, to: usize, band: (usize, usize)) -> Option<usize> {
     let inside = |l: usize| is_probe(l) || (band.0..=band.1).contains(&l);
     let mut settled = None;
-    for i in from..to {
-        if inside(limits[i]) {
+    for (i, &limit) in limits.iter().enumerate().take(to).skip(from) {
+        if inside(limit) {
             settled.get_or_insert(i - from);
         } else {
             settled = None;

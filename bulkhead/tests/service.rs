@@ -64,7 +64,7 @@ async fn a_reserved_slot_is_not_cloned_and_is_freed_with_the_service() {
 async fn call_without_poll_ready_panics() {
     let bulkhead = Bulkhead::builder().build().unwrap();
     let mut svc = bulkhead.layer().layer(MockBackend::healthy());
-    let _ = svc.call(1);
+    drop(svc.call(1));
 }
 
 #[tokio::test(start_paused = true)]

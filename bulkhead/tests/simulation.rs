@@ -127,11 +127,11 @@ proptest! {
                 tasks.push(tokio::spawn(async move {
                     // Callers give up (cancel) after a while: hangs and slow calls get dropped.
                     let result = tokio::time::timeout(give_up, svc.oneshot(i)).await;
-                    if let Ok(Err(e)) = result {
-                        if e.is::<BulkheadFull>() || e.is::<WaitTimeout>() {
-                            // Relaxed: read after every task is joined.
-                            rejected.fetch_add(1, Ordering::Relaxed);
-                        }
+                    if let Ok(Err(e)) = result
+                        && (e.is::<BulkheadFull>() || e.is::<WaitTimeout>())
+                    {
+                        // Relaxed: read after every task is joined.
+                        rejected.fetch_add(1, Ordering::Relaxed);
                     }
                 }));
                 tokio::time::sleep(Duration::from_millis(s.arrival_gap_ms)).await;

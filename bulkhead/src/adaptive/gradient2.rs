@@ -209,7 +209,7 @@ impl Gradient2Builder {
         if !(self.smoothing > 0.0 && self.smoothing <= 1.0) {
             return Err(ConfigError::new("smoothing", "must lie in (0, 1]"));
         }
-        if !(self.rtt_tolerance >= 1.0) {
+        if self.rtt_tolerance.is_nan() || self.rtt_tolerance < 1.0 {
             return Err(ConfigError::new("rtt_tolerance", "must be at least 1"));
         }
         if self.long_window == 0 {

@@ -93,7 +93,7 @@ impl Vegas {
             probe_multiplier: 30,
             probe: true,
             gentle_decrease: false,
-            seed: 0x5EED_0F_7E6A5,
+            seed: 0x05EE_D0F7_E6A5,
         }
     }
 }
