@@ -33,7 +33,8 @@ where
 {
     #[pin]
     state: State<S::Future>,
-    /// The limit of the attempt in flight: its timeout, or the deadline if that is sooner.
+    /// One timer, for whichever wait is current: in an attempt, its limit (its timeout, or the
+    /// deadline if that is sooner); in a backoff, the end of the backoff.
     #[pin]
     timer: Option<Sleep>,
     /// Whether `timer` is the overall deadline (rather than the attempt's own timeout).
@@ -56,11 +57,8 @@ enum State<F> {
         #[pin]
         future: F,
     },
-    /// Waiting before the next attempt.
-    Backoff {
-        #[pin]
-        sleep: Sleep,
-    },
+    /// Waiting before the next attempt, on `timer`.
+    Backoff,
     /// Waiting for the service to be ready for the next attempt.
     Ready,
 }
@@ -166,13 +164,12 @@ where
                         &result,
                     ) {
                         Ok(delay) => {
-                            this.timer.set(None);
                             if delay.is_zero() {
+                                this.timer.set(None);
                                 this.state.set(State::Ready);
                             } else {
-                                this.state.set(State::Backoff {
-                                    sleep: tokio::time::sleep(delay),
-                                });
+                                this.timer.set(Some(tokio::time::sleep(delay)));
+                                this.state.set(State::Backoff);
                             }
                         }
                         Err(reason) => {
@@ -184,8 +181,11 @@ where
                         }
                     }
                 }
-                StateProj::Backoff { sleep } => {
-                    ready!(sleep.poll(cx));
+                StateProj::Backoff => {
+                    if let Some(timer) = this.timer.as_mut().as_pin_mut() {
+                        ready!(timer.poll(cx));
+                    }
+                    this.timer.set(None);
                     this.state.set(State::Ready);
                 }
                 StateProj::Ready => {
@@ -202,6 +202,7 @@ where
                     }
                     let future = this.service.call(request);
                     this.state.set(State::Attempt { future });
+                    // The backoff's timer was cleared on leaving it.
                     if this.shared.attempt_timeout.is_some() || this.deadline.is_some() {
                         let now = this.shared.clock.now();
                         let (limit, is_deadline) =
@@ -264,7 +265,7 @@ where
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match self.state {
             State::Attempt { .. } => "attempt",
-            State::Backoff { .. } => "backoff",
+            State::Backoff => "backoff",
             State::Ready => "ready",
         };
         f.debug_struct("ResponseFuture")
