@@ -1,0 +1,215 @@
+//! The response future of [`Hedge`](super::Hedge).
+
+use super::HedgeShared;
+use crate::events::RetryEvent;
+use crate::request::RetryRequest;
+use palisade_core::classify::{Classify, Outcome};
+use palisade_core::clock::Instant;
+use pin_project::pin_project;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::time::Sleep;
+use tower::BoxError;
+use tower_service::Service;
+
+/// The response future of [`Hedge`](super::Hedge): the first copy to succeed wins.
+///
+/// The first copy lives inline; hedges, sent only when it is slow, are boxed.
+///
+/// # Cancel safety
+///
+/// Dropping it drops every copy in flight. When one copy wins, the others are dropped before
+/// the result is returned.
+#[pin_project]
+pub struct HedgeFuture<S, Req, C, Q>
+where
+    S: Service<Req>,
+{
+    #[pin]
+    primary: Option<S::Future>,
+    primary_start: Instant,
+    hedges: Vec<(Instant, Pin<Box<S::Future>>)>,
+    #[pin]
+    timer: Option<Sleep>,
+    want_hedge: bool,
+    service: S,
+    request: Option<Req>,
+    sent: u32,
+    last: Option<Result<S::Response, BoxError>>,
+    shared: Arc<HedgeShared<C, Q>>,
+}
+
+impl<S, Req, C, Q> HedgeFuture<S, Req, C, Q>
+where
+    S: Service<Req>,
+{
+    pub(super) fn new(
+        future: S::Future,
+        start: Instant,
+        service: S,
+        request: Option<Req>,
+        shared: Arc<HedgeShared<C, Q>>,
+    ) -> Self {
+        let timer = request
+            .as_ref()
+            .map(|_| tokio::time::sleep(shared.delay()));
+        HedgeFuture {
+            primary: Some(future),
+            primary_start: start,
+            hedges: Vec::new(),
+            timer,
+            want_hedge: false,
+            service,
+            request,
+            sent: 0,
+            last: None,
+            shared,
+        }
+    }
+}
+
+/// A finished copy: it won, or it failed and the others are awaited.
+enum Finished<T> {
+    Won(T),
+    Failed(T),
+}
+
+fn finish<C, Q, Res, E>(
+    shared: &HedgeShared<C, Q>,
+    result: Result<Res, E>,
+    start: Instant,
+) -> Finished<Result<Res, BoxError>>
+where
+    C: Classify<Res, E>,
+    E: Into<BoxError>,
+{
+    let outcome = shared.classify.classify(result.as_ref());
+    shared.spend.on_outcome(outcome);
+    if outcome == Outcome::Failure {
+        Finished::Failed(result.map_err(Into::into))
+    } else {
+        shared.record(start);
+        Finished::Won(result.map_err(Into::into))
+    }
+}
+
+impl<S, Req, C, Q> Future for HedgeFuture<S, Req, C, Q>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    C: Classify<S::Response, S::Error>,
+    Q: RetryRequest<Req>,
+{
+    type Output = Result<S::Response, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let shared = &**this.shared;
+        loop {
+            if let Some(future) = this.primary.as_mut().as_pin_mut()
+                && let Poll::Ready(result) = future.poll(cx)
+            {
+                this.primary.set(None);
+                match finish(shared, result, *this.primary_start) {
+                    Finished::Won(result) => {
+                        this.hedges.clear();
+                        return Poll::Ready(result);
+                    }
+                    Finished::Failed(result) => *this.last = Some(result),
+                }
+            }
+            let mut i = 0;
+            while i < this.hedges.len() {
+                if let Poll::Ready(result) = this.hedges[i].1.as_mut().poll(cx) {
+                    let (start, _) = this.hedges.swap_remove(i);
+                    match finish(shared, result, start) {
+                        Finished::Won(result) => {
+                            this.primary.set(None);
+                            this.hedges.clear();
+                            return Poll::Ready(result);
+                        }
+                        Finished::Failed(result) => *this.last = Some(result),
+                    }
+                } else {
+                    i += 1;
+                }
+            }
+
+            let in_flight = this.primary.is_some() || !this.hedges.is_empty();
+            let can_hedge = this.request.is_some() && *this.sent < shared.max_hedges;
+            if !in_flight && !can_hedge {
+                let last = this.last.take();
+                return Poll::Ready(last.expect("a copy finished before none was left"));
+            }
+            if can_hedge && !*this.want_hedge {
+                if !in_flight {
+                    // Every copy failed: the next one goes out now rather than after the delay.
+                    *this.want_hedge = true;
+                } else if let Some(timer) = this.timer.as_mut().as_pin_mut()
+                    && timer.poll(cx).is_ready()
+                {
+                    *this.want_hedge = true;
+                }
+            }
+            if !*this.want_hedge {
+                return Poll::Pending;
+            }
+            match this.service.poll_ready(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(err)) => {
+                    *this.want_hedge = false;
+                    *this.request = None;
+                    if !in_flight {
+                        return Poll::Ready(Err(err.into()));
+                    }
+                }
+                Poll::Ready(Ok(())) => {
+                    *this.want_hedge = false;
+                    if !shared.spend.try_spend() {
+                        let attempt = *this.sent + 2;
+                        shared
+                            .events
+                            .emit_with(|| RetryEvent::BudgetExhausted { attempt });
+                        *this.request = None;
+                        this.timer.set(None);
+                        continue;
+                    }
+                    let request = this
+                        .request
+                        .take()
+                        .expect("a hedge is wanted only with a copy of the request");
+                    *this.sent += 1;
+                    if *this.sent < shared.max_hedges {
+                        *this.request = shared.requests.clone_request(&request);
+                    }
+                    let start = shared.start();
+                    let future = this.service.call(request);
+                    this.hedges.push((start, Box::pin(future)));
+                    let hedge = *this.sent;
+                    shared.events.emit_with(|| RetryEvent::HedgeSent { hedge });
+                    if this.request.is_some() {
+                        this.timer.set(Some(tokio::time::sleep(shared.delay())));
+                    } else {
+                        this.timer.set(None);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl<S, Req, C, Q> fmt::Debug for HedgeFuture<S, Req, C, Q>
+where
+    S: Service<Req>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HedgeFuture")
+            .field("primary_in_flight", &self.primary.is_some())
+            .field("hedges_in_flight", &self.hedges.len())
+            .field("sent", &self.sent)
+            .finish_non_exhaustive()
+    }
+}
