@@ -67,6 +67,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod adaptive;
 pub mod backoff;
 pub mod budget;
 mod config;
@@ -80,6 +81,7 @@ mod request;
 mod service;
 pub mod throttle;
 
+pub use adaptive::{AdaptiveThrottle, AdaptiveThrottleBuilder, AdaptiveThrottleLayer, AdaptiveThrottled};
 pub use backoff::Backoff;
 pub use budget::{RetryBudget, RetryBudgetBuilder};
 pub use config::{RetryPolicy, RetryPolicyBuilder};
