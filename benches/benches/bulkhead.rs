@@ -17,7 +17,7 @@ use palisade_benches::{Bare, call_now, contended};
 use palisade_bulkhead::Bulkhead;
 use palisade_bulkhead::adaptive::Aimd;
 use std::convert::Infallible;
-use std::future::Pending;
+use std::future::{Future, Pending};
 use std::hint::black_box;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -49,6 +49,13 @@ fn palisade_fixed() -> Bulkhead {
     Bulkhead::builder()
         .max_concurrent_calls(LIMIT)
         .build()
+        .unwrap()
+}
+
+fn palisade_static() -> Bulkhead {
+    Bulkhead::builder()
+        .max_concurrent_calls(LIMIT)
+        .build_static()
         .unwrap()
 }
 
@@ -106,6 +113,11 @@ fn success_path(c: &mut Criterion) {
     let mut group = c.benchmark_group("bulkhead/success_1_thread");
     one_thread(&mut group, "bare", Bare);
     one_thread(&mut group, "palisade", palisade_fixed().layer().layer(Bare));
+    one_thread(
+        &mut group,
+        "palisade_static",
+        palisade_static().layer().layer(Bare),
+    );
     one_thread(
         &mut group,
         "palisade_adaptive_aimd",
@@ -172,23 +184,34 @@ fn reject_path(c: &mut Criterion) {
         Box::new(move || matches!(call_now(&mut svc, 1), Some(Err(_)))),
     );
 
+    // tower-resilience rejects through `tokio::time::timeout(0, acquire)`, which is not ready
+    // on its first poll: it needs a runtime, and waits for the timer's next 1 ms tick.
     let layer = tower_resilience::bulkhead::BulkheadLayer::builder()
         .max_concurrent_calls(1)
         .reject_when_full()
         .build()
         .unwrap();
     let mut holder = layer.layer(Hang);
+    let mut held = Box::pin(holder.call(0));
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    assert!(held.as_mut().poll(&mut cx).is_pending());
     let mut svc = layer.layer(Hang);
-    bench_rejects(
-        "tower_resilience_bulkhead",
-        Box::new(move || {
-            let mut fut = Box::pin(holder.call(0));
-            let mut cx = Context::from_waker(std::task::Waker::noop());
-            assert!(fut.as_mut().poll(&mut cx).is_pending());
-            Box::new(fut)
-        }),
-        Box::new(move || matches!(call_now(&mut svc, 1), Some(Err(_)))),
-    );
+    let rt_ref = &rt;
+    group.bench_function("tower_resilience_bulkhead_in_runtime", |b| {
+        b.iter(|| {
+            let rejected = rt_ref.block_on(async {
+                use tower::ServiceExt;
+                ServiceExt::<u64>::ready(&mut svc)
+                    .await
+                    .unwrap()
+                    .call(1)
+                    .await
+                    .is_err()
+            });
+            assert!(rejected);
+        });
+    });
+    drop(held);
     group.finish();
 }
 
@@ -217,6 +240,11 @@ fn shared_path(c: &mut Criterion) {
     let mut group = c.benchmark_group("bulkhead/success_2_threads");
     two_threads(&mut group, "bare", Bare);
     two_threads(&mut group, "palisade", palisade_fixed().layer().layer(Bare));
+    two_threads(
+        &mut group,
+        "palisade_static",
+        palisade_static().layer().layer(Bare),
+    );
     two_threads(
         &mut group,
         "palisade_adaptive_aimd",

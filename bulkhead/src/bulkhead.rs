@@ -66,10 +66,30 @@ impl Shared {
     }
 }
 
+/// How services and permits reach the shared state: counted, or leaked for the life of the
+/// process ([`BulkheadBuilder::build_static`]), which saves two reference-count RMWs per call.
+#[derive(Clone)]
+pub(crate) enum SharedRef {
+    Counted(Arc<Shared>),
+    Static(&'static Shared),
+}
+
+impl std::ops::Deref for SharedRef {
+    type Target = Shared;
+
+    #[inline]
+    fn deref(&self) -> &Shared {
+        match self {
+            SharedRef::Counted(shared) => shared,
+            SharedRef::Static(shared) => shared,
+        }
+    }
+}
+
 /// A slot of the bulkhead, held by a service between `poll_ready` and `call`, then by the
 /// response future. Dropping it gives the slot back, whatever happened to the call.
 pub(crate) struct Permit {
-    shared: Arc<Shared>,
+    shared: SharedRef,
     /// Calls in flight at admission, this one included (adaptive samples).
     in_flight: u32,
     /// Admission time; only read by adaptive bulkheads.
@@ -87,7 +107,7 @@ impl fmt::Debug for Permit {
 impl Permit {
     /// Wraps a slot already taken from `shared.limiter`.
     #[inline]
-    pub(crate) fn new(shared: &Arc<Shared>, in_flight: u32, waited: Duration) -> Permit {
+    pub(crate) fn new(shared: &SharedRef, in_flight: u32, waited: Duration) -> Permit {
         let start = match shared.adaptive {
             Some(_) => shared.clock.now(),
             None => Instant::ZERO,
@@ -97,7 +117,7 @@ impl Permit {
             waited,
         });
         Permit {
-            shared: Arc::clone(shared),
+            shared: shared.clone(),
             in_flight,
             start,
         }
@@ -168,7 +188,7 @@ impl Drop for Permit {
 /// later.
 #[derive(Clone)]
 pub struct Bulkhead {
-    shared: Arc<Shared>,
+    shared: SharedRef,
 }
 
 impl fmt::Debug for Bulkhead {
@@ -196,6 +216,7 @@ impl Bulkhead {
         adaptive: Option<(Box<dyn LimitAlgorithm>, AdaptiveConfig)>,
         clock: Clock,
         name: String,
+        leak: bool,
     ) -> Bulkhead {
         let adaptive = adaptive.map(|(algorithm, config)| Adaptive {
             window: Window::new(config, clock.now()),
@@ -212,16 +233,21 @@ impl Bulkhead {
         events.subscribe(palisade_core::events::TracingListener::new(
             "bulkhead", &*name,
         ));
+        let shared = Shared {
+            limiter: Limiter::new(limit),
+            mode,
+            adaptive,
+            clock,
+            events,
+            rejected: AtomicU64::new(0),
+            name,
+        };
         Bulkhead {
-            shared: Arc::new(Shared {
-                limiter: Limiter::new(limit),
-                mode,
-                adaptive,
-                clock,
-                events,
-                rejected: AtomicU64::new(0),
-                name,
-            }),
+            shared: if leak {
+                SharedRef::Static(Box::leak(Box::new(shared)))
+            } else {
+                SharedRef::Counted(Arc::new(shared))
+            },
         }
     }
 
@@ -229,7 +255,7 @@ impl Bulkhead {
     /// [`ErrorIsFailure`] (used only by adaptive limits; see [`BulkheadLayer::classify`]).
     #[must_use]
     pub fn layer(&self) -> BulkheadLayer<ErrorIsFailure> {
-        BulkheadLayer::new(Arc::clone(&self.shared), ErrorIsFailure)
+        BulkheadLayer::new(self.shared.clone(), ErrorIsFailure)
     }
 
     /// Calls holding a slot now.

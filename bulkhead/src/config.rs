@@ -121,6 +121,23 @@ impl BulkheadBuilder {
     /// (zero), `min_samples` or `max_window` (bad [`AdaptiveConfig`]), or `initial_limit`
     /// (an algorithm starting above 2³¹ − 1).
     pub fn build(self) -> Result<Bulkhead, ConfigError> {
+        self.build_inner(false)
+    }
+
+    /// Builds a bulkhead whose state lives for the rest of the process (it is leaked: a few
+    /// hundred bytes, never freed). Services and permits then reach it by a plain reference
+    /// instead of an `Arc`, which saves two atomic reference-count operations per call, about
+    /// half the cost of an admitted call. For bulkheads built once, at startup, per
+    /// dependency; do not call it in a loop.
+    ///
+    /// # Errors
+    ///
+    /// As [`build`](Self::build).
+    pub fn build_static(self) -> Result<Bulkhead, ConfigError> {
+        self.build_inner(true)
+    }
+
+    fn build_inner(self, leak: bool) -> Result<Bulkhead, ConfigError> {
         if self.max_concurrent_calls == 0 || self.max_concurrent_calls > MAX_LIMIT {
             return Err(ConfigError::new(
                 "max_concurrent_calls",
@@ -156,6 +173,7 @@ impl BulkheadBuilder {
             self.algorithm.map(|a| (a, adaptive_config)),
             self.clock.unwrap_or_default(),
             self.name,
+            leak,
         ))
     }
 }

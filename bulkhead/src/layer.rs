@@ -1,9 +1,8 @@
 //! [`BulkheadLayer`]: wraps services in a [`Bulkhead`](crate::Bulkhead).
 
-use crate::bulkhead::Shared;
+use crate::bulkhead::SharedRef;
 use crate::service::BulkheadService;
 use palisade_core::classify::ErrorIsFailure;
-use palisade_core::sync::Arc;
 use std::fmt;
 use tower_layer::Layer;
 
@@ -13,7 +12,7 @@ use tower_layer::Layer;
 /// Every service this layer makes shares the bulkhead's limit.
 #[derive(Clone)]
 pub struct BulkheadLayer<C = ErrorIsFailure> {
-    shared: Arc<Shared>,
+    shared: SharedRef,
     classifier: C,
 }
 
@@ -27,7 +26,7 @@ impl<C> fmt::Debug for BulkheadLayer<C> {
 }
 
 impl<C> BulkheadLayer<C> {
-    pub(crate) fn new(shared: Arc<Shared>, classifier: C) -> Self {
+    pub(crate) fn new(shared: SharedRef, classifier: C) -> Self {
         BulkheadLayer { shared, classifier }
     }
 
@@ -47,6 +46,6 @@ impl<S, C: Clone> Layer<S> for BulkheadLayer<C> {
     type Service = BulkheadService<S, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        BulkheadService::new(inner, Arc::clone(&self.shared), self.classifier.clone())
+        BulkheadService::new(inner, self.shared.clone(), self.classifier.clone())
     }
 }

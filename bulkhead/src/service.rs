@@ -1,6 +1,6 @@
 //! [`BulkheadService`]: the `Service` wrapper.
 
-use crate::bulkhead::{FullMode, Permit, Shared};
+use crate::bulkhead::{FullMode, Permit, SharedRef};
 use crate::error::BoxError;
 use crate::error::{BulkheadFull, WaitTimeout};
 use crate::events::RejectReason;
@@ -8,7 +8,6 @@ use crate::future::ResponseFuture;
 use crate::limiter::{Acquire, WaitHandle};
 use palisade_core::classify::{Classify, ErrorIsFailure};
 use palisade_core::clock::Instant;
-use palisade_core::sync::Arc;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -30,7 +29,7 @@ use tower_service::Service;
 /// # Errors
 ///
 /// `poll_ready` fails with [`BulkheadFull`] (full; or too many waiters) or [`WaitTimeout`],
-/// boxed in [`BoxError`]; the inner service's errors pass through, boxed.
+/// boxed in `tower::BoxError`; the inner service's errors pass through, boxed.
 ///
 /// # Panics
 ///
@@ -43,7 +42,7 @@ use tower_service::Service;
 /// the waiting queue; a slot handed over at the same moment is passed on to the next waiter.
 pub struct BulkheadService<S, C = ErrorIsFailure> {
     inner: S,
-    shared: Arc<Shared>,
+    shared: SharedRef,
     classifier: C,
     state: State,
 }
@@ -56,7 +55,7 @@ enum State {
 
 /// A caller in the queue. Dropping it leaves the queue (or passes on a slot just granted).
 struct Waiting {
-    shared: Arc<Shared>,
+    shared: SharedRef,
     handle: Option<WaitHandle>,
     deadline: Option<Pin<Box<Sleep>>>,
     since: Instant,
@@ -89,7 +88,7 @@ impl<S: Clone, C: Clone> Clone for BulkheadService<S, C> {
     fn clone(&self) -> Self {
         BulkheadService {
             inner: self.inner.clone(),
-            shared: Arc::clone(&self.shared),
+            shared: self.shared.clone(),
             classifier: self.classifier.clone(),
             state: State::Idle,
         }
@@ -97,7 +96,7 @@ impl<S: Clone, C: Clone> Clone for BulkheadService<S, C> {
 }
 
 impl<S, C> BulkheadService<S, C> {
-    pub(crate) fn new(inner: S, shared: Arc<Shared>, classifier: C) -> Self {
+    pub(crate) fn new(inner: S, shared: SharedRef, classifier: C) -> Self {
         BulkheadService {
             inner,
             shared,
@@ -156,7 +155,7 @@ impl<S, C> BulkheadService<S, C> {
                             return Poll::Ready(Err(self.reject(RejectReason::QueueFull)));
                         }
                         Acquire::Queued(handle) => State::Waiting(Waiting {
-                            shared: Arc::clone(&self.shared),
+                            shared: self.shared.clone(),
                             handle: Some(handle),
                             deadline: max_wait.map(|d| Box::pin(tokio::time::sleep(d))),
                             since: self.shared.clock.now(),

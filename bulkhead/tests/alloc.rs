@@ -63,3 +63,20 @@ fn adaptive_calls_allocate_nothing() {
     let info = allocation_counter::measure(|| drive(&mut svc, 10_000));
     assert_eq!(info.count_total, 0);
 }
+
+#[test]
+fn static_bulkhead_counts_slots_like_a_counted_one_and_allocates_nothing_per_call() {
+    let bulkhead = Bulkhead::builder()
+        .max_concurrent_calls(1)
+        .build_static()
+        .unwrap();
+    let mut svc = bulkhead.layer().layer(Echo);
+    let mut other = bulkhead.layer().layer(Echo);
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+    assert!(matches!(other.poll_ready(&mut cx), Poll::Ready(Err(_))));
+    drop(svc.call(1));
+    assert_eq!(bulkhead.in_flight(), 0);
+    let info = allocation_counter::measure(|| drive(&mut other, 1000));
+    assert_eq!(info.count_total, 0);
+}
