@@ -533,8 +533,8 @@ impl RetryBudgetBuilder {
 fn params(ttl: Duration, min_retries_per_sec: u32, percent: f64) -> Params {
     let ttl_nanos = duration_to_nanos(ttl);
     // u128: 2^32 retries/s · 3.6e12 ns · 1e6 units does not fit 64 bits.
-    let reserve = u128::from(min_retries_per_sec) * u128::from(ttl_nanos) * u128::from(UNIT)
-        / 1_000_000_000;
+    let reserve =
+        u128::from(min_retries_per_sec) * u128::from(ttl_nanos) * u128::from(UNIT) / 1_000_000_000;
     Params {
         width: (ttl_nanos / BUCKETS).max(1),
         // Percent in units of 1/10 000 %: 100 % = UNIT.
@@ -544,11 +544,7 @@ fn params(ttl: Duration, min_retries_per_sec: u32, percent: f64) -> Params {
 }
 
 #[cfg(all(test, loom))]
-fn state_for_tests(
-    ttl: Duration,
-    min_retries_per_sec: u32,
-    percent: f64,
-) -> BudgetState {
+fn state_for_tests(ttl: Duration, min_retries_per_sec: u32, percent: f64) -> BudgetState {
     BudgetState::new(params(ttl, min_retries_per_sec, percent))
 }
 

@@ -401,7 +401,10 @@ mod tests {
     #[test]
     fn config_is_validated() {
         let field = |b: RetryPolicyBuilder| b.build().unwrap_err().field();
-        assert_eq!(field(RetryPolicy::builder().max_attempts(0)), "max_attempts");
+        assert_eq!(
+            field(RetryPolicy::builder().max_attempts(0)),
+            "max_attempts"
+        );
         assert_eq!(
             field(RetryPolicy::builder().max_attempts(101)),
             "max_attempts"

@@ -72,13 +72,13 @@ impl LatencyHistogram {
         self.counts[bucket(micros)].fetch_add(1, Ordering::Relaxed);
         // Relaxed: a sample counter that only paces refreshes and halvings.
         let n = self.recorded.fetch_add(1, Ordering::Relaxed) + 1;
-        if n % self.window == 0 {
+        if n.is_multiple_of(self.window) {
             for count in self.counts.iter() {
                 // Relaxed: an approximate decay (see the module docs).
                 let _ = count.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| Some(c / 2));
             }
         }
-        if n >= self.min_samples && n % REFRESH == 0 {
+        if n >= self.min_samples && n.is_multiple_of(REFRESH) {
             self.refresh();
         }
     }
@@ -130,7 +130,11 @@ mod tests {
             assert!(b >= last, "{micros}");
             last = b;
             if b < BUCKETS - 1 {
-                assert!(upper_edge(b) >= micros, "{micros} above edge {}", upper_edge(b));
+                assert!(
+                    upper_edge(b) >= micros,
+                    "{micros} above edge {}",
+                    upper_edge(b)
+                );
                 assert!(upper_edge(b) as f64 <= micros as f64 * 1.25 + 1.0);
             }
         }

@@ -81,7 +81,9 @@ mod request;
 mod service;
 pub mod throttle;
 
-pub use adaptive::{AdaptiveThrottle, AdaptiveThrottleBuilder, AdaptiveThrottleLayer, AdaptiveThrottled};
+pub use adaptive::{
+    AdaptiveThrottle, AdaptiveThrottleBuilder, AdaptiveThrottleLayer, AdaptiveThrottled,
+};
 pub use backoff::Backoff;
 pub use budget::{RetryBudget, RetryBudgetBuilder};
 pub use config::{RetryPolicy, RetryPolicyBuilder};

@@ -155,7 +155,10 @@ mod tests {
 
     #[test]
     fn config_is_validated() {
-        assert_eq!(RetryThrottle::new(0, 0.1).unwrap_err().field(), "max_tokens");
+        assert_eq!(
+            RetryThrottle::new(0, 0.1).unwrap_err().field(),
+            "max_tokens"
+        );
         assert_eq!(
             RetryThrottle::new(1001, 0.1).unwrap_err().field(),
             "max_tokens"

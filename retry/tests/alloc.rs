@@ -64,7 +64,10 @@ fn the_only_allocation_is_the_request_copy() {
             answers.push(call_now(&mut svc, request).unwrap());
         }
     });
-    assert_eq!(info.count_total, 1000, "one String clone per call, nothing else");
+    assert_eq!(
+        info.count_total, 1000,
+        "one String clone per call, nothing else"
+    );
     assert_eq!(answers[999], "request 999");
 
     // With a single attempt there is nothing to copy.

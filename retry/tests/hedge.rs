@@ -32,7 +32,12 @@ async fn a_slow_first_copy_loses_to_the_hedge_and_is_cancelled() {
         Step::ok().after(ms(10)),
     ]));
     let start = Instant::now();
-    let reply = policy.layer().layer(backend.clone()).oneshot(5u8).await.unwrap();
+    let reply = policy
+        .layer()
+        .layer(backend.clone())
+        .oneshot(5u8)
+        .await
+        .unwrap();
     assert_eq!((reply.call, reply.request), (1, 5));
     assert_eq!(start.elapsed(), ms(30));
     let stats = backend.stats();
@@ -44,7 +49,12 @@ async fn a_slow_first_copy_loses_to_the_hedge_and_is_cancelled() {
 async fn a_fast_answer_sends_no_hedge() {
     let policy = fixed(ms(20)).build().unwrap();
     let backend = MockBackend::new(Script::always(Step::ok().after(ms(5))));
-    policy.layer().layer(backend.clone()).oneshot(()).await.unwrap();
+    policy
+        .layer()
+        .layer(backend.clone())
+        .oneshot(())
+        .await
+        .unwrap();
     assert_eq!(backend.stats().calls, 1);
 }
 
@@ -57,7 +67,12 @@ async fn up_to_max_hedges_copies_go_out_one_delay_apart() {
         Step::ok().after(ms(5)),
     ]));
     let start = Instant::now();
-    let reply = policy.layer().layer(backend.clone()).oneshot(()).await.unwrap();
+    let reply = policy
+        .layer()
+        .layer(backend.clone())
+        .oneshot(())
+        .await
+        .unwrap();
     assert_eq!(reply.call, 2);
     assert_eq!(start.elapsed(), ms(25));
     assert_eq!(backend.stats().cancelled, 2);
@@ -66,14 +81,25 @@ async fn up_to_max_hedges_copies_go_out_one_delay_apart() {
 #[tokio::test(start_paused = true)]
 async fn a_failed_first_copy_is_hedged_at_once_and_failures_surface_when_all_fail() {
     let policy = fixed(ms(50)).build().unwrap();
-    let backend = MockBackend::new(Script::sequence([Step::fail()]).then(Script::always(Step::ok())));
+    let backend =
+        MockBackend::new(Script::sequence([Step::fail()]).then(Script::always(Step::ok())));
     let start = Instant::now();
-    let reply = policy.layer().layer(backend.clone()).oneshot(()).await.unwrap();
+    let reply = policy
+        .layer()
+        .layer(backend.clone())
+        .oneshot(())
+        .await
+        .unwrap();
     assert_eq!(reply.call, 1);
     assert_eq!(start.elapsed(), Duration::ZERO);
 
     let backend = MockBackend::new(Script::always(Step::fail()));
-    let err = policy.layer().layer(backend.clone()).oneshot(()).await.unwrap_err();
+    let err = policy
+        .layer()
+        .layer(backend.clone())
+        .oneshot(())
+        .await
+        .unwrap_err();
     assert!(err.is::<palisade_core::test_util::MockError>());
     assert_eq!(backend.stats().calls, 2);
 }
@@ -104,9 +130,19 @@ async fn non_idempotent_requests_are_never_hedged() {
         .build()
         .unwrap();
     let backend = MockBackend::new(Script::always(Step::ok().after(ms(30))));
-    policy.layer().layer(backend.clone()).oneshot("POST").await.unwrap();
+    policy
+        .layer()
+        .layer(backend.clone())
+        .oneshot("POST")
+        .await
+        .unwrap();
     assert_eq!(backend.stats().calls, 1);
-    policy.layer().layer(backend.clone()).oneshot("GET").await.unwrap();
+    policy
+        .layer()
+        .layer(backend.clone())
+        .oneshot("GET")
+        .await
+        .unwrap();
     assert_eq!(backend.stats().calls, 3);
 }
 

@@ -7,8 +7,8 @@ use palisade_core::clock::Clock;
 use palisade_core::error::RetryAfter;
 use palisade_core::test_util::{MockBackend, MockError, Reply, Script, Step};
 use palisade_retry::{
-    AttemptTimedOut, Backoff, DeadlineExceeded, GiveUpReason, RetryBudget, RetryEvent,
-    RetryPolicy, RetryThrottle,
+    AttemptTimedOut, Backoff, DeadlineExceeded, GiveUpReason, RetryBudget, RetryEvent, RetryPolicy,
+    RetryThrottle,
 };
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -91,7 +91,12 @@ async fn gives_up_after_max_attempts_with_the_last_error() {
     let log = record(&policy);
     let backend = MockBackend::new(Script::always(Step::fail()));
     let start = Instant::now();
-    let err = policy.layer().layer(backend.clone()).oneshot(1u8).await.unwrap_err();
+    let err = policy
+        .layer()
+        .layer(backend.clone())
+        .oneshot(1u8)
+        .await
+        .unwrap_err();
     let mock = err.downcast_ref::<MockError>().expect("the inner error");
     assert_eq!(mock.call, 3, "the last attempt's error");
     assert_eq!(backend.stats().calls, 4);
@@ -107,7 +112,12 @@ async fn jittered_delays_are_exactly_the_seeded_sequence() {
         Backoff::full_jitter(ms(50), ms(400)),
         Backoff::decorrelated_jitter(ms(50), ms(400)),
     ] {
-        let policy = base().max_attempts(6).backoff(backoff).seed(99).build().unwrap();
+        let policy = base()
+            .max_attempts(6)
+            .backoff(backoff)
+            .seed(99)
+            .build()
+            .unwrap();
         let log = record(&policy);
         let backend = MockBackend::new(Script::always(Step::fail()));
         let start = Instant::now();
@@ -131,7 +141,12 @@ async fn a_slow_attempt_times_out_and_is_retried() {
         .unwrap();
     let backend = MockBackend::new(Script::sequence([Step::hang(), Step::ok().after(ms(20))]));
     let start = Instant::now();
-    let reply = policy.layer().layer(backend.clone()).oneshot(()).await.unwrap();
+    let reply = policy
+        .layer()
+        .layer(backend.clone())
+        .oneshot(())
+        .await
+        .unwrap();
     assert_eq!(reply.call, 1);
     assert_eq!(start.elapsed(), ms(50 + 5 + 20));
     let stats = backend.stats();
@@ -140,7 +155,12 @@ async fn a_slow_attempt_times_out_and_is_retried() {
 
     // Every attempt hangs: the last timeout is the error.
     let backend = MockBackend::new(Script::always(Step::hang()));
-    let err = policy.layer().layer(backend.clone()).oneshot(()).await.unwrap_err();
+    let err = policy
+        .layer()
+        .layer(backend.clone())
+        .oneshot(())
+        .await
+        .unwrap_err();
     assert!(err.is::<AttemptTimedOut>());
     assert_eq!(backend.stats().calls, 3);
     assert_eq!(backend.stats().cancelled, 3);
@@ -157,7 +177,12 @@ async fn the_deadline_bounds_attempts_and_backoffs() {
     let log = record(&policy);
     let backend = MockBackend::new(Script::always(Step::ok().after(ms(10_000))));
     let start = Instant::now();
-    let err = policy.layer().layer(backend.clone()).oneshot(()).await.unwrap_err();
+    let err = policy
+        .layer()
+        .layer(backend.clone())
+        .oneshot(())
+        .await
+        .unwrap_err();
     assert!(err.is::<DeadlineExceeded>());
     assert_eq!(start.elapsed(), ms(1000));
     assert_eq!(backend.stats().calls, 1);
@@ -173,7 +198,12 @@ async fn the_deadline_bounds_attempts_and_backoffs() {
     let log = record(&policy);
     let backend = MockBackend::new(Script::always(Step::fail()));
     let start = Instant::now();
-    let err = policy.layer().layer(backend.clone()).oneshot(()).await.unwrap_err();
+    let err = policy
+        .layer()
+        .layer(backend.clone())
+        .oneshot(())
+        .await
+        .unwrap_err();
     assert!(err.is::<MockError>());
     assert_eq!(backend.stats().calls, 2);
     assert_eq!(start.elapsed(), ms(600));
@@ -221,9 +251,18 @@ async fn retry_after_hints_are_honoured() {
         .unwrap();
     let log = record(&policy);
     let start = Instant::now();
-    let n = policy.layer().layer(overloaded_once(ms(300))).oneshot(()).await.unwrap();
+    let n = policy
+        .layer()
+        .layer(overloaded_once(ms(300)))
+        .oneshot(())
+        .await
+        .unwrap();
     assert_eq!(n, 1);
-    assert_eq!(start.elapsed(), ms(300), "waited the hint, not the 10 ms backoff");
+    assert_eq!(
+        start.elapsed(),
+        ms(300),
+        "waited the hint, not the 10 ms backoff"
+    );
     assert_eq!(scheduled(&log), [ms(300)]);
 
     // A hint past the deadline: give up at once with the rejection.
@@ -273,7 +312,11 @@ async fn requests_are_copied_only_when_another_attempt_may_follow() {
             .layer(MockBackend::new(script))
             .oneshot(Counted(counter.clone()))
             .await;
-        assert_eq!(counter.load(Ordering::Relaxed), clones, "{attempts} attempts");
+        assert_eq!(
+            counter.load(Ordering::Relaxed),
+            clones,
+            "{attempts} attempts"
+        );
     }
 }
 
@@ -281,16 +324,24 @@ async fn requests_are_copied_only_when_another_attempt_may_follow() {
 async fn only_requests_the_predicate_accepts_are_retried() {
     let policy = base()
         .backoff(Backoff::none())
-        .retry_requests_if(|r: &u32| r % 2 == 0)
+        .retry_requests_if(|r: &u32| r.is_multiple_of(2))
         .build()
         .unwrap();
     let log = record(&policy);
     let backend = MockBackend::new(Script::always(Step::fail()));
     let mut svc = policy.layer().layer(backend.clone());
-    let _ = ServiceExt::<u32>::ready(&mut svc).await.unwrap().call(1).await;
+    let _ = ServiceExt::<u32>::ready(&mut svc)
+        .await
+        .unwrap()
+        .call(1)
+        .await;
     assert_eq!(backend.stats().calls, 1);
     assert_eq!(gave_up(&log), Some((1, GiveUpReason::NotRetryable)));
-    let _ = ServiceExt::<u32>::ready(&mut svc).await.unwrap().call(2).await;
+    let _ = ServiceExt::<u32>::ready(&mut svc)
+        .await
+        .unwrap()
+        .call(2)
+        .await;
     assert_eq!(backend.stats().calls, 4);
 }
 
@@ -326,7 +377,12 @@ async fn the_classifier_decides_what_is_retried() {
         .build()
         .unwrap();
     let backend = MockBackend::new(Script::always(Step::ok()));
-    let reply = policy.layer().layer(backend.clone()).oneshot(()).await.unwrap();
+    let reply = policy
+        .layer()
+        .layer(backend.clone())
+        .oneshot(())
+        .await
+        .unwrap();
     assert_eq!(reply.call, 1);
     let backend = MockBackend::new(Script::always(Step::fail()));
     let _ = policy.layer().layer(backend.clone()).oneshot(()).await;
@@ -380,7 +436,8 @@ async fn a_drained_throttle_stops_retries_until_successes_refill_it() {
         .max_attempts(5)
         .build()
         .unwrap();
-    let backend = MockBackend::new(Script::sequence([Step::fail(); 4]).then(Script::always(Step::ok())));
+    let backend =
+        MockBackend::new(Script::sequence([Step::fail(); 4]).then(Script::always(Step::ok())));
     // 4 → 3 (retry allowed: 3 > 2) → 2 (not allowed): two attempts.
     let _ = policy.layer().layer(backend.clone()).oneshot(()).await;
     assert_eq!(backend.stats().calls, 2);

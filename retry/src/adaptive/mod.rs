@@ -15,7 +15,7 @@
 //! rejection is a [`Throttled`] error, and counts as a request.
 //!
 //! What "accepted" means is the classifier's call: results it calls
-//! [`Outcome::Failure`](palisade_core::Outcome::Failure) were rejected (default: every error).
+//! [`Outcome::Failure`] were rejected (default: every error).
 //!
 //! # Example
 //!

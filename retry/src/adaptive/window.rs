@@ -139,7 +139,11 @@ mod tests {
     fn the_sre_formula() {
         assert_eq!(reject_probability(0, 0, 2.0), 0.0);
         assert_eq!(reject_probability(100, 100, 2.0), 0.0);
-        assert_eq!(reject_probability(100, 50, 2.0), 0.0, "at K·accepts = requests");
+        assert_eq!(
+            reject_probability(100, 50, 2.0),
+            0.0,
+            "at K·accepts = requests"
+        );
         assert!((reject_probability(99, 0, 2.0) - 0.99).abs() < 1e-12);
         assert!((reject_probability(100, 25, 2.0) - 50.0 / 101.0).abs() < 1e-12);
     }

@@ -53,9 +53,7 @@ where
         request: Option<Req>,
         shared: Arc<HedgeShared<C, Q>>,
     ) -> Self {
-        let timer = request
-            .as_ref()
-            .map(|_| tokio::time::sleep(shared.delay()));
+        let timer = request.as_ref().map(|_| tokio::time::sleep(shared.delay()));
         HedgeFuture {
             primary: Some(future),
             primary_start: start,

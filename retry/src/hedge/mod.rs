@@ -6,7 +6,7 @@
 //! are dropped, which cancels them. The delay is fixed, or the p-th percentile of recent
 //! latencies (a lock-free histogram, see [`HedgePolicyBuilder::percentile`]), so only about
 //! `100 - p` percent of requests are hedged. Hedges withdraw from the same
-//! [`RetryBudget`](crate::RetryBudget) as retries (pass the same one to both), so hedging
+//! [`RetryBudget`] as retries (pass the same one to both), so hedging
 //! cannot double the load on a struggling backend.
 //!
 //! Only hedge idempotent requests: two copies may both be executed.
@@ -333,7 +333,10 @@ impl<C, Q> HedgePolicyBuilder<C, Q> {
         if !(self.percentile > 0.0 && self.percentile < 100.0) {
             return Err(ConfigError::new(
                 "percentile",
-                format!("must be between 0 and 100 (exclusive), got {}", self.percentile),
+                format!(
+                    "must be between 0 and 100 (exclusive), got {}",
+                    self.percentile
+                ),
             ));
         }
         if self.window == 0 {
@@ -368,9 +371,10 @@ impl<C, Q> HedgePolicyBuilder<C, Q> {
             shared: Arc::new(HedgeShared {
                 fixed: self.fixed,
                 initial_delay: self.initial_delay,
-                histogram: self.fixed.is_none().then(|| {
-                    LatencyHistogram::new(self.percentile, self.window, self.min_samples)
-                }),
+                histogram: self
+                    .fixed
+                    .is_none()
+                    .then(|| LatencyHistogram::new(self.percentile, self.window, self.min_samples)),
                 max_hedges: self.max_hedges,
                 classify: self.classify,
                 requests: self.requests,
