@@ -1,7 +1,13 @@
-//! rate_limit benchmarks: Palisade beside its peers and the bare inner service.
+//! rate_limit benchmarks: Palisade beside governor, tower's `RateLimit`, tower-resilience's
+//! rate limiter and the bare inner service.
 //!
-//! The Palisade and peer cases land with the rate_limit layer; the bare service is the
-//! baseline every case is compared with.
+//! Groups: the admit path on one thread (direct handle and tower service), the reject path,
+//! two threads on one shared limiter, and keyed limiting over 10 000 hot keys (one and two
+//! threads). Palisade runs with its default TSC clock and, marked `coarse`, with
+//! `Clock::coarse()` (~1 ms stale: see the crate docs for that trade-off).
+//!
+//! tower's `RateLimit` cannot be shared (not `Clone`, state per instance), so its two-thread
+//! case gives each thread its own limiter: it is a lower bound, not the same work.
 
 #![allow(
     missing_docs,
@@ -9,11 +15,93 @@
 )]
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use palisade_benches::{Bare, call_now};
+use governor::Quota as GQuota;
+use palisade_benches::{Bare, call_now, contended};
+use palisade_core::clock::Clock;
+use palisade_rate_limit::{KeyedRateLimiter, RateLimiter};
 use std::hint::black_box;
+use std::num::NonZeroU32;
+use std::time::Duration;
+use tower::Layer;
 
-fn success_path(c: &mut Criterion) {
-    let mut group = c.benchmark_group("rate_limit/success_1_thread");
+/// A rate no bench loop can exhaust: about 4.3 billion per second.
+const HUGE: u32 = u32::MAX;
+const KEYS: u64 = 10_000;
+
+fn palisade(clock: Clock) -> RateLimiter {
+    RateLimiter::builder()
+        .rate(HUGE, Duration::from_secs(1))
+        .burst(1_000_000_000)
+        .clock(clock)
+        .build()
+        .unwrap()
+}
+
+fn palisade_exhausted() -> RateLimiter {
+    let limiter = RateLimiter::builder()
+        .rate(1, Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let _ = limiter.check();
+    limiter
+}
+
+fn governor_direct() -> governor::DefaultDirectRateLimiter {
+    governor::RateLimiter::direct(
+        GQuota::per_second(NonZeroU32::MAX).allow_burst(NonZeroU32::new(1_000_000_000).unwrap()),
+    )
+}
+
+fn tower_resilience(limit: usize, burst: usize) -> tower_resilience::ratelimiter::RateLimiterLayer {
+    tower_resilience::ratelimiter::RateLimiterLayer::builder()
+        .limit_for_period(limit)
+        .refresh_period(Duration::from_secs(1))
+        .timeout_duration(Duration::ZERO)
+        .burst_size(burst)
+        .build()
+        .unwrap()
+}
+
+fn admit_1_thread(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _guard = runtime.enter();
+    let mut group = c.benchmark_group("rate_limit/admit_1_thread");
+
+    let limiter = palisade(Clock::default());
+    group.bench_function("palisade_check", |b| {
+        b.iter(|| black_box(limiter.check()));
+    });
+    let coarse = palisade(Clock::coarse());
+    group.bench_function("palisade_check_coarse", |b| {
+        b.iter(|| black_box(coarse.check()));
+    });
+    let governor = governor_direct();
+    group.bench_function("governor_check", |b| {
+        b.iter(|| black_box(governor.check()));
+    });
+
+    let mut svc = limiter.layer().layer(Bare);
+    group.bench_function("palisade_service", |b| {
+        b.iter(|| black_box(call_now(&mut svc, black_box(1u64))));
+    });
+    let mut svc = coarse.layer().layer(Bare);
+    group.bench_function("palisade_service_coarse", |b| {
+        b.iter(|| black_box(call_now(&mut svc, black_box(1u64))));
+    });
+    let mut tower_rl = tower::limit::RateLimit::new(
+        Bare,
+        tower::limit::rate::Rate::new(u64::MAX, Duration::from_secs(1)),
+    );
+    group.bench_function("tower_rate_limit_service", |b| {
+        b.iter(|| black_box(call_now(&mut tower_rl, black_box(1u64))));
+    });
+    let mut resilience = tower_resilience(usize::MAX / 2, usize::MAX / 2).layer(Bare);
+    group.bench_function("tower_resilience_service", |b| {
+        b.iter(|| black_box(call_now(&mut resilience, black_box(1u64))));
+    });
     let mut bare = Bare;
     group.bench_function("bare", |b| {
         b.iter(|| black_box(call_now(&mut bare, black_box(1u64))));
@@ -21,5 +109,221 @@ fn success_path(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, success_path);
+fn reject_1_thread(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _guard = runtime.enter();
+    let mut group = c.benchmark_group("rate_limit/reject_1_thread");
+
+    let limiter = palisade_exhausted();
+    group.bench_function("palisade_check", |b| {
+        b.iter(|| black_box(limiter.check()));
+    });
+    let governor = governor::RateLimiter::direct(GQuota::per_hour(NonZeroU32::MIN));
+    let _ = governor.check();
+    group.bench_function("governor_check", |b| {
+        b.iter(|| black_box(governor.check()));
+    });
+    // The service rejection is a boxed error (`tower::BoxError`): one allocation.
+    let mut svc = limiter.layer().layer(Bare);
+    group.bench_function("palisade_service", |b| {
+        b.iter(|| black_box(call_now(&mut svc, black_box(1u64))));
+    });
+    let mut resilience = tower_resilience(1, 1).layer(Bare);
+    let _ = call_now(&mut resilience, 0u64);
+    group.bench_function("tower_resilience_service", |b| {
+        b.iter(|| black_box(call_now(&mut resilience, black_box(1u64))));
+    });
+    let mut bare = Bare;
+    group.bench_function("bare", |b| {
+        b.iter(|| black_box(call_now(&mut bare, black_box(1u64))));
+    });
+    group.finish();
+}
+
+fn admit_2_threads(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_time()
+        .build()
+        .unwrap();
+    let handle = runtime.handle().clone();
+    let mut group = c.benchmark_group("rate_limit/admit_2_threads");
+
+    let limiter = palisade(Clock::default());
+    group.bench_function("palisade_check", |b| {
+        b.iter_custom(|iters| {
+            contended(2, iters, |_, n| {
+                for _ in 0..n {
+                    let _ = black_box(limiter.check());
+                }
+            })
+        });
+    });
+    let coarse = palisade(Clock::coarse());
+    group.bench_function("palisade_check_coarse", |b| {
+        b.iter_custom(|iters| {
+            contended(2, iters, |_, n| {
+                for _ in 0..n {
+                    let _ = black_box(coarse.check());
+                }
+            })
+        });
+    });
+    let governor = governor_direct();
+    group.bench_function("governor_check", |b| {
+        b.iter_custom(|iters| {
+            contended(2, iters, |_, n| {
+                for _ in 0..n {
+                    let _ = black_box(governor.check());
+                }
+            })
+        });
+    });
+    let layer = limiter.layer();
+    group.bench_function("palisade_service", |b| {
+        b.iter_custom(|iters| {
+            contended(2, iters, |_, n| {
+                let mut svc = layer.layer(Bare);
+                for _ in 0..n {
+                    let _ = black_box(call_now(&mut svc, 1u64));
+                }
+            })
+        });
+    });
+    // Not shared: each thread owns a limiter (tower's `RateLimit` cannot be cloned).
+    group.bench_function("tower_rate_limit_service_unshared", |b| {
+        b.iter_custom(|iters| {
+            contended(2, iters, |_, n| {
+                let _guard = handle.enter();
+                let mut svc = tower::limit::RateLimit::new(
+                    Bare,
+                    tower::limit::rate::Rate::new(u64::MAX, Duration::from_secs(1)),
+                );
+                for _ in 0..n {
+                    let _ = black_box(call_now(&mut svc, 1u64));
+                }
+            })
+        });
+    });
+    let resilience = {
+        let _guard = handle.enter();
+        tower_resilience(usize::MAX / 2, usize::MAX / 2).layer(Bare)
+    };
+    group.bench_function("tower_resilience_service", |b| {
+        b.iter_custom(|iters| {
+            contended(2, iters, |_, n| {
+                let _guard = handle.enter();
+                let mut svc = resilience.clone();
+                for _ in 0..n {
+                    let _ = black_box(call_now(&mut svc, 1u64));
+                }
+            })
+        });
+    });
+    group.bench_function("bare", |b| {
+        b.iter_custom(|iters| {
+            contended(2, iters, |_, n| {
+                let mut bare = Bare;
+                for _ in 0..n {
+                    let _ = black_box(call_now(&mut bare, 1u64));
+                }
+            })
+        });
+    });
+    group.finish();
+}
+
+fn keyed(c: &mut Criterion) {
+    let mut group = c.benchmark_group("rate_limit/keyed_10k_hot_keys");
+    let palisade = KeyedRateLimiter::<u64>::builder()
+        .rate(HUGE, Duration::from_secs(1))
+        .burst(1_000_000_000)
+        .max_keys(100_000)
+        .build()
+        .unwrap();
+    let coarse = KeyedRateLimiter::<u64>::builder()
+        .rate(HUGE, Duration::from_secs(1))
+        .burst(1_000_000_000)
+        .max_keys(100_000)
+        .clock(Clock::coarse())
+        .build()
+        .unwrap();
+    let governor = governor::RateLimiter::keyed(
+        GQuota::per_second(NonZeroU32::MAX).allow_burst(NonZeroU32::new(1_000_000_000).unwrap()),
+    );
+    for key in 0..KEYS {
+        palisade.check(&key).unwrap();
+        coarse.check(&key).unwrap();
+        governor.check_key(&key).unwrap();
+    }
+    // A cheap key walk that visits every key in a scrambled order.
+    let next = |k: u64| (k + 7_919) % KEYS;
+
+    let mut key = 0;
+    group.bench_function("palisade_1_thread", |b| {
+        b.iter(|| {
+            key = next(key);
+            black_box(palisade.check(&key))
+        });
+    });
+    let mut key = 0;
+    group.bench_function("palisade_coarse_1_thread", |b| {
+        b.iter(|| {
+            key = next(key);
+            black_box(coarse.check(&key))
+        });
+    });
+    let mut key = 0;
+    group.bench_function("governor_dashmap_1_thread", |b| {
+        b.iter(|| {
+            key = next(key);
+            black_box(governor.check_key(&key))
+        });
+    });
+    group.bench_function("palisade_2_threads", |b| {
+        b.iter_custom(|iters| {
+            contended(2, iters, |t, n| {
+                let mut key = t as u64 * 5_000;
+                for _ in 0..n {
+                    key = next(key);
+                    let _ = black_box(palisade.check(&key));
+                }
+            })
+        });
+    });
+    group.bench_function("palisade_coarse_2_threads", |b| {
+        b.iter_custom(|iters| {
+            contended(2, iters, |t, n| {
+                let mut key = t as u64 * 5_000;
+                for _ in 0..n {
+                    key = next(key);
+                    let _ = black_box(coarse.check(&key));
+                }
+            })
+        });
+    });
+    group.bench_function("governor_dashmap_2_threads", |b| {
+        b.iter_custom(|iters| {
+            contended(2, iters, |t, n| {
+                let mut key = t as u64 * 5_000;
+                for _ in 0..n {
+                    key = next(key);
+                    let _ = black_box(governor.check_key(&key));
+                }
+            })
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    admit_1_thread,
+    reject_1_thread,
+    admit_2_threads,
+    keyed
+);
 criterion_main!(benches);

@@ -76,6 +76,15 @@ impl Gcra {
         }
     }
 
+    /// For parameters already validated by the caller.
+    #[inline]
+    pub(crate) const fn new_unchecked(interval_nanos: u64, burst: u32) -> Gcra {
+        Gcra {
+            interval: interval_nanos,
+            burst,
+        }
+    }
+
     /// Nanoseconds for one token to come back.
     #[must_use]
     pub const fn interval_nanos(self) -> u64 {

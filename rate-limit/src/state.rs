@@ -78,9 +78,11 @@ impl Slot {
         let interval = self.interval.load(Ordering::Acquire);
         let burst = self.burst.load(Ordering::Acquire);
         // A torn read of a slot being rewritten can pair values that do not form a valid
-        // quota; the caller's CAS or re-check fails in that case, so only refuse to build one.
-        (interval > 0 && burst > 0 && interval <= crate::gcra::CAPACITY_MAX / u64::from(burst))
-            .then(|| Gcra::new(interval, burst))
+        // quota; the caller's CAS or re-check fails in that case, so only refuse to build one
+        // (with a multiplication: a division would cost more than the rest of the decision).
+        let capacity = interval.checked_mul(u64::from(burst))?;
+        (interval > 0 && burst > 0 && capacity <= crate::gcra::CAPACITY_MAX)
+            .then_some(Gcra::new_unchecked(interval, burst))
     }
 
     fn store(&self, gcra: Gcra) {
