@@ -35,7 +35,7 @@ use tower_layer::Stack;
 /// let client = ServiceBuilder::new()
 ///     .retry_policy(&retry)        // outermost: a retry passes through every layer below
 ///     .circuit_breaker(&breaker)
-///     .rate_limit(&limiter)
+///     .rate_limiter(&limiter)
 ///     .bulkhead(&bulkhead)
 ///     .service_fn(|id: u32| async move { Ok::<_, tower::BoxError>(id) });
 /// # let _ = client;
@@ -57,8 +57,10 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed {
     fn bulkhead(self, bulkhead: &Bulkhead) -> ServiceBuilder<Stack<BulkheadLayer, L>>;
 
     /// Wraps the stack below in `limiter`'s rate limit (one token per request).
+    ///
+    /// Named `rate_limiter` because `ServiceBuilder::rate_limit` is tower's own, unshared one.
     #[cfg(feature = "rate-limit")]
-    fn rate_limit(self, limiter: &RateLimiter) -> ServiceBuilder<Stack<RateLimitLayer, L>>;
+    fn rate_limiter(self, limiter: &RateLimiter) -> ServiceBuilder<Stack<RateLimitLayer, L>>;
 
     /// Retries the stack below according to `policy` (and its budget).
     #[cfg(feature = "retry")]
@@ -83,7 +85,7 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     }
 
     #[cfg(feature = "rate-limit")]
-    fn rate_limit(self, limiter: &RateLimiter) -> ServiceBuilder<Stack<RateLimitLayer, L>> {
+    fn rate_limiter(self, limiter: &RateLimiter) -> ServiceBuilder<Stack<RateLimitLayer, L>> {
         self.layer(limiter.layer())
     }
 
