@@ -64,10 +64,7 @@ fn row_of(at: Duration) -> usize {
 
 /// Rejected by a Palisade layer without reaching the backend.
 fn is_shed_locally(error: &BoxError) -> bool {
-    error.is::<CircuitOpen>()
-        || error.is::<RateLimited>()
-        || error.is::<BulkheadFull>()
-        || error.is::<palisade::retry::error::DeadlineExceeded>()
+    error.is::<CircuitOpen>() || error.is::<RateLimited>() || error.is::<BulkheadFull>()
 }
 
 fn backend() -> MockBackend {
