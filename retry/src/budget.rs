@@ -128,6 +128,9 @@ pub(crate) struct BudgetState {
     params: Params,
     slots: [AtomicU64; BUCKETS as usize],
     spent: AtomicU64,
+    /// The last epoch computed by division: a hint that spares the division (a `div`, the
+    /// costliest instruction of a deposit) while time stays in the same bucket.
+    epoch_hint: AtomicU64,
 }
 
 impl BudgetState {
@@ -139,11 +142,23 @@ impl BudgetState {
                 AtomicU64::new(Slot::empty((i as u64).wrapping_sub(BUCKETS)).pack())
             }),
             spent: AtomicU64::new(0),
+            epoch_hint: AtomicU64::new(0),
         }
     }
 
+    #[inline]
     fn epoch(&self, now: Instant) -> u64 {
-        now.as_nanos() / self.params.width
+        let nanos = now.as_nanos();
+        let width = self.params.width;
+        // Relaxed: a hint, checked against `now` before use; any value is safe.
+        let hint = self.epoch_hint.load(Ordering::Relaxed);
+        if nanos.wrapping_sub(hint.wrapping_mul(width)) < width {
+            return hint;
+        }
+        let epoch = nanos / width;
+        // Relaxed: as above.
+        self.epoch_hint.store(epoch, Ordering::Relaxed);
+        epoch
     }
 
     /// The epoch within `(epoch - BUCKETS, epoch]` that bucket `index` holds.
