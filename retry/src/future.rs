@@ -22,6 +22,10 @@ use tower_service::Service;
 /// The response future of [`Retry`](crate::Retry): runs attempts, waits out backoffs, and
 /// resolves to the first result that is not a retryable failure, or to the last one.
 ///
+/// The deadline bounds attempts and backoffs; the wait for the inner service's readiness
+/// before a retry is not bounded by it (put a timeout or load-shed layer below if that can be
+/// long).
+///
 /// # Cancel safety
 ///
 /// Dropping it drops the attempt in flight (or the backoff timer) and nothing else: no budget

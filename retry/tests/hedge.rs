@@ -222,3 +222,33 @@ async fn hedging_at_p95_cuts_the_tail_within_the_budget() {
     assert!(p95.extra_load <= 0.20, "extra load {}", p95.extra_load);
     assert!(p95.extra_load >= 0.04, "the slow 5 % are hedged");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_budget_shared_with_retry_is_not_credited_twice() {
+    let budget = RetryBudget::builder()
+        .min_retries_per_sec(0)
+        .percent_can_retry(100.0)
+        .clock(Clock::tokio())
+        .build()
+        .unwrap();
+    let policy = fixed(ms(10))
+        .budget_shared_with_retry(budget.clone())
+        .build()
+        .unwrap();
+    let backend = MockBackend::new(Script::always(Step::ok().after(ms(30))));
+    policy
+        .layer()
+        .layer(backend.clone())
+        .oneshot(())
+        .await
+        .unwrap();
+    assert_eq!(backend.stats().calls, 1, "no deposit here, so no hedge");
+    budget.deposit(); // what the retry layer would have deposited
+    policy
+        .layer()
+        .layer(backend.clone())
+        .oneshot(())
+        .await
+        .unwrap();
+    assert_eq!(backend.stats().calls, 3);
+}

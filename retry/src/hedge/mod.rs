@@ -7,7 +7,9 @@
 //! latencies (a lock-free histogram, see [`HedgePolicyBuilder::percentile`]), so only about
 //! `100 - p` percent of requests are hedged. Hedges withdraw from the same
 //! [`RetryBudget`] as retries (pass the same one to both), so hedging
-//! cannot double the load on a struggling backend.
+//! cannot double the load on a struggling backend. (Each layer deposits once per request it
+//! sees; when a `Retry` and a `Hedge` wrap the same requests, give the hedge the budget with
+//! [`HedgePolicyBuilder::budget_shared_with_retry`] so that a request is credited once.)
 //!
 //! Only hedge idempotent requests: two copies may both be executed.
 //!
@@ -66,6 +68,8 @@ pub(crate) struct HedgeShared<C, Q> {
     pub(crate) classify: C,
     pub(crate) requests: Q,
     pub(crate) spend: Spend,
+    /// Whether requests deposit into the budget here (not when a retry layer's do).
+    pub(crate) deposits: bool,
     pub(crate) clock: Clock,
     pub(crate) events: EventBus<RetryEvent>,
     name: Arc<str>,
@@ -129,6 +133,7 @@ impl HedgePolicy {
             classify: ErrorIsFailure,
             requests: CloneAll,
             spend: None,
+            deposits: true,
             clock: None,
             name: None,
         }
@@ -184,6 +189,7 @@ pub struct HedgePolicyBuilder<C = ErrorIsFailure, Q = CloneAll> {
     classify: C,
     requests: Q,
     spend: Option<Spend>,
+    deposits: bool,
     clock: Option<Clock>,
     name: Option<Arc<str>>,
 }
@@ -249,6 +255,7 @@ impl<C, Q> HedgePolicyBuilder<C, Q> {
             classify,
             requests: self.requests,
             spend: self.spend,
+            deposits: self.deposits,
             clock: self.clock,
             name: self.name,
         }
@@ -265,6 +272,7 @@ impl<C, Q> HedgePolicyBuilder<C, Q> {
             classify: self.classify,
             requests,
             spend: self.spend,
+            deposits: self.deposits,
             clock: self.clock,
             name: self.name,
         }
@@ -286,6 +294,16 @@ impl<C, Q> HedgePolicyBuilder<C, Q> {
     #[must_use]
     pub fn budget(mut self, budget: RetryBudget) -> Self {
         self.spend = Some(Spend::Budget(budget));
+        self
+    }
+
+    /// Hedges withdraw from `budget`, but requests do not deposit into it here: use this when
+    /// a [`Retry`](crate::Retry) with the same budget wraps the same requests (its deposits
+    /// fund both), so that one request is not credited twice.
+    #[must_use]
+    pub fn budget_shared_with_retry(mut self, budget: RetryBudget) -> Self {
+        self.spend = Some(Spend::Budget(budget));
+        self.deposits = false;
         self
     }
 
@@ -379,6 +397,7 @@ impl<C, Q> HedgePolicyBuilder<C, Q> {
                 classify: self.classify,
                 requests: self.requests,
                 spend,
+                deposits: self.deposits,
                 clock: self.clock.unwrap_or_default(),
                 events,
                 name,
@@ -490,7 +509,9 @@ where
     /// Outside a tokio runtime, when the request may be hedged (the hedge timer is tokio's).
     fn call(&mut self, request: Req) -> Self::Future {
         let shared = &self.shared;
-        shared.spend.on_request();
+        if shared.deposits {
+            shared.spend.on_request();
+        }
         let copy = shared.requests.clone_request(&request);
         let start = shared.start();
         let service = self.inner.clone();
