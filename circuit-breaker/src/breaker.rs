@@ -5,7 +5,7 @@ use crate::config::{CircuitBreakerBuilder, Settings};
 use crate::error::CircuitOpen;
 use crate::events::CircuitBreakerEvent;
 use crate::layer::CircuitBreakerLayer;
-use crate::permit::{Admission, Permit};
+use crate::permit::{Admission, Core, OwnedPermit, Permit};
 use crate::state::{Generation, Snapshot, State, Tally, is_newer};
 use crate::window::{Record, Window};
 use crossbeam_utils::CachePadded;
@@ -41,6 +41,10 @@ pub(crate) struct Shared {
     window: Window,
     settings: Settings,
     events: EventBus<CircuitBreakerEvent>,
+    /// Whether completing a call needs the time: slow-call detection or a time window.
+    needs_end_time: bool,
+    /// Whether a success can be recorded by looking only (count window, no slow calls).
+    success_may_skip: bool,
 }
 
 /// One clone's reference to the shared state. Permits count references to this, not to
@@ -70,15 +74,15 @@ pub(crate) struct Local {
 /// ordering that keeps each update atomic: a stale or late count is tolerated, because the
 /// decision it feeds is itself a generation-checked CAS on the state word.
 pub struct CircuitBreaker {
-    local: Arc<Local>,
+    local: Arc<CachePadded<Local>>,
 }
 
 impl Clone for CircuitBreaker {
     fn clone(&self) -> Self {
         CircuitBreaker {
-            local: Arc::new(Local {
+            local: Arc::new(CachePadded::new(Local {
                 shared: self.local.shared.clone(),
-            }),
+            })),
         }
     }
 }
@@ -141,8 +145,10 @@ impl CircuitBreaker {
             settings.name.clone(),
         ));
         let seed = settings.seed;
+        let needs_end_time = settings.slow_call_nanos.is_some() || window.needs_time();
+        let success_may_skip = settings.slow_call_nanos.is_none() && !window.needs_time();
         CircuitBreaker {
-            local: Arc::new(Local {
+            local: Arc::new(CachePadded::new(Local {
                 shared: Arc::new(Shared {
                     state: CachePadded::new(AtomicU64::new(Snapshot::initial().bits())),
                     half_open: CachePadded::new(AtomicU64::new(0)),
@@ -153,8 +159,10 @@ impl CircuitBreaker {
                     window,
                     settings,
                     events,
+                    needs_end_time,
+                    success_may_skip,
                 }),
-            }),
+            })),
         }
     }
 
@@ -256,17 +264,32 @@ impl CircuitBreaker {
     /// # Errors
     ///
     /// [`CircuitOpen`] when the breaker rejects the call.
-    pub fn try_acquire(&self) -> Result<Permit, CircuitOpen> {
+    #[inline]
+    pub fn try_acquire(&self) -> Result<Permit<'_>, CircuitOpen> {
+        let admission = self.shared().admit()?;
+        let mut core = Core::new(self.shared(), admission);
+        core.start();
+        Ok(Permit(core))
+    }
+
+    /// Like [`try_acquire`](Self::try_acquire), but the permit owns a reference to the
+    /// breaker, so it can move into a task. Costs a reference-count increment and decrement.
+    ///
+    /// # Errors
+    ///
+    /// [`CircuitOpen`] when the breaker rejects the call.
+    #[inline]
+    pub fn try_acquire_owned(&self) -> Result<OwnedPermit, CircuitOpen> {
         let mut permit = self.acquire()?;
-        permit.start();
+        permit.0.start();
         Ok(permit)
     }
 
-    /// Acquires a permit without starting its timer (the service starts it in `call`).
+    /// Acquires an owned permit without starting its timer (the service starts it in `call`).
     #[inline]
-    pub(crate) fn acquire(&self) -> Result<Permit, CircuitOpen> {
+    pub(crate) fn acquire(&self) -> Result<OwnedPermit, CircuitOpen> {
         let admission = self.shared().admit()?;
-        Ok(Permit::new(self.local.clone(), admission))
+        Ok(OwnedPermit(Core::new(self.local.clone(), admission)))
     }
 
     /// Subscribes a listener to this breaker's [`CircuitBreakerEvent`]s.
@@ -371,7 +394,7 @@ impl Shared {
     /// Whether completing a call needs the time: slow-call detection or a time window.
     #[inline]
     pub(crate) fn needs_end_time(&self) -> bool {
-        self.settings.slow_call_nanos.is_some() || self.window.needs_time()
+        self.needs_end_time
     }
 
     /// Whether the start of a call must be timed (slow-call detection).
@@ -382,8 +405,17 @@ impl Shared {
 
     /// Decides whether a call may go ahead.
     #[inline]
-    fn admit(&self) -> Result<Admission, CircuitOpen> {
-        let mut current = self.load();
+    pub(crate) fn admit(&self) -> Result<Admission, CircuitOpen> {
+        let current = self.load();
+        if current.state() == State::Closed {
+            return Ok(Admission::Window(current.generation()));
+        }
+        self.admit_slow(current)
+    }
+
+    /// Every state but `Closed`.
+    #[inline(never)]
+    fn admit_slow(&self, mut current: Snapshot) -> Result<Admission, CircuitOpen> {
         loop {
             match current.state() {
                 State::Closed | State::MetricsOnly => {
@@ -453,6 +485,34 @@ impl Shared {
     /// [`times_calls`](Self::times_calls)).
     #[inline]
     pub(crate) fn complete(
+        &self,
+        admission: Admission,
+        outcome: Outcome,
+        now: Instant,
+        elapsed: Option<Duration>,
+    ) {
+        if outcome == Outcome::Success
+            && self.success_may_skip
+            && let Admission::Window(generation) = admission
+            && self.window.full_of_successes(generation)
+            && self.no_failure_streak(generation)
+        {
+            // The healthy path: recording this success would change nothing.
+            return;
+        }
+        self.complete_slow(admission, outcome, now, elapsed);
+    }
+
+    /// Whether the consecutive-failures counter (if any) of `generation` is at zero.
+    #[inline]
+    fn no_failure_streak(&self, generation: Generation) -> bool {
+        self.settings.rules.consecutive_failures.is_none()
+            // Acquire: pairs with the AcqRel CAS of `count_consecutive`.
+            || self.consecutive.load(Ordering::Acquire) == u64::from(generation) << TAG_SHIFT
+    }
+
+    #[inline(never)]
+    fn complete_slow(
         &self,
         admission: Admission,
         outcome: Outcome,

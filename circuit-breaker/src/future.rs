@@ -1,7 +1,7 @@
 //! The response future of [`CircuitBreakerService`](crate::CircuitBreakerService).
 
 use crate::error::CircuitOpen;
-use crate::permit::Permit;
+use crate::permit::OwnedPermit;
 use palisade_core::classify::{Classify, Outcome};
 use pin_project::pin_project;
 use std::fmt;
@@ -27,7 +27,7 @@ enum Kind<F, C> {
     Called {
         #[pin]
         future: F,
-        permit: Option<Permit>,
+        permit: Option<OwnedPermit>,
         classifier: C,
     },
     Rejected {
@@ -36,7 +36,7 @@ enum Kind<F, C> {
 }
 
 impl<F, C> ResponseFuture<F, C> {
-    pub(crate) fn called(future: F, permit: Permit, classifier: C) -> Self {
+    pub(crate) fn called(future: F, permit: OwnedPermit, classifier: C) -> Self {
         ResponseFuture {
             kind: Kind::Called {
                 future,
@@ -55,7 +55,7 @@ impl<F, C> ResponseFuture<F, C> {
 
 /// Records a failure if the inner future panics while polled (an executor that catches the
 /// panic drops the future only after unwinding, when the permit could no longer tell).
-struct PanicGuard<'a>(&'a mut Option<Permit>);
+struct PanicGuard<'a>(&'a mut Option<OwnedPermit>);
 
 impl Drop for PanicGuard<'_> {
     fn drop(&mut self) {
@@ -88,7 +88,7 @@ where
                     ready!(future.poll(cx))
                 };
                 if let Some(permit) = permit.take() {
-                    permit.classify_and_complete(classifier, result.as_ref());
+                    permit.0.classify_and_complete(classifier, result.as_ref());
                 }
                 Poll::Ready(result.map_err(Into::into))
             }

@@ -57,7 +57,8 @@
 //! ```
 //!
 //! Outside tower, [`CircuitBreaker::try_acquire`] returns a [`Permit`] to complete with the
-//! call's outcome.
+//! call's outcome ([`CircuitBreaker::try_acquire_owned`] an [`OwnedPermit`] that can move
+//! into a task).
 //!
 //! # Behaviour
 //!
@@ -109,6 +110,6 @@ pub use config::{CircuitBreakerBuilder, SlidingWindow};
 pub use error::CircuitOpen;
 pub use events::CircuitBreakerEvent;
 pub use layer::CircuitBreakerLayer;
-pub use permit::Permit;
+pub use permit::{OwnedPermit, Permit};
 pub use service::CircuitBreakerService;
 pub use state::State;

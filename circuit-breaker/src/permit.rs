@@ -1,7 +1,9 @@
-//! The RAII permit of one admitted call.
+//! The RAII permits of admitted calls: [`Permit`] borrows the breaker, [`OwnedPermit`] holds a
+//! reference to it (for futures and tasks).
 
-use crate::breaker::Local;
+use crate::breaker::{Local, Shared};
 use crate::state::Generation;
+use crossbeam_utils::CachePadded;
 use palisade_core::classify::{Classify, ErrorIsFailure, Outcome};
 use palisade_core::clock::Instant;
 use palisade_core::sync::Arc;
@@ -19,28 +21,38 @@ pub(crate) enum Admission {
     Probe(Generation),
 }
 
-/// Permission to make one call, from [`CircuitBreaker::try_acquire`](crate::CircuitBreaker::try_acquire).
-///
-/// Complete it with the call's outcome: [`success`](Permit::success),
-/// [`failure`](Permit::failure), [`record`](Permit::record) or
-/// [`record_result`](Permit::record_result). A permit dropped without an outcome counts as a
-/// cancelled call: it is ignored, and a half-open probe permit is given back so another probe
-/// can run. A permit dropped while its thread panics counts as a failure.
-///
-/// With slow-call detection on, the call's duration is measured from
-/// [`try_acquire`](crate::CircuitBreaker::try_acquire) to the outcome.
-#[must_use = "a permit records the call's outcome when completed; dropping it at once counts as a cancelled call"]
-pub struct Permit {
-    local: Arc<Local>,
+/// What a permit reaches the breaker through.
+pub(crate) trait Holder {
+    fn shared(&self) -> &Shared;
+}
+
+impl Holder for &Shared {
+    #[inline]
+    fn shared(&self) -> &Shared {
+        self
+    }
+}
+
+impl Holder for Arc<CachePadded<Local>> {
+    #[inline]
+    fn shared(&self) -> &Shared {
+        &self.shared
+    }
+}
+
+/// The logic both permits share.
+pub(crate) struct Core<H: Holder> {
+    holder: H,
     admission: Admission,
     started: Instant,
     done: bool,
 }
 
-impl Permit {
-    pub(crate) fn new(local: Arc<Local>, admission: Admission) -> Permit {
-        Permit {
-            local,
+impl<H: Holder> Core<H> {
+    #[inline]
+    pub(crate) fn new(holder: H, admission: Admission) -> Self {
+        Core {
+            holder,
             admission,
             started: Instant::ZERO,
             done: false,
@@ -50,15 +62,16 @@ impl Permit {
     /// Starts the call's timer, when slow-call detection needs it.
     #[inline]
     pub(crate) fn start(&mut self) {
-        if self.local.shared.times_calls() && self.admission != Admission::Untracked {
-            self.started = self.local.shared.clock().now();
+        let shared = self.holder.shared();
+        if shared.times_calls() && self.admission != Admission::Untracked {
+            self.started = shared.clock().now();
         }
     }
 
     /// The end time and duration of the call, read only when the breaker needs them.
     #[inline]
-    pub(crate) fn end(&self) -> (Instant, Option<Duration>) {
-        let shared = &self.local.shared;
+    fn end(&self) -> (Instant, Option<Duration>) {
+        let shared = self.holder.shared();
         if self.admission == Admission::Untracked || !shared.needs_end_time() {
             return (Instant::ZERO, None);
         }
@@ -69,17 +82,14 @@ impl Permit {
         (now, elapsed)
     }
 
-    /// Records `outcome` for a call that ended at `now` after `elapsed`.
     #[inline]
-    pub(crate) fn complete(mut self, outcome: Outcome, now: Instant, elapsed: Option<Duration>) {
+    fn complete(mut self, outcome: Outcome, now: Instant, elapsed: Option<Duration>) {
         self.done = true;
-        self.local
-            .shared
+        self.holder
+            .shared()
             .complete(self.admission, outcome, now, elapsed);
     }
 
-    /// Classifies `result` with `classifier` (with the call's duration when it was measured)
-    /// and records it.
     #[inline]
     pub(crate) fn classify_and_complete<C, Res, Err>(
         self,
@@ -96,67 +106,103 @@ impl Permit {
         self.complete(outcome, now, elapsed);
     }
 
-    /// Records the call's outcome.
-    pub fn record(self, outcome: Outcome) {
+    #[inline]
+    pub(crate) fn record(self, outcome: Outcome) {
         let (now, elapsed) = self.end();
         self.complete(outcome, now, elapsed);
     }
-
-    /// Records a successful call.
-    pub fn success(self) {
-        self.record(Outcome::Success);
-    }
-
-    /// Records a failed call.
-    pub fn failure(self) {
-        self.record(Outcome::Failure);
-    }
-
-    /// Records `result`: `Ok` is a success, `Err` a failure.
-    pub fn record_result<T, E>(self, result: &Result<T, E>) {
-        self.classify_and_complete(&ErrorIsFailure, result.as_ref());
-    }
-
-    /// Records `result` as `classifier` sees it.
-    pub fn record_classified<C, T, E>(self, classifier: &C, result: &Result<T, E>)
-    where
-        C: Classify<T, E>,
-    {
-        self.classify_and_complete(classifier, result.as_ref());
-    }
-
-    /// Whether this permit is a half-open probe.
-    #[must_use]
-    pub fn is_probe(&self) -> bool {
-        matches!(self.admission, Admission::Probe(_))
-    }
 }
 
-impl Drop for Permit {
+impl<H: Holder> Drop for Core<H> {
     fn drop(&mut self) {
         if self.done {
             return;
         }
-        // Dropped unrecorded: a panic while the call ran is the dependency's failure (or the
-        // caller's, but a breaker must not leak the permit either way); otherwise the call was
-        // cancelled, which does not count and gives a probe permit back.
+        // Dropped unrecorded: a panic while the call ran counts as a failure (and the permit
+        // must not leak either way); otherwise the call was cancelled, which does not count
+        // and gives a probe permit back.
         let outcome = if std::thread::panicking() {
             Outcome::Failure
         } else {
             Outcome::Ignore
         };
         let (now, elapsed) = self.end();
-        self.local
-            .shared
+        self.holder
+            .shared()
             .complete(self.admission, outcome, now, elapsed);
     }
 }
 
-impl fmt::Debug for Permit {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Permit")
-            .field("admission", &self.admission)
-            .field("started", &self.started)
-            .finish_non_exhaustive()
-    }
+macro_rules! permit_api {
+    ($name:ident $(<$lt:lifetime>)?) => {
+        impl $(<$lt>)? $name $(<$lt>)? {
+            /// Records the call's outcome.
+            pub fn record(self, outcome: Outcome) {
+                self.0.record(outcome);
+            }
+
+            /// Records a successful call.
+            pub fn success(self) {
+                self.0.record(Outcome::Success);
+            }
+
+            /// Records a failed call.
+            pub fn failure(self) {
+                self.0.record(Outcome::Failure);
+            }
+
+            /// Records `result`: `Ok` is a success, `Err` a failure.
+            pub fn record_result<T, E>(self, result: &Result<T, E>) {
+                self.0.classify_and_complete(&ErrorIsFailure, result.as_ref());
+            }
+
+            /// Records `result` as `classifier` sees it (with the call's duration when the
+            /// breaker measured it).
+            pub fn record_classified<C, T, E>(self, classifier: &C, result: &Result<T, E>)
+            where
+                C: Classify<T, E>,
+            {
+                self.0.classify_and_complete(classifier, result.as_ref());
+            }
+
+            /// Whether this permit is a half-open probe.
+            #[must_use]
+            pub fn is_probe(&self) -> bool {
+                matches!(self.0.admission, Admission::Probe(_))
+            }
+        }
+
+        impl $(<$lt>)? fmt::Debug for $name $(<$lt>)? {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct(stringify!($name))
+                    .field("admission", &self.0.admission)
+                    .field("started", &self.0.started)
+                    .finish_non_exhaustive()
+            }
+        }
+    };
 }
+
+/// Permission to make one call, borrowed from the breaker: from
+/// [`CircuitBreaker::try_acquire`](crate::CircuitBreaker::try_acquire).
+///
+/// Complete it with the call's outcome: [`success`](Permit::success),
+/// [`failure`](Permit::failure), [`record`](Permit::record) or
+/// [`record_result`](Permit::record_result). A permit dropped without an outcome counts as a
+/// cancelled call: it is ignored, and a half-open probe permit is given back so another probe
+/// can run. A permit dropped while its thread panics counts as a failure.
+///
+/// With slow-call detection on, the call's duration is measured from `try_acquire` to the
+/// outcome. Borrowing costs nothing; to move a permit into a task, use
+/// [`OwnedPermit`].
+#[must_use = "a permit records the call's outcome when completed; dropping it at once counts as a cancelled call"]
+pub struct Permit<'a>(pub(crate) Core<&'a Shared>);
+
+/// A [`Permit`] that owns a reference to its breaker, so it can move into a task or a future:
+/// from [`CircuitBreaker::try_acquire_owned`](crate::CircuitBreaker::try_acquire_owned).
+/// It behaves exactly like a `Permit`.
+#[must_use = "a permit records the call's outcome when completed; dropping it at once counts as a cancelled call"]
+pub struct OwnedPermit(pub(crate) Core<Arc<CachePadded<Local>>>);
+
+permit_api!(Permit<'a>);
+permit_api!(OwnedPermit);

@@ -3,7 +3,7 @@
 use crate::breaker::CircuitBreaker;
 use crate::error::CircuitOpen;
 use crate::future::ResponseFuture;
-use crate::permit::Permit;
+use crate::permit::OwnedPermit;
 use palisade_core::classify::{Classify, ErrorIsFailure};
 use std::fmt;
 use std::task::{Context, Poll};
@@ -31,7 +31,7 @@ pub struct CircuitBreakerService<S, C = ErrorIsFailure> {
     inner: S,
     breaker: CircuitBreaker,
     classifier: C,
-    reserved: Option<Result<Permit, CircuitOpen>>,
+    reserved: Option<Result<OwnedPermit, CircuitOpen>>,
 }
 
 impl<S, C> CircuitBreakerService<S, C> {
@@ -127,7 +127,7 @@ where
             .expect("poll_ready must be called first")
         {
             Ok(mut permit) => {
-                permit.start();
+                permit.0.start();
                 // If `call` panics, `permit` is dropped while panicking: a recorded failure.
                 let future = self.inner.call(request);
                 ResponseFuture::called(future, permit, self.classifier.clone())

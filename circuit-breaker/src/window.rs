@@ -72,6 +72,8 @@ const fn contribution(bits: u32) -> u64 {
 /// one word instead of summing the ring.
 pub(crate) struct CountWindow {
     size: u32,
+    /// The aggregate's fields when the window is full of successes.
+    healthy: u64,
     cursor: CachePadded<AtomicU64>,
     aggregate: CachePadded<AtomicU64>,
     slots: Box<[AtomicU32]>,
@@ -82,6 +84,7 @@ impl CountWindow {
         debug_assert!(size > 0 && size <= MAX_COUNT_WINDOW);
         CountWindow {
             size,
+            healthy: EMPTY_FIELDS + (u64::from(size) << CALLS_SHIFT),
             cursor: CachePadded::new(AtomicU64::new(0)),
             aggregate: CachePadded::new(AtomicU64::new(EMPTY_FIELDS)),
             slots: (0..size).map(|_| AtomicU32::new(0)).collect(),
@@ -110,6 +113,15 @@ impl CountWindow {
         } else {
             Tally::default()
         }
+    }
+
+    /// Whether generation `generation`'s window is full and holds only successes: then one
+    /// more success changes nothing.
+    #[inline]
+    pub(crate) fn full_of_successes(&self, generation: Generation) -> bool {
+        // Acquire: pairs with the AcqRel CAS in `record`.
+        self.aggregate.load(Ordering::Acquire)
+            == self.healthy | (u64::from(generation) << AGG_GEN_SHIFT)
     }
 
     /// Records one outcome of `generation`. Returns the window's tally after it, or `None` if
@@ -216,16 +228,32 @@ const fn bucket_delta(record: Record) -> u64 {
     (1 << (2 * COUNT_BITS)) | ((record.failure as u64) << COUNT_BITS) | (record.slow as u64)
 }
 
+/// Counter stripes per bucket: threads add into the stripe of their own (by thread), so
+/// concurrent recorders do not bounce one cache line; readers sum the stripes.
+const STRIPES: usize = 4;
+
+/// This thread's stripe: threads take stripes round-robin as they first record.
+fn stripe() -> usize {
+    // Not a model variable: it only spreads threads over stripes, so it is std's atomic even
+    // under loom.
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    thread_local! {
+        // Relaxed: only needs distinct-ish values.
+        static STRIPE: usize = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % STRIPES;
+    }
+    STRIPE.with(|stripe| *stripe)
+}
+
 struct Bucket {
-    stamp: AtomicU64,
-    counts: AtomicU64,
+    stamp: CachePadded<AtomicU64>,
+    counts: [CachePadded<AtomicU64>; STRIPES],
 }
 
 /// The last `buckets × bucket_nanos` of time, as a ring of buckets that roll lazily: the first
 /// record of a new bucket period resets the bucket it lands in. No timer, no background task.
 pub(crate) struct TimeWindow {
     bucket_nanos: u64,
-    buckets: Box<[CachePadded<Bucket>]>,
+    buckets: Box<[Bucket]>,
 }
 
 impl TimeWindow {
@@ -234,11 +262,9 @@ impl TimeWindow {
         TimeWindow {
             bucket_nanos,
             buckets: (0..buckets)
-                .map(|_| {
-                    CachePadded::new(Bucket {
-                        stamp: AtomicU64::new(0),
-                        counts: AtomicU64::new(0),
-                    })
+                .map(|_| Bucket {
+                    stamp: CachePadded::new(AtomicU64::new(0)),
+                    counts: std::array::from_fn(|_| CachePadded::new(AtomicU64::new(0))),
                 })
                 .collect(),
         }
@@ -267,9 +293,7 @@ impl TimeWindow {
             if stamp == want {
                 // Relaxed: a counter; the stamp's Acquire above already ordered us after the
                 // reset, and readers tolerate a count that lands a moment late.
-                bucket
-                    .counts
-                    .fetch_add(bucket_delta(record), Ordering::Relaxed);
+                bucket.counts[stripe()].fetch_add(bucket_delta(record), Ordering::Relaxed);
                 break;
             }
             if stamp & RESETTING != 0 {
@@ -300,8 +324,12 @@ impl TimeWindow {
                 )
                 .is_ok()
             {
-                // Relaxed: published by the Release store of the stamp just below.
-                bucket.counts.store(bucket_delta(record), Ordering::Relaxed);
+                let mine = stripe();
+                for (i, counts) in bucket.counts.iter().enumerate() {
+                    let value = if i == mine { bucket_delta(record) } else { 0 };
+                    // Relaxed: published by the Release store of the stamp just below.
+                    counts.store(value, Ordering::Relaxed);
+                }
                 // Release: publishes the reset counts to recorders that Acquire the stamp.
                 bucket.stamp.store(want, Ordering::Release);
                 break;
@@ -331,7 +359,10 @@ impl TimeWindow {
                 continue;
             }
             // Relaxed: a statistic; the stamp's Acquire orders it after the reset.
-            let counts = bucket.counts.load(Ordering::Relaxed);
+            let counts = bucket
+                .counts
+                .iter()
+                .fold(0, |sum, c| sum + c.load(Ordering::Relaxed));
             tally.calls = tally
                 .calls
                 .saturating_add(((counts >> (2 * COUNT_BITS)) & COUNT_MASK) as u32);
@@ -379,6 +410,15 @@ impl Window {
         match self {
             Window::Count(w) => w.record(generation, record),
             Window::Time(w) => w.record(generation, now, record),
+        }
+    }
+
+    /// Count window only: see [`CountWindow::full_of_successes`].
+    #[inline]
+    pub(crate) fn full_of_successes(&self, generation: Generation) -> bool {
+        match self {
+            Window::Count(w) => w.full_of_successes(generation),
+            Window::Time(_) => false,
         }
     }
 
@@ -470,5 +510,25 @@ mod tests {
         assert_eq!(w.record(0, at(0), F), None, "older than the window");
         assert_eq!(w.record(1, at(3), F), Some(t(1, 1, 0)));
         assert_eq!(w.record(0, at(3), F), None, "stale generation");
+    }
+
+    #[test]
+    fn time_window_stripes_sum_exactly_across_threads() {
+        let w = std::sync::Arc::new(TimeWindow::new(2, 1_000_000_000));
+        let now = Instant::ZERO + Duration::from_millis(1500);
+        let threads: Vec<_> = (0..6)
+            .map(|_| {
+                let w = w.clone();
+                std::thread::spawn(move || {
+                    for i in 0..1_000 {
+                        w.record(3, now, if i % 2 == 0 { F } else { S }).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(w.tally(3, now), t(6_000, 3_000, 3_000));
     }
 }

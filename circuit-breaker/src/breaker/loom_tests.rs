@@ -81,7 +81,9 @@ fn loom_concurrent_trips_emit_one_transition() {
     loom::model(|| {
         let breaker = breaker(1, 2);
         let opened = count_transitions(&breaker, State::Open);
-        let permits: Vec<_> = (0..2).map(|_| breaker.try_acquire().unwrap()).collect();
+        let permits: Vec<_> = (0..2)
+            .map(|_| breaker.try_acquire_owned().unwrap())
+            .collect();
         let threads: Vec<_> = permits
             .into_iter()
             .map(|permit| loom::thread::spawn(move || permit.failure()))
@@ -101,7 +103,7 @@ fn loom_concurrent_trips_emit_one_transition() {
 fn loom_a_stale_result_never_changes_the_current_state() {
     loom::model(|| {
         let breaker = breaker(1, 2);
-        let stale = breaker.try_acquire().unwrap();
+        let stale = breaker.try_acquire_owned().unwrap();
         let late = loom::thread::spawn(move || stale.failure());
         let other = breaker.clone();
         let fresh = loom::thread::spawn(move || {

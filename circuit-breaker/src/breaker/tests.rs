@@ -562,3 +562,14 @@ fn listeners_can_be_removed() {
     breaker.disable();
     assert_eq!(*log.lock().unwrap(), 1);
 }
+
+#[test]
+fn an_owned_permit_moves_to_another_thread() {
+    let (_, builder) = manual();
+    let breaker = builder.minimum_calls(1).build().unwrap();
+    let permit = breaker.try_acquire_owned().unwrap();
+    assert!(!permit.is_probe());
+    std::thread::spawn(move || permit.failure()).join().unwrap();
+    assert_eq!(breaker.state(), State::Open);
+    assert!(format!("{:?}", breaker.try_acquire()).contains("Err"));
+}
