@@ -19,6 +19,13 @@ use std::time::Duration;
 /// Shards sweep their idle keys once they hold this many, at the least.
 const MIN_SWEEP: usize = 32;
 
+/// A shard first sweeps when half full (or at [`MIN_SWEEP`] keys, whichever is more): below
+/// that, idle keys cost little memory, and keeping them spares a hot set of keys that refill
+/// between requests from being evicted and re-inserted (a write lock each) over and over.
+fn sweep_floor(per_shard: usize) -> usize {
+    (per_shard / 2).max(MIN_SWEEP).min(per_shard)
+}
+
 /// A rate limiter with one token bucket per key, all with the same quota, in bounded memory.
 ///
 /// Each key's bucket is a GCRA theoretical arrival time (one `AtomicU64`) in a sharded hash
@@ -30,8 +37,9 @@ const MIN_SWEEP: usize = 32;
 ///
 /// - **Idle keys are evicted without a `retain` call.** A key whose bucket has refilled is
 ///   indistinguishable from a key never seen, so dropping it changes no decision. A shard
-///   sweeps out its idle keys when a new key arrives and the shard has doubled since its last
-///   sweep (amortized O(1) per new key), and shrinks its table when it is mostly empty.
+///   sweeps out its idle keys when a new key arrives and the shard is at least half full and
+///   has doubled since its last sweep (amortized O(1) per new key), and shrinks its table when
+///   it is mostly empty.
 /// - **A cap**, [`max_keys`](KeyedRateLimiterBuilder::max_keys), split evenly across the
 ///   shards. When a new key arrives at a full shard whose keys are all busy, the policy is
 ///   [`WhenFull::RejectNewKeys`]: the request fails with [`TooManyKeys`] until a key goes idle.
@@ -124,7 +132,7 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
                     .map(|_| {
                         CachePadded::new(RwLock::new(Shard {
                             table: HashTable::new(),
-                            sweep_at: MIN_SWEEP.min(per_shard),
+                            sweep_at: sweep_floor(per_shard),
                             full_until: 0,
                         }))
                     })
@@ -257,7 +265,7 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
         if table.len() >= *sweep_at && now >= *full_until {
             self.sweep(table, now);
             *sweep_at =
-                (table.len() * 2).clamp(MIN_SWEEP.min(self.inner.per_shard), self.inner.per_shard);
+                (table.len() * 2).clamp(sweep_floor(self.inner.per_shard), self.inner.per_shard);
             *full_until = if table.len() >= self.inner.per_shard {
                 // Relaxed: under the write lock, no CAS runs on these entries.
                 table
