@@ -83,28 +83,28 @@ impl LatencyHistogram {
         }
     }
 
+    /// Recomputes the cached percentile: two passes over the counters, no allocation.
     fn refresh(&self) {
         // Relaxed: statistics.
-        let counts: Vec<u64> = self
-            .counts
-            .iter()
-            .map(|c| c.load(Ordering::Relaxed))
-            .collect();
-        let total: u64 = counts.iter().sum();
+        let total: u64 = self.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum();
         if total == 0 {
             return;
         }
         let rank = ((self.percentile / 100.0) * total as f64).ceil().max(1.0) as u64;
         let mut seen = 0;
-        for (i, count) in counts.iter().enumerate() {
-            seen += count;
+        let mut found = BUCKETS - 1;
+        for (i, count) in self.counts.iter().enumerate() {
+            // Relaxed: statistics; a count that moved since the first pass only shifts the
+            // estimate by a sample.
+            seen += count.load(Ordering::Relaxed);
             if seen >= rank {
-                // Relaxed: a cached statistic.
-                self.cached
-                    .store(upper_edge(i).saturating_mul(1000), Ordering::Relaxed);
-                return;
+                found = i;
+                break;
             }
         }
+        // Relaxed: a cached statistic.
+        self.cached
+            .store(upper_edge(found).saturating_mul(1000), Ordering::Relaxed);
     }
 
     /// The cached percentile, or `None` before `min_samples` samples.

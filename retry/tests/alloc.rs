@@ -81,3 +81,33 @@ fn the_only_allocation_is_the_request_copy() {
     });
     assert_eq!(info.count_total, 0);
 }
+
+#[test]
+fn a_hedge_whose_first_copy_answers_allocates_nothing() {
+    use palisade_core::clock::Clock;
+    use palisade_retry::HedgePolicy;
+    use tower::ServiceExt;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        for policy in [
+            HedgePolicy::builder().delay(std::time::Duration::from_millis(10)),
+            HedgePolicy::builder().percentile(95.0).min_samples(1),
+        ] {
+            let policy = policy.clock(Clock::tokio()).build().unwrap();
+            let mut svc = policy.layer().layer(Echo);
+            ServiceExt::<u64>::ready(&mut svc).await.unwrap();
+            svc.call(0u64).await.unwrap();
+            let info = allocation_counter::measure(|| {
+                for i in 0..1000u64 {
+                    let mut cx = Context::from_waker(Waker::noop());
+                    let future = pin!(svc.call(i));
+                    assert!(matches!(future.poll(&mut cx), Poll::Ready(Ok(n)) if n == i));
+                }
+            });
+            assert_eq!(info.count_total, 0);
+        }
+    });
+}
