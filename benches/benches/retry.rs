@@ -3,7 +3,9 @@
 //!
 //! - `retry/success_1_thread`: `poll_ready` + `call` + completion of a request whose first
 //!   attempt succeeds (`u64` requests, so the request copy costs nothing).
-//! - `retry/budget_1_thread`, `retry/budget_2_threads`: one deposit and one withdrawal attempt
+//! - `retry/budget_exhausted_1_thread`: the first attempt fails and the empty budget refuses
+//!   the retry (the rejected path).
+//! - `retry/budget_1_thread`, `retry/budget_2_thread`: one deposit and one withdrawal attempt
 //!   per iteration on one shared budget.
 
 #![allow(
@@ -12,7 +14,7 @@
 )]
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use palisade_benches::{Bare, call_now, contended};
+use palisade_benches::{Bare, BenchError, Failing, call_now, contended};
 use palisade_retry::{RetryBudget, RetryPolicy};
 use std::convert::Infallible;
 use std::future;
@@ -133,6 +135,55 @@ fn success_path(c: &mut Criterion) {
     group.finish();
 }
 
+/// A failed first attempt whose retry the (empty) budget refuses: the error comes back at once.
+fn budget_exhausted_path(c: &mut Criterion) {
+    let mut group = c.benchmark_group("retry/budget_exhausted_1_thread");
+
+    let mut failing = Failing;
+    group.bench_function("bare (failing)", |b| {
+        b.iter(|| black_box(call_now(&mut failing, black_box(1u64))));
+    });
+
+    let empty = RetryBudget::builder()
+        .min_retries_per_sec(0)
+        .percent_can_retry(0.0)
+        .build()
+        .unwrap();
+    let policy = RetryPolicy::builder().budget(empty).build().unwrap();
+    let mut svc = policy.layer().layer(Failing);
+    group.bench_function("palisade", |b| {
+        b.iter(|| black_box(call_now(&mut svc, black_box(1u64))));
+    });
+
+    let mut svc = tower::retry::Retry::new(
+        TowerBudgeted {
+            budget: Arc::new(TpsBudget::new(Duration::from_secs(10), 0, 0.0)),
+        },
+        Failing,
+    );
+    group.bench_function("tower Retry + TpsBudget", |b| {
+        b.iter(|| black_box(call_now(&mut svc, black_box(1u64))));
+    });
+
+    let budget = RetryBudgetBuilder::new()
+        .token_bucket()
+        .initial_tokens(0)
+        .tokens_per_second(0.001)
+        .build()
+        .unwrap();
+    let mut svc = TrRetryLayer::<u64, u64, BenchError>::builder()
+        .max_attempts(3)
+        .exponential_backoff(Duration::from_millis(50))
+        .budget(budget)
+        .build()
+        .layer(Failing);
+    group.bench_function("tower-resilience retry + token bucket", |b| {
+        b.iter(|| black_box(call_now(&mut svc, black_box(1u64))));
+    });
+
+    group.finish();
+}
+
 fn budget_ops(c: &mut Criterion) {
     for threads in [1usize, 2] {
         let mut group = c.benchmark_group(format!("retry/budget_{threads}_thread"));
@@ -177,5 +228,5 @@ fn budget_ops(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, success_path, budget_ops);
+criterion_group!(benches, success_path, budget_exhausted_path, budget_ops);
 criterion_main!(benches);
