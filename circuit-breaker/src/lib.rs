@@ -113,3 +113,8 @@ pub use layer::CircuitBreakerLayer;
 pub use permit::{OwnedPermit, Permit};
 pub use service::CircuitBreakerService;
 pub use state::State;
+
+/// The README's example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
