@@ -99,7 +99,8 @@ impl Default for CircuitBreaker {
 pub struct Metrics {
     /// The state.
     pub state: State,
-    /// Calls recorded in the current window (in half-open: probes recorded).
+    /// Calls recorded in the current window; in half-open, probes recorded; when open, the
+    /// calls of the period that opened it (the window that tripped, or the failed probes).
     pub calls: u32,
     /// Of those, failures.
     pub failed_calls: u32,
@@ -217,7 +218,22 @@ impl CircuitBreaker {
                 shared.window.tally(generation, now)
             }
             State::HalfOpen => shared.probe_tally(generation),
-            State::Open | State::ForcedOpen | State::Disabled => Tally::default(),
+            State::Open | State::ForcedOpen => {
+                // The period that ended in this state: a closed window or half-open probes.
+                let previous = generation.wrapping_sub(1);
+                let now = if shared.window.needs_time() {
+                    shared.settings.clock.now()
+                } else {
+                    Instant::ZERO
+                };
+                let window = shared.window.tally(previous, now);
+                if window == Tally::default() {
+                    shared.probe_tally(previous)
+                } else {
+                    window
+                }
+            }
+            State::Disabled => Tally::default(),
         };
         // Acquire: pairs with the AcqRel CAS of `count_consecutive`; a statistic.
         let consecutive = shared.consecutive.load(Ordering::Acquire);

@@ -573,3 +573,28 @@ fn an_owned_permit_moves_to_another_thread() {
     assert_eq!(breaker.state(), State::Open);
     assert!(format!("{:?}", breaker.try_acquire()).contains("Err"));
 }
+
+#[test]
+fn an_open_breaker_reports_the_window_that_tripped_it() {
+    let (clock, builder) = manual();
+    let breaker = builder.build().unwrap();
+    for outcome in [
+        Outcome::Success,
+        Outcome::Failure,
+        Outcome::Failure,
+        Outcome::Failure,
+    ] {
+        call(&breaker, outcome).unwrap();
+    }
+    let m = breaker.metrics();
+    assert_eq!(m.state, State::Open);
+    assert_eq!((m.calls, m.failed_calls, m.failure_rate), (4, 3, 75.0));
+    clock.advance(Duration::from_secs(10));
+    let a = breaker.try_acquire().unwrap();
+    let b = breaker.try_acquire().unwrap();
+    a.failure();
+    assert_eq!(breaker.metrics().calls, 1, "half-open reports its probes");
+    b.failure();
+    let m = breaker.metrics();
+    assert_eq!((m.state, m.calls, m.failed_calls), (State::Open, 2, 2));
+}
