@@ -305,6 +305,7 @@ fn a_panic_while_holding_a_permit_is_a_failure() {
         State::Open,
         "one failure of one call trips"
     );
+    assert_eq!(breaker.metrics().failed_calls, 1);
 }
 
 #[test]
