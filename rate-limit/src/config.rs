@@ -341,8 +341,8 @@ impl Default for KeyedRateLimiterBuilder {
 impl KeyedRateLimiterBuilder {
     common_setters!();
 
-    /// The most keys held at once (default 100 000). Memory is about `max_keys · (size of K +
-    /// 9 bytes)` times the hash table's load overhead, at most.
+    /// The most keys held at once (default 100 000). Memory is at most about
+    /// `4 · max_keys · (size of K + 9 bytes)` (see [`KeyedRateLimiter::capacity`]).
     #[must_use]
     pub fn max_keys(mut self, max_keys: usize) -> Self {
         self.max_keys = max_keys;

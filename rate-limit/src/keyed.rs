@@ -396,8 +396,9 @@ impl<K> KeyedRateLimiter<K> {
         self.len() == 0
     }
 
-    /// Hash table slots allocated across all shards (each holds one key and its TAT): the
-    /// memory bound in entries.
+    /// Hash table slots allocated across all shards (each holds one key and its TAT): at most
+    /// about 4 × [`max_keys`](Self::max_keys) (the table's load factor, and one doubling that
+    /// tombstones of evicted keys can cause until the next sweep shrinks it).
     #[must_use]
     pub fn capacity(&self) -> usize {
         self.inner

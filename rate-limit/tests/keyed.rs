@@ -39,8 +39,10 @@ fn a_million_distinct_keys_stay_under_the_cap() {
     }
     println!("1M keys: peak len {peak_len}, peak slots {peak_capacity}, cap 16384");
     assert!(peak_len <= 16_384);
+    // The hash tables' slots: under 4 per key of the cap (hashbrown's load factor, and a
+    // table may double once when deletions leave tombstones, until the next sweep shrinks it).
     assert!(
-        peak_capacity <= 2 * 16_384,
+        peak_capacity <= 4 * 16_384,
         "allocated {peak_capacity} slots"
     );
     // All keys refill after 100 ms; an explicit sweep then frees everything.
