@@ -120,3 +120,35 @@ fn loom_a_stale_result_never_changes_the_current_state() {
         assert_eq!((m.calls, m.failed_calls), (1, 0), "{m:?}");
     });
 }
+
+/// (b') Threads that all find the open wait over race to half-open it: one transition event,
+/// and exactly the permitted number of probes admitted.
+#[test]
+fn loom_racing_callers_half_open_once() {
+    loom::model(|| {
+        let clock = ManualClock::new();
+        let breaker = CircuitBreaker::builder()
+            .clock(clock.clock())
+            .permitted_calls_in_half_open(1)
+            .build()
+            .unwrap();
+        breaker.transition_to_open();
+        clock.advance(Duration::from_secs(60));
+        let half_opened = count_transitions(&breaker, State::HalfOpen);
+        let threads: Vec<_> = (0..2)
+            .map(|_| {
+                let breaker = breaker.clone();
+                loom::thread::spawn(move || breaker.try_acquire_owned().ok())
+            })
+            .collect();
+        let permits: Vec<_> = threads
+            .into_iter()
+            .filter_map(|t| t.join().unwrap())
+            .collect();
+        assert_eq!(permits.len(), 1, "one probe permitted");
+        assert!(permits[0].is_probe());
+        // Relaxed: after join.
+        assert_eq!(half_opened.load(Ordering::Relaxed), 1);
+        assert_eq!(breaker.state(), State::HalfOpen);
+    });
+}
