@@ -231,7 +231,7 @@ fn success_2_threads(c: &mut Criterion) {
             contended(2, iters, |_, iters| {
                 let cb = failsafe.clone();
                 for i in 0..iters {
-                    black_box(cb.call(|| Ok::<u64, ()>(black_box(i))));
+                    let _ = black_box(cb.call(|| Ok::<u64, ()>(black_box(i))));
                 }
             })
         });

@@ -80,8 +80,12 @@
 //! The state (tag, generation, half-open probes, open-until time) lives in one `AtomicU64`;
 //! transitions are CAS loops. An admitted call in `Closed` reads the state word once; a
 //! success recorded into a count window that holds only successes is one load, so threads
-//! sharing a healthy breaker write no common cache line. No lock, no allocation, no boxing;
-//! the clock is read only for a time window, slow-call detection, or an open breaker.
+//! sharing a healthy breaker write no common cache line. Through tower, the response future
+//! owns a reference to the breaker (one uncontended increment and decrement of a count that
+//! each clone keeps on its own cache line); [`CircuitBreaker::try_acquire`] borrows instead.
+//! No lock, no allocation, no boxing; the clock is read only for a time window, slow-call
+//! detection, or an open breaker. A rejection through tower allocates the boxed
+//! [`CircuitOpen`].
 //!
 //! # Features
 //!
