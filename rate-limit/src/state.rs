@@ -34,6 +34,7 @@
 //!   nanosecond, which we accept as impossible in practice.
 
 use crate::gcra::{Decision, Gcra, NOW_MAX, TAT_MAX, decide, rescale};
+use crossbeam_utils::CachePadded;
 use palisade_core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use parking_lot::Mutex;
 
@@ -105,9 +106,13 @@ pub(crate) enum Acquired {
 }
 
 /// One limiter's TAT and quota. See the module docs.
+///
+/// The word, which every admission writes, has a cache line to itself: the quota slots and the
+/// limiter's other read-mostly fields then stay shared in every core's cache instead of being
+/// invalidated by each CAS on another core.
 #[derive(Debug)]
 pub(crate) struct State {
-    word: AtomicU64,
+    word: CachePadded<AtomicU64>,
     slots: [Slot; 2],
     change: Mutex<()>,
 }
@@ -115,7 +120,7 @@ pub(crate) struct State {
 impl State {
     pub(crate) fn new(gcra: Gcra) -> State {
         State {
-            word: AtomicU64::new(pack(0, 0)),
+            word: CachePadded::new(AtomicU64::new(pack(0, 0))),
             slots: [Slot::new(gcra), Slot::new(gcra)],
             change: Mutex::new(()),
         }
