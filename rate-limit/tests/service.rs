@@ -373,3 +373,31 @@ async fn simulated_clients_never_push_the_backend_over_the_quota() {
         stats.calls
     );
 }
+
+/// A waiter dropped before its turn forfeits its reservation: the limiter errs on the side of
+/// admitting less, never more.
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_waiter_never_lets_extra_requests_through() {
+    let limiter = RateLimiter::builder()
+        .rate(10, Duration::from_secs(1))
+        .burst(1)
+        .wait(Duration::from_secs(1))
+        .clock(Clock::tokio())
+        .build()
+        .unwrap();
+    let mut svc = ServiceBuilder::new().layer(limiter.layer()).service(Echo);
+    ServiceExt::<u32>::ready(&mut svc).await.unwrap();
+    svc.call(1).await.unwrap();
+    let mut waiter = svc.clone();
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(Service::<u32>::poll_ready(&mut waiter, &mut cx).is_pending());
+    drop(waiter); // its slot at 100 ms is forfeited
+    let start = tokio::time::Instant::now();
+    ServiceExt::<u32>::ready(&mut svc).await.unwrap();
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_millis(200),
+        "the next slot, not a reused one"
+    );
+    svc.call(2).await.unwrap();
+}
