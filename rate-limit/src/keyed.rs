@@ -44,6 +44,8 @@ fn sweep_floor(per_shard: usize) -> usize {
 ///   shards. When a new key arrives at a full shard whose keys are all busy, the policy is
 ///   [`WhenFull::RejectNewKeys`]: the request fails with [`TooManyKeys`] until a key goes idle.
 ///   No key is ever evicted while its bucket is not full, so no key can exceed its quota.
+///   Each shard holds `max_keys / shards` keys, so with an uneven spread of keys a shard can
+///   refuse a new key a little before the total reaches `max_keys`.
 ///   While the shard stays full, a new key costs one comparison: the shard remembers when its
 ///   first key will go idle and does not sweep again before then.
 ///
