@@ -108,7 +108,6 @@ pub mod future;
 mod layer;
 mod limiter;
 mod service;
-mod sync;
 
 pub use bulkhead::Bulkhead;
 pub use config::BulkheadBuilder;

@@ -29,9 +29,9 @@
 //! Invariant, whenever the queue lock is free: the queue is non-empty if and only if `WAITERS`
 //! is set, and if it is set then `in_flight >= limit`. So no waiter sleeps next to a free slot.
 
-use crate::sync::Mutex;
 use crossbeam_utils::CachePadded;
 use palisade_core::sync::Arc;
+use palisade_core::sync::Mutex;
 use palisade_core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::collections::VecDeque;
 use std::fmt;

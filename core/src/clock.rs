@@ -191,7 +191,12 @@ pub struct Clock {
 
 #[derive(Clone)]
 enum Source {
-    Tsc(quanta::Clock),
+    /// The TSC clock and the raw counter value of the process-wide origin, kept here so a read
+    /// does not go through the `OnceLock`.
+    Tsc {
+        clock: quanta::Clock,
+        origin_raw: u64,
+    },
     Coarse {
         clock: quanta::Clock,
         origin: quanta::Instant,
@@ -246,9 +251,9 @@ impl Default for Clock {
     /// clock where no stable TSC exists.
     fn default() -> Self {
         let clock = tsc().clone();
-        origin(&clock);
+        let origin_raw = origin(&clock).tsc_raw;
         Clock {
-            source: Source::Tsc(clock),
+            source: Source::Tsc { clock, origin_raw },
         }
     }
 }
@@ -306,7 +311,7 @@ impl Clock {
     #[must_use]
     pub fn now(&self) -> Instant {
         Instant(match &self.source {
-            Source::Tsc(clock) => clock.delta_as_nanos(origin(clock).tsc_raw, clock.raw()),
+            Source::Tsc { clock, origin_raw } => clock.delta_as_nanos(*origin_raw, clock.raw()),
             Source::Coarse { clock, origin } => {
                 duration_to_nanos(clock.recent().saturating_duration_since(*origin))
             }
@@ -328,7 +333,7 @@ impl Clock {
     #[must_use]
     pub fn kind(&self) -> &'static str {
         match self.source {
-            Source::Tsc(_) => "tsc",
+            Source::Tsc { .. } => "tsc",
             Source::Coarse { .. } => "coarse",
             Source::Std => "std",
             Source::Tokio(_) => "tokio",

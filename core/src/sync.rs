@@ -61,6 +61,60 @@ pub mod hint {
     pub use loom::hint::spin_loop;
 }
 
+/// A lock for cold paths (waiter queues, registries, listener lists): `parking_lot::Mutex`,
+/// or loom's `Mutex` under `cfg(loom)` so models see every acquisition.
+///
+/// Never on a hot path: DESIGN.md keeps admitted, successful calls lock-free.
+pub struct Mutex<T>(MutexImpl<T>);
+
+impl<T: Default> Default for Mutex<T> {
+    fn default() -> Self {
+        Mutex::new(T::default())
+    }
+}
+
+impl<T> std::fmt::Debug for Mutex<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mutex").finish_non_exhaustive()
+    }
+}
+
+#[cfg(not(loom))]
+type MutexImpl<T> = parking_lot::Mutex<T>;
+#[cfg(loom)]
+type MutexImpl<T> = loom::sync::Mutex<T>;
+
+/// The guard of a locked [`Mutex`].
+#[cfg(not(loom))]
+pub type MutexGuard<'a, T> = parking_lot::MutexGuard<'a, T>;
+/// The guard of a locked [`Mutex`].
+#[cfg(loom)]
+pub type MutexGuard<'a, T> = loom::sync::MutexGuard<'a, T>;
+
+impl<T> Mutex<T> {
+    /// An unlocked mutex holding `value`.
+    pub fn new(value: T) -> Self {
+        Mutex(MutexImpl::new(value))
+    }
+
+    /// Locks, blocking the thread until the lock is free.
+    ///
+    /// # Panics
+    ///
+    /// Under loom only, if a thread panicked while holding the lock (loom's mutex poisons);
+    /// `parking_lot`'s does not poison.
+    pub fn lock(&self) -> MutexGuard<'_, T> {
+        #[cfg(not(loom))]
+        {
+            self.0.lock()
+        }
+        #[cfg(loom)]
+        {
+            self.0.lock().expect("no panics while the lock is held")
+        }
+    }
+}
+
 /// The loom crate itself, for writing models (`loom::model`, `loom::thread`), only under
 /// `cfg(loom)`: layer crates need no loom dependency of their own.
 #[cfg(loom)]
@@ -100,5 +154,30 @@ mod loom_tests {
             assert_eq!(manual.now(), Instant::from_nanos(10));
             assert!(seen.load(Ordering::Relaxed) <= 10);
         });
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::{Arc, Mutex};
+
+    #[test]
+    fn mutex_serialises_updates_across_threads() {
+        let total = Arc::new(Mutex::new(0u64));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let total = Arc::clone(&total);
+                std::thread::spawn(move || {
+                    for _ in 0..1000 {
+                        *total.lock() += 1;
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().expect("no panic");
+        }
+        assert_eq!(*total.lock(), 4000);
+        assert_eq!(format!("{:?}", Mutex::<u8>::default()), "Mutex { .. }");
     }
 }
