@@ -58,9 +58,10 @@ pub(crate) struct Local {
 ///
 /// Clones share the breaker (its state, windows and listeners); every service built from it
 /// or its clones with [`layer`](CircuitBreaker::layer) guards the same dependency. Each clone
-/// allocates a small reference of its own, so that threads working through different clones
-/// never bounce a reference count between their caches: clone once per task or connection,
-/// not once per call.
+/// of the *handle* (and each `layer()`) allocates a small reference of its own, so that threads
+/// working through different clones never bounce a reference count between their caches.
+/// Clones of a *service* share their service's reference and never allocate, since tower
+/// clones services per call.
 ///
 /// See the [crate docs](crate) for the state machine and an example.
 ///
@@ -83,6 +84,18 @@ impl Clone for CircuitBreaker {
             local: Arc::new(CachePadded::new(Local {
                 shared: self.local.shared.clone(),
             })),
+        }
+    }
+}
+
+impl CircuitBreaker {
+    /// Another handle to the same breaker that also shares this handle's padded reference
+    /// count: no allocation. Services use it for their clones, because tower clones services
+    /// per call (`Retry`, `oneshot` on a clone, axum's per-request clone), and an allocation
+    /// there would put one on the hot path of every stack above the breaker.
+    pub(crate) fn share(&self) -> CircuitBreaker {
+        CircuitBreaker {
+            local: Arc::clone(&self.local),
         }
     }
 }

@@ -68,10 +68,11 @@ impl<S, C> CircuitBreakerService<S, C> {
 
 impl<S: Clone, C: Clone> Clone for CircuitBreakerService<S, C> {
     fn clone(&self) -> Self {
-        // Never clone a reservation: the clone must ask for its own permit.
+        // Never clone a reservation: the clone must ask for its own permit. `share`, not
+        // `clone`: a service clone must not allocate (tower clones services per call).
         CircuitBreakerService::new(
             self.inner.clone(),
-            self.breaker.clone(),
+            self.breaker.share(),
             self.classifier.clone(),
         )
     }

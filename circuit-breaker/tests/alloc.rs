@@ -53,6 +53,21 @@ fn assert_no_allocations(breaker: &CircuitBreaker) {
     assert_eq!(info.count_total, 0, "try_acquire allocated");
 }
 
+/// Regression: cloning a service allocated a fresh padded reference count, so every stack
+/// that clones per call (tower's `Retry`, `oneshot` on a clone) allocated per call.
+#[test]
+fn cloning_a_service_allocates_nothing() {
+    let breaker = CircuitBreaker::builder().count_window(100).build().unwrap();
+    let svc = breaker.layer().layer(Bare);
+    let info = allocation_counter::measure(|| {
+        for i in 0..1_000 {
+            let mut clone = svc.clone();
+            assert!(call_now(&mut clone, i));
+        }
+    });
+    assert_eq!(info.count_total, 0, "a service clone allocated");
+}
+
 #[test]
 fn count_window_success_path_allocates_nothing() {
     assert_no_allocations(&CircuitBreaker::builder().count_window(100).build().unwrap());
