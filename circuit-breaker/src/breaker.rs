@@ -780,15 +780,13 @@ impl Shared {
 
     /// A uniform random number in `[0, 1)` (splitmix64).
     fn random_unit(&self) -> f64 {
+        use palisade_core::rng::{GAMMA, mix, unit_f64};
         // Relaxed: each caller needs only a distinct state, which the RMW guarantees.
-        let mut z = self
+        let state = self
             .rng
-            .fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed)
-            .wrapping_add(0x9e37_79b9_7f4a_7c15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        (z >> 11) as f64 / (1u64 << 53) as f64
+            .fetch_add(GAMMA, Ordering::Relaxed)
+            .wrapping_add(GAMMA);
+        unit_f64(mix(state))
     }
 
     /// A manual transition: always moves to a new generation, so windows start empty.

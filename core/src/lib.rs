@@ -45,6 +45,7 @@ pub mod classify;
 pub mod clock;
 pub mod error;
 pub mod events;
+pub mod rng;
 pub mod sync;
 #[cfg(feature = "test-util")]
 pub mod test_util;

@@ -159,40 +159,7 @@ impl Iterator for Delays {
     }
 }
 
-/// SplitMix64: a tiny, fast, seedable generator, plenty for jitter (not for cryptography).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct SplitMix64(u64);
-
-impl SplitMix64 {
-    pub(crate) const fn new(seed: u64) -> SplitMix64 {
-        SplitMix64(seed)
-    }
-
-    pub(crate) fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A uniform draw in `0.0..1.0`.
-    pub(crate) fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-    }
-
-    /// A uniform duration in `low..=high` (nanosecond resolution; `low` if `high <= low`).
-    pub(crate) fn duration_between(&mut self, low: Duration, high: Duration) -> Duration {
-        let (lo, hi) = (low.as_nanos(), high.as_nanos());
-        if hi <= lo {
-            return low;
-        }
-        let span = (hi - lo).min(u128::from(u64::MAX - 1)) as u64 + 1;
-        // Multiply-shift: uniform enough for jitter, no division.
-        let offset = ((u128::from(self.next_u64()) * u128::from(span)) >> 64) as u64;
-        low + Duration::from_nanos(offset)
-    }
-}
+pub(crate) use palisade_core::rng::SplitMix64;
 
 #[cfg(all(test, not(loom)))]
 mod tests {
