@@ -226,7 +226,7 @@ impl Bulkhead {
         let events = EventBus::new();
         #[cfg(feature = "metrics")]
         {
-            events.subscribe(palisade_core::events::MetricsListener::new(&*name));
+            events.subscribe(palisade_core::events::MetricsListener::new(&name));
             events.emit(BulkheadEvent::LimitChanged { from: 0, to: limit });
         }
         #[cfg(feature = "tracing")]

@@ -67,34 +67,72 @@ pub enum BulkheadEvent {
     },
 }
 
+/// The `metrics` handles of one bulkhead, registered once (feature `metrics`).
+///
+/// Counters `palisade_bulkhead_calls_permitted_total`, `palisade_bulkhead_calls_rejected_total`
+/// (label `reason`: `full`, `queue_full` or `wait_timeout`), gauges `palisade_bulkhead_in_flight`
+/// and `palisade_bulkhead_limit`, and the histogram `palisade_bulkhead_wait_seconds`, all
+/// labelled `name`.
+#[cfg(feature = "metrics")]
+pub struct BulkheadMetrics {
+    permitted: metrics::Counter,
+    in_flight: metrics::Gauge,
+    wait: metrics::Histogram,
+    /// One per `RejectReason`, in declaration order.
+    rejected: [metrics::Counter; 3],
+    limit: metrics::Gauge,
+}
+
+#[cfg(feature = "metrics")]
+impl std::fmt::Debug for BulkheadMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BulkheadMetrics").finish_non_exhaustive()
+    }
+}
+
 #[cfg(feature = "metrics")]
 impl palisade_core::events::RecordMetrics for BulkheadEvent {
-    fn record_metrics(&self, name: &str) {
+    type Handles = BulkheadMetrics;
+
+    fn register(name: &str) -> BulkheadMetrics {
         let name = name.to_owned();
+        let rejected = |reason: RejectReason| {
+            metrics::counter!(
+                "palisade_bulkhead_calls_rejected_total",
+                "name" => name.clone(),
+                "reason" => reason.as_str()
+            )
+        };
+        BulkheadMetrics {
+            permitted: metrics::counter!("palisade_bulkhead_calls_permitted_total", "name" => name.clone()),
+            in_flight: metrics::gauge!("palisade_bulkhead_in_flight", "name" => name.clone()),
+            wait: metrics::histogram!("palisade_bulkhead_wait_seconds", "name" => name.clone()),
+            rejected: [
+                rejected(RejectReason::Full),
+                rejected(RejectReason::QueueFull),
+                rejected(RejectReason::WaitTimeout),
+            ],
+            limit: metrics::gauge!("palisade_bulkhead_limit", "name" => name),
+        }
+    }
+
+    fn record_metrics(&self, m: &BulkheadMetrics) {
         match *self {
             BulkheadEvent::CallPermitted { in_flight, waited } => {
-                metrics::counter!("palisade_bulkhead_calls_permitted_total", "name" => name.clone())
-                    .increment(1);
-                metrics::gauge!("palisade_bulkhead_in_flight", "name" => name.clone())
-                    .set(in_flight as f64);
-                metrics::histogram!("palisade_bulkhead_wait_seconds", "name" => name)
-                    .record(waited.as_secs_f64());
+                m.permitted.increment(1);
+                m.in_flight.set(in_flight as f64);
+                m.wait.record(waited.as_secs_f64());
             }
             BulkheadEvent::CallRejected { reason } => {
-                metrics::counter!(
-                    "palisade_bulkhead_calls_rejected_total",
-                    "name" => name,
-                    "reason" => reason.as_str()
-                )
-                .increment(1);
+                let index = match reason {
+                    RejectReason::Full => 0,
+                    RejectReason::QueueFull => 1,
+                    RejectReason::WaitTimeout => 2,
+                };
+                m.rejected[index].increment(1);
             }
-            BulkheadEvent::CallFinished { in_flight } => {
-                metrics::gauge!("palisade_bulkhead_in_flight", "name" => name)
-                    .set(in_flight as f64);
-            }
-            BulkheadEvent::LimitChanged { to, .. } => {
-                metrics::gauge!("palisade_bulkhead_limit", "name" => name).set(to as f64);
-            }
+            BulkheadEvent::CallFinished { in_flight } => m.in_flight.set(in_flight as f64),
+            BulkheadEvent::LimitChanged { to, .. } => m.limit.set(to as f64),
         }
     }
 }

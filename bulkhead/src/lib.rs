@@ -112,6 +112,8 @@ mod service;
 pub use bulkhead::Bulkhead;
 pub use config::BulkheadBuilder;
 pub use error::{BulkheadFull, WaitTimeout};
+#[cfg(feature = "metrics")]
+pub use events::BulkheadMetrics;
 pub use events::{BulkheadEvent, RejectReason};
 pub use layer::BulkheadLayer;
 pub use limiter::MAX_LIMIT;

@@ -150,9 +150,7 @@ impl CircuitBreaker {
     pub(crate) fn from_parts(settings: Settings, window: Window) -> CircuitBreaker {
         let events = EventBus::new();
         #[cfg(feature = "metrics")]
-        events.subscribe(palisade_core::events::MetricsListener::new(
-            settings.name.clone(),
-        ));
+        events.subscribe(palisade_core::events::MetricsListener::new(&settings.name));
         #[cfg(feature = "tracing")]
         events.subscribe(palisade_core::events::TracingListener::new(
             "circuit_breaker",

@@ -37,41 +37,75 @@ pub enum CircuitBreakerEvent {
     Reset,
 }
 
+/// The `metrics` handles of one breaker, registered once (feature `metrics`).
+///
+/// Counters `palisade_circuit_breaker_transitions_total{name,state}` (the new state),
+/// `palisade_circuit_breaker_rejected_calls_total{name,state}`,
+/// `palisade_circuit_breaker_failed_calls_total{name,outcome}`,
+/// `palisade_circuit_breaker_slow_calls_total{name}`,
+/// `palisade_circuit_breaker_resets_total{name}`, and the gauge
+/// `palisade_circuit_breaker_state{name,state}`: 1 for the current state, 0 for the others.
+#[cfg(feature = "metrics")]
+pub struct CircuitBreakerMetrics {
+    /// One per state, indexed by `State as usize`.
+    transitions: [metrics::Counter; STATES.len()],
+    rejected: [metrics::Counter; STATES.len()],
+    state: [metrics::Gauge; STATES.len()],
+    failed: metrics::Counter,
+    slow: metrics::Counter,
+    resets: metrics::Counter,
+}
+
+#[cfg(feature = "metrics")]
+const STATES: [State; 6] = [
+    State::Closed,
+    State::Open,
+    State::HalfOpen,
+    State::ForcedOpen,
+    State::Disabled,
+    State::MetricsOnly,
+];
+
+#[cfg(feature = "metrics")]
+impl std::fmt::Debug for CircuitBreakerMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CircuitBreakerMetrics")
+            .finish_non_exhaustive()
+    }
+}
+
 #[cfg(feature = "metrics")]
 impl palisade_core::events::RecordMetrics for CircuitBreakerEvent {
-    /// Counters `palisade_circuit_breaker_transitions_total{name,state}` (the new state),
-    /// `palisade_circuit_breaker_rejected_calls_total{name,state}`,
-    /// `palisade_circuit_breaker_failed_calls_total{name}`,
-    /// `palisade_circuit_breaker_slow_calls_total{name}`,
-    /// `palisade_circuit_breaker_resets_total{name}`, and the gauge
-    /// `palisade_circuit_breaker_state{name,state}`: 1 for the current state, 0 for the one left.
-    fn record_metrics(&self, name: &str) {
+    type Handles = CircuitBreakerMetrics;
+
+    fn register(name: &str) -> CircuitBreakerMetrics {
         let name = name.to_owned();
+        let per_state = |metric: &'static str| {
+            STATES.map(|state| metrics::counter!(metric, "name" => name.clone(), "state" => state.as_str()))
+        };
+        CircuitBreakerMetrics {
+            transitions: per_state("palisade_circuit_breaker_transitions_total"),
+            rejected: per_state("palisade_circuit_breaker_rejected_calls_total"),
+            state: STATES.map(|state| {
+                metrics::gauge!("palisade_circuit_breaker_state", "name" => name.clone(), "state" => state.as_str())
+            }),
+            failed: metrics::counter!("palisade_circuit_breaker_failed_calls_total", "name" => name.clone(), "outcome" => "failure"),
+            slow: metrics::counter!("palisade_circuit_breaker_slow_calls_total", "name" => name.clone()),
+            resets: metrics::counter!("palisade_circuit_breaker_resets_total", "name" => name),
+        }
+    }
+
+    fn record_metrics(&self, m: &CircuitBreakerMetrics) {
         match *self {
             CircuitBreakerEvent::StateTransition { from, to } => {
-                metrics::counter!("palisade_circuit_breaker_transitions_total", "name" => name.clone(), "state" => to.as_str())
-                    .increment(1);
-                metrics::gauge!("palisade_circuit_breaker_state", "name" => name.clone(), "state" => from.as_str())
-                    .set(0.0);
-                metrics::gauge!("palisade_circuit_breaker_state", "name" => name, "state" => to.as_str())
-                    .set(1.0);
+                m.transitions[to as usize].increment(1);
+                m.state[from as usize].set(0.0);
+                m.state[to as usize].set(1.0);
             }
-            CircuitBreakerEvent::CallRejected { state } => {
-                metrics::counter!("palisade_circuit_breaker_rejected_calls_total", "name" => name, "state" => state.as_str())
-                    .increment(1);
-            }
-            CircuitBreakerEvent::ErrorRecorded { .. } => {
-                metrics::counter!("palisade_circuit_breaker_failed_calls_total", "name" => name, "outcome" => "failure")
-                    .increment(1);
-            }
-            CircuitBreakerEvent::SlowCallRecorded { .. } => {
-                metrics::counter!("palisade_circuit_breaker_slow_calls_total", "name" => name)
-                    .increment(1);
-            }
-            CircuitBreakerEvent::Reset => {
-                metrics::counter!("palisade_circuit_breaker_resets_total", "name" => name)
-                    .increment(1);
-            }
+            CircuitBreakerEvent::CallRejected { state } => m.rejected[state as usize].increment(1),
+            CircuitBreakerEvent::ErrorRecorded { .. } => m.failed.increment(1),
+            CircuitBreakerEvent::SlowCallRecorded { .. } => m.slow.increment(1),
+            CircuitBreakerEvent::Reset => m.resets.increment(1),
         }
     }
 }

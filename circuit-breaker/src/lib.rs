@@ -113,6 +113,8 @@ pub use breaker::{CircuitBreaker, Metrics};
 pub use config::{CircuitBreakerBuilder, SlidingWindow};
 pub use error::CircuitOpen;
 pub use events::CircuitBreakerEvent;
+#[cfg(feature = "metrics")]
+pub use events::CircuitBreakerMetrics;
 pub use layer::CircuitBreakerLayer;
 pub use permit::{OwnedPermit, Permit};
 pub use service::CircuitBreakerService;

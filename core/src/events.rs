@@ -193,33 +193,56 @@ impl<E: 'static> fmt::Debug for EventBus<E> {
 /// An event that knows how to record itself through the `metrics` facade.
 ///
 /// Layers implement it for their event types with names `palisade_<layer>_<thing>` and the
-/// labels `name` (the instance name the user gave), and where they apply `state` and `outcome`.
+/// labels `name` (the instance name the user gave), and where they apply `state`, `outcome` or
+/// `reason`. Handles are registered once per layer instance, in [`register`], so that
+/// recording an event is an increment on a handle: no registry lookup, no label allocation.
+/// Labels that vary with the event (a state, an outcome) take one handle per value.
+///
+/// [`register`]: RecordMetrics::register
 #[cfg(feature = "metrics")]
-pub trait RecordMetrics {
-    /// Records this event for the layer instance called `name`.
-    fn record_metrics(&self, name: &str);
+pub trait RecordMetrics: 'static {
+    /// The counters, gauges and histograms of one layer instance.
+    type Handles: Send + Sync + 'static;
+
+    /// Registers the handles of the instance called `name` with the installed recorder.
+    fn register(name: &str) -> Self::Handles;
+
+    /// Records this event on the instance's handles.
+    fn record_metrics(&self, handles: &Self::Handles);
 }
 
-/// A [`Listener`] that records every event through the `metrics` facade.
+/// A [`Listener`] that records every event through the `metrics` facade, on handles
+/// registered once when it is created.
+///
+/// Create it after installing the metrics recorder: handles registered before a recorder is
+/// installed stay no-ops.
 #[cfg(feature = "metrics")]
-#[derive(Clone, Debug)]
-pub struct MetricsListener {
-    name: StdArc<str>,
+pub struct MetricsListener<E: RecordMetrics> {
+    handles: E::Handles,
 }
 
 #[cfg(feature = "metrics")]
-impl MetricsListener {
-    /// Records events under the instance label `name`.
+impl<E: RecordMetrics> MetricsListener<E> {
+    /// Registers the handles of the instance called `name`.
     #[must_use]
-    pub fn new(name: impl Into<StdArc<str>>) -> Self {
-        MetricsListener { name: name.into() }
+    pub fn new(name: &str) -> Self {
+        MetricsListener {
+            handles: E::register(name),
+        }
     }
 }
 
 #[cfg(feature = "metrics")]
-impl<E: RecordMetrics> Listener<E> for MetricsListener {
+impl<E: RecordMetrics> fmt::Debug for MetricsListener<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MetricsListener").finish_non_exhaustive()
+    }
+}
+
+#[cfg(feature = "metrics")]
+impl<E: RecordMetrics> Listener<E> for MetricsListener<E> {
     fn on_event(&self, event: &E) {
-        event.record_metrics(&self.name);
+        event.record_metrics(&self.handles);
     }
 }
 
@@ -360,5 +383,56 @@ mod tests {
         bus.emit(Ev::B);
         bus.emit(Ev::B);
         assert_eq!(counter.0.load(Ordering::Relaxed), 2);
+    }
+}
+
+#[cfg(all(test, feature = "metrics", not(loom)))]
+mod metrics_tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    static REGISTERED: AtomicUsize = AtomicUsize::new(0);
+    static RECORDED: AtomicU64 = AtomicU64::new(0);
+
+    struct Tick(u64);
+
+    struct TickHandles {
+        name: String,
+    }
+
+    impl RecordMetrics for Tick {
+        type Handles = TickHandles;
+
+        fn register(name: &str) -> TickHandles {
+            // Relaxed: a test counter.
+            REGISTERED.fetch_add(1, Ordering::Relaxed);
+            TickHandles {
+                name: name.to_owned(),
+            }
+        }
+
+        fn record_metrics(&self, handles: &TickHandles) {
+            assert_eq!(handles.name, "orders");
+            // Relaxed: a test counter.
+            RECORDED.fetch_add(self.0, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn handles_are_registered_once_and_events_record_on_them_without_allocating() {
+        let listener = MetricsListener::<Tick>::new("orders");
+        // Relaxed: test counters, read on this thread.
+        assert_eq!(REGISTERED.load(Ordering::Relaxed), 1);
+        assert_eq!(listener.handles.name, "orders");
+        let bus = EventBus::new();
+        bus.subscribe(listener);
+        let info = allocation_counter::measure(|| {
+            for i in 0..100 {
+                bus.emit(Tick(i));
+            }
+        });
+        assert_eq!(info.count_total, 0);
+        assert_eq!(RECORDED.load(Ordering::Relaxed), (0..100).sum::<u64>());
+        assert_eq!(REGISTERED.load(Ordering::Relaxed), 1, "registered once");
     }
 }

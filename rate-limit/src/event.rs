@@ -33,39 +33,73 @@ pub enum RateLimitEvent {
     },
 }
 
+/// The `metrics` handles of one limiter, registered once (feature `metrics`).
+///
+/// Counters `palisade_rate_limit_permitted_total`, `palisade_rate_limit_permitted_tokens_total`,
+/// `palisade_rate_limit_rejected_total` (label `outcome`: `rate_limited` or `refused`),
+/// `palisade_rate_limit_quota_changes_total`, the gauge `palisade_rate_limit_burst` and the
+/// histogram `palisade_rate_limit_wait_seconds`, all labelled `name`.
+#[cfg(feature = "metrics")]
+pub struct RateLimitMetrics {
+    permitted: metrics::Counter,
+    permitted_tokens: metrics::Counter,
+    wait: metrics::Histogram,
+    rate_limited: metrics::Counter,
+    refused: metrics::Counter,
+    burst: metrics::Gauge,
+    quota_changes: metrics::Counter,
+}
+
+#[cfg(feature = "metrics")]
+impl std::fmt::Debug for RateLimitMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimitMetrics").finish_non_exhaustive()
+    }
+}
+
 #[cfg(feature = "metrics")]
 impl palisade_core::events::RecordMetrics for RateLimitEvent {
-    fn record_metrics(&self, name: &str) {
+    type Handles = RateLimitMetrics;
+
+    fn register(name: &str) -> RateLimitMetrics {
         let name = name.to_owned();
+        let rejected = |outcome: &'static str| {
+            metrics::counter!(
+                "palisade_rate_limit_rejected_total",
+                "name" => name.clone(),
+                "outcome" => outcome
+            )
+        };
+        RateLimitMetrics {
+            permitted: metrics::counter!("palisade_rate_limit_permitted_total", "name" => name.clone()),
+            permitted_tokens: metrics::counter!("palisade_rate_limit_permitted_tokens_total", "name" => name.clone()),
+            wait: metrics::histogram!("palisade_rate_limit_wait_seconds", "name" => name.clone()),
+            rate_limited: rejected("rate_limited"),
+            refused: rejected("refused"),
+            burst: metrics::gauge!("palisade_rate_limit_burst", "name" => name.clone()),
+            quota_changes: metrics::counter!("palisade_rate_limit_quota_changes_total", "name" => name),
+        }
+    }
+
+    fn record_metrics(&self, m: &RateLimitMetrics) {
         match *self {
             RateLimitEvent::Permitted { cost, wait } => {
-                metrics::counter!("palisade_rate_limit_permitted_total", "name" => name.clone())
-                    .increment(1);
-                metrics::counter!("palisade_rate_limit_permitted_tokens_total", "name" => name.clone())
-                    .increment(u64::from(cost));
+                m.permitted.increment(1);
+                m.permitted_tokens.increment(u64::from(cost));
                 if !wait.is_zero() {
-                    metrics::histogram!("palisade_rate_limit_wait_seconds", "name" => name)
-                        .record(wait.as_secs_f64());
+                    m.wait.record(wait.as_secs_f64());
                 }
             }
             RateLimitEvent::Rejected { retry_after, .. } => {
-                let outcome = if retry_after.is_some() {
-                    "rate_limited"
+                if retry_after.is_some() {
+                    m.rate_limited.increment(1);
                 } else {
-                    "refused"
-                };
-                metrics::counter!(
-                    "palisade_rate_limit_rejected_total",
-                    "name" => name,
-                    "outcome" => outcome
-                )
-                .increment(1);
+                    m.refused.increment(1);
+                }
             }
             RateLimitEvent::QuotaChanged { to, .. } => {
-                metrics::gauge!("palisade_rate_limit_burst", "name" => name.clone())
-                    .set(f64::from(to.burst()));
-                metrics::counter!("palisade_rate_limit_quota_changes_total", "name" => name)
-                    .increment(1);
+                m.burst.set(f64::from(to.burst()));
+                m.quota_changes.increment(1);
             }
         }
     }

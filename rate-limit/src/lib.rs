@@ -104,6 +104,8 @@ pub use config::{KeyedRateLimiterBuilder, Mode, Quota, RateLimiterBuilder, WhenF
 pub use cost::{Cost, UnitCost};
 pub use error::{CostExceedsBurst, KeyedRejection, RateLimited, TooManyKeys};
 pub use event::RateLimitEvent;
+#[cfg(feature = "metrics")]
+pub use event::RateLimitMetrics;
 pub use keyed::KeyedRateLimiter;
 pub use layer::{KeyedRateLimitLayer, RateLimitLayer, WeightedRateLimitLayer};
 pub use limiter::{RateLimiter, Snapshot};

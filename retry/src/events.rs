@@ -60,31 +60,71 @@ pub enum RetryEvent {
     },
 }
 
+/// The `metrics` handles of one retry policy or hedge, registered once (feature `metrics`).
+///
+/// Counters `palisade_retry_retries_total`, `palisade_retry_budget_exhausted_total`,
+/// `palisade_retry_hedges_total`, `palisade_retry_gave_up_total` (label `outcome`: the
+/// [`GiveUpReason`]), and the histogram `palisade_retry_backoff_seconds`, all labelled `name`.
+#[cfg(feature = "metrics")]
+pub struct RetryMetrics {
+    retries: metrics::Counter,
+    backoff: metrics::Histogram,
+    budget_exhausted: metrics::Counter,
+    hedges: metrics::Counter,
+    /// One per `GiveUpReason`, in declaration order.
+    gave_up: [metrics::Counter; 4],
+}
+
+#[cfg(feature = "metrics")]
+impl std::fmt::Debug for RetryMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RetryMetrics").finish_non_exhaustive()
+    }
+}
+
 #[cfg(feature = "metrics")]
 impl palisade_core::events::RecordMetrics for RetryEvent {
-    fn record_metrics(&self, name: &str) {
+    type Handles = RetryMetrics;
+
+    fn register(name: &str) -> RetryMetrics {
+        let name = name.to_owned();
+        let gave_up = |reason: GiveUpReason| {
+            metrics::counter!(
+                "palisade_retry_gave_up_total",
+                "name" => name.clone(),
+                "outcome" => reason.as_str()
+            )
+        };
+        RetryMetrics {
+            retries: metrics::counter!("palisade_retry_retries_total", "name" => name.clone()),
+            backoff: metrics::histogram!("palisade_retry_backoff_seconds", "name" => name.clone()),
+            budget_exhausted: metrics::counter!("palisade_retry_budget_exhausted_total", "name" => name.clone()),
+            hedges: metrics::counter!("palisade_retry_hedges_total", "name" => name.clone()),
+            gave_up: [
+                gave_up(GiveUpReason::AttemptsExhausted),
+                gave_up(GiveUpReason::NotRetryable),
+                gave_up(GiveUpReason::Deadline),
+                gave_up(GiveUpReason::BudgetExhausted),
+            ],
+        }
+    }
+
+    fn record_metrics(&self, m: &RetryMetrics) {
         match *self {
             RetryEvent::RetryScheduled { delay, .. } => {
-                metrics::counter!("palisade_retry_retries_total", "name" => name.to_owned())
-                    .increment(1);
-                metrics::histogram!("palisade_retry_backoff_seconds", "name" => name.to_owned())
-                    .record(delay.as_secs_f64());
+                m.retries.increment(1);
+                m.backoff.record(delay.as_secs_f64());
             }
-            RetryEvent::BudgetExhausted { .. } => {
-                metrics::counter!("palisade_retry_budget_exhausted_total", "name" => name.to_owned())
-                    .increment(1);
-            }
-            RetryEvent::HedgeSent { .. } => {
-                metrics::counter!("palisade_retry_hedges_total", "name" => name.to_owned())
-                    .increment(1);
-            }
+            RetryEvent::BudgetExhausted { .. } => m.budget_exhausted.increment(1),
+            RetryEvent::HedgeSent { .. } => m.hedges.increment(1),
             RetryEvent::GaveUp { reason, .. } => {
-                metrics::counter!(
-                    "palisade_retry_gave_up_total",
-                    "name" => name.to_owned(),
-                    "outcome" => reason.as_str()
-                )
-                .increment(1);
+                let index = match reason {
+                    GiveUpReason::AttemptsExhausted => 0,
+                    GiveUpReason::NotRetryable => 1,
+                    GiveUpReason::Deadline => 2,
+                    GiveUpReason::BudgetExhausted => 3,
+                };
+                m.gave_up[index].increment(1);
             }
         }
     }

@@ -88,6 +88,8 @@ pub use backoff::Backoff;
 pub use budget::{RetryBudget, RetryBudgetBuilder};
 pub use config::{RetryPolicy, RetryPolicyBuilder};
 pub use error::{AttemptTimedOut, DeadlineExceeded, Throttled};
+#[cfg(feature = "metrics")]
+pub use events::RetryMetrics;
 pub use events::{GiveUpReason, RetryEvent};
 pub use hedge::{Hedge, HedgeLayer, HedgePolicy, HedgePolicyBuilder};
 pub use layer::RetryLayer;

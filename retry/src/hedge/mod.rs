@@ -379,7 +379,7 @@ impl<C, Q> HedgePolicyBuilder<C, Q> {
         let name = self.name.unwrap_or_else(|| Arc::from("hedge"));
         let events = EventBus::new();
         #[cfg(feature = "metrics")]
-        events.subscribe(palisade_core::events::MetricsListener::new(name.clone()));
+        events.subscribe(palisade_core::events::MetricsListener::new(&name));
         #[cfg(feature = "tracing")]
         events.subscribe(palisade_core::events::TracingListener::new(
             "hedge",
