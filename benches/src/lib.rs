@@ -10,33 +10,15 @@
     reason = "benchmarks measure wall time with std::time::Instant"
 )]
 
-use std::convert::Infallible;
-use std::future::{Future, Ready, ready};
-use std::pin::pin;
+use std::future::{Ready, ready};
 use std::sync::Barrier;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tower_service::Service;
 
-/// The inner service of every bench: ready at once, answers at once with its request.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Bare;
-
-impl<R> Service<R> for Bare {
-    type Response = R;
-    type Error = Infallible;
-    type Future = Ready<Result<R, Infallible>>;
-
-    #[inline]
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    #[inline]
-    fn call(&mut self, request: R) -> Self::Future {
-        ready(Ok(request))
-    }
-}
+/// The inner service of every bench: ready at once, answers at once with its request (core's
+/// `Echo`, under the name the bench groups use for the baseline).
+pub use palisade_core::test_util::{Echo as Bare, call_now};
 
 /// The inner service answering with an error, for rejected/failure paths.
 #[derive(Clone, Copy, Debug, Default)]
@@ -67,27 +49,6 @@ impl<R> Service<R> for Failing {
     #[inline]
     fn call(&mut self, _request: R) -> Self::Future {
         ready(Err(BenchError))
-    }
-}
-
-/// Drives one request through `svc` without a runtime: `poll_ready`, `call`, and one poll of
-/// the response future, all with a no-op waker. Returns `None` if the service or its future
-/// was not ready at once (a bench of a synchronous path should never see that).
-#[inline]
-pub fn call_now<S, R>(svc: &mut S, request: R) -> Option<Result<S::Response, S::Error>>
-where
-    S: Service<R>,
-{
-    let mut cx = Context::from_waker(Waker::noop());
-    match svc.poll_ready(&mut cx) {
-        Poll::Ready(Ok(())) => {}
-        Poll::Ready(Err(e)) => return Some(Err(e)),
-        Poll::Pending => return None,
-    }
-    let future = pin!(svc.call(request));
-    match future.poll(&mut cx) {
-        Poll::Ready(result) => Some(result),
-        Poll::Pending => None,
     }
 }
 

@@ -2,46 +2,24 @@
 #![cfg(not(loom))]
 
 use palisade_circuit_breaker::CircuitBreaker;
-use std::convert::Infallible;
-use std::future::{Future, Ready, ready};
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
+use palisade_core::test_util::{Echo, call_now};
 use std::time::Duration;
 use tower::{Layer, Service};
 
-#[derive(Clone, Copy)]
-struct Bare;
-
-impl Service<u64> for Bare {
-    type Response = u64;
-    type Error = Infallible;
-    type Future = Ready<Result<u64, Infallible>>;
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-    fn call(&mut self, request: u64) -> Self::Future {
-        ready(Ok(request))
-    }
-}
-
-fn call_now<S: Service<u64>>(svc: &mut S, request: u64) -> bool {
-    let mut cx = Context::from_waker(Waker::noop());
-    if !matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))) {
-        return false;
-    }
-    let future = pin!(svc.call(request));
-    matches!(future.poll(&mut cx), Poll::Ready(Ok(_)))
+/// `poll_ready`, `call` and one poll succeeded at once.
+fn call_ok<S: Service<u64>>(svc: &mut S, request: u64) -> bool {
+    matches!(call_now(svc, request), Some(Ok(_)))
 }
 
 fn assert_no_allocations(breaker: &CircuitBreaker) {
-    let mut svc = breaker.layer().layer(Bare);
+    let mut svc = breaker.layer().layer(Echo);
     // Warm up: fill the window, initialise the clock's process-wide origin.
     for i in 0..300 {
-        assert!(call_now(&mut svc, i));
+        assert!(call_ok(&mut svc, i));
     }
     let info = allocation_counter::measure(|| {
         for i in 0..10_000 {
-            assert!(call_now(&mut svc, i));
+            assert!(call_ok(&mut svc, i));
         }
     });
     assert_eq!(info.count_total, 0, "the success path allocated");
@@ -58,11 +36,11 @@ fn assert_no_allocations(breaker: &CircuitBreaker) {
 #[test]
 fn cloning_a_service_allocates_nothing() {
     let breaker = CircuitBreaker::builder().count_window(100).build().unwrap();
-    let svc = breaker.layer().layer(Bare);
+    let svc = breaker.layer().layer(Echo);
     let info = allocation_counter::measure(|| {
         for i in 0..1_000 {
             let mut clone = svc.clone();
-            assert!(call_now(&mut clone, i));
+            assert!(call_ok(&mut clone, i));
         }
     });
     assert_eq!(info.count_total, 0, "a service clone allocated");

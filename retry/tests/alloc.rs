@@ -2,39 +2,15 @@
 
 #![cfg(not(loom))]
 
+use palisade_core::test_util::{Echo, call_now};
 use palisade_retry::{RetryBudget, RetryPolicy};
-use std::convert::Infallible;
-use std::future::{Future, Ready, ready};
+use std::future::Future;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 use tower::{Layer, Service};
 
-/// Ready at once, answers at once.
-#[derive(Clone, Copy, Debug)]
-struct Echo;
-
-impl<R> Service<R> for Echo {
-    type Response = R;
-    type Error = Infallible;
-    type Future = Ready<Result<R, Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: R) -> Self::Future {
-        ready(Ok(request))
-    }
-}
-
-fn call_now<S: Service<R>, R>(svc: &mut S, request: R) -> Result<S::Response, S::Error> {
-    let mut cx = Context::from_waker(Waker::noop());
-    assert!(svc.poll_ready(&mut cx).is_ready());
-    let future = pin!(svc.call(request));
-    match future.poll(&mut cx) {
-        Poll::Ready(result) => result,
-        Poll::Pending => panic!("the echo service answers at once"),
-    }
+fn answer<S: Service<R>, R>(svc: &mut S, request: R) -> Result<S::Response, S::Error> {
+    call_now(svc, request).expect("the echo service answers at once")
 }
 
 #[test]
@@ -42,10 +18,10 @@ fn first_attempt_success_allocates_nothing_with_the_default_budget() {
     let policy = RetryPolicy::builder().build().unwrap();
     let mut svc = policy.layer().layer(Echo);
     // Warm up: the coarse clock's upkeep thread starts on first use.
-    call_now(&mut svc, 0u64).unwrap();
+    answer(&mut svc, 0u64).unwrap();
     let info = allocation_counter::measure(|| {
         for i in 0..1000u64 {
-            assert_eq!(call_now(&mut svc, i).unwrap(), i);
+            assert_eq!(answer(&mut svc, i).unwrap(), i);
         }
     });
     assert_eq!(info.count_total, 0);
@@ -56,12 +32,12 @@ fn the_only_allocation_is_the_request_copy() {
     let budget = RetryBudget::default();
     let policy = RetryPolicy::builder().budget(budget).build().unwrap();
     let mut svc = policy.layer().layer(Echo);
-    call_now(&mut svc, String::from("warm")).unwrap();
+    answer(&mut svc, String::from("warm")).unwrap();
     let requests: Vec<String> = (0..1000).map(|i| format!("request {i}")).collect();
     let mut answers = Vec::with_capacity(1000);
     let info = allocation_counter::measure(|| {
         for request in requests {
-            answers.push(call_now(&mut svc, request).unwrap());
+            answers.push(answer(&mut svc, request).unwrap());
         }
     });
     assert_eq!(
@@ -76,7 +52,7 @@ fn the_only_allocation_is_the_request_copy() {
     let requests: Vec<String> = (0..100).map(|i| format!("request {i}")).collect();
     let info = allocation_counter::measure(|| {
         for request in requests {
-            drop(call_now(&mut svc, request));
+            drop(answer(&mut svc, request));
         }
     });
     assert_eq!(info.count_total, 0);

@@ -32,9 +32,11 @@
 //! ```
 
 mod backend;
+mod immediate;
 mod script;
 
 pub use backend::{BackendStats, MockBackend, MockError, MockErrorKind, MockFuture, Reply};
+pub use immediate::{Echo, call_now};
 pub use script::{Action, CallContext, RandomProfile, Script, Step};
 
 #[cfg(all(test, not(loom)))]

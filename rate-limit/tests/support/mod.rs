@@ -3,13 +3,10 @@
 
 #![allow(
     dead_code,
+    unused_imports,
     unreachable_pub,
     reason = "each test binary uses part of the support"
 )]
-
-use std::future::{Ready, ready};
-use std::task::{Context, Poll, Waker};
-use tower::Service;
 
 /// A token bucket of `burst` tokens gaining one token every `interval` ns. The level is kept
 /// in nanoseconds of credit (tokens · interval) so every operation is exact.
@@ -64,38 +61,4 @@ impl ModelBucket {
     }
 }
 
-/// Ready at once, answers at once with its request.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Echo;
-
-impl<R> Service<R> for Echo {
-    type Response = R;
-    type Error = std::convert::Infallible;
-    type Future = Ready<Result<R, Self::Error>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: R) -> Self::Future {
-        ready(Ok(request))
-    }
-}
-
-/// `poll_ready` + `call` + one poll, without a runtime. `None` if anything was pending.
-pub fn call_now<S: Service<R>, R>(
-    svc: &mut S,
-    request: R,
-) -> Option<Result<S::Response, S::Error>> {
-    let mut cx = Context::from_waker(Waker::noop());
-    match svc.poll_ready(&mut cx) {
-        Poll::Ready(Ok(())) => {}
-        Poll::Ready(Err(e)) => return Some(Err(e)),
-        Poll::Pending => return None,
-    }
-    let mut future = std::pin::pin!(svc.call(request));
-    match future.as_mut().poll(&mut cx) {
-        Poll::Ready(result) => Some(result),
-        Poll::Pending => None,
-    }
-}
+pub use palisade_core::test_util::{Echo, call_now};
