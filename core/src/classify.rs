@@ -98,18 +98,60 @@ pub trait Classify<Res, Err>: Send + Sync {
     }
 }
 
-/// The default classifier: `Err` is a failure, `Ok` is a success.
+/// The default classifier: `Ok` is a success, `Err` is a failure — except a *local rejection*
+/// of a Palisade layer below (an open breaker, a full bulkhead, a rate limit…), which is
+/// [`Outcome::Ignore`]: the dependency never saw the call, so it says nothing about its health.
+///
+/// Local rejections are recognised when the error type is one a tower stack uses:
+/// [`BoxError`](crate::BoxError) (`Box<dyn Error + Send + Sync>`), `Box<dyn Error + Send>`,
+/// `Box<dyn Error>`, or a bare [`Rejection`](crate::rejection::Rejection); the whole source
+/// chain is searched (see [`rejection`](crate::rejection::rejection)). Other error types are
+/// always failures. A classifier of your own can count local rejections however it likes.
+///
+/// ```
+/// use palisade_core::classify::{Classify, ErrorIsFailure, Outcome};
+/// use palisade_core::rejection::{Rejection, RejectionKind};
+/// use palisade_core::BoxError;
+///
+/// let remote: BoxError = "connection reset".into();
+/// let local: BoxError = Box::new(Rejection::new(RejectionKind::RateLimited));
+/// assert_eq!(Classify::<(), BoxError>::classify(&ErrorIsFailure, Err(&remote)), Outcome::Failure);
+/// assert_eq!(Classify::<(), BoxError>::classify(&ErrorIsFailure, Err(&local)), Outcome::Ignore);
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ErrorIsFailure;
 
-impl<Res, Err> Classify<Res, Err> for ErrorIsFailure {
+impl<Res, Err: 'static> Classify<Res, Err> for ErrorIsFailure {
     #[inline]
     fn classify(&self, result: Result<&Res, &Err>) -> Outcome {
         match result {
             Ok(_) => Outcome::Success,
+            Err(err) if is_local_rejection_any(err) => Outcome::Ignore,
             Err(_) => Outcome::Failure,
         }
     }
+}
+
+/// `true` when `err`, of any `'static` type, is or wraps a local rejection. Only the error
+/// types a tower stack uses can be looked into (see [`ErrorIsFailure`]); the type checks are
+/// resolved at compile time, so for other types this is `false` at no cost.
+#[inline]
+#[must_use]
+pub fn is_local_rejection_any<Err: 'static>(err: &Err) -> bool {
+    use crate::rejection::is_local_rejection;
+    use std::any::Any;
+    use std::error::Error;
+    let any = err as &dyn Any;
+    if let Some(boxed) = any.downcast_ref::<crate::BoxError>() {
+        return is_local_rejection(&**boxed);
+    }
+    if let Some(boxed) = any.downcast_ref::<Box<dyn Error + Send>>() {
+        return is_local_rejection(&**boxed);
+    }
+    if let Some(boxed) = any.downcast_ref::<Box<dyn Error>>() {
+        return is_local_rejection(&**boxed);
+    }
+    any.is::<crate::rejection::Rejection>()
 }
 
 impl<F, Res, Err> Classify<Res, Err> for F

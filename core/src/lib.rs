@@ -12,6 +12,8 @@
 //!   `metrics` and `tracing` bridges behind features of the same names.
 //! - [`error`]: [`ConfigError`] for refused configuration, and the
 //!   [`RetryAfter`] hint rejections carry.
+//! - [`rejection`]: the *local rejection* every layer's refusal carries ([`Rejection`]), so a
+//!   stack tells "a layer said no" from "the dependency failed" ([`rejection()`]).
 //! - [`sync`]: the std/loom switch for atomics, so every state machine is model-checked.
 //! - `test_util` (feature `test-util`): a fault-injecting mock backend for tests and demos.
 //!
@@ -45,6 +47,7 @@ pub mod classify;
 pub mod clock;
 pub mod error;
 pub mod events;
+pub mod rejection;
 pub mod rng;
 pub mod sync;
 #[cfg(feature = "test-util")]
@@ -54,3 +57,9 @@ pub use classify::{Classify, ErrorIsFailure, Outcome};
 pub use clock::{Clock, Instant, ManualClock};
 pub use error::{ConfigError, RetryAfter, retry_after};
 pub use events::{EventBus, Listener};
+pub use rejection::{Rejection, RejectionKind, is_local_rejection, rejection};
+
+/// The error type every Palisade service returns: tower's `BoxError`, the same type, so stacks
+/// of Palisade and tower layers compose. Defined here so layer crates need not depend on
+/// `tower` for it; find a layer's rejection in it with `downcast_ref` or [`rejection()`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
