@@ -151,8 +151,9 @@ macro_rules! permit_api {
                 self.0.record(Outcome::Failure);
             }
 
-            /// Records `result`: `Ok` is a success, `Err` a failure.
-            pub fn record_result<T, E>(self, result: &Result<T, E>) {
+            /// Records `result` as the default classifier sees it: `Ok` is a success, `Err` a
+            /// failure, a local rejection of a layer below is ignored.
+            pub fn record_result<T, E: 'static>(self, result: &Result<T, E>) {
                 self.0.classify_and_complete(&ErrorIsFailure, result.as_ref());
             }
 
