@@ -224,15 +224,9 @@ impl Bulkhead {
         });
         let name: StdArc<str> = StdArc::from(name);
         let events = EventBus::new();
+        palisade_core::subscribe_feature_listeners!(events, "bulkhead", name);
         #[cfg(feature = "metrics")]
-        {
-            events.subscribe(palisade_core::events::MetricsListener::new(&name));
-            events.emit(BulkheadEvent::LimitChanged { from: 0, to: limit });
-        }
-        #[cfg(feature = "tracing")]
-        events.subscribe(palisade_core::events::TracingListener::new(
-            "bulkhead", &*name,
-        ));
+        events.emit(BulkheadEvent::LimitChanged { from: 0, to: limit });
         let shared = Shared {
             limiter: Limiter::new(limit),
             mode,

@@ -149,13 +149,7 @@ impl CircuitBreaker {
 
     pub(crate) fn from_parts(settings: Settings, window: Window) -> CircuitBreaker {
         let events = EventBus::new();
-        #[cfg(feature = "metrics")]
-        events.subscribe(palisade_core::events::MetricsListener::new(&settings.name));
-        #[cfg(feature = "tracing")]
-        events.subscribe(palisade_core::events::TracingListener::new(
-            "circuit_breaker",
-            settings.name.clone(),
-        ));
+        palisade_core::subscribe_feature_listeners!(events, "circuit_breaker", settings.name);
         let seed = settings.seed;
         let needs_end_time = settings.slow_call_nanos.is_some() || window.needs_time();
         let success_may_skip = settings.slow_call_nanos.is_none() && !window.needs_time();

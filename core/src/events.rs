@@ -246,8 +246,21 @@ impl<E: RecordMetrics> Listener<E> for MetricsListener<E> {
     }
 }
 
-/// A [`Listener`] that emits every event as a `tracing` event at `DEBUG` level, target
-/// `palisade`, with the fields `layer`, `name` and `event`.
+/// An event that knows how to emit itself as a `tracing` event.
+///
+/// Layers implement it for their event types: state transitions and ejections at `INFO` or
+/// `WARN`, per-call events (permitted, rejected, succeeded) at `TRACE`, each with structured
+/// fields (`layer`, `name`, then the event's own: `from`, `to`, `reason`, …) rather than one
+/// `Debug` string. The default method emits the event's `Debug` form at `DEBUG`.
+#[cfg(feature = "tracing")]
+pub trait TraceEvent: fmt::Debug + 'static {
+    /// Emits this event of the `layer` instance called `name`, target `palisade`.
+    fn trace(&self, layer: &'static str, name: &str) {
+        tracing::debug!(target: "palisade", layer, name, event = ?self);
+    }
+}
+
+/// A [`Listener`] that emits every event through [`TraceEvent::trace`], target `palisade`.
 #[cfg(feature = "tracing")]
 #[derive(Clone, Debug)]
 pub struct TracingListener {
@@ -268,10 +281,38 @@ impl TracingListener {
 }
 
 #[cfg(feature = "tracing")]
-impl<E: fmt::Debug> Listener<E> for TracingListener {
+impl<E: TraceEvent> Listener<E> for TracingListener {
     fn on_event(&self, event: &E) {
-        tracing::debug!(target: "palisade", layer = self.layer, name = %self.name, event = ?event);
+        event.trace(self.layer, &self.name);
     }
+}
+
+/// Subscribes, to an event bus (or a handle with a `subscribe` method), the listeners that the
+/// *calling* crate's `metrics` and `tracing` features ask for: a [`MetricsListener`] and a
+/// [`TracingListener`] for the instance called `name` of `layer`.
+///
+/// A macro, not a function, because the features are the layer crate's own: the `#[cfg]`s
+/// are evaluated where the macro is expanded. The event type must implement [`RecordMetrics`]
+/// under the caller's `metrics` feature and [`TraceEvent`] under its `tracing` feature.
+///
+/// ```ignore
+/// // In a layer crate's handle constructor:
+/// let events = EventBus::<CircuitBreakerEvent>::new();
+/// palisade_core::subscribe_feature_listeners!(events, "circuit_breaker", settings.name);
+/// ```
+#[macro_export]
+macro_rules! subscribe_feature_listeners {
+    ($bus:expr, $layer:expr, $name:expr) => {{
+        let _ = (&$bus, $layer, &$name);
+        #[cfg(feature = "metrics")]
+        {
+            $bus.subscribe($crate::events::MetricsListener::new(&*$name));
+        }
+        #[cfg(feature = "tracing")]
+        {
+            $bus.subscribe($crate::events::TracingListener::new($layer, &*$name));
+        }
+    }};
 }
 
 #[cfg(all(test, not(loom)))]

@@ -190,7 +190,12 @@ impl Rejection {
 
 impl fmt::Display for Rejection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "rejected locally by the {} layer ({})", self.layer(), self.kind)
+        write!(
+            f,
+            "rejected locally by the {} layer ({})",
+            self.layer(),
+            self.kind
+        )
     }
 }
 

@@ -104,3 +104,7 @@ impl palisade_core::events::RecordMetrics for RateLimitEvent {
         }
     }
 }
+
+/// Traced at `DEBUG` with the event's `Debug` form (the default of the trait).
+#[cfg(feature = "tracing")]
+impl palisade_core::events::TraceEvent for RateLimitEvent {}

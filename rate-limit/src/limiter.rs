@@ -85,15 +85,11 @@ impl RateLimiter {
                 name,
             }),
         };
-        #[cfg(feature = "metrics")]
-        limiter.subscribe(palisade_core::events::MetricsListener::new(
-            limiter.inner.name.as_str(),
-        ));
-        #[cfg(feature = "tracing")]
-        limiter.subscribe(palisade_core::events::TracingListener::new(
+        palisade_core::subscribe_feature_listeners!(
+            limiter,
             "rate_limit",
-            limiter.inner.name.as_str(),
-        ));
+            limiter.inner.name.as_str()
+        );
         limiter
     }
 

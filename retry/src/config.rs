@@ -363,13 +363,7 @@ impl<C, Q> RetryPolicyBuilder<C, Q> {
         };
         let name = self.name.unwrap_or_else(|| Arc::from("retry"));
         let events = EventBus::new();
-        #[cfg(feature = "metrics")]
-        events.subscribe(palisade_core::events::MetricsListener::new(&name));
-        #[cfg(feature = "tracing")]
-        events.subscribe(palisade_core::events::TracingListener::new(
-            "retry",
-            name.clone(),
-        ));
+        palisade_core::subscribe_feature_listeners!(events, "retry", name);
         Ok(RetryPolicy {
             shared: Arc::new(Shared {
                 max_attempts: self.max_attempts,

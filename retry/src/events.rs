@@ -129,3 +129,7 @@ impl palisade_core::events::RecordMetrics for RetryEvent {
         }
     }
 }
+
+/// Traced at `DEBUG` with the event's `Debug` form (the default of the trait).
+#[cfg(feature = "tracing")]
+impl palisade_core::events::TraceEvent for RetryEvent {}

@@ -378,13 +378,7 @@ impl<C, Q> HedgePolicyBuilder<C, Q> {
         };
         let name = self.name.unwrap_or_else(|| Arc::from("hedge"));
         let events = EventBus::new();
-        #[cfg(feature = "metrics")]
-        events.subscribe(palisade_core::events::MetricsListener::new(&name));
-        #[cfg(feature = "tracing")]
-        events.subscribe(palisade_core::events::TracingListener::new(
-            "hedge",
-            name.clone(),
-        ));
+        palisade_core::subscribe_feature_listeners!(events, "hedge", name);
         Ok(HedgePolicy {
             shared: Arc::new(HedgeShared {
                 fixed: self.fixed,
