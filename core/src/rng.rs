@@ -76,9 +76,29 @@ impl SplitMix64 {
     }
 }
 
+/// A seed that differs between processes and between calls, for layers whose user set none
+/// (jitter, probe draws). Every layer takes an explicit seed too, for reproducible tests.
+///
+/// Drawn from the standard library's per-process random hasher keys mixed with a process-wide
+/// counter, so it costs no system call after the first and needs no `rand`.
+#[must_use]
+pub fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    use std::sync::atomic::{AtomicU64, Ordering as StdOrdering};
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    // Relaxed: the counter only has to make two draws of one process differ.
+    let call = CALLS.fetch_add(1, StdOrdering::Relaxed);
+    mix(RandomState::new().hash_one(call) ^ call.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn random_seeds_differ() {
+        assert_ne!(random_seed(), random_seed());
+    }
 
     #[test]
     fn known_answer_for_seed_zero() {
