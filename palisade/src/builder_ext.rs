@@ -5,7 +5,7 @@ use palisade_bulkhead::{Bulkhead, BulkheadLayer};
 #[cfg(feature = "circuit-breaker")]
 use palisade_circuit_breaker::{CircuitBreaker, CircuitBreakerLayer};
 #[cfg(feature = "rate-limit")]
-use palisade_rate_limit::{RateLimitLayer, RateLimiter};
+use palisade_rate_limit::{RateLimiter, RateLimiterLayer};
 #[cfg(feature = "retry")]
 use palisade_retry::{RetryLayer, RetryPolicy};
 use tower::ServiceBuilder;
@@ -60,7 +60,7 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed {
     ///
     /// Named `rate_limiter` because `ServiceBuilder::rate_limit` is tower's own, unshared one.
     #[cfg(feature = "rate-limit")]
-    fn rate_limiter(self, limiter: &RateLimiter) -> ServiceBuilder<Stack<RateLimitLayer, L>>;
+    fn rate_limiter(self, limiter: &RateLimiter) -> ServiceBuilder<Stack<RateLimiterLayer, L>>;
 
     /// Retries the stack below according to `policy` (and its budget).
     #[cfg(feature = "retry")]
@@ -85,7 +85,7 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     }
 
     #[cfg(feature = "rate-limit")]
-    fn rate_limiter(self, limiter: &RateLimiter) -> ServiceBuilder<Stack<RateLimitLayer, L>> {
+    fn rate_limiter(self, limiter: &RateLimiter) -> ServiceBuilder<Stack<RateLimiterLayer, L>> {
         self.layer(limiter.layer())
     }
 

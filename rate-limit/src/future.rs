@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::time::Sleep;
 use tower_service::Service;
 
-/// The response future of [`RateLimit`](crate::RateLimit): the inner service's future, or
+/// The response future of [`RateLimiterService`](crate::RateLimiterService): the inner service's future, or
 /// the rejection decided in `poll_ready`.
 #[pin_project]
 pub struct ResponseFuture<F> {
@@ -73,7 +73,7 @@ impl<F> fmt::Debug for ResponseFuture<F> {
 }
 
 /// The response future of the services that decide in `call` (per-request cost or key):
-/// [`WeightedRateLimit`](crate::WeightedRateLimit) and [`KeyedRateLimit`](crate::KeyedRateLimit).
+/// [`WeightedRateLimiterService`](crate::WeightedRateLimiterService) and [`KeyedRateLimiterService`](crate::KeyedRateLimiterService).
 ///
 /// A request admitted with a wait holds its reservation, the request and the inner service
 /// that was made ready for it, sleeps on the tokio timer, then calls the service.

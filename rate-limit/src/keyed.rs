@@ -2,9 +2,9 @@
 
 use crate::config::{KeyedRateLimiterBuilder, Mode, Quota, WhenFull};
 use crate::error::{CostExceedsBurst, KeyedRejection, RateLimited, TooManyKeys};
-use crate::event::RateLimitEvent;
+use crate::events::RateLimiterEvent;
 use crate::gcra::{Decision, Gcra, NOW_MAX, decide};
-use crate::layer::KeyedRateLimitLayer;
+use crate::layer::KeyedRateLimiterLayer;
 use crossbeam_utils::CachePadded;
 use hashbrown::HashTable;
 use palisade_core::clock::{Clock, Instant};
@@ -102,7 +102,7 @@ struct Inner<K> {
     when_full: WhenFull,
     clock: Clock,
     origin: Instant,
-    events: EventBus<RateLimitEvent>,
+    events: EventBus<RateLimiterEvent>,
     name: String,
 }
 
@@ -217,15 +217,15 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
         };
         drop(shard);
         self.inner.events.emit_with(|| match result {
-            Ok(wait) => RateLimitEvent::Permitted {
+            Ok(wait) => RateLimiterEvent::Permitted {
                 cost,
                 wait: Duration::from_nanos(wait),
             },
-            Err(KeyedRejection::RateLimited(e)) => RateLimitEvent::Rejected {
+            Err(KeyedRejection::RateLimited(e)) => RateLimiterEvent::Rejected {
                 cost,
                 retry_after: Some(e.retry_after()),
             },
-            Err(_) => RateLimitEvent::Rejected {
+            Err(_) => RateLimiterEvent::Rejected {
                 cost,
                 retry_after: None,
             },
@@ -338,8 +338,8 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
 
     /// A layer whose services limit by the key `key_fn` extracts from each request.
     #[must_use]
-    pub fn layer<F>(&self, key_fn: F) -> KeyedRateLimitLayer<K, F> {
-        KeyedRateLimitLayer::new(self.clone(), key_fn)
+    pub fn layer<F>(&self, key_fn: F) -> KeyedRateLimiterLayer<K, F> {
+        KeyedRateLimiterLayer::new(self.clone(), key_fn)
     }
 }
 
@@ -403,8 +403,8 @@ impl<K> KeyedRateLimiter<K> {
         &self.inner.name
     }
 
-    /// Adds a listener of this limiter's [`RateLimitEvent`]s.
-    pub fn subscribe<L: Listener<RateLimitEvent>>(&self, listener: L) -> ListenerId {
+    /// Adds a listener of this limiter's [`RateLimiterEvent`]s.
+    pub fn subscribe<L: Listener<RateLimiterEvent>>(&self, listener: L) -> ListenerId {
         self.inner.events.subscribe(listener)
     }
 

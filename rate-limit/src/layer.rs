@@ -3,81 +3,81 @@
 use crate::cost::UnitCost;
 use crate::keyed::KeyedRateLimiter;
 use crate::limiter::RateLimiter;
-use crate::service::{KeyedRateLimit, RateLimit, WeightedRateLimit};
+use crate::service::{KeyedRateLimiterService, RateLimiterService, WeightedRateLimiterService};
 use std::fmt;
 use std::marker::PhantomData;
 use tower_layer::Layer;
 
-/// Applies [`RateLimit`] with a shared [`RateLimiter`]: every service it builds draws from the
+/// Applies [`RateLimiterService`] with a shared [`RateLimiter`]: every service it builds draws from the
 /// same bucket. Made by [`RateLimiter::layer`].
 #[derive(Clone, Debug)]
-pub struct RateLimitLayer {
+pub struct RateLimiterLayer {
     limiter: RateLimiter,
 }
 
-impl RateLimitLayer {
+impl RateLimiterLayer {
     /// A layer drawing from `limiter`.
     #[must_use]
     pub fn new(limiter: RateLimiter) -> Self {
-        RateLimitLayer { limiter }
+        RateLimiterLayer { limiter }
     }
 
     /// Charges each request what `cost` says instead of one token (decided in `call`; see
-    /// [`WeightedRateLimit`]).
+    /// [`WeightedRateLimiterService`]).
     #[must_use]
-    pub fn cost<C>(self, cost: C) -> WeightedRateLimitLayer<C> {
-        WeightedRateLimitLayer {
+    pub fn cost<C>(self, cost: C) -> WeightedRateLimiterLayer<C> {
+        WeightedRateLimiterLayer {
             limiter: self.limiter,
             cost,
         }
     }
 }
 
-impl<S> Layer<S> for RateLimitLayer {
-    type Service = RateLimit<S>;
+impl<S> Layer<S> for RateLimiterLayer {
+    type Service = RateLimiterService<S>;
 
-    fn layer(&self, inner: S) -> RateLimit<S> {
-        RateLimit::new(inner, self.limiter.clone())
+    fn layer(&self, inner: S) -> RateLimiterService<S> {
+        RateLimiterService::new(inner, self.limiter.clone())
     }
 }
 
-/// Applies [`WeightedRateLimit`]: a shared limiter, a per-request cost.
+/// Applies [`WeightedRateLimiterService`]: a shared limiter, a per-request cost.
 #[derive(Clone)]
-pub struct WeightedRateLimitLayer<C> {
+pub struct WeightedRateLimiterLayer<C> {
     limiter: RateLimiter,
     cost: C,
 }
 
-impl<C> fmt::Debug for WeightedRateLimitLayer<C> {
+impl<C> fmt::Debug for WeightedRateLimiterLayer<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WeightedRateLimitLayer")
+        f.debug_struct("WeightedRateLimiterLayer")
             .field("limiter", &self.limiter)
             .finish_non_exhaustive()
     }
 }
 
-impl<S, C: Clone> Layer<S> for WeightedRateLimitLayer<C> {
-    type Service = WeightedRateLimit<S, C>;
+impl<S, C: Clone> Layer<S> for WeightedRateLimiterLayer<C> {
+    type Service = WeightedRateLimiterService<S, C>;
 
-    fn layer(&self, inner: S) -> WeightedRateLimit<S, C> {
-        WeightedRateLimit::new(inner, self.limiter.clone(), self.cost.clone())
+    fn layer(&self, inner: S) -> WeightedRateLimiterService<S, C> {
+        WeightedRateLimiterService::new(inner, self.limiter.clone(), self.cost.clone())
     }
 }
 
-/// Applies [`KeyedRateLimit`]: a shared [`KeyedRateLimiter`], a key extractor, and a cost
+/// Applies [`KeyedRateLimiterService`]: a shared [`KeyedRateLimiter`], a key extractor, and a cost
 /// ([`UnitCost`] unless set with [`cost`](Self::cost)). Made by [`KeyedRateLimiter::layer`].
-pub struct KeyedRateLimitLayer<K, F, C = UnitCost> {
+pub struct KeyedRateLimiterLayer<K, F, C = UnitCost> {
     limiter: KeyedRateLimiter<K>,
     key: F,
     cost: C,
     _key: PhantomData<fn() -> K>,
 }
 
-impl<K, F> KeyedRateLimitLayer<K, F> {
+impl<K, F> KeyedRateLimiterLayer<K, F> {
     /// A layer drawing from `limiter` by the key `key` extracts from each request.
     #[must_use]
     pub fn new(limiter: KeyedRateLimiter<K>, key: F) -> Self {
-        KeyedRateLimitLayer {
+        KeyedRateLimiterLayer {
             limiter,
             key,
             cost: UnitCost,
@@ -86,11 +86,11 @@ impl<K, F> KeyedRateLimitLayer<K, F> {
     }
 }
 
-impl<K, F, C> KeyedRateLimitLayer<K, F, C> {
+impl<K, F, C> KeyedRateLimiterLayer<K, F, C> {
     /// Charges each request what `cost` says instead of one token.
     #[must_use]
-    pub fn cost<C2>(self, cost: C2) -> KeyedRateLimitLayer<K, F, C2> {
-        KeyedRateLimitLayer {
+    pub fn cost<C2>(self, cost: C2) -> KeyedRateLimiterLayer<K, F, C2> {
+        KeyedRateLimiterLayer {
             limiter: self.limiter,
             key: self.key,
             cost,
@@ -99,9 +99,9 @@ impl<K, F, C> KeyedRateLimitLayer<K, F, C> {
     }
 }
 
-impl<K, F: Clone, C: Clone> Clone for KeyedRateLimitLayer<K, F, C> {
+impl<K, F: Clone, C: Clone> Clone for KeyedRateLimiterLayer<K, F, C> {
     fn clone(&self) -> Self {
-        KeyedRateLimitLayer {
+        KeyedRateLimiterLayer {
             limiter: self.limiter.clone(),
             key: self.key.clone(),
             cost: self.cost.clone(),
@@ -110,19 +110,19 @@ impl<K, F: Clone, C: Clone> Clone for KeyedRateLimitLayer<K, F, C> {
     }
 }
 
-impl<K, F, C> fmt::Debug for KeyedRateLimitLayer<K, F, C> {
+impl<K, F, C> fmt::Debug for KeyedRateLimiterLayer<K, F, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeyedRateLimitLayer")
+        f.debug_struct("KeyedRateLimiterLayer")
             .field("limiter", &self.limiter)
             .finish_non_exhaustive()
     }
 }
 
-impl<S, K, F: Clone, C: Clone> Layer<S> for KeyedRateLimitLayer<K, F, C> {
-    type Service = KeyedRateLimit<S, K, F, C>;
+impl<S, K, F: Clone, C: Clone> Layer<S> for KeyedRateLimiterLayer<K, F, C> {
+    type Service = KeyedRateLimiterService<S, K, F, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        KeyedRateLimit::new(
+        KeyedRateLimiterService::new(
             inner,
             self.limiter.clone(),
             self.key.clone(),

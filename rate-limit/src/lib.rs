@@ -55,16 +55,16 @@
 //! `max_wait` and sleeps on the tokio timer until then (so it runs in paused time with
 //! `Clock::tokio()`), first come first served; otherwise it rejects at once.
 //!
-//! A request may cost several tokens ([`RateLimitLayer::cost`], [`Cost`]); a cost above the
+//! A request may cost several tokens ([`RateLimiterLayer::cost`], [`Cost`]); a cost above the
 //! burst fails with [`CostExceedsBurst`] at once and never waits.
 //!
 //! # Services and readiness
 //!
 //! | service | tokens taken in | over the limit |
 //! |---|---|---|
-//! | [`RateLimit`] (one token) | `poll_ready`, as tower's contract asks | `call` fails, or `poll_ready` waits |
-//! | [`WeightedRateLimit`] (cost per request) | `call` (the cost needs the request) | the future fails, or waits |
-//! | [`KeyedRateLimit`] (key per request) | `call` (the key needs the request) | the future fails, or waits |
+//! | [`RateLimiterService`] (one token) | `poll_ready`, as tower's contract asks | `call` fails, or `poll_ready` waits |
+//! | [`WeightedRateLimiterService`] (cost per request) | `call` (the cost needs the request) | the future fails, or waits |
+//! | [`KeyedRateLimiterService`] (key per request) | `call` (the key needs the request) | the future fails, or waits |
 //!
 //! # Time and its cost
 //!
@@ -76,7 +76,7 @@
 //!
 //! # Events and metrics
 //!
-//! Each decision emits a [`RateLimitEvent`] to listeners (`subscribe` on the handles); with
+//! Each decision emits a [`RateLimiterEvent`] to listeners (`subscribe` on the handles); with
 //! nobody listening that is one branch. With the `metrics` feature: counters
 //! `palisade_rate_limit_permitted_total`, `palisade_rate_limit_permitted_tokens_total`,
 //! `palisade_rate_limit_rejected_total` (label `outcome`: `rate_limited` or `refused`),
@@ -91,7 +91,7 @@
 mod config;
 mod cost;
 mod error;
-mod event;
+mod events;
 pub mod future;
 pub mod gcra;
 mod keyed;
@@ -103,10 +103,36 @@ mod state;
 pub use config::{KeyedRateLimiterBuilder, Mode, Quota, RateLimiterBuilder, WhenFull};
 pub use cost::{Cost, UnitCost};
 pub use error::{CostExceedsBurst, KeyedRejection, RateLimited, TooManyKeys};
-pub use event::RateLimitEvent;
+pub use events::RateLimiterEvent;
 #[cfg(feature = "metrics")]
-pub use event::RateLimitMetrics;
+pub use events::RateLimiterMetrics;
 pub use keyed::KeyedRateLimiter;
-pub use layer::{KeyedRateLimitLayer, RateLimitLayer, WeightedRateLimitLayer};
+pub use layer::{KeyedRateLimiterLayer, RateLimiterLayer, WeightedRateLimiterLayer};
 pub use limiter::{RateLimiter, Snapshot};
-pub use service::{KeyedRateLimit, RateLimit, WeightedRateLimit};
+pub use service::{KeyedRateLimiterService, RateLimiterService, WeightedRateLimiterService};
+
+/// Old name of [`RateLimiterService`].
+#[deprecated(note = "renamed to `RateLimiterService` (CONVENTIONS rule 3: `<Noun>Service`)")]
+pub type RateLimit<S> = RateLimiterService<S>;
+/// Old name of [`WeightedRateLimiterService`].
+#[deprecated(note = "renamed to `WeightedRateLimiterService`")]
+pub type WeightedRateLimit<S, C> = WeightedRateLimiterService<S, C>;
+/// Old name of [`KeyedRateLimiterService`].
+#[deprecated(note = "renamed to `KeyedRateLimiterService`")]
+pub type KeyedRateLimit<S, K, F, C = UnitCost> = KeyedRateLimiterService<S, K, F, C>;
+/// Old name of [`RateLimiterLayer`].
+#[deprecated(note = "renamed to `RateLimiterLayer`")]
+pub type RateLimitLayer = RateLimiterLayer;
+/// Old name of [`WeightedRateLimiterLayer`].
+#[deprecated(note = "renamed to `WeightedRateLimiterLayer`")]
+pub type WeightedRateLimitLayer<C> = WeightedRateLimiterLayer<C>;
+/// Old name of [`KeyedRateLimiterLayer`].
+#[deprecated(note = "renamed to `KeyedRateLimiterLayer`")]
+pub type KeyedRateLimitLayer<K, F, C = UnitCost> = KeyedRateLimiterLayer<K, F, C>;
+/// Old name of [`RateLimiterEvent`].
+#[deprecated(note = "renamed to `RateLimiterEvent`")]
+pub type RateLimitEvent = RateLimiterEvent;
+/// Old name of [`RateLimiterMetrics`].
+#[cfg(feature = "metrics")]
+#[deprecated(note = "renamed to `RateLimiterMetrics`")]
+pub type RateLimitMetrics = RateLimiterMetrics;

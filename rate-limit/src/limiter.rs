@@ -2,8 +2,8 @@
 
 use crate::config::{Mode, Quota, RateLimiterBuilder};
 use crate::error::{CostExceedsBurst, RateLimited};
-use crate::event::RateLimitEvent;
-use crate::layer::RateLimitLayer;
+use crate::events::RateLimiterEvent;
+use crate::layer::RateLimiterLayer;
 use crate::state::{Acquired, State};
 use palisade_core::clock::{Clock, Instant};
 use palisade_core::events::{EventBus, Listener, ListenerId};
@@ -50,7 +50,7 @@ struct Inner {
     mode: Mode,
     max_wait: u64,
     quota: Mutex<Quota>,
-    events: EventBus<RateLimitEvent>,
+    events: EventBus<RateLimiterEvent>,
     name: String,
 }
 
@@ -179,7 +179,7 @@ impl RateLimiter {
         drop(current);
         self.inner
             .events
-            .emit_with(|| RateLimitEvent::QuotaChanged { from, to: quota });
+            .emit_with(|| RateLimiterEvent::QuotaChanged { from, to: quota });
     }
 
     /// The quota in force and the tokens left, read together.
@@ -217,8 +217,8 @@ impl RateLimiter {
         &self.inner.name
     }
 
-    /// Adds a listener of this limiter's [`RateLimitEvent`]s.
-    pub fn subscribe<L: Listener<RateLimitEvent>>(&self, listener: L) -> ListenerId {
+    /// Adds a listener of this limiter's [`RateLimiterEvent`]s.
+    pub fn subscribe<L: Listener<RateLimiterEvent>>(&self, listener: L) -> ListenerId {
         self.inner.events.subscribe(listener)
     }
 
@@ -229,8 +229,8 @@ impl RateLimiter {
 
     /// A layer whose services all draw from this limiter.
     #[must_use]
-    pub fn layer(&self) -> RateLimitLayer {
-        RateLimitLayer::new(self.clone())
+    pub fn layer(&self) -> RateLimiterLayer {
+        RateLimiterLayer::new(self.clone())
     }
 
     /// Nanoseconds since this limiter was built.
@@ -253,15 +253,15 @@ impl RateLimiter {
     fn acquire(&self, cost: u32, max_wait: u64) -> Acquired {
         let acquired = self.inner.state.acquire(self.now(), cost, max_wait);
         self.inner.events.emit_with(|| match acquired {
-            Acquired::Now(wait) => RateLimitEvent::Permitted {
+            Acquired::Now(wait) => RateLimiterEvent::Permitted {
                 cost,
                 wait: Duration::from_nanos(wait),
             },
-            Acquired::Denied(after) => RateLimitEvent::Rejected {
+            Acquired::Denied(after) => RateLimiterEvent::Rejected {
                 cost,
                 retry_after: Some(Duration::from_nanos(after)),
             },
-            Acquired::TooCostly(_) => RateLimitEvent::Rejected {
+            Acquired::TooCostly(_) => RateLimiterEvent::Rejected {
                 cost,
                 retry_after: None,
             },

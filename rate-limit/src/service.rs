@@ -32,7 +32,7 @@ use tower_service::Service;
 ///
 /// [`Mode::Reject`]: crate::Mode::Reject
 /// [`Mode::Wait`]: crate::Mode::Wait
-pub struct RateLimit<S> {
+pub struct RateLimiterService<S> {
     inner: S,
     limiter: RateLimiter,
     permit: Permit,
@@ -45,10 +45,10 @@ enum Permit {
     Rejected(RateLimited),
 }
 
-impl<S> RateLimit<S> {
+impl<S> RateLimiterService<S> {
     /// Wraps `inner`, drawing from `limiter`.
     pub fn new(inner: S, limiter: RateLimiter) -> Self {
-        RateLimit {
+        RateLimiterService {
             inner,
             limiter,
             permit: Permit::None,
@@ -76,14 +76,14 @@ impl<S> RateLimit<S> {
     }
 }
 
-impl<S: Clone> Clone for RateLimit<S> {
+impl<S: Clone> Clone for RateLimiterService<S> {
     /// A clone shares the limiter but not a token this service has taken.
     fn clone(&self) -> Self {
-        RateLimit::new(self.inner.clone(), self.limiter.clone())
+        RateLimiterService::new(self.inner.clone(), self.limiter.clone())
     }
 }
 
-impl<S: fmt::Debug> fmt::Debug for RateLimit<S> {
+impl<S: fmt::Debug> fmt::Debug for RateLimiterService<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let permit = match self.permit {
             Permit::None => "none",
@@ -91,7 +91,7 @@ impl<S: fmt::Debug> fmt::Debug for RateLimit<S> {
             Permit::Waiting(_) => "waiting",
             Permit::Rejected(_) => "rejected",
         };
-        f.debug_struct("RateLimit")
+        f.debug_struct("RateLimiterService")
             .field("inner", &self.inner)
             .field("limiter", &self.limiter)
             .field("permit", &permit)
@@ -99,7 +99,7 @@ impl<S: fmt::Debug> fmt::Debug for RateLimit<S> {
     }
 }
 
-impl<S, Req> Service<Req> for RateLimit<S>
+impl<S, Req> Service<Req> for RateLimiterService<S>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,
@@ -158,16 +158,16 @@ where
 /// mode. In [`Mode::Wait`](crate::Mode::Wait), a request that must wait holds the inner
 /// service that was made ready for it (a clone takes its place, as in tower's `Retry`), so `S`
 /// must be `Clone`.
-pub struct WeightedRateLimit<S, C> {
+pub struct WeightedRateLimiterService<S, C> {
     inner: S,
     limiter: RateLimiter,
     cost: C,
 }
 
-impl<S, C> WeightedRateLimit<S, C> {
+impl<S, C> WeightedRateLimiterService<S, C> {
     /// Wraps `inner`, drawing `cost` tokens per request from `limiter`.
     pub fn new(inner: S, limiter: RateLimiter, cost: C) -> Self {
-        WeightedRateLimit {
+        WeightedRateLimiterService {
             inner,
             limiter,
             cost,
@@ -195,22 +195,22 @@ impl<S, C> WeightedRateLimit<S, C> {
     }
 }
 
-impl<S: Clone, C: Clone> Clone for WeightedRateLimit<S, C> {
+impl<S: Clone, C: Clone> Clone for WeightedRateLimiterService<S, C> {
     fn clone(&self) -> Self {
-        WeightedRateLimit::new(self.inner.clone(), self.limiter.clone(), self.cost.clone())
+        WeightedRateLimiterService::new(self.inner.clone(), self.limiter.clone(), self.cost.clone())
     }
 }
 
-impl<S: fmt::Debug, C> fmt::Debug for WeightedRateLimit<S, C> {
+impl<S: fmt::Debug, C> fmt::Debug for WeightedRateLimiterService<S, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WeightedRateLimit")
+        f.debug_struct("WeightedRateLimiterService")
             .field("inner", &self.inner)
             .field("limiter", &self.limiter)
             .finish_non_exhaustive()
     }
 }
 
-impl<S, C, Req> Service<Req> for WeightedRateLimit<S, C>
+impl<S, C, Req> Service<Req> for WeightedRateLimiterService<S, C>
 where
     S: Service<Req> + Clone,
     S::Error: Into<BoxError>,
@@ -240,20 +240,20 @@ where
 /// Limits each key's rate with a shared [`KeyedRateLimiter`]; `F` extracts the key from the
 /// request, `C` its cost ([`UnitCost`] by default).
 ///
-/// Decided in `call`, like [`WeightedRateLimit`]; failures are [`RateLimited`],
+/// Decided in `call`, like [`WeightedRateLimiterService`]; failures are [`RateLimited`],
 /// [`CostExceedsBurst`] or [`TooManyKeys`](crate::TooManyKeys), boxed.
-pub struct KeyedRateLimit<S, K, F, C = UnitCost> {
+pub struct KeyedRateLimiterService<S, K, F, C = UnitCost> {
     inner: S,
     limiter: KeyedRateLimiter<K>,
     key: F,
     cost: C,
 }
 
-impl<S, K, F, C> KeyedRateLimit<S, K, F, C> {
+impl<S, K, F, C> KeyedRateLimiterService<S, K, F, C> {
     /// Wraps `inner`, drawing `cost` tokens per request from the bucket of the key `key`
     /// extracts.
     pub fn new(inner: S, limiter: KeyedRateLimiter<K>, key: F, cost: C) -> Self {
-        KeyedRateLimit {
+        KeyedRateLimiterService {
             inner,
             limiter,
             key,
@@ -282,9 +282,9 @@ impl<S, K, F, C> KeyedRateLimit<S, K, F, C> {
     }
 }
 
-impl<S: Clone, K, F: Clone, C: Clone> Clone for KeyedRateLimit<S, K, F, C> {
+impl<S: Clone, K, F: Clone, C: Clone> Clone for KeyedRateLimiterService<S, K, F, C> {
     fn clone(&self) -> Self {
-        KeyedRateLimit::new(
+        KeyedRateLimiterService::new(
             self.inner.clone(),
             self.limiter.clone(),
             self.key.clone(),
@@ -293,16 +293,16 @@ impl<S: Clone, K, F: Clone, C: Clone> Clone for KeyedRateLimit<S, K, F, C> {
     }
 }
 
-impl<S: fmt::Debug, K, F, C> fmt::Debug for KeyedRateLimit<S, K, F, C> {
+impl<S: fmt::Debug, K, F, C> fmt::Debug for KeyedRateLimiterService<S, K, F, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeyedRateLimit")
+        f.debug_struct("KeyedRateLimiterService")
             .field("inner", &self.inner)
             .field("limiter", &self.limiter)
             .finish_non_exhaustive()
     }
 }
 
-impl<S, K, F, C, Req> Service<Req> for KeyedRateLimit<S, K, F, C>
+impl<S, K, F, C, Req> Service<Req> for KeyedRateLimiterService<S, K, F, C>
 where
     S: Service<Req> + Clone,
     S::Error: Into<BoxError>,

@@ -8,7 +8,8 @@ mod support;
 use palisade_core::clock::{Clock, ManualClock};
 use palisade_core::test_util::{MockBackend, Script, Step};
 use palisade_rate_limit::{
-    CostExceedsBurst, KeyedRateLimiter, Mode, RateLimitEvent, RateLimited, RateLimiter, TooManyKeys,
+    CostExceedsBurst, KeyedRateLimiter, Mode, RateLimited, RateLimiter, RateLimiterEvent,
+    TooManyKeys,
 };
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Waker};
@@ -36,7 +37,7 @@ fn every_clone_and_every_layered_service_shares_one_bucket() {
     let mut a = layer.layer(Echo);
     let mut b = a.clone();
     let handle = limiter.clone();
-    let mut c = palisade_rate_limit::RateLimitLayer::new(handle).layer(Echo);
+    let mut c = palisade_rate_limit::RateLimiterLayer::new(handle).layer(Echo);
     assert!(call_now(&mut a, 1).unwrap().is_ok());
     assert!(call_now(&mut b, 2).unwrap().is_ok());
     assert!(call_now(&mut c, 3).unwrap().is_ok());
@@ -76,7 +77,7 @@ fn poll_ready_takes_the_token_and_call_spends_it() {
         1,
         "the token was taken before the refill"
     );
-    assert!(format!("{svc:?}").contains("RateLimit"));
+    assert!(format!("{svc:?}").contains("RateLimiterService"));
     let _: &Echo = svc.get_ref();
     let _: &mut Echo = svc.get_mut();
     let _: Echo = svc.into_inner();
@@ -210,7 +211,7 @@ fn events_report_permits_rejections_and_quota_changes() {
     let (limiter, _manual) = manual_limiter(1, 1);
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sink = seen.clone();
-    let id = limiter.subscribe(move |e: &RateLimitEvent| sink.lock().unwrap().push(*e));
+    let id = limiter.subscribe(move |e: &RateLimiterEvent| sink.lock().unwrap().push(*e));
     limiter.check().unwrap();
     limiter.check().unwrap_err();
     let _ = limiter.check_n(2);
@@ -222,19 +223,19 @@ fn events_report_permits_rejections_and_quota_changes() {
     assert_eq!(
         *seen,
         vec![
-            RateLimitEvent::Permitted {
+            RateLimiterEvent::Permitted {
                 cost: 1,
                 wait: Duration::ZERO
             },
-            RateLimitEvent::Rejected {
+            RateLimiterEvent::Rejected {
                 cost: 1,
                 retry_after: Some(Duration::from_secs(1))
             },
-            RateLimitEvent::Rejected {
+            RateLimiterEvent::Rejected {
                 cost: 2,
                 retry_after: None
             },
-            RateLimitEvent::QuotaChanged {
+            RateLimiterEvent::QuotaChanged {
                 from: palisade_rate_limit::Quota::per_second(1).unwrap(),
                 to: q
             },

@@ -8,7 +8,7 @@ use std::time::Duration;
 /// `subscribe`. With nobody listening, an event costs one branch and is never built.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum RateLimitEvent {
+pub enum RateLimiterEvent {
     /// A request was admitted.
     Permitted {
         /// Tokens it took.
@@ -40,7 +40,7 @@ pub enum RateLimitEvent {
 /// `palisade_rate_limit_quota_changes_total`, the gauge `palisade_rate_limit_burst` and the
 /// histogram `palisade_rate_limit_wait_seconds`, all labelled `name`.
 #[cfg(feature = "metrics")]
-pub struct RateLimitMetrics {
+pub struct RateLimiterMetrics {
     permitted: metrics::Counter,
     permitted_tokens: metrics::Counter,
     wait: metrics::Histogram,
@@ -51,17 +51,17 @@ pub struct RateLimitMetrics {
 }
 
 #[cfg(feature = "metrics")]
-impl std::fmt::Debug for RateLimitMetrics {
+impl std::fmt::Debug for RateLimiterMetrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RateLimitMetrics").finish_non_exhaustive()
+        f.debug_struct("RateLimiterMetrics").finish_non_exhaustive()
     }
 }
 
 #[cfg(feature = "metrics")]
-impl palisade_core::events::RecordMetrics for RateLimitEvent {
-    type Handles = RateLimitMetrics;
+impl palisade_core::events::RecordMetrics for RateLimiterEvent {
+    type Handles = RateLimiterMetrics;
 
-    fn register(name: &str) -> RateLimitMetrics {
+    fn register(name: &str) -> RateLimiterMetrics {
         let name = name.to_owned();
         let rejected = |outcome: &'static str| {
             metrics::counter!(
@@ -70,7 +70,7 @@ impl palisade_core::events::RecordMetrics for RateLimitEvent {
                 "outcome" => outcome
             )
         };
-        RateLimitMetrics {
+        RateLimiterMetrics {
             permitted: metrics::counter!("palisade_rate_limit_permitted_total", "name" => name.clone()),
             permitted_tokens: metrics::counter!("palisade_rate_limit_permitted_tokens_total", "name" => name.clone()),
             wait: metrics::histogram!("palisade_rate_limit_wait_seconds", "name" => name.clone()),
@@ -81,23 +81,23 @@ impl palisade_core::events::RecordMetrics for RateLimitEvent {
         }
     }
 
-    fn record_metrics(&self, m: &RateLimitMetrics) {
+    fn record_metrics(&self, m: &RateLimiterMetrics) {
         match *self {
-            RateLimitEvent::Permitted { cost, wait } => {
+            RateLimiterEvent::Permitted { cost, wait } => {
                 m.permitted.increment(1);
                 m.permitted_tokens.increment(u64::from(cost));
                 if !wait.is_zero() {
                     m.wait.record(wait.as_secs_f64());
                 }
             }
-            RateLimitEvent::Rejected { retry_after, .. } => {
+            RateLimiterEvent::Rejected { retry_after, .. } => {
                 if retry_after.is_some() {
                     m.rate_limited.increment(1);
                 } else {
                     m.refused.increment(1);
                 }
             }
-            RateLimitEvent::QuotaChanged { to, .. } => {
+            RateLimiterEvent::QuotaChanged { to, .. } => {
                 m.burst.set(f64::from(to.burst()));
                 m.quota_changes.increment(1);
             }
@@ -107,4 +107,4 @@ impl palisade_core::events::RecordMetrics for RateLimitEvent {
 
 /// Traced at `DEBUG` with the event's `Debug` form (the default of the trait).
 #[cfg(feature = "tracing")]
-impl palisade_core::events::TraceEvent for RateLimitEvent {}
+impl palisade_core::events::TraceEvent for RateLimiterEvent {}
