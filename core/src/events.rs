@@ -6,13 +6,42 @@
 //!
 //! [`EventBus::emit_with`] takes a closure that builds the event, so with no listener the event
 //! is never built: the cost is one relaxed load of a flag and a branch the CPU predicts, and
-//! nothing is allocated. With listeners, an emit takes a read lock briefly to clone the
-//! listener list (an `Arc`), releases it, then calls each listener in subscription order on the
-//! emitting thread. Listeners may subscribe or unsubscribe from inside a callback.
+//! nothing is allocated. With listeners, an emit loads the listener list through
+//! [`arc-swap`](https://docs.rs/arc-swap): no lock, no reference-count write on the shared
+//! list, no allocation (a counting-allocator test checks it), then calls each listener in
+//! subscription order on the emitting thread. Subscribing and unsubscribing (cold paths) copy
+//! the list and publish the copy; they may be called from inside a callback (the running
+//! emit finishes on the list it loaded).
+//!
+//! # A panicking listener
+//!
+//! A listener is called from inside a layer's bookkeeping (a permit being taken or returned,
+//! a state transition). So that a listener can never break a layer, every call is made under
+//! [`catch_unwind`](std::panic::catch_unwind()): a panic stops that listener's handling of that
+//! one event and nothing else; the layer and the other listeners go on. The panic hook still
+//! reports the panic (to stderr by default), the bus counts it ([`EventBus::listener_panics`])
+//! and, with the `tracing` feature, logs it at `ERROR`. Without a panic the guard costs no
+//! allocation (the same counting-allocator test).
 //!
 //! With the `metrics` feature, [`MetricsListener`] forwards events that implement
 //! [`RecordMetrics`] to the `metrics` facade; with the `tracing` feature, [`TracingListener`]
 //! turns each event into a `tracing` event.
+//!
+//! # Metric names and labels
+//!
+//! One scheme for every layer, `<layer>` being `circuit_breaker`, `bulkhead`, `rate_limit`,
+//! `retry` or `load_balancer`:
+//!
+//! | metric | kind | labels | meaning |
+//! |---|---|---|---|
+//! | `palisade_<layer>_calls_total` | counter | `name`, `outcome` | calls that went through the layer, by how they ended: `outcome` is one of `success`, `failure`, `ignore`, `rejected` ([`Outcome::as_str`](crate::Outcome::as_str), plus `rejected` for calls the layer itself refused), so a failure rate is `failure / (success + failure)` |
+//! | `palisade_<layer>_rejections_total` | counter | `name`, `reason` | the layer's own refusals, `reason` = [`RejectionKind::as_str`](crate::RejectionKind::as_str) |
+//! | `palisade_<layer>_call_duration_seconds` | histogram | `name`, `outcome` | call latency, where the layer measures time anyway |
+//! | gauges, named for what they measure | gauge | `name` (and e.g. `state`) | e.g. `palisade_circuit_breaker_state{name,state}` (1 for the current state, 0 for the others), `palisade_bulkhead_limit{name}`, `palisade_bulkhead_in_flight{name}`; set at build |
+//!
+//! `name` is the instance name the user gave, and the layer's own name (`circuit_breaker`, …)
+//! when they gave none. `outcome` always means how a call ended and `reason` always why a
+//! layer refused one; no label takes both meanings.
 //!
 //! # Example
 //!
@@ -40,18 +69,23 @@
 //!
 //! The "anyone listening?" flag is read with `Relaxed` ordering: an event emitted while a
 //! listener is being subscribed on another thread may or may not reach it, which is the same
-//! as the event happening a moment earlier. The listener list itself is guarded by a lock, so a
-//! listener that is called always sees a fully built list.
+//! as the event happening a moment earlier. The listener list itself is published by
+//! `arc-swap`, whose store and load order the list's contents (a loaded list is always fully
+//! built). Writers (subscribe, unsubscribe) are serialised by a mutex, so the flag written
+//! after a list always matches the list last published.
 
 use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use parking_lot::RwLock;
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
 use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc as StdArc;
 
 /// Receives events of type `E`.
 ///
 /// Called synchronously on the thread that emitted the event, often on a request's hot path:
-/// keep it short and never block. A panicking listener unwinds into the layer's caller.
+/// keep it short and never block. A panic in a listener is caught by the bus (see the
+/// [module docs](self#a-panicking-listener)): it never unwinds into the layer.
 pub trait Listener<E>: Send + Sync + 'static {
     /// Called once for each event.
     fn on_event(&self, event: &E);
@@ -86,10 +120,18 @@ impl<E> Clone for Entry<E> {
 }
 
 /// Zero or more listeners of events of type `E`. See the [module docs](self).
+///
+/// # Memory ordering
+///
+/// See the [module docs](self#memory-ordering).
 pub struct EventBus<E> {
     active: AtomicBool,
     next_id: AtomicU64,
-    listeners: RwLock<StdArc<[Entry<E>]>>,
+    panics: AtomicU64,
+    listeners: ArcSwap<Vec<Entry<E>>>,
+    /// Serialises subscribe and unsubscribe, so that list and flag change together. Never
+    /// taken by an emit.
+    writer: Mutex<()>,
 }
 
 impl<E: 'static> Default for EventBus<E> {
@@ -105,7 +147,9 @@ impl<E: 'static> EventBus<E> {
         EventBus {
             active: AtomicBool::new(false),
             next_id: AtomicU64::new(0),
-            listeners: RwLock::new(StdArc::from(Vec::new())),
+            panics: AtomicU64::new(0),
+            listeners: ArcSwap::from_pointee(Vec::new()),
+            writer: Mutex::new(()),
         }
     }
 
@@ -113,32 +157,36 @@ impl<E: 'static> EventBus<E> {
     pub fn subscribe<L: Listener<E>>(&self, listener: L) -> ListenerId {
         // Relaxed: ids only need to be unique, which the RMW guarantees in any order.
         let id = ListenerId(self.next_id.fetch_add(1, Ordering::Relaxed));
-        let mut listeners = self.listeners.write();
-        let mut next: Vec<Entry<E>> = listeners.iter().cloned().collect();
-        next.push(Entry {
-            id,
-            listener: StdArc::new(listener),
-        });
-        *listeners = StdArc::from(next);
-        // Relaxed: see "Memory ordering" in the module docs; the list is published by the lock.
+        let listener: StdArc<dyn Listener<E>> = StdArc::new(listener);
+        let _writer = self.writer.lock();
+        let mut next: Vec<Entry<E>> = self.listeners.load().iter().cloned().collect();
+        next.push(Entry { id, listener });
+        self.listeners.store(StdArc::new(next));
+        // Relaxed: see "Memory ordering" in the module docs; the list is published by the
+        // store above, and the writer lock keeps flag and list in step.
         self.active.store(true, Ordering::Relaxed);
         id
     }
 
     /// Removes a listener. Returns `false` if it was not subscribed.
+    ///
+    /// An emit already running on another thread (or the one whose callback calls this) may
+    /// still deliver its event to the listener; no emit that starts after this returns does.
     pub fn unsubscribe(&self, id: ListenerId) -> bool {
-        let mut listeners = self.listeners.write();
-        if !listeners.iter().any(|entry| entry.id == id) {
+        let _writer = self.writer.lock();
+        let current = self.listeners.load_full();
+        if !current.iter().any(|entry| entry.id == id) {
             return false;
         }
-        let next: Vec<Entry<E>> = listeners
+        let next: Vec<Entry<E>> = current
             .iter()
             .filter(|entry| entry.id != id)
             .cloned()
             .collect();
-        // Relaxed: as in `subscribe`; written under the lock so it matches the list.
+        // Relaxed: as in `subscribe`; written under the writer lock so it matches the list.
         self.active.store(!next.is_empty(), Ordering::Relaxed);
-        *listeners = StdArc::from(next);
+        self.listeners.store(StdArc::new(next));
+        drop(current);
         true
     }
 
@@ -153,7 +201,15 @@ impl<E: 'static> EventBus<E> {
     /// How many listeners are subscribed.
     #[must_use]
     pub fn listener_count(&self) -> usize {
-        self.listeners.read().len()
+        self.listeners.load().len()
+    }
+
+    /// How many times a listener of this bus has panicked (each panic was caught; see the
+    /// [module docs](self#a-panicking-listener)).
+    #[must_use]
+    pub fn listener_panics(&self) -> u64 {
+        // Relaxed: a statistic; nothing is published through it.
+        self.panics.load(Ordering::Relaxed)
     }
 
     /// Builds the event with `make` and delivers it, only if anyone listens.
@@ -175,10 +231,33 @@ impl<E: 'static> EventBus<E> {
     #[cold]
     #[inline(never)]
     fn dispatch(&self, event: &E) {
-        let listeners = StdArc::clone(&self.listeners.read());
+        // A lock-free load: the guard pins this version of the list without a reference-count
+        // write in the common case, and without allocating.
+        let listeners = self.listeners.load();
         for entry in listeners.iter() {
-            entry.listener.on_event(event);
+            // AssertUnwindSafe: the listener is called with a shared reference to an event the
+            // bus does not use afterwards; a listener whose own state a panic left half-updated
+            // is that listener's business (it is called again with the next event).
+            let call = catch_unwind(AssertUnwindSafe(|| entry.listener.on_event(event)));
+            if call.is_err() {
+                self.listener_panicked(entry.id);
+            }
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn listener_panicked(&self, id: ListenerId) {
+        // Relaxed: a statistic; nothing is published through it.
+        self.panics.fetch_add(1, Ordering::Relaxed);
+        #[cfg(feature = "tracing")]
+        tracing::error!(
+            target: "palisade",
+            listener = id.0,
+            event = std::any::type_name::<E>(),
+            "an event listener panicked; the panic was caught and the layer is unaffected"
+        );
+        let _ = id;
     }
 }
 
@@ -407,6 +486,169 @@ mod tests {
         });
         bus.emit(Ev::B);
         assert_eq!(bus.listener_count(), 2);
+    }
+
+    #[test]
+    fn a_listener_may_unsubscribe_itself_from_inside_its_callback() {
+        let bus = StdArc::new(EventBus::new());
+        let id_slot = StdArc::new(Mutex::new(None::<ListenerId>));
+        let calls = StdArc::new(AtomicU64::new(0));
+        let (inner, slot, c) = (bus.clone(), id_slot.clone(), calls.clone());
+        let id = bus.subscribe(move |_: &Ev| {
+            // Relaxed: a test counter.
+            c.fetch_add(1, Ordering::Relaxed);
+            if let Some(id) = *slot.lock().unwrap() {
+                assert!(inner.unsubscribe(id));
+            }
+        });
+        *id_slot.lock().unwrap() = Some(id);
+        bus.emit(Ev::B);
+        bus.emit(Ev::B);
+        assert_eq!(calls.load(Ordering::Relaxed), 1);
+        assert!(!bus.is_active());
+    }
+
+    /// Regression (issue 9 §3): a panicking listener unwound through the layer that emitted,
+    /// skipping its bookkeeping (a leaked bulkhead slot, a lost half-open probe). The bus now
+    /// catches the panic; the emitter and the later listeners go on.
+    #[test]
+    fn a_panicking_listener_never_unwinds_into_the_emitter() {
+        let bus = EventBus::new();
+        let after = StdArc::new(AtomicU64::new(0));
+        let a = after.clone();
+        bus.subscribe(|e: &Ev| {
+            if *e == Ev::B {
+                panic!("listener bug");
+            }
+        });
+        bus.subscribe(move |_: &Ev| {
+            // Relaxed: a test counter.
+            a.fetch_add(1, Ordering::Relaxed);
+        });
+        let emitted = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            bus.emit(Ev::B);
+            bus.emit(Ev::A(1));
+            bus.emit(Ev::B);
+        }));
+        assert!(emitted.is_ok(), "the panic reached the emitter");
+        assert_eq!(
+            after.load(Ordering::Relaxed),
+            3,
+            "later listeners still ran"
+        );
+        assert_eq!(bus.listener_panics(), 2);
+        assert_eq!(
+            bus.listener_count(),
+            2,
+            "the panicking listener stays subscribed"
+        );
+    }
+
+    #[test]
+    fn emitting_to_several_listeners_allocates_nothing_and_takes_no_lock() {
+        // Three listeners, as with `metrics` + `tracing` + one of the user's. Warm up first:
+        // arc-swap gives each thread its slot on first use.
+        let bus = EventBus::new();
+        let count = StdArc::new(AtomicU64::new(0));
+        for _ in 0..3 {
+            let c = count.clone();
+            bus.subscribe(move |_: &Ev| {
+                // Relaxed: a test counter.
+                c.fetch_add(1, Ordering::Relaxed);
+            });
+        }
+        bus.emit(Ev::B);
+        let info = allocation_counter::measure(|| {
+            for i in 0..1000 {
+                bus.emit_with(|| Ev::A(i));
+                bus.emit(Ev::B);
+            }
+        });
+        assert_eq!(info.count_total, 0, "an emit with listeners allocated");
+        assert_eq!(count.load(Ordering::Relaxed), 3 + 3 * 2000);
+        // A writer holding the (cold) writer lock does not block an emit: the emit never
+        // takes it.
+        let _writer = bus.writer.lock();
+        bus.emit(Ev::B);
+        assert_eq!(count.load(Ordering::Relaxed), 3 + 3 * 2001);
+    }
+
+    #[test]
+    fn a_listener_that_emits_into_another_bus_from_its_callback_allocates_nothing() {
+        // Nested loads (one per bus) each hold an arc-swap guard at once.
+        let inner: StdArc<EventBus<Ev>> = StdArc::new(EventBus::new());
+        let count = StdArc::new(AtomicU64::new(0));
+        let c = count.clone();
+        inner.subscribe(move |_: &Ev| {
+            // Relaxed: a test counter.
+            c.fetch_add(1, Ordering::Relaxed);
+        });
+        let outer = EventBus::new();
+        outer.subscribe(move |e: &Ev| inner.emit(e.clone()));
+        outer.emit(Ev::B);
+        let info = allocation_counter::measure(|| {
+            for _ in 0..100 {
+                outer.emit(Ev::B);
+            }
+        });
+        assert_eq!(info.count_total, 0);
+        assert_eq!(count.load(Ordering::Relaxed), 101);
+    }
+
+    #[test]
+    fn a_caught_listener_panic_allocates_only_the_panic_itself() {
+        // The guard around each listener costs nothing without a panic (the tests above);
+        // with one, what is allocated is the panic's own payload, not bookkeeping of ours.
+        let bus = EventBus::new();
+        bus.subscribe(|_: &Ev| std::panic::panic_any(7_u8));
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        bus.emit(Ev::B);
+        let info = allocation_counter::measure(|| bus.emit(Ev::B));
+        std::panic::set_hook(previous);
+        assert_eq!(bus.listener_panics(), 2);
+        assert!(info.count_total <= 2, "{} allocations", info.count_total);
+    }
+
+    #[test]
+    fn concurrent_subscribe_unsubscribe_and_emit_lose_no_steady_listener() {
+        // A steady listener subscribed before the threads start must see every event, while
+        // other threads subscribe and unsubscribe churn listeners around it.
+        let bus = StdArc::new(EventBus::new());
+        let steady = StdArc::new(AtomicU64::new(0));
+        let s = steady.clone();
+        bus.subscribe(move |_: &Ev| {
+            // Relaxed: a test counter read after join.
+            s.fetch_add(1, Ordering::Relaxed);
+        });
+        const EMITS: u64 = 20_000;
+        let emitters: Vec<_> = (0..2)
+            .map(|_| {
+                let bus = bus.clone();
+                std::thread::spawn(move || {
+                    for i in 0..EMITS {
+                        bus.emit(Ev::A(i as u32));
+                    }
+                })
+            })
+            .collect();
+        let churners: Vec<_> = (0..2)
+            .map(|_| {
+                let bus = bus.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..2_000 {
+                        let id = bus.subscribe(|_: &Ev| {});
+                        assert!(bus.unsubscribe(id));
+                    }
+                })
+            })
+            .collect();
+        for t in emitters.into_iter().chain(churners) {
+            t.join().expect("no panic");
+        }
+        assert_eq!(steady.load(Ordering::Relaxed), 2 * EMITS);
+        assert_eq!(bus.listener_count(), 1);
+        assert!(bus.is_active());
     }
 
     #[test]

@@ -12,7 +12,7 @@
 //!   `metrics` and `tracing` bridges behind features of the same names.
 //! - [`error`]: [`ConfigError`] for refused configuration, and the
 //!   [`RetryAfter`] hint rejections carry.
-//! - [`rejection`]: the *local rejection* every layer's refusal carries ([`Rejection`]), so a
+//! - [`mod@rejection`]: the *local rejection* every layer's refusal carries ([`Rejection`]), so a
 //!   stack tells "a layer said no" from "the dependency failed" ([`rejection()`]).
 //! - [`sync`]: the std/loom switch for atomics, so every state machine is model-checked.
 //! - `test_util` (feature `test-util`): a fault-injecting mock backend for tests and demos.
