@@ -32,10 +32,14 @@
 //! ```
 
 mod backend;
+pub mod fleet;
 mod immediate;
 mod script;
 
 pub use backend::{BackendStats, MockBackend, MockError, MockErrorKind, MockFuture, Reply};
+pub use fleet::{
+    FleetError, FleetErrorKind, FleetReply, FleetStats, Phase, QueueingEndpoint, ServiceTime,
+};
 pub use immediate::{Echo, call_now};
 pub use script::{Action, CallContext, RandomProfile, Script, Step};
 
