@@ -7,8 +7,8 @@
 //!
 //! | constructor            | source                                   | read cost* | use it for |
 //! |------------------------|------------------------------------------|-----------:|------------|
-//! | [`Clock::default()`]   | TSC via `quanta` (monotonic fallback)    | 10.3 ns    | production |
-//! | [`Clock::coarse()`]    | `quanta`'s recent time, ~1 ms resolution | 2.1 ns     | very hot paths that tolerate 1 ms error |
+//! | [`Clock::tsc()`]       | TSC via `quanta` (monotonic fallback)    | 10.3 ns    | production: what [`Clock::default()`] gives unless told otherwise |
+//! | [`Clock::coarse()`]    | `quanta`'s recent time, ~1 ms resolution | 2.1 ns     | very hot paths that tolerate 1 ms error (starts a thread: see its docs) |
 //! | [`Clock::std()`]       | `std::time::Instant`                     | 27.4 ns    | portability |
 //! | [`Clock::tokio()`]     | `tokio::time::Instant`                   | 27.3 ns    | simulations in paused time |
 //! | [`ManualClock::clock`] | a counter you advance by hand            | 1.4 ns     | runtime-free unit and loom tests |
@@ -17,9 +17,41 @@
 //! development machine (x86_64 VM); for reference, a bare `std::time::Instant::now()` was
 //! 24.6 ns and a bare `quanta::Clock::now()` 10.3 ns in the same run.
 //!
-//! The default is the TSC clock because it reads in less than half the time of
-//! `std::time::Instant`, the largest cost on most hot paths. Tests that run layers in tokio's
-//! paused time switch with one builder call: `.clock(Clock::tokio())`.
+//! # The default clock
+//!
+//! Every layer builder that is not given a clock takes [`Clock::default()`] when it is created
+//! or built. That is, in order:
+//!
+//! 1. the clock set for the current thread by [`set_default`], while its guard lives;
+//! 2. else the clock set for the process by [`set_global_default`];
+//! 3. else [`Clock::tsc()`], which reads in less than half the time of `std::time::Instant`
+//!    and never starts a thread.
+//!
+//! The choice is made once, when a layer is built; a clock read on the hot path is the same
+//! match on the clock's kind whatever the default was, so the switch costs nothing there.
+//!
+//! So a whole stack runs in tokio's paused time without a `.clock(..)` on any builder:
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! use palisade_core::clock::{self, Clock};
+//! use std::time::Duration;
+//!
+//! let _paused = clock::set_default(Clock::tokio()); // this thread, until `_paused` drops
+//! let clock = Clock::default(); // what every builder would take now
+//! let start = clock.now();
+//! tokio::time::sleep(Duration::from_secs(60)).await; // returns at once in paused time
+//! assert_eq!(clock.elapsed_since(start), Duration::from_secs(60));
+//! # }
+//! ```
+//!
+//! Use the scoped [`set_default`] in tests: tests of one binary run on several threads at
+//! once, each with its own runtime, and a thread's default is its own. A `current_thread`
+//! runtime (what `#[tokio::test]` builds) runs every task on the test's thread, so layers built
+//! inside spawned tasks see it too; on a multi-thread runtime, build the layers on the thread
+//! that holds the guard. A simulator or a binary that runs wholly in paused time may set the
+//! process default once instead, with [`set_global_default`].
 //!
 //! # Example
 //!
@@ -56,7 +88,9 @@
 
 use crate::sync::Arc;
 use crate::sync::atomic::{AtomicU64, Ordering};
+use std::cell::RefCell;
 use std::fmt;
+use std::marker::PhantomData;
 use std::ops::{Add, Sub};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -247,20 +281,40 @@ fn coarse_upkeep_running() -> bool {
 }
 
 impl Default for Clock {
-    /// The production clock: TSC-backed through `quanta`, falling back to the OS monotonic
-    /// clock where no stable TSC exists.
+    /// The default clock: the current thread's ([`set_default`]), else the process's
+    /// ([`set_global_default`]), else [`Clock::tsc()`]. See [the module docs](self#the-default-clock).
+    ///
+    /// Read when a layer is built, never per call.
     fn default() -> Self {
+        if let Some(scoped) = SCOPED_DEFAULT.with(|scoped| scoped.borrow().clone()) {
+            return scoped;
+        }
+        if let Some(global) = GLOBAL_DEFAULT.get() {
+            return global.clone();
+        }
+        Clock::tsc()
+    }
+}
+
+impl Clock {
+    /// The production clock: TSC-backed through `quanta`, falling back to the OS monotonic
+    /// clock where no stable TSC exists. Precise to the nanosecond, about 10 ns a read, and
+    /// never starts a thread (calibrating the TSC takes a few milliseconds, once per process,
+    /// on the first call).
+    #[must_use]
+    pub fn tsc() -> Clock {
         let clock = tsc().clone();
         let origin_raw = origin(&clock).tsc_raw;
         Clock {
             source: Source::Tsc { clock, origin_raw },
         }
     }
-}
 
-impl Clock {
     /// `quanta`'s "recent" time, refreshed every millisecond by one background thread that is
     /// started on first use: the cheapest read, about 1 ms stale.
+    ///
+    /// This is the one clock that starts a thread, so no layer takes it by default: choose it
+    /// explicitly. The thread lives for the rest of the process.
     ///
     /// Good for windows and timeouts measured in seconds; not for slow-call thresholds or
     /// rates finer than a few milliseconds. If the upkeep thread cannot be spawned, reads fall
@@ -269,7 +323,7 @@ impl Clock {
     pub fn coarse() -> Clock {
         let clock = tsc().clone();
         if !coarse_upkeep_running() {
-            return Clock::default();
+            return Clock::tsc();
         }
         let origin = clock.scaled(origin(&clock).tsc_raw);
         Clock {
@@ -289,13 +343,37 @@ impl Clock {
     /// `tokio::time::Instant`, which stops and jumps with tokio's paused time
     /// (`#[tokio::test(start_paused = true)]`, `tokio::time::advance`).
     ///
-    /// The origin is the moment this clock is created. Outside a tokio runtime with paused time
-    /// it reads real time.
+    /// The origin is the moment this clock is created. Paused time needs tokio's `test-util`
+    /// feature somewhere in the build; in a runtime whose time is not paused it reads real time
+    /// through tokio. Read it from the runtime's own threads: tokio answers a read from a
+    /// thread outside the runtime with real time.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime, where it would silently read real time. Use
+    /// [`Clock::try_tokio`] to get an error instead.
     #[must_use]
+    #[track_caller]
     pub fn tokio() -> Clock {
-        Clock {
-            source: Source::Tokio(tokio::time::Instant::now()),
+        match Clock::try_tokio() {
+            Ok(clock) => clock,
+            Err(error) => panic!("{error}"),
         }
+    }
+
+    /// [`Clock::tokio`], or an error outside a tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// [`NoTokioRuntime`] when the calling thread is not inside a tokio runtime (neither on
+    /// one of its threads nor within `Runtime::enter`).
+    pub fn try_tokio() -> Result<Clock, NoTokioRuntime> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(NoTokioRuntime(()));
+        }
+        Ok(Clock {
+            source: Source::Tokio(tokio::time::Instant::now()),
+        })
     }
 
     /// A clock driven by your own [`TimeSource`].
@@ -352,6 +430,117 @@ impl fmt::Debug for Clock {
 impl From<ManualClock> for Clock {
     fn from(manual: ManualClock) -> Clock {
         manual.clock()
+    }
+}
+
+/// The error of [`Clock::try_tokio`] outside a tokio runtime.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoTokioRuntime(());
+
+impl fmt::Display for NoTokioRuntime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            "Clock::tokio() needs a tokio runtime (outside one it would read real time): \
+             create it inside the runtime, e.g. in #[tokio::test(start_paused = true)]",
+        )
+    }
+}
+
+impl std::error::Error for NoTokioRuntime {}
+
+static GLOBAL_DEFAULT: OnceLock<Clock> = OnceLock::new();
+
+thread_local! {
+    static SCOPED_DEFAULT: RefCell<Option<Clock>> = const { RefCell::new(None) };
+}
+
+/// Makes `clock` what [`Clock::default()`] returns on the current thread, until the returned
+/// guard is dropped (then the previous thread default, if any, is back).
+///
+/// Guards nest; drop them in the reverse order of their creation (as `let` bindings in a
+/// scope are). See [the module docs](self#the-default-clock) for when to use it.
+///
+/// ```
+/// use palisade_core::clock::{self, Clock, ManualClock};
+///
+/// let manual = ManualClock::new();
+/// {
+///     let _guard = clock::set_default(manual.clock());
+///     assert_eq!(Clock::default().kind(), "manual");
+/// }
+/// assert_eq!(Clock::default().kind(), "tsc");
+/// ```
+#[must_use = "the default is reset when the guard is dropped"]
+pub fn set_default(clock: Clock) -> DefaultGuard {
+    let previous = SCOPED_DEFAULT.with(|scoped| scoped.replace(Some(clock)));
+    DefaultGuard {
+        previous,
+        _not_send: PhantomData,
+    }
+}
+
+/// Runs `f` with `clock` as the current thread's default clock (see [`set_default`]).
+pub fn with_default<T>(clock: Clock, f: impl FnOnce() -> T) -> T {
+    let _guard = set_default(clock);
+    f()
+}
+
+/// Makes `clock` what [`Clock::default()`] returns on every thread that has no
+/// [`set_default`] of its own, for the rest of the process.
+///
+/// Set it once, early (a simulator's `main`), before any layer is built: layers built before
+/// keep the clock they took.
+///
+/// # Errors
+///
+/// [`GlobalDefaultAlreadySet`] (carrying `clock` back) if a process default was set before.
+pub fn set_global_default(clock: Clock) -> Result<(), GlobalDefaultAlreadySet> {
+    let mut set_here = false;
+    GLOBAL_DEFAULT.get_or_init(|| {
+        set_here = true;
+        clock.clone()
+    });
+    if set_here {
+        Ok(())
+    } else {
+        Err(GlobalDefaultAlreadySet(clock))
+    }
+}
+
+/// The error of [`set_global_default`] when a process default clock was already set. Holds
+/// the clock that was refused.
+#[derive(Debug)]
+pub struct GlobalDefaultAlreadySet(pub Clock);
+
+impl fmt::Display for GlobalDefaultAlreadySet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a process-wide default clock was already set")
+    }
+}
+
+impl std::error::Error for GlobalDefaultAlreadySet {}
+
+/// Restores the previous thread default clock when dropped. Returned by [`set_default`];
+/// bound to its thread (not `Send`).
+pub struct DefaultGuard {
+    previous: Option<Clock>,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl Drop for DefaultGuard {
+    fn drop(&mut self) {
+        let previous = self.previous.take();
+        // `try_with`: a guard dropped while the thread's locals are torn down has nothing to
+        // restore.
+        let _ = SCOPED_DEFAULT.try_with(|scoped| *scoped.borrow_mut() = previous);
+    }
+}
+
+impl fmt::Debug for DefaultGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DefaultGuard")
+            .field("previous", &self.previous)
+            .finish()
     }
 }
 
@@ -505,6 +694,77 @@ mod tests {
         let (t1, t2, t3) = (a.now(), b.now(), a.now());
         assert!(t1 <= t2 && t2 <= t3);
         assert_eq!(a.kind(), "tsc");
+    }
+
+    #[test]
+    fn the_default_is_the_tsc_clock_which_starts_no_thread() {
+        // Issue 9 §5: the default never starts the coarse clock's upkeep thread.
+        assert_eq!(Clock::default().kind(), "tsc");
+        assert_eq!(Clock::tsc().kind(), "tsc");
+    }
+
+    #[test]
+    fn a_thread_default_overrides_until_its_guard_drops_and_guards_nest() {
+        let manual = ManualClock::new();
+        manual.advance(Duration::from_secs(7));
+        {
+            let _outer = set_default(manual.clock());
+            let clock = Clock::default();
+            assert_eq!(clock.kind(), "manual");
+            assert_eq!(clock.now(), Instant::from_nanos(7_000_000_000));
+            {
+                let _inner = set_default(Clock::std());
+                assert_eq!(Clock::default().kind(), "std");
+            }
+            assert_eq!(
+                Clock::default().kind(),
+                "manual",
+                "the outer default is back"
+            );
+            // Other threads keep their own default.
+            let elsewhere = std::thread::spawn(|| Clock::default().kind())
+                .join()
+                .unwrap();
+            assert_eq!(elsewhere, "tsc");
+        }
+        assert_eq!(Clock::default().kind(), "tsc");
+        assert_eq!(
+            with_default(Clock::std(), || Clock::default().kind()),
+            "std"
+        );
+        assert_eq!(Clock::default().kind(), "tsc");
+    }
+
+    #[test]
+    fn tokio_clock_outside_a_runtime_is_an_error_not_real_time() {
+        let error = Clock::try_tokio().expect_err("no runtime here");
+        assert!(
+            error.to_string().contains("needs a tokio runtime"),
+            "{error}"
+        );
+        let panicked = std::panic::catch_unwind(Clock::tokio).expect_err("panics");
+        let message = panicked
+            .downcast_ref::<String>()
+            .expect("a formatted message");
+        assert!(message.contains("Clock::tokio() needs a tokio runtime"));
+        // Inside a runtime (entered, not even running a task) it works.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let _entered = runtime.enter();
+        assert_eq!(Clock::try_tokio().unwrap().kind(), "tokio");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_thread_default_of_tokio_runs_layers_built_later_in_paused_time() {
+        let _paused = set_default(Clock::tokio());
+        // What a builder takes, here inside a spawned task of the current-thread runtime.
+        let clock = tokio::spawn(async { Clock::default() }).await.unwrap();
+        assert_eq!(clock.kind(), "tokio");
+        let start = clock.now();
+        tokio::time::sleep(Duration::from_secs(5 * 60)).await;
+        assert_eq!(clock.elapsed_since(start), Duration::from_secs(300));
     }
 
     #[test]
