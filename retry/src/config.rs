@@ -12,7 +12,6 @@ use palisade_core::error::{ConfigError, check_nonzero_duration};
 use palisade_core::events::{EventBus, Listener, ListenerId};
 use palisade_core::sync::atomic::{AtomicU64, Ordering};
 use std::fmt;
-use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -64,6 +63,10 @@ pub(crate) struct Shared<C, Q> {
     pub(crate) backoff: Backoff,
     pub(crate) deadline: Option<Duration>,
     pub(crate) attempt_timeout: Option<Duration>,
+    /// The longest remote `retry_after` hint waited on; a longer one ends retrying.
+    pub(crate) max_retry_after: Duration,
+    /// `Some(cap)` when local rejections from below are retried, after at most `cap`.
+    pub(crate) local_max_wait: Option<Duration>,
     pub(crate) classify: C,
     pub(crate) requests: Q,
     pub(crate) spend: Spend,
@@ -106,7 +109,14 @@ impl<C, Q> Clone for RetryPolicy<C, Q> {
 impl RetryPolicy {
     /// A builder with the defaults: 3 attempts, exponential backoff with full jitter from
     /// 50 ms capped at 5 s, no deadline, no per-attempt timeout, errors retryable, every
-    /// request retryable, and a default [`RetryBudget`].
+    /// request retryable, a default [`RetryBudget`], remote `retry_after` hints honoured up to
+    /// the backoff cap, local rejections returned at once.
+    ///
+    /// Why these numbers: 3 attempts and full jitter are the AWS Architecture Blog's and
+    /// gRPC's defaults (at most two extra attempts per request, spread so that clients that
+    /// failed together do not retry together); 50 ms is a typical intra-datacentre backoff
+    /// base, and the 5 s cap bounds every wait a default policy can impose; the budget is
+    /// Finagle's (retries add at most 20 % load, plus 10 a second).
     #[must_use]
     pub fn builder() -> RetryPolicyBuilder {
         RetryPolicyBuilder {
@@ -114,6 +124,8 @@ impl RetryPolicy {
             backoff: Backoff::full_jitter(Duration::from_millis(50), Duration::from_secs(5)),
             deadline: None,
             attempt_timeout: None,
+            max_retry_after: None,
+            local_max_wait: None,
             classify: ErrorIsFailure,
             requests: CloneAll,
             spend: SpendChoice::DefaultBudget,
@@ -193,6 +205,8 @@ pub struct RetryPolicyBuilder<C = ErrorIsFailure, Q = CloneAll> {
     backoff: Backoff,
     deadline: Option<Duration>,
     attempt_timeout: Option<Duration>,
+    max_retry_after: Option<Duration>,
+    local_max_wait: Option<Duration>,
     classify: C,
     requests: Q,
     spend: SpendChoice,
@@ -226,11 +240,43 @@ impl<C, Q> RetryPolicyBuilder<C, Q> {
     }
 
     /// A timeout for each attempt: an attempt that takes longer is dropped and counts as a
-    /// failure ([`AttemptTimedOut`](crate::AttemptTimedOut)), retried like any other. Default:
-    /// none.
+    /// failure ([`AttemptTimedOut`](crate::AttemptTimedOut)), retried like any other. A retry's
+    /// attempt starts when it begins to wait for the inner service's readiness, so the timeout
+    /// bounds that wait too. Default: none.
     #[must_use]
     pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
         self.attempt_timeout = Some(timeout);
+        self
+    }
+
+    /// The longest *remote* `retry_after` hint (a server's `Retry-After`, gRPC pushback: a
+    /// [`RetryAfter`](palisade_core::RetryAfter) in the error's source chain that is not part of
+    /// a local [`Rejection`](palisade_core::Rejection)) that a retry waits for. A retry waits
+    /// the longer of its backoff and the hint; a hint above this cap (or one that reaches past
+    /// the deadline) ends retrying at once, returning the error
+    /// ([`GiveUpReason::RetryAfterTooLong`](crate::GiveUpReason::RetryAfterTooLong)).
+    ///
+    /// Default: the backoff's cap ([`Backoff::max`]), so a default policy never makes a caller
+    /// wait longer than its backoff cap.
+    #[must_use]
+    pub fn max_retry_after(mut self, cap: Duration) -> Self {
+        self.max_retry_after = Some(cap);
+        self
+    }
+
+    /// Opts in to retrying *local rejections* from the layers below (an open breaker, a full
+    /// bulkhead, a rate limiter without a token: anything that carries a core
+    /// [`Rejection`](palisade_core::Rejection)), after the longer of the backoff and the
+    /// rejection's own `retry_after` hint, but only when that wait is at most `max_wait` and
+    /// ends before the deadline; otherwise the rejection is returned at once.
+    ///
+    /// Default: off. A local rejection is returned to the caller at once, never slept on
+    /// ([`GiveUpReason::LocalRejection`](crate::GiveUpReason::LocalRejection)), whatever the
+    /// classifier says: a breaker exists to fail fast. With a balancer below, prefer letting
+    /// the balancer pick another endpoint.
+    #[must_use]
+    pub fn retry_local_rejections(mut self, max_wait: Duration) -> Self {
+        self.local_max_wait = Some(max_wait);
         self
     }
 
@@ -243,6 +289,8 @@ impl<C, Q> RetryPolicyBuilder<C, Q> {
             backoff: self.backoff,
             deadline: self.deadline,
             attempt_timeout: self.attempt_timeout,
+            max_retry_after: self.max_retry_after,
+            local_max_wait: self.local_max_wait,
             classify,
             requests: self.requests,
             spend: self.spend,
@@ -258,6 +306,8 @@ impl<C, Q> RetryPolicyBuilder<C, Q> {
             backoff: self.backoff,
             deadline: self.deadline,
             attempt_timeout: self.attempt_timeout,
+            max_retry_after: self.max_retry_after,
+            local_max_wait: self.local_max_wait,
             classify: self.classify,
             requests,
             spend: self.spend,
@@ -305,8 +355,8 @@ impl<C, Q> RetryPolicyBuilder<C, Q> {
     }
 
     /// The clock for the deadline, and for the default budget. Default: [`Clock::default`]
-    /// for the deadline (read only when one is set) and [`Clock::coarse`] for the budget; use
-    /// [`Clock::tokio`] in paused-time tests.
+    /// for both (the deadline's is read only when one is set; no background thread is
+    /// started); use [`Clock::tokio`] in paused-time tests.
     #[must_use]
     pub fn clock(mut self, clock: Clock) -> Self {
         self.clock = Some(clock);
@@ -351,11 +401,8 @@ impl<C, Q> RetryPolicyBuilder<C, Q> {
         }
         let spend = match self.spend {
             SpendChoice::DefaultBudget => {
-                let mut budget = RetryBudgetBuilder::default();
-                if let Some(clock) = &self.clock {
-                    budget = budget.clock(clock.clone());
-                }
-                Spend::Budget(budget.build()?)
+                let clock = self.clock.clone().unwrap_or_default();
+                Spend::Budget(RetryBudgetBuilder::default().clock(clock).build()?)
             }
             SpendChoice::Budget(budget) => Spend::Budget(budget),
             SpendChoice::Throttle(throttle) => Spend::Throttle(throttle),
@@ -370,22 +417,19 @@ impl<C, Q> RetryPolicyBuilder<C, Q> {
                 backoff: self.backoff,
                 deadline: self.deadline,
                 attempt_timeout: self.attempt_timeout,
+                max_retry_after: self.max_retry_after.unwrap_or(self.backoff.max()),
+                local_max_wait: self.local_max_wait,
                 classify: self.classify,
                 requests: self.requests,
                 spend,
                 clock: self.clock.unwrap_or_default(),
-                seed: self.seed.unwrap_or_else(random_seed),
+                seed: self.seed.unwrap_or_else(palisade_core::rng::random_seed),
                 streams: AtomicU64::new(0),
                 events,
                 name,
             }),
         })
     }
-}
-
-/// A seed from the standard library's per-process random hasher keys.
-pub(crate) fn random_seed() -> u64 {
-    RandomState::new().hash_one(0x5eed_u64)
 }
 
 #[cfg(all(test, not(loom)))]

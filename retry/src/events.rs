@@ -4,6 +4,7 @@ use std::time::Duration;
 
 /// Why a [`Retry`](crate::Retry) stopped retrying a request whose last attempt failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum GiveUpReason {
     /// `max_attempts` attempts were made.
     AttemptsExhausted,
@@ -14,11 +15,27 @@ pub enum GiveUpReason {
     Deadline,
     /// The retry budget (or throttle) had nothing left.
     BudgetExhausted,
+    /// The error was a local rejection of a layer below (it carries a core
+    /// [`Rejection`](palisade_core::Rejection)) and the policy does not retry those, or its
+    /// hint was above the policy's cap for them: returned at once.
+    LocalRejection,
+    /// A remote `retry_after` hint was above the policy's `max_retry_after`.
+    RetryAfterTooLong,
 }
 
 impl GiveUpReason {
+    /// Every reason, in declaration order.
+    pub const ALL: [GiveUpReason; 6] = [
+        GiveUpReason::AttemptsExhausted,
+        GiveUpReason::NotRetryable,
+        GiveUpReason::Deadline,
+        GiveUpReason::BudgetExhausted,
+        GiveUpReason::LocalRejection,
+        GiveUpReason::RetryAfterTooLong,
+    ];
+
     /// The name used in metrics labels: `attempts_exhausted`, `not_retryable`, `deadline`,
-    /// `budget_exhausted`.
+    /// `budget_exhausted`, `local_rejection`, `retry_after_too_long`.
     #[must_use]
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -26,7 +43,14 @@ impl GiveUpReason {
             GiveUpReason::NotRetryable => "not_retryable",
             GiveUpReason::Deadline => "deadline",
             GiveUpReason::BudgetExhausted => "budget_exhausted",
+            GiveUpReason::LocalRejection => "local_rejection",
+            GiveUpReason::RetryAfterTooLong => "retry_after_too_long",
         }
+    }
+
+    #[cfg(feature = "metrics")]
+    const fn index(self) -> usize {
+        self as usize
     }
 }
 
@@ -72,7 +96,7 @@ pub struct RetryMetrics {
     budget_exhausted: metrics::Counter,
     hedges: metrics::Counter,
     /// One per `GiveUpReason`, in declaration order.
-    gave_up: [metrics::Counter; 4],
+    gave_up: [metrics::Counter; 6],
 }
 
 #[cfg(feature = "metrics")]
@@ -100,12 +124,7 @@ impl palisade_core::events::RecordMetrics for RetryEvent {
             backoff: metrics::histogram!("palisade_retry_backoff_seconds", "name" => name.clone()),
             budget_exhausted: metrics::counter!("palisade_retry_budget_exhausted_total", "name" => name.clone()),
             hedges: metrics::counter!("palisade_retry_hedges_total", "name" => name.clone()),
-            gave_up: [
-                gave_up(GiveUpReason::AttemptsExhausted),
-                gave_up(GiveUpReason::NotRetryable),
-                gave_up(GiveUpReason::Deadline),
-                gave_up(GiveUpReason::BudgetExhausted),
-            ],
+            gave_up: GiveUpReason::ALL.map(gave_up),
         }
     }
 
@@ -117,15 +136,7 @@ impl palisade_core::events::RecordMetrics for RetryEvent {
             }
             RetryEvent::BudgetExhausted { .. } => m.budget_exhausted.increment(1),
             RetryEvent::HedgeSent { .. } => m.hedges.increment(1),
-            RetryEvent::GaveUp { reason, .. } => {
-                let index = match reason {
-                    GiveUpReason::AttemptsExhausted => 0,
-                    GiveUpReason::NotRetryable => 1,
-                    GiveUpReason::Deadline => 2,
-                    GiveUpReason::BudgetExhausted => 3,
-                };
-                m.gave_up[index].increment(1);
-            }
+            RetryEvent::GaveUp { reason, .. } => m.gave_up[reason.index()].increment(1),
         }
     }
 }

@@ -5,9 +5,11 @@ use crate::config::Shared;
 use crate::error::{AttemptTimedOut, DeadlineExceeded};
 use crate::events::{GiveUpReason, RetryEvent};
 use crate::request::RetryRequest;
+use palisade_core::BoxError;
 use palisade_core::classify::{Classify, Outcome};
 use palisade_core::clock::Instant;
 use palisade_core::error::retry_after;
+use palisade_core::rejection::{is_local_rejection, rejection};
 use pin_project::pin_project;
 use std::fmt;
 use std::future::Future;
@@ -16,15 +18,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 use tokio::time::Sleep;
-use tower::BoxError;
 use tower_service::Service;
 
 /// The response future of [`Retry`](crate::Retry): runs attempts, waits out backoffs, and
 /// resolves to the first result that is not a retryable failure, or to the last one.
 ///
-/// The deadline bounds attempts and backoffs; the wait for the inner service's readiness
-/// before a retry is not bounded by it (put a timeout or load-shed layer below if that can be
-/// long).
+/// The deadline bounds attempts, backoffs and the wait for the inner service's readiness
+/// before a retry; the attempt timeout bounds a retry's readiness wait and its call together.
 ///
 /// # Cancel safety
 ///
@@ -63,7 +63,8 @@ enum State<F> {
     },
     /// Waiting before the next attempt, on `timer`.
     Backoff,
-    /// Waiting for the service to be ready for the next attempt.
+    /// Waiting for the service to be ready for the next attempt (bounded by `timer` when
+    /// there is a deadline or an attempt timeout).
     Ready,
 }
 
@@ -135,11 +136,27 @@ where
                     let result: Result<S::Response, BoxError> = match future.poll(cx) {
                         Poll::Ready(result) => {
                             let outcome = this.shared.classify.classify(result.as_ref());
-                            this.shared.spend.on_outcome(outcome);
-                            if outcome != Outcome::Failure {
-                                return Poll::Ready(result.map_err(Into::into));
+                            let result = result.map_err(Into::into);
+                            // A local rejection from below is not the dependency's outcome,
+                            // whatever the classifier says, and is retried only on opt-in.
+                            let local = matches!(&result, Err(err) if is_local_rejection(&**err));
+                            if local {
+                                this.shared.spend.on_outcome(Outcome::Ignore);
+                                if this.shared.local_max_wait.is_none() {
+                                    let attempts = *this.attempt;
+                                    this.shared.events.emit_with(|| RetryEvent::GaveUp {
+                                        attempts,
+                                        reason: GiveUpReason::LocalRejection,
+                                    });
+                                    return Poll::Ready(result);
+                                }
+                            } else {
+                                this.shared.spend.on_outcome(outcome);
+                                if outcome != Outcome::Failure {
+                                    return Poll::Ready(result);
+                                }
                             }
-                            result.map_err(Into::into)
+                            result
                         }
                         Poll::Pending => {
                             let Some(timer) = this.timer.as_mut().as_pin_mut() else {
@@ -148,12 +165,10 @@ where
                             ready!(timer.poll(cx));
                             this.shared.spend.on_outcome(Outcome::Failure);
                             if *this.timer_is_deadline {
-                                let attempts = *this.attempt;
-                                this.shared.events.emit_with(|| RetryEvent::GaveUp {
-                                    attempts,
-                                    reason: GiveUpReason::Deadline,
-                                });
-                                return Poll::Ready(Err(DeadlineExceeded.into()));
+                                return Poll::Ready(give_up_at_deadline(
+                                    this.shared,
+                                    *this.attempt,
+                                ));
                             }
                             Err(AttemptTimedOut.into())
                         }
@@ -169,7 +184,12 @@ where
                     ) {
                         Ok(delay) => {
                             if delay.is_zero() {
-                                this.timer.set(None);
+                                start_ready(
+                                    this.shared,
+                                    *this.deadline,
+                                    this.timer.as_mut(),
+                                    this.timer_is_deadline,
+                                );
                                 this.state.set(State::Ready);
                             } else {
                                 this.timer.set(Some(tokio::time::sleep(delay)));
@@ -189,12 +209,56 @@ where
                     if let Some(timer) = this.timer.as_mut().as_pin_mut() {
                         ready!(timer.poll(cx));
                     }
-                    this.timer.set(None);
+                    start_ready(
+                        this.shared,
+                        *this.deadline,
+                        this.timer.as_mut(),
+                        this.timer_is_deadline,
+                    );
                     this.state.set(State::Ready);
                 }
                 StateProj::Ready => {
-                    if let Err(err) = ready!(this.service.poll_ready(cx)) {
-                        return Poll::Ready(Err(err.into()));
+                    match this.service.poll_ready(cx) {
+                        Poll::Ready(Ok(())) => {}
+                        Poll::Ready(Err(err)) => return Poll::Ready(Err(err.into())),
+                        Poll::Pending => {
+                            let Some(timer) = this.timer.as_mut().as_pin_mut() else {
+                                return Poll::Pending;
+                            };
+                            ready!(timer.poll(cx));
+                            if *this.timer_is_deadline {
+                                return Poll::Ready(give_up_at_deadline(
+                                    this.shared,
+                                    *this.attempt,
+                                ));
+                            }
+                            // The attempt's time ran out before it could be sent: a timed-out
+                            // attempt (the copy of the request is kept for the next one).
+                            *this.attempt += 1;
+                            let result: Result<S::Response, BoxError> = Err(AttemptTimedOut.into());
+                            match decide(
+                                this.shared,
+                                *this.attempt,
+                                this.request.is_some(),
+                                *this.deadline,
+                                this.rng,
+                                this.previous_delay,
+                                &result,
+                            ) {
+                                Ok(delay) => {
+                                    this.timer.set(Some(tokio::time::sleep(delay)));
+                                    this.state.set(State::Backoff);
+                                    continue;
+                                }
+                                Err(reason) => {
+                                    let attempts = *this.attempt;
+                                    this.shared
+                                        .events
+                                        .emit_with(|| RetryEvent::GaveUp { attempts, reason });
+                                    return Poll::Ready(result);
+                                }
+                            }
+                        }
                     }
                     let request = this
                         .request
@@ -205,19 +269,38 @@ where
                         *this.request = this.shared.requests.clone_request(&request);
                     }
                     let future = this.service.call(request);
+                    // The attempt keeps the timer set when its readiness wait began.
                     this.state.set(State::Attempt { future });
-                    // The backoff's timer was cleared on leaving it.
-                    if this.shared.attempt_timeout.is_some() || this.deadline.is_some() {
-                        let now = this.shared.clock.now();
-                        let (limit, is_deadline) =
-                            attempt_limit(this.shared.attempt_timeout, *this.deadline, now);
-                        *this.timer_is_deadline = is_deadline;
-                        this.timer.set(limit.map(tokio::time::sleep));
-                    }
                 }
             }
         }
     }
+}
+
+/// Arms `timer` for a retry's readiness wait and attempt: the attempt timeout, or the rest of
+/// the deadline if that is sooner (none if neither is set).
+fn start_ready<C, Q>(
+    shared: &Shared<C, Q>,
+    deadline: Option<Instant>,
+    mut timer: Pin<&mut Option<Sleep>>,
+    timer_is_deadline: &mut bool,
+) {
+    if shared.attempt_timeout.is_none() && deadline.is_none() {
+        timer.set(None);
+        return;
+    }
+    let (limit, is_deadline) = attempt_limit(shared.attempt_timeout, deadline, shared.clock.now());
+    *timer_is_deadline = is_deadline;
+    timer.set(limit.map(tokio::time::sleep));
+}
+
+/// The deadline passed: the event, and the error.
+fn give_up_at_deadline<C, Q, Res>(shared: &Shared<C, Q>, attempts: u32) -> Result<Res, BoxError> {
+    shared.events.emit_with(|| RetryEvent::GaveUp {
+        attempts,
+        reason: GiveUpReason::Deadline,
+    });
+    Err(DeadlineExceeded.into())
 }
 
 /// Whether to retry after a failed attempt, and after what delay.
@@ -239,10 +322,20 @@ fn decide<C, Q, Res>(
     let rng = rng.get_or_insert_with(|| SplitMix64::new(shared.next_stream_seed()));
     let mut delay = shared.backoff.delay(attempt, *previous_delay, rng);
     *previous_delay = delay;
-    if let Err(err) = result
-        && let Some(hint) = retry_after(&**err)
-    {
-        delay = delay.max(hint);
+    if let Err(err) = result {
+        if let Some(local) = rejection(&**err) {
+            // Retried only on opt-in (checked by the caller), and only within its cap.
+            let cap = shared.local_max_wait.unwrap_or(Duration::ZERO);
+            delay = delay.max(local.retry_after().unwrap_or(Duration::ZERO));
+            if delay > cap {
+                return Err(GiveUpReason::LocalRejection);
+            }
+        } else if let Some(hint) = retry_after(&**err) {
+            if hint > shared.max_retry_after {
+                return Err(GiveUpReason::RetryAfterTooLong);
+            }
+            delay = delay.max(hint);
+        }
     }
     if let Some(deadline) = deadline
         && shared.clock.now() + delay >= deadline

@@ -18,13 +18,23 @@
 //! - **How often**: at most `max_attempts` attempts (the first included), and only while the
 //!   budget grants a withdrawal. A refused withdrawal ends retrying: the last result is returned
 //!   as it is, and a [`RetryEvent::BudgetExhausted`] is emitted.
+//! - **Local rejections fail fast**: an error from below that carries a core
+//!   [`Rejection`](palisade_core::Rejection) (an open breaker, a full bulkhead, a rate limiter
+//!   without a token) is returned at once, never slept on, whatever the classifier says.
+//!   Retrying them is opt-in and bounded
+//!   ([`retry_local_rejections`](RetryPolicyBuilder::retry_local_rejections)).
 //! - **When**: after a [`Backoff`] (constant, exponential, full jitter, decorrelated jitter; all
-//!   capped; the jitter's RNG seedable), or after the `retry_after` a rejection from below
-//!   carries ([`palisade_core::retry_after`]: a downstream `RateLimited` or `CircuitOpen`) if
-//!   that is longer. Sleeps are tokio's, so they run in paused time in tests.
-//! - **How long**: an optional per-attempt timeout ([`AttemptTimedOut`], a retryable failure)
-//!   and an optional overall deadline ([`DeadlineExceeded`] mid-attempt; no retry is scheduled
-//!   that could not start before it, including one a `retry_after` hint pushes past it).
+//!   capped; the jitter's RNG seedable), or after a *remote* `retry_after` hint
+//!   ([`palisade_core::retry_after`] outside a local rejection: a server's `Retry-After`) if
+//!   that is longer and at most [`max_retry_after`](RetryPolicyBuilder::max_retry_after)
+//!   (default: the backoff cap; a longer hint ends retrying at once). So a default policy never
+//!   makes a caller wait longer than its backoff cap. Sleeps are tokio's, so they run in
+//!   paused time in tests.
+//! - **How long**: an optional per-attempt timeout ([`AttemptTimedOut`], a retryable failure;
+//!   it bounds a retry's wait for the inner service's readiness too) and an optional overall
+//!   deadline ([`DeadlineExceeded`], a local rejection, mid-attempt or while waiting for
+//!   readiness; no retry is scheduled that could not start before it, including one a hint
+//!   pushes past it).
 //! - **Copies**: the request is copied only when another attempt may follow; never before the
 //!   last attempt, never with `max_attempts(1)`.
 //!

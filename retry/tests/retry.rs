@@ -247,6 +247,7 @@ async fn retry_after_hints_are_honoured() {
     let policy = base()
         .backoff(Backoff::constant(ms(10)))
         .deadline(ms(1000))
+        .max_retry_after(ms(10_000))
         .build()
         .unwrap();
     let log = record(&policy);
@@ -456,4 +457,264 @@ async fn dropping_the_future_mid_backoff_cancels_cleanly() {
     assert!(res.is_err(), "still backing off");
     let stats = backend.stats();
     assert_eq!((stats.calls, stats.in_flight), (1, 0));
+}
+
+// ---- Issue 9: local rejections fail fast, hints are capped, readiness waits are bounded ----
+
+/// A local rejection as a layer below returns it: a core `Rejection` (with a hint) as source.
+#[derive(Debug)]
+struct LocallyRejected(palisade_core::Rejection);
+
+impl std::fmt::Display for LocallyRejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("circuit open")
+    }
+}
+
+impl std::error::Error for LocallyRejected {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+/// Fails its first `failures` calls with `make()`, then answers with the call number.
+fn failing_with(
+    failures: u32,
+    make: impl Fn() -> BoxError + Send + Sync + Clone + 'static,
+) -> (
+    Arc<AtomicU32>,
+    impl Service<(), Response = u32, Error = BoxError> + Clone,
+) {
+    let calls = Arc::new(AtomicU32::new(0));
+    let counter = calls.clone();
+    let svc = service_fn(move |()| {
+        let calls = counter.clone();
+        let make = make.clone();
+        async move {
+            // Relaxed: a test counter.
+            let n = calls.fetch_add(1, Ordering::Relaxed);
+            if n < failures { Err(make()) } else { Ok(n) }
+        }
+    });
+    (calls, svc)
+}
+
+fn circuit_open(hint: Duration) -> BoxError {
+    Box::new(LocallyRejected(
+        palisade_core::Rejection::new(palisade_core::RejectionKind::CircuitOpen)
+            .with_retry_after(hint),
+    ))
+}
+
+/// Regression (issue 9): over an open breaker whose rejection said "retry after 60 s", a
+/// default policy slept 60 s. A local rejection is returned at once, never slept on, with the
+/// default classifier and with one that calls every error a failure.
+#[tokio::test(start_paused = true)]
+async fn a_local_rejection_from_below_is_returned_at_once() {
+    let default = RetryPolicy::builder()
+        .clock(Clock::tokio())
+        .build()
+        .unwrap();
+    let every_error = RetryPolicy::builder()
+        .clock(Clock::tokio())
+        .classify(|r: Result<&u32, &BoxError>| {
+            if r.is_err() {
+                Outcome::Failure
+            } else {
+                Outcome::Success
+            }
+        })
+        .build()
+        .unwrap();
+    let log = record(&default);
+    let (calls, svc) = failing_with(10, || circuit_open(Duration::from_secs(60)));
+    let start = Instant::now();
+    let err = default.layer().layer(svc).oneshot(()).await.unwrap_err();
+    assert!(err.is::<LocallyRejected>());
+    assert_eq!(
+        start.elapsed(),
+        Duration::ZERO,
+        "no wait on a local rejection"
+    );
+    assert_eq!(calls.load(Ordering::Relaxed), 1, "and no retry");
+    assert_eq!(gave_up(&log), Some((1, GiveUpReason::LocalRejection)));
+
+    let log = record(&every_error);
+    let (calls, svc) = failing_with(10, || circuit_open(Duration::from_secs(60)));
+    let err = every_error
+        .layer()
+        .layer(svc)
+        .oneshot(())
+        .await
+        .unwrap_err();
+    assert!(err.is::<LocallyRejected>());
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert_eq!(calls.load(Ordering::Relaxed), 1);
+    assert_eq!(gave_up(&log), Some((1, GiveUpReason::LocalRejection)));
+}
+
+/// Opting in retries a local rejection after its hint, only within the cap and the deadline.
+#[tokio::test(start_paused = true)]
+async fn retrying_local_rejections_is_opt_in_and_bounded() {
+    let policy = base()
+        .backoff(Backoff::constant(ms(10)))
+        .retry_local_rejections(ms(500))
+        .deadline(ms(2000))
+        .build()
+        .unwrap();
+    let log = record(&policy);
+    let (calls, svc) = failing_with(1, || circuit_open(ms(300)));
+    let start = Instant::now();
+    assert_eq!(policy.layer().layer(svc).oneshot(()).await.unwrap(), 1);
+    assert_eq!(start.elapsed(), ms(300), "waited the local hint");
+    assert_eq!(calls.load(Ordering::Relaxed), 2);
+    assert_eq!(scheduled(&log), [ms(300)]);
+
+    // A hint above the cap: returned at once.
+    let log = record(&policy);
+    let (calls, svc) = failing_with(1, || circuit_open(ms(600)));
+    let start = Instant::now();
+    let err = policy.layer().layer(svc).oneshot(()).await.unwrap_err();
+    assert!(err.is::<LocallyRejected>());
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert_eq!(calls.load(Ordering::Relaxed), 1);
+    assert_eq!(gave_up(&log), Some((1, GiveUpReason::LocalRejection)));
+
+    // Within the cap but past the deadline: returned at once.
+    let tight = base()
+        .backoff(Backoff::constant(ms(10)))
+        .retry_local_rejections(Duration::from_secs(3600))
+        .deadline(ms(200))
+        .build()
+        .unwrap();
+    let log = record(&tight);
+    let (_, svc) = failing_with(1, || circuit_open(ms(300)));
+    let start = Instant::now();
+    assert!(tight.layer().layer(svc).oneshot(()).await.is_err());
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert_eq!(gave_up(&log), Some((1, GiveUpReason::Deadline)));
+}
+
+/// Regression (issue 9): a 100-day `retry_after` hint slept 100 days. A remote hint above
+/// `max_retry_after` (default: the backoff cap) ends retrying at once.
+#[tokio::test(start_paused = true)]
+async fn a_hundred_day_hint_does_not_sleep_a_hundred_days() {
+    let hundred_days = Duration::from_secs(100 * 24 * 3600);
+    let remote = move || -> BoxError { Box::new(Overloaded(RetryAfter::new(hundred_days))) };
+    let default = RetryPolicy::builder()
+        .clock(Clock::tokio())
+        .build()
+        .unwrap();
+    let log = record(&default);
+    let (calls, svc) = failing_with(1, remote);
+    let start = Instant::now();
+    let err = default.layer().layer(svc).oneshot(()).await.unwrap_err();
+    assert!(err.is::<Overloaded>());
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert_eq!(calls.load(Ordering::Relaxed), 1);
+    assert_eq!(gave_up(&log), Some((1, GiveUpReason::RetryAfterTooLong)));
+
+    // The default cap is the backoff cap (5 s): a 4 s hint is honoured, a 6 s one is not.
+    for (hint, honoured) in [(ms(4000), true), (ms(6000), false)] {
+        let remote = move || -> BoxError { Box::new(Overloaded(RetryAfter::new(hint))) };
+        let (calls, svc) = failing_with(1, remote);
+        let start = Instant::now();
+        let result = default.layer().layer(svc).oneshot(()).await;
+        assert_eq!(result.is_ok(), honoured, "hint {hint:?}");
+        assert_eq!(
+            start.elapsed(),
+            if honoured { hint } else { Duration::ZERO }
+        );
+        assert_eq!(calls.load(Ordering::Relaxed), if honoured { 2 } else { 1 });
+    }
+}
+
+/// Ready for the first `ready` polls (and calls), then `Pending` forever, never waking.
+#[derive(Clone)]
+struct StopsBeingReady {
+    ready: Arc<AtomicU32>,
+}
+
+impl Service<()> for StopsBeingReady {
+    type Response = u32;
+    type Error = BoxError;
+    type Future = std::future::Ready<Result<u32, BoxError>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        // Relaxed: a test counter.
+        if self.ready.load(Ordering::Relaxed) > 0 {
+            std::task::Poll::Ready(Ok(()))
+        } else {
+            std::task::Poll::Pending
+        }
+    }
+
+    fn call(&mut self, (): ()) -> Self::Future {
+        // Relaxed: a test counter.
+        self.ready.fetch_sub(1, Ordering::Relaxed);
+        std::future::ready(Err("boom".into()))
+    }
+}
+
+/// Regression (issue 9): with a 1 s deadline, a retry waiting for a service that never becomes
+/// ready again was still pending after 3 600 s. The deadline bounds that wait.
+#[tokio::test(start_paused = true)]
+async fn the_deadline_bounds_the_wait_for_readiness() {
+    let policy = base()
+        .backoff(Backoff::constant(ms(10)))
+        .deadline(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let log = record(&policy);
+    let svc = StopsBeingReady {
+        ready: Arc::new(AtomicU32::new(1)),
+    };
+    let start = Instant::now();
+    let result = tokio::time::timeout(
+        Duration::from_secs(3600),
+        policy.layer().layer(svc).oneshot(()),
+    )
+    .await
+    .expect("the deadline ends the wait, long before an hour");
+    let err = result.unwrap_err();
+    assert!(err.is::<DeadlineExceeded>());
+    assert_eq!(start.elapsed(), Duration::from_secs(1));
+    assert_eq!(gave_up(&log), Some((1, GiveUpReason::Deadline)));
+    assert_eq!(
+        palisade_core::rejection(&*err).map(|r| r.kind()),
+        Some(palisade_core::RejectionKind::DeadlineExceeded)
+    );
+}
+
+/// The attempt timeout bounds a retry's readiness wait too: each such wait is a timed-out
+/// attempt, retried like any other while attempts remain.
+#[tokio::test(start_paused = true)]
+async fn the_attempt_timeout_bounds_the_wait_for_readiness() {
+    let policy = base()
+        .max_attempts(3)
+        .backoff(Backoff::constant(ms(10)))
+        .attempt_timeout(ms(100))
+        .build()
+        .unwrap();
+    let log = record(&policy);
+    let svc = StopsBeingReady {
+        ready: Arc::new(AtomicU32::new(1)),
+    };
+    let start = Instant::now();
+    let err = tokio::time::timeout(
+        Duration::from_secs(3600),
+        policy.layer().layer(svc).oneshot(()),
+    )
+    .await
+    .expect("the attempt timeout ends the wait")
+    .unwrap_err();
+    assert!(err.is::<AttemptTimedOut>());
+    // Attempt 1 fails at once; 10 ms backoff, attempt 2 waits 100 ms for readiness; 10 ms,
+    // attempt 3 waits 100 ms.
+    assert_eq!(start.elapsed(), ms(220));
+    assert_eq!(scheduled(&log), [ms(10), ms(10)]);
+    assert_eq!(gave_up(&log), Some((3, GiveUpReason::AttemptsExhausted)));
 }

@@ -43,11 +43,11 @@ mod window;
 
 use self::window::ThrottleWindow;
 use crate::backoff::SplitMix64;
-use crate::config::random_seed;
 use crate::error::Throttled;
 use palisade_core::classify::{Classify, ErrorIsFailure, Outcome};
 use palisade_core::clock::{Clock, duration_to_nanos};
 use palisade_core::error::{ConfigError, check_nonzero_duration};
+use palisade_core::rng::random_seed;
 use palisade_core::sync::atomic::{AtomicU64, Ordering};
 use pin_project::pin_project;
 use std::fmt;
