@@ -15,8 +15,8 @@
 //! Run it with `cargo run --example demo`.
 
 use palisade::circuit_breaker::CircuitBreakerEvent;
-use palisade::core::Clock;
-use palisade::core::test_util::{MockBackend, RandomProfile, Script};
+use palisade::common::Clock;
+use palisade::common::test_util::{MockBackend, RandomProfile, Script};
 use palisade::prelude::*;
 use palisade::retry::Backoff;
 use std::sync::{Arc, Mutex};

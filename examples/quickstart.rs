@@ -8,10 +8,10 @@
 //!
 //! Run it with `cargo run --example quickstart`.
 
-use palisade::core::classify::{Classify, ErrorIsFailure, Outcome};
-use palisade::core::clock::Clock;
-use palisade::core::events::EventBus;
-use palisade::core::test_util::{MockBackend, RandomProfile, Script};
+use palisade::common::classify::{Classify, ErrorIsFailure, Outcome};
+use palisade::common::clock::Clock;
+use palisade::common::events::EventBus;
+use palisade::common::test_util::{MockBackend, RandomProfile, Script};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tower::{Service, ServiceExt};

@@ -18,11 +18,19 @@ use tower_layer::Stack;
 /// Each method is `.layer(handle.layer())`: services built from one handle share its state,
 /// however many stacks it is used in.
 ///
+/// One rule for classifiers: every layer that classifies results (the breaker, the bulkhead)
+/// has a `<method>_with(handle, classifier)` beside `<method>(handle)`, which is
+/// `.layer(handle.layer().classify(classifier))`. The default classifier counts an `Err` as a
+/// failure except a local rejection of a layer below, which it ignores
+/// ([`ErrorIsFailure`](palisade_core::ErrorIsFailure)). The retry policy takes its classifier
+/// on its builder (`RetryPolicy::builder().classify(..)`), since the policy, not the stack,
+/// decides what is retried.
+///
 /// # Example
 ///
 /// ```
 /// # #[cfg(all(feature = "circuit-breaker", feature = "bulkhead", feature = "rate-limit", feature = "retry"))]
-/// # fn main() -> Result<(), palisade::core::ConfigError> {
+/// # fn main() -> Result<(), palisade::common::ConfigError> {
 /// use palisade::prelude::*;
 /// use std::time::Duration;
 /// use tower::ServiceBuilder;
@@ -52,9 +60,29 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed {
         breaker: &CircuitBreaker,
     ) -> ServiceBuilder<Stack<CircuitBreakerLayer, L>>;
 
+    /// Wraps the stack below in `breaker`'s circuit breaker, classifying results with
+    /// `classifier` (any [`Classify`](palisade_core::Classify), closures included):
+    /// `.layer(breaker.layer().classify(classifier))`.
+    #[cfg(feature = "circuit-breaker")]
+    fn circuit_breaker_with<C>(
+        self,
+        breaker: &CircuitBreaker,
+        classifier: C,
+    ) -> ServiceBuilder<Stack<CircuitBreakerLayer<C>, L>>;
+
     /// Wraps the stack below in `bulkhead`'s concurrency limit.
     #[cfg(feature = "bulkhead")]
     fn bulkhead(self, bulkhead: &Bulkhead) -> ServiceBuilder<Stack<BulkheadLayer, L>>;
+
+    /// Wraps the stack below in `bulkhead`'s concurrency limit, classifying results with
+    /// `classifier` (what an adaptive limit counts as a drop):
+    /// `.layer(bulkhead.layer().classify(classifier))`.
+    #[cfg(feature = "bulkhead")]
+    fn bulkhead_with<C>(
+        self,
+        bulkhead: &Bulkhead,
+        classifier: C,
+    ) -> ServiceBuilder<Stack<BulkheadLayer<C>, L>>;
 
     /// Wraps the stack below in `limiter`'s rate limit (one token per request).
     ///
@@ -79,9 +107,27 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
         self.layer(breaker.layer())
     }
 
+    #[cfg(feature = "circuit-breaker")]
+    fn circuit_breaker_with<C>(
+        self,
+        breaker: &CircuitBreaker,
+        classifier: C,
+    ) -> ServiceBuilder<Stack<CircuitBreakerLayer<C>, L>> {
+        self.layer(breaker.layer().classify(classifier))
+    }
+
     #[cfg(feature = "bulkhead")]
     fn bulkhead(self, bulkhead: &Bulkhead) -> ServiceBuilder<Stack<BulkheadLayer, L>> {
         self.layer(bulkhead.layer())
+    }
+
+    #[cfg(feature = "bulkhead")]
+    fn bulkhead_with<C>(
+        self,
+        bulkhead: &Bulkhead,
+        classifier: C,
+    ) -> ServiceBuilder<Stack<BulkheadLayer<C>, L>> {
+        self.layer(bulkhead.layer().classify(classifier))
     }
 
     #[cfg(feature = "rate-limit")]
@@ -101,4 +147,54 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
 mod sealed {
     pub trait Sealed {}
     impl<L> Sealed for tower::ServiceBuilder<L> {}
+}
+
+#[cfg(all(test, feature = "circuit-breaker", feature = "bulkhead"))]
+mod tests {
+    use super::ServiceBuilderExt;
+    use palisade_bulkhead::Bulkhead;
+    use palisade_circuit_breaker::{CircuitBreaker, State};
+    use palisade_core::{BoxError, Outcome};
+    use tower::{ServiceBuilder, ServiceExt};
+
+    /// A status code the inner service returns as `Ok`, judged by the user's classifier.
+    fn server_errors_fail(result: Result<&u16, &BoxError>) -> Outcome {
+        match result {
+            Ok(status) if *status >= 500 => Outcome::Failure,
+            Ok(_) => Outcome::Success,
+            Err(_) => Outcome::Failure,
+        }
+    }
+
+    #[tokio::test]
+    async fn circuit_breaker_with_uses_the_given_classifier() {
+        let breaker = CircuitBreaker::builder()
+            .consecutive_failures(2)
+            .build()
+            .unwrap();
+        let bulkhead = Bulkhead::builder().max_concurrent_calls(4).build().unwrap();
+        let svc = ServiceBuilder::new()
+            .circuit_breaker_with(&breaker, server_errors_fail)
+            .bulkhead_with(&bulkhead, server_errors_fail)
+            .service_fn(|status: u16| async move { Ok::<_, BoxError>(status) });
+        assert_eq!(svc.clone().oneshot(200).await.unwrap(), 200);
+        assert_eq!(breaker.state(), State::Closed);
+        // Two `Ok(503)`s: failures only by the classifier's judgement.
+        for _ in 0..2 {
+            assert_eq!(svc.clone().oneshot(503).await.unwrap(), 503);
+        }
+        assert_eq!(breaker.state(), State::Open);
+        // With the default classifier the same responses are successes.
+        let other = CircuitBreaker::builder()
+            .consecutive_failures(2)
+            .build()
+            .unwrap();
+        let plain = ServiceBuilder::new()
+            .circuit_breaker(&other)
+            .service_fn(|status: u16| async move { Ok::<_, BoxError>(status) });
+        for _ in 0..2 {
+            assert_eq!(plain.clone().oneshot(503).await.unwrap(), 503);
+        }
+        assert_eq!(other.state(), State::Closed);
+    }
 }

@@ -8,11 +8,12 @@
 //! | [`bulkhead`] | `bulkhead` | fixed and adaptive (AIMD, Gradient2, Vegas) concurrency limits |
 //! | [`rate_limit`] | `rate-limit` | GCRA in one atomic, shared across clones, keyed with bounded memory |
 //! | [`retry`] | `retry` | backoff with jitter, lock-free retry budget, throttles, hedging |
-//! | [`core`] | always | clocks, outcome classification, events, errors, `test-util` mock backend |
+//! | [`common`] | always | `palisade-core`: clocks, outcome classification, local rejections, events, errors, `test-util` mock backend |
 //!
 //! The four layer features are on by default; `full` adds `metrics` and `tracing`.
 //! [`ServiceBuilderExt`] adds a method per layer to `ServiceBuilder`, and [`prelude`] imports
-//! the handles.
+//! the handles and the shared vocabulary. (The shared crate is re-exported as `common`, not
+//! `core`: a module named `core` would make `core::fmt` ambiguous after `use palisade::*;`.)
 //!
 //! # Example
 //!
@@ -36,13 +37,104 @@
 //! # fn main() {}
 //! ```
 
+//! # The order of layers
+//!
+//! A stack protects only as a whole. From the outside in (the first layer listed sees a
+//! request first), and why each sits where it does:
+//!
+//! 1. **Fallback** (your own: e.g. `ServiceBuilder::map_result` turning an error into a
+//!    degraded answer). Outermost, so it answers for everything below: the retry's last
+//!    error and every layer's local rejection alike.
+//! 2. **Retry**, with a budget, a deadline and a per-attempt timeout. Above every layer that
+//!    can fail or refuse, so each attempt passes through them all again: it takes a fresh
+//!    bulkhead slot, is counted by the breaker, and with a balancer below goes to another
+//!    endpoint. The budget caps the extra load retries add in an incident, the deadline
+//!    bounds the whole call (waits for readiness included), and the per-attempt timeout turns
+//!    a hanging attempt into a failure the retry can act on. A local rejection from below
+//!    ([`Rejection`](common::Rejection): an open breaker, a full bulkhead, a rate limit) is
+//!    returned at once by default, never slept on: waiting would defeat failing fast.
+//! 3. **Rate limit** that models a partner's quota: below the retry, where attempts are
+//!    counted, because the partner counts every attempt, retries included. (A limit that
+//!    protects *your* service from its callers belongs at your server's edge, not here.)
+//! 4. **Bulkhead or adaptive concurrency limit.** Caps the attempts in flight to the
+//!    dependency, retries included, across all its endpoints; its rejection is local, so the
+//!    breaker below never sees it and the breaker's rejections never shrink an adaptive limit.
+//! 5. **Balancer**, over the endpoints of the dependency: spreads attempts and skips
+//!    endpoints that are not ready.
+//! 6. **Per endpoint: breaker or outlier health**, inside the balancer, so one failing
+//!    endpoint is routed around instead of a breaker opening for the whole dependency.
+//! 7. **The client** of one endpoint.
+//!
+//! Without a balancer (one endpoint, or one client that balances by itself), steps 5 and 6
+//! become one circuit breaker between the bulkhead and the client.
+//!
+//! ## The breaker's two modes
+//!
+//! - **Reject mode** (the default): an open breaker answers each call at once with
+//!   `CircuitOpen`, from the response future; `poll_ready` stays ready. Use it wherever a
+//!   caller, a retry or a bulkhead is directly above, the top of a stack in the sense that
+//!   nothing above can route elsewhere: there, waiting for the breaker would defeat failing
+//!   fast, and a fast local rejection is what the layers above know how to handle.
+//! - **Gate mode**: an open breaker is `Pending` in `poll_ready` until its half-open probes
+//!   may start (a timer wakes the task). Use it per endpoint inside a balancer (Palisade's
+//!   or tower's p2c `Balance`): a readiness-aware balancer then routes around the open
+//!   endpoint instead of preferring its instant rejections as the fastest answers. Never at
+//!   the top of a stack, where `Pending` makes the caller wait out the open state.
+//!
+//! ```
+//! # #[cfg(all(feature = "circuit-breaker", feature = "bulkhead", feature = "rate-limit", feature = "retry"))]
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), tower::BoxError> {
+//! use palisade::prelude::*;
+//! use std::time::Duration;
+//! use tower::{ServiceBuilder, ServiceExt};
+//!
+//! let retry = RetryPolicy::builder()
+//!     .max_attempts(3)
+//!     .deadline(Duration::from_secs(2))
+//!     .attempt_timeout(Duration::from_millis(500))
+//!     .build()?;
+//! let quota = RateLimiter::builder().rate(100, Duration::from_secs(1)).burst(10).build()?;
+//! let bulkhead = Bulkhead::builder().max_concurrent_calls(32).build()?;
+//! let breaker = CircuitBreaker::builder().name("inventory").build()?;
+//!
+//! let client = ServiceBuilder::new()
+//!     // 1. fallback: a degraded answer when everything below said no
+//!     .map_result(|result: Result<u32, tower::BoxError>| Ok::<_, tower::BoxError>(result.unwrap_or(0)))
+//!     .retry_policy(&retry) // 2.
+//!     .rate_limiter(&quota) // 3. the partner's quota counts attempts
+//!     .bulkhead(&bulkhead) // 4.
+//!     .circuit_breaker(&breaker) // 6. one endpoint: reject mode, no balancer
+//!     .service_fn(|id: u32| async move { Ok::<_, tower::BoxError>(id) });
+//! assert_eq!(client.oneshot(7).await?, 7);
+//! # Ok(())
+//! # }
+//! # #[cfg(not(all(feature = "circuit-breaker", feature = "bulkhead", feature = "rate-limit", feature = "retry")))]
+//! # fn main() {}
+//! ```
+
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod builder_ext;
 
 pub use builder_ext::ServiceBuilderExt;
-pub use palisade_core as core;
+/// `palisade-core`, the vocabulary every layer shares: clocks, outcome classification, local
+/// rejections, events and metrics, errors, and (feature `test-util`) the mock backend.
+///
+/// Named `common` rather than `core`, so that `use palisade::*;` leaves `core::fmt` and the
+/// other paths into the language's `core` unambiguous:
+///
+/// ```
+/// use palisade::*;
+/// // `core` is still the language's own (a `palisade::core` made this error E0659).
+/// use core::fmt::Write as _;
+///
+/// let mut text = String::new();
+/// write!(text, "{}", common::Outcome::Success.as_str()).unwrap();
+/// assert_eq!(text, "success");
+/// ```
+pub use palisade_core as common;
 
 #[cfg(feature = "bulkhead")]
 pub use palisade_bulkhead as bulkhead;
@@ -53,11 +145,13 @@ pub use palisade_rate_limit as rate_limit;
 #[cfg(feature = "retry")]
 pub use palisade_retry as retry;
 
-/// The handles, the rejections to `downcast_ref` to, and [`ServiceBuilderExt`].
+/// The handles, the rejections to `downcast_ref` to, the shared vocabulary (local
+/// rejections, classification, clock, errors) and [`ServiceBuilderExt`].
 pub mod prelude {
     pub use crate::ServiceBuilderExt;
     pub use palisade_core::{
-        Classify, Clock, ConfigError, ErrorIsFailure, Outcome, RetryAfter, retry_after,
+        BoxError, Classify, Clock, ConfigError, ErrorIsFailure, Outcome, Rejection, RejectionKind,
+        RetryAfter, is_local_rejection, rejection, retry_after,
     };
 
     #[cfg(feature = "bulkhead")]
