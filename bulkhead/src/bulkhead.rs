@@ -88,61 +88,120 @@ impl std::ops::Deref for SharedRef {
 
 /// A slot of the bulkhead, held by a service between `poll_ready` and `call`, then by the
 /// response future. Dropping it gives the slot back, whatever happened to the call.
+///
+/// Events are emitted only once the guard exists, and the slot is released before
+/// `CallFinished` is emitted, so a panicking listener can never leak a slot.
 pub(crate) struct Permit {
     shared: SharedRef,
     /// Calls in flight at admission, this one included (adaptive samples).
     in_flight: u32,
     /// Admission time; only read by adaptive bulkheads.
     start: Instant,
+    /// How long the caller queued for the slot (reported by `CallPermitted`).
+    waited: Duration,
+    /// `CallPermitted` was emitted: the call started, so its end is reported too.
+    started: bool,
+    /// Set while the inner service's `call` or future runs on this thread: a permit dropped
+    /// with it set is dropped by a panic of the inner service (a failure of the dependency),
+    /// one dropped without it was cancelled (ignored).
+    in_inner: bool,
+    /// The classified result, once the call completed and anyone needed it.
+    outcome: Option<Outcome>,
+    /// The measured round-trip time (adaptive bulkheads only).
+    rtt: Option<Duration>,
 }
 
 impl fmt::Debug for Permit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Permit")
             .field("in_flight", &self.in_flight)
+            .field("started", &self.started)
             .finish_non_exhaustive()
     }
 }
 
 impl Permit {
-    /// Wraps a slot already taken from `shared.limiter`.
+    /// Wraps a slot already taken from `shared.limiter`. Emits nothing: the call has not
+    /// started (see [`Permit::start`]).
     #[inline]
     pub(crate) fn new(shared: &SharedRef, in_flight: u32, waited: Duration) -> Permit {
-        let start = match shared.adaptive {
-            Some(_) => shared.clock.now(),
-            None => Instant::ZERO,
-        };
-        shared.events.emit_with(|| BulkheadEvent::CallPermitted {
-            in_flight: in_flight as usize,
-            waited,
-        });
         Permit {
             shared: shared.clone(),
             in_flight,
-            start,
+            start: Instant::ZERO,
+            waited,
+            started: false,
+            in_inner: false,
+            outcome: None,
+            rtt: None,
         }
     }
 
-    /// Whether completions of this bulkhead are measured (adaptive limit).
+    /// The call starts (in `call`): starts the RTT clock of an adaptive bulkhead and reports
+    /// `CallPermitted`. If a listener panics here, the permit is dropped by the unwinding
+    /// caller and the slot comes back; `started` is only set once the listeners returned.
     #[inline]
-    pub(crate) fn is_adaptive(&self) -> bool {
-        self.shared.adaptive.is_some()
+    pub(crate) fn start(&mut self) {
+        if self.shared.adaptive.is_some() {
+            self.start = self.shared.clock.now();
+        }
+        let (in_flight, waited) = (self.in_flight as usize, self.waited);
+        self.shared
+            .events
+            .emit_with(|| BulkheadEvent::CallPermitted { in_flight, waited });
+        self.started = true;
     }
 
-    /// The call finished with `outcome`-to-be: measures the RTT and feeds the adaptive
-    /// algorithm. `classify` gets the RTT and says whether it was a drop.
+    /// Marks the inner service as running (`true`) or returned (`false`) on this thread.
     #[inline]
-    pub(crate) fn complete(&self, classify: impl FnOnce(Duration) -> Outcome) {
+    pub(crate) fn set_in_inner(&mut self, running: bool) {
+        self.in_inner = running;
+    }
+
+    /// Whether the completed call needs classifying: an adaptive limit learns from it, or
+    /// someone listens for its outcome.
+    #[inline]
+    pub(crate) fn wants_outcome(&self) -> bool {
+        self.shared.adaptive.is_some() || self.shared.events.is_active()
+    }
+
+    /// The call finished: measures the RTT (adaptive bulkheads), classifies the result with
+    /// `classify` (given the RTT when measured), and feeds the adaptive algorithm.
+    ///
+    /// An [`Outcome::Ignore`] is not a sample: a local rejection from a layer below (an open
+    /// breaker, a rate limit, another bulkhead), which the default classifier ignores, came
+    /// back at once without the dependency seeing the call, so its RTT says nothing about the
+    /// dependency's latency, and it is no drop either.
+    #[inline]
+    pub(crate) fn complete(&mut self, classify: impl FnOnce(Option<Duration>) -> Outcome) {
         let Some(adaptive) = &self.shared.adaptive else {
+            self.outcome = Some(classify(None));
             return;
         };
         let now = self.shared.clock.now();
         let rtt = now.saturating_duration_since(self.start);
-        let dropped = classify(rtt).is_failure();
-        if let Some(sample) = adaptive.window.record(now, rtt, self.in_flight, dropped) {
-            let limit = adaptive.algorithm.lock().update(&sample);
-            self.shared.set_limit(limit.max(1));
+        let outcome = classify(Some(rtt));
+        self.outcome = Some(outcome);
+        self.rtt = Some(rtt);
+        if outcome == Outcome::Ignore {
+            return;
+        }
+        if let Some(sample) = adaptive
+            .window
+            .record(now, rtt, self.in_flight, outcome.is_failure())
+        {
+            // The window is reopened whatever the algorithm (user code) or a `LimitChanged`
+            // listener does: a panic in either must not leave it closing for good.
+            let limit = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                adaptive.algorithm.lock().update(&sample)
+            }));
             adaptive.window.reopen(now, &sample);
+            match limit {
+                Ok(limit) => {
+                    self.shared.set_limit(limit.max(1));
+                }
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
         }
     }
 }
@@ -150,14 +209,45 @@ impl Permit {
 impl Drop for Permit {
     #[inline]
     fn drop(&mut self) {
+        // The slot first: nothing a listener does below can keep it.
         self.shared.limiter.release();
-        let limiter = &self.shared.limiter;
+        if !self.started {
+            return;
+        }
+        let outcome = match self.outcome {
+            Some(outcome) => outcome,
+            // Unwinding out of the inner service: the dependency's failure.
+            None if self.in_inner => Outcome::Failure,
+            // Dropped before completion, or completed with nobody asking: not counted.
+            None => Outcome::Ignore,
+        };
+        let (limiter, rtt) = (&self.shared.limiter, self.rtt);
         self.shared
             .events
             .emit_with(|| BulkheadEvent::CallFinished {
                 in_flight: limiter.in_flight(),
+                outcome,
+                rtt,
             });
     }
+}
+
+/// The state of a [`Bulkhead`] at one moment: [`Bulkhead::snapshot`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BulkheadSnapshot {
+    /// The current limit.
+    pub limit: usize,
+    /// Slots held now (calls in flight, and slots reserved by ready services).
+    pub in_flight: usize,
+    /// Free slots (zero while over a lowered limit).
+    pub available: usize,
+    /// Callers queued for a slot.
+    pub waiting: usize,
+    /// Calls rejected so far, all reasons.
+    pub rejected_calls: u64,
+    /// Whether an adaptive algorithm moves the limit.
+    pub adaptive: bool,
 }
 
 /// A concurrency limit shared by every service built from it: at most `limit` calls in flight
@@ -225,8 +315,11 @@ impl Bulkhead {
         let name: StdArc<str> = StdArc::from(name);
         let events = EventBus::new();
         palisade_core::subscribe_feature_listeners!(events, "bulkhead", name);
-        #[cfg(feature = "metrics")]
-        events.emit(BulkheadEvent::LimitChanged { from: 0, to: limit });
+        // The feature listeners set the limit gauge from this (nobody else listens yet).
+        events.emit(BulkheadEvent::LimitChanged {
+            from: 0,
+            to: limit.min(crate::MAX_LIMIT),
+        });
         let shared = Shared {
             limiter: Limiter::new(limit),
             mode,
@@ -305,7 +398,23 @@ impl Bulkhead {
         self.shared.set_limit(limit)
     }
 
-    /// Subscribes `listener` to this bulkhead's events.
+    /// Everything the handle can tell, read at once (each field a `Relaxed` snapshot, so the
+    /// fields may come from slightly different moments under load).
+    #[must_use]
+    pub fn snapshot(&self) -> BulkheadSnapshot {
+        let (limit, in_flight) = (self.limit(), self.in_flight());
+        BulkheadSnapshot {
+            limit,
+            in_flight,
+            available: limit.saturating_sub(in_flight),
+            waiting: self.waiting(),
+            rejected_calls: self.rejected_calls(),
+            adaptive: self.is_adaptive(),
+        }
+    }
+
+    /// Subscribes `listener` to this bulkhead's events. A listener runs on the caller's
+    /// thread, on the request path: keep it short. See [`BulkheadEvent`].
     pub fn subscribe(&self, listener: impl Listener<BulkheadEvent>) -> ListenerId {
         self.shared.events.subscribe(listener)
     }

@@ -1,9 +1,12 @@
 //! What a bulkhead tells its listeners, and the metrics it records.
 
+use palisade_core::classify::Outcome;
+use palisade_core::rejection::RejectionKind;
 use std::time::Duration;
 
 /// Why a call was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum RejectReason {
     /// Full, in reject mode ([`BulkheadFull`](crate::BulkheadFull)).
     Full,
@@ -14,7 +17,7 @@ pub enum RejectReason {
 }
 
 impl RejectReason {
-    /// The label value in metrics: `"full"`, `"queue_full"` or `"wait_timeout"`.
+    /// The event's detail: `"full"`, `"queue_full"` or `"wait_timeout"`.
     #[must_use]
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -23,40 +26,67 @@ impl RejectReason {
             RejectReason::WaitTimeout => "wait_timeout",
         }
     }
+
+    /// The core rejection kind the caller gets: [`RejectionKind::BulkheadFull`] for `Full` and
+    /// `QueueFull`, [`RejectionKind::WaitTimeout`] for `WaitTimeout`. Its
+    /// [`as_str`](RejectionKind::as_str) is the `reason` label of the metrics, the same in
+    /// every Palisade layer.
+    #[must_use]
+    pub const fn kind(self) -> RejectionKind {
+        match self {
+            RejectReason::Full | RejectReason::QueueFull => RejectionKind::BulkheadFull,
+            RejectReason::WaitTimeout => RejectionKind::WaitTimeout,
+        }
+    }
 }
 
 /// An event of a [`Bulkhead`](crate::Bulkhead). Subscribe with
 /// [`Bulkhead::subscribe`](crate::Bulkhead::subscribe).
 ///
-/// With the `metrics` feature, every bulkhead records them as:
+/// With the `metrics` feature, every bulkhead records them as (all labelled `name`, the
+/// bulkhead's name, `"bulkhead"` unless set):
 ///
 /// | event           | metric |
 /// |-----------------|--------|
-/// | `CallPermitted` | counter `palisade_bulkhead_calls_permitted_total`, gauge `palisade_bulkhead_in_flight`, histogram `palisade_bulkhead_wait_seconds` |
-/// | `CallRejected`  | counter `palisade_bulkhead_calls_rejected_total` (label `reason`) |
-/// | `CallFinished`  | gauge `palisade_bulkhead_in_flight` |
+/// | (build)         | gauges `palisade_bulkhead_limit` and `palisade_bulkhead_in_flight` set at once |
+/// | `CallPermitted` | gauge `palisade_bulkhead_in_flight`, histogram `palisade_bulkhead_wait_seconds` |
+/// | `CallRejected`  | counters `palisade_bulkhead_calls_total{outcome="rejected"}` and `palisade_bulkhead_rejections_total{reason}` (`bulkhead_full`, `wait_timeout`: [`RejectReason::kind`]) |
+/// | `CallFinished`  | counter `palisade_bulkhead_calls_total{outcome}` (`success`, `failure`, `ignore`), gauge `palisade_bulkhead_in_flight`; adaptive bulkheads, which time every call anyway, also the histogram `palisade_bulkhead_call_duration_seconds{outcome}` |
 /// | `LimitChanged`  | gauge `palisade_bulkhead_limit` |
 ///
-/// all with the label `name`, the bulkhead's name.
+/// With the `tracing` feature: `LimitChanged` at `INFO`, the per-call events at `TRACE`, target
+/// `palisade`, with the fields `layer = "bulkhead"`, `name`, `event` and the event's own.
+///
+/// A listener runs on the caller's thread and must not panic; if it does, the bulkhead still
+/// loses no slot (events are emitted after the slot's guard exists, and `CallFinished` after
+/// the slot is given back).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum BulkheadEvent {
-    /// A call got a slot.
+    /// A call got a slot and starts (emitted by `call`; a slot reserved by `poll_ready` and
+    /// given back unused reports nothing).
     CallPermitted {
         /// Calls in flight, this one included.
         in_flight: usize,
         /// How long it queued (zero when a slot was free).
         waited: Duration,
     },
-    /// A call was refused.
+    /// A call was refused (the inner service was not called).
     CallRejected {
         /// Why.
         reason: RejectReason,
     },
-    /// A call gave its slot back (completed, failed, was cancelled or panicked).
+    /// A started call gave its slot back.
     CallFinished {
         /// Calls in flight now.
         in_flight: usize,
+        /// The layer's classification of the result: `Failure` also when the inner service
+        /// panicked; `Ignore` when the call was cancelled (its future dropped) or a local
+        /// rejection came back from below.
+        outcome: Outcome,
+        /// The round-trip time, measured by adaptive bulkheads only (a fixed one reads no
+        /// clock).
+        rtt: Option<Duration>,
     },
     /// The limit changed, by `set_limit` or by the adaptive algorithm.
     LimitChanged {
@@ -67,19 +97,28 @@ pub enum BulkheadEvent {
     },
 }
 
-/// The `metrics` handles of one bulkhead, registered once (feature `metrics`).
-///
-/// Counters `palisade_bulkhead_calls_permitted_total`, `palisade_bulkhead_calls_rejected_total`
-/// (label `reason`: `full`, `queue_full` or `wait_timeout`), gauges `palisade_bulkhead_in_flight`
-/// and `palisade_bulkhead_limit`, and the histogram `palisade_bulkhead_wait_seconds`, all
-/// labelled `name`.
+/// The `metrics` label value of an outcome.
+#[cfg(any(feature = "metrics", feature = "tracing"))]
+const fn outcome_label(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Success => "success",
+        Outcome::Failure => "failure",
+        Outcome::Ignore => "ignore",
+    }
+}
+
+/// The `metrics` handles of one bulkhead, registered once (feature `metrics`); see
+/// [`BulkheadEvent`] for what each records.
 #[cfg(feature = "metrics")]
 pub struct BulkheadMetrics {
-    permitted: metrics::Counter,
+    /// `calls_total` by outcome: success, failure, ignore, rejected.
+    calls: [metrics::Counter; 4],
+    /// `call_duration_seconds` by outcome: success, failure, ignore.
+    duration: [metrics::Histogram; 3],
+    /// `rejections_total` by reason: bulkhead_full, wait_timeout.
+    rejections: [metrics::Counter; 2],
     in_flight: metrics::Gauge,
     wait: metrics::Histogram,
-    /// One per `RejectReason`, in declaration order.
-    rejected: [metrics::Counter; 3],
     limit: metrics::Gauge,
 }
 
@@ -91,27 +130,88 @@ impl std::fmt::Debug for BulkheadMetrics {
 }
 
 #[cfg(feature = "metrics")]
+const fn outcome_index(outcome: Outcome) -> usize {
+    match outcome {
+        Outcome::Success => 0,
+        Outcome::Failure => 1,
+        Outcome::Ignore => 2,
+    }
+}
+
+#[cfg(feature = "metrics")]
 impl palisade_core::events::RecordMetrics for BulkheadEvent {
     type Handles = BulkheadMetrics;
 
     fn register(name: &str) -> BulkheadMetrics {
+        use metrics::Unit;
+        metrics::describe_counter!(
+            "palisade_bulkhead_calls_total",
+            Unit::Count,
+            "Calls through the bulkhead by outcome: success, failure, ignore (cancelled or a \
+             local rejection from below), rejected (by the bulkhead itself)."
+        );
+        metrics::describe_counter!(
+            "palisade_bulkhead_rejections_total",
+            Unit::Count,
+            "Calls the bulkhead rejected, by reason: bulkhead_full, wait_timeout."
+        );
+        metrics::describe_histogram!(
+            "palisade_bulkhead_call_duration_seconds",
+            Unit::Seconds,
+            "Round-trip time of calls through an adaptive bulkhead, by outcome."
+        );
+        metrics::describe_histogram!(
+            "palisade_bulkhead_wait_seconds",
+            Unit::Seconds,
+            "How long admitted calls queued for a slot."
+        );
+        metrics::describe_gauge!(
+            "palisade_bulkhead_in_flight",
+            Unit::Count,
+            "Slots of the bulkhead held now."
+        );
+        metrics::describe_gauge!(
+            "palisade_bulkhead_limit",
+            Unit::Count,
+            "The bulkhead's current concurrency limit."
+        );
         let name = name.to_owned();
-        let rejected = |reason: RejectReason| {
-            metrics::counter!(
-                "palisade_bulkhead_calls_rejected_total",
+        let calls = |outcome: &'static str| metrics::counter!("palisade_bulkhead_calls_total", "name" => name.clone(), "outcome" => outcome);
+        let duration = |outcome: Outcome| {
+            metrics::histogram!(
+                "palisade_bulkhead_call_duration_seconds",
                 "name" => name.clone(),
-                "reason" => reason.as_str()
+                "outcome" => outcome_label(outcome)
             )
         };
+        let rejections = |kind: RejectionKind| {
+            metrics::counter!(
+                "palisade_bulkhead_rejections_total",
+                "name" => name.clone(),
+                "reason" => kind.as_str()
+            )
+        };
+        let in_flight = metrics::gauge!("palisade_bulkhead_in_flight", "name" => name.clone());
+        // Nothing is in flight at build; the limit gauge is set by the build's `LimitChanged`.
+        in_flight.set(0.0);
         BulkheadMetrics {
-            permitted: metrics::counter!("palisade_bulkhead_calls_permitted_total", "name" => name.clone()),
-            in_flight: metrics::gauge!("palisade_bulkhead_in_flight", "name" => name.clone()),
-            wait: metrics::histogram!("palisade_bulkhead_wait_seconds", "name" => name.clone()),
-            rejected: [
-                rejected(RejectReason::Full),
-                rejected(RejectReason::QueueFull),
-                rejected(RejectReason::WaitTimeout),
+            calls: [
+                calls("success"),
+                calls("failure"),
+                calls("ignore"),
+                calls("rejected"),
             ],
+            duration: [
+                duration(Outcome::Success),
+                duration(Outcome::Failure),
+                duration(Outcome::Ignore),
+            ],
+            rejections: [
+                rejections(RejectionKind::BulkheadFull),
+                rejections(RejectionKind::WaitTimeout),
+            ],
+            in_flight,
+            wait: metrics::histogram!("palisade_bulkhead_wait_seconds", "name" => name.clone()),
             limit: metrics::gauge!("palisade_bulkhead_limit", "name" => name),
         }
     }
@@ -119,24 +219,75 @@ impl palisade_core::events::RecordMetrics for BulkheadEvent {
     fn record_metrics(&self, m: &BulkheadMetrics) {
         match *self {
             BulkheadEvent::CallPermitted { in_flight, waited } => {
-                m.permitted.increment(1);
                 m.in_flight.set(in_flight as f64);
                 m.wait.record(waited.as_secs_f64());
             }
             BulkheadEvent::CallRejected { reason } => {
-                let index = match reason {
-                    RejectReason::Full => 0,
-                    RejectReason::QueueFull => 1,
-                    RejectReason::WaitTimeout => 2,
+                m.calls[3].increment(1);
+                let index = match reason.kind() {
+                    RejectionKind::WaitTimeout => 1,
+                    _ => 0,
                 };
-                m.rejected[index].increment(1);
+                m.rejections[index].increment(1);
             }
-            BulkheadEvent::CallFinished { in_flight } => m.in_flight.set(in_flight as f64),
+            BulkheadEvent::CallFinished {
+                in_flight,
+                outcome,
+                rtt,
+            } => {
+                m.calls[outcome_index(outcome)].increment(1);
+                m.in_flight.set(in_flight as f64);
+                if let Some(rtt) = rtt {
+                    m.duration[outcome_index(outcome)].record(rtt.as_secs_f64());
+                }
+            }
             BulkheadEvent::LimitChanged { to, .. } => m.limit.set(to as f64),
         }
     }
 }
 
-/// Traced at `DEBUG` with the event's `Debug` form (the default of the trait).
+/// Limit changes at `INFO`, per-call events at `TRACE`, with structured fields.
 #[cfg(feature = "tracing")]
-impl palisade_core::events::TraceEvent for BulkheadEvent {}
+impl palisade_core::events::TraceEvent for BulkheadEvent {
+    fn trace(&self, layer: &'static str, name: &str) {
+        match *self {
+            BulkheadEvent::CallPermitted { in_flight, waited } => tracing::trace!(
+                target: "palisade",
+                layer,
+                name,
+                event = "call_permitted",
+                in_flight,
+                waited_s = waited.as_secs_f64(),
+            ),
+            BulkheadEvent::CallRejected { reason } => tracing::trace!(
+                target: "palisade",
+                layer,
+                name,
+                event = "call_rejected",
+                reason = reason.kind().as_str(),
+                detail = reason.as_str(),
+            ),
+            BulkheadEvent::CallFinished {
+                in_flight,
+                outcome,
+                rtt,
+            } => tracing::trace!(
+                target: "palisade",
+                layer,
+                name,
+                event = "call_finished",
+                in_flight,
+                outcome = outcome_label(outcome),
+                rtt_s = rtt.map(|d| d.as_secs_f64()),
+            ),
+            BulkheadEvent::LimitChanged { from, to } => tracing::info!(
+                target: "palisade",
+                layer,
+                name,
+                event = "limit_changed",
+                from,
+                to,
+            ),
+        }
+    }
+}

@@ -13,7 +13,13 @@
 //!   [`BulkheadService`]s.
 //! - When full it rejects at once with [`BulkheadFull`] (the default), or with
 //!   [`max_wait`](BulkheadBuilder::max_wait) queues callers in FIFO order (woken, never polled)
-//!   up to that long, then fails with [`WaitTimeout`].
+//!   up to that long, then fails with [`WaitTimeout`]. Both rejections come from the response
+//!   future, never from `poll_ready` (a full bulkhead is busy, not broken: tower discards a
+//!   service whose `poll_ready` fails), so the bulkhead works under `Buffer`, p2c `Balance`
+//!   and any tower client. Both carry a core
+//!   [`Rejection`](palisade_core::rejection::Rejection) as their source: layers above treat
+//!   them as local rejections (a breaker or adaptive limit ignores them, a retry returns them
+//!   at once).
 //!
 //! # Example
 //!
@@ -76,11 +82,19 @@
 //! - At most `limit` calls hold a slot at once; a lowered limit refuses new calls until the
 //!   calls in flight fall below it (none is lost or counted twice).
 //! - A slot is taken in `poll_ready` and given back when the call completes, fails, is
-//!   cancelled (its future dropped) or panics, and when a service holding an unused slot is
-//!   dropped.
-//! - Waiters are served in arrival order; while anyone waits, newcomers queue behind them.
-//! - `poll_ready` returns `Pending` only while queued, and the task is woken when a slot is
-//!   handed to it or its `max_wait` ends.
+//!   cancelled (its future dropped) or panics, when a service holding an unused slot is
+//!   dropped, and at once when the inner service's `poll_ready` fails. A listener that panics
+//!   cannot keep one (events are emitted once the slot's guard exists).
+//! - Waiters are served in arrival order; while anyone waits, newcomers queue behind them. A
+//!   waiter that gives up (its service or `poll_ready` future dropped) leaves the queue; a slot
+//!   handed to it at that moment passes on to the next waiter.
+//! - `poll_ready` returns `Pending` only while queued (or while the inner service is not
+//!   ready), and the task is woken when a slot is handed to it or its `max_wait` ends. It
+//!   fails only when the inner service's `poll_ready` fails.
+//! - An adaptive limit learns only from calls the dependency saw: a result the classifier
+//!   calls [`Outcome::Ignore`](palisade_core::classify::Outcome::Ignore) (by default, a local
+//!   rejection from a layer below, such as an open breaker) is neither an RTT sample nor a
+//!   drop.
 //!
 //! # Cost
 //!
@@ -109,7 +123,7 @@ mod layer;
 mod limiter;
 mod service;
 
-pub use bulkhead::Bulkhead;
+pub use bulkhead::{Bulkhead, BulkheadSnapshot};
 pub use config::BulkheadBuilder;
 pub use error::{BulkheadFull, WaitTimeout};
 #[cfg(feature = "metrics")]

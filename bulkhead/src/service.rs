@@ -2,6 +2,7 @@
 
 use crate::bulkhead::{FullMode, Permit, SharedRef};
 use crate::error::BoxError;
+#[cfg(doc)]
 use crate::error::{BulkheadFull, WaitTimeout};
 use crate::events::RejectReason;
 use crate::future::ResponseFuture;
@@ -19,17 +20,32 @@ use tower_service::Service;
 /// A service whose calls are limited by a [`Bulkhead`](crate::Bulkhead); made by
 /// [`BulkheadLayer`](crate::BulkheadLayer).
 ///
-/// `poll_ready` takes a slot (tower's contract: reserve in `poll_ready`, spend in `call`); the
-/// slot moves into the [`ResponseFuture`]. When the bulkhead is full, `poll_ready` either
-/// returns [`BulkheadFull`] at once, or, with `max_wait`, waits in FIFO order: the task is woken
-/// when a slot is handed to it, or fails with [`WaitTimeout`] after `max_wait`.
+/// `poll_ready` takes a slot (tower's contract: reserve in `poll_ready`, spend in `call`), then
+/// polls the inner service; the slot moves into the [`ResponseFuture`] at `call`. When the
+/// bulkhead is full:
+///
+/// - **reject mode** (the default): `poll_ready` is still `Ready(Ok)` (the service is not
+///   broken, only busy: tower discards a service whose `poll_ready` fails), without polling the
+///   inner service, and `call` returns a future that fails at once with [`BulkheadFull`],
+///   without calling the inner service. Each `poll_ready` decides afresh, so a service kept
+///   ready (by a balancer's ready cache, say) takes a slot freed in between;
+/// - **wait mode** ([`max_wait`](crate::BulkheadBuilder::max_wait)): `poll_ready` is `Pending`,
+///   queued in FIFO order, and the task is woken when a slot is handed to it. When `max_wait`
+///   passes first (or the queue is at its bound), `poll_ready` is `Ready(Ok)` and `call` fails
+///   at once with [`WaitTimeout`] (or [`BulkheadFull`]).
+///
+/// Inside a readiness-aware balancer (tower's p2c `Balance`), prefer wait mode per endpoint:
+/// a full endpoint is then `Pending` and the balancer routes around it, where in reject mode it
+/// looks ready and answers instantly with rejections.
 ///
 /// Cloning gives a service that shares the bulkhead but not a slot reserved by the original.
 ///
 /// # Errors
 ///
-/// `poll_ready` fails with [`BulkheadFull`] (full; or too many waiters) or [`WaitTimeout`],
-/// boxed in `tower::BoxError`; the inner service's errors pass through, boxed.
+/// The response future fails with [`BulkheadFull`] (full; or too many waiters) or
+/// [`WaitTimeout`], boxed in `tower::BoxError`; the inner service's errors pass through, boxed.
+/// `poll_ready` fails only when the inner service's `poll_ready` does (the reserved slot is
+/// given back then).
 ///
 /// # Panics
 ///
@@ -51,6 +67,8 @@ enum State {
     Idle,
     Waiting(Waiting),
     Ready(Permit),
+    /// Full: the next `call` answers with this rejection, without calling the inner service.
+    Rejecting(RejectReason),
 }
 
 /// A caller in the queue. Dropping it leaves the queue (or passes on a slot just granted).
@@ -75,6 +93,7 @@ impl<S: fmt::Debug, C> fmt::Debug for BulkheadService<S, C> {
             State::Idle => "idle",
             State::Waiting(_) => "waiting",
             State::Ready(_) => "ready",
+            State::Rejecting(_) => "rejecting",
         };
         f.debug_struct("BulkheadService")
             .field("inner", &self.inner)
@@ -120,21 +139,13 @@ impl<S, C> BulkheadService<S, C> {
         self.inner
     }
 
-    #[cold]
-    fn reject(&self, reason: RejectReason) -> BoxError {
-        self.shared.rejected(reason);
-        match reason {
-            RejectReason::Full | RejectReason::QueueFull => Box::new(BulkheadFull),
-            RejectReason::WaitTimeout => Box::new(WaitTimeout),
-        }
-    }
-
-    /// Ready once this service holds a slot.
-    fn poll_permit(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+    /// Ready once this service holds a slot (`Ok`), or once it knows the next call is to be
+    /// rejected, and why (`Err`).
+    fn poll_permit(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), RejectReason>> {
         loop {
             match &mut self.state {
                 State::Ready(_) => return Poll::Ready(Ok(())),
-                State::Idle => {
+                State::Idle | State::Rejecting(_) => {
                     if let Some(in_flight) = self.shared.limiter.try_acquire() {
                         self.state =
                             State::Ready(Permit::new(&self.shared, in_flight, Duration::ZERO));
@@ -145,15 +156,13 @@ impl<S, C> BulkheadService<S, C> {
                         max_waiters,
                     } = self.shared.mode
                     else {
-                        return Poll::Ready(Err(self.reject(RejectReason::Full)));
+                        return Poll::Ready(Err(RejectReason::Full));
                     };
                     self.state = match self.shared.limiter.acquire_or_wait(max_waiters) {
                         Acquire::Acquired(in_flight) => {
                             State::Ready(Permit::new(&self.shared, in_flight, Duration::ZERO))
                         }
-                        Acquire::QueueFull => {
-                            return Poll::Ready(Err(self.reject(RejectReason::QueueFull)));
-                        }
+                        Acquire::QueueFull => return Poll::Ready(Err(RejectReason::QueueFull)),
                         Acquire::Queued(handle) => State::Waiting(Waiting {
                             shared: self.shared.clone(),
                             handle: Some(handle),
@@ -178,9 +187,9 @@ impl<S, C> BulkheadService<S, C> {
                     if !expired {
                         return Poll::Pending;
                     }
-                    // Dropping `Waiting` leaves the queue (or passes on a slot granted just now).
-                    self.state = State::Idle;
-                    return Poll::Ready(Err(self.reject(RejectReason::WaitTimeout)));
+                    // Replacing `Waiting` leaves the queue (or passes on a slot granted just
+                    // now) before the state says so.
+                    return Poll::Ready(Err(RejectReason::WaitTimeout));
                 }
             }
         }
@@ -202,19 +211,45 @@ where
         if !matches!(self.state, State::Ready(_)) {
             match self.poll_permit(cx) {
                 Poll::Ready(Ok(())) => {}
-                other => return other,
+                Poll::Ready(Err(reason)) => {
+                    // Full is not broken: ready, and `call` rejects without the inner service.
+                    self.state = State::Rejecting(reason);
+                    return Poll::Ready(Ok(()));
+                }
+                Poll::Pending => return Poll::Pending,
             }
         }
-        self.inner.poll_ready(cx).map_err(Into::into)
+        match self.inner.poll_ready(cx) {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+            Poll::Ready(Err(error)) => {
+                // The inner service is broken and the call will not happen: the slot goes
+                // back now rather than with this (discarded) service.
+                self.state = State::Idle;
+                Poll::Ready(Err(error.into()))
+            }
+            // The slot stays reserved while the inner service gets ready (as tower's
+            // `ConcurrencyLimit` does): the call it is reserved for is the next one.
+            Poll::Pending => Poll::Pending,
+        }
     }
 
     #[inline]
     fn call(&mut self, request: Req) -> Self::Future {
-        let State::Ready(permit) = std::mem::replace(&mut self.state, State::Idle) else {
-            panic!("poll_ready must be called first");
-        };
-        // If the inner `call` panics, `permit` is dropped while unwinding: the slot comes back.
-        let future = self.inner.call(request);
-        ResponseFuture::new(future, permit, self.classifier.clone())
+        match std::mem::replace(&mut self.state, State::Idle) {
+            State::Ready(mut permit) => {
+                // If a listener or the inner `call` panics, `permit` is dropped while
+                // unwinding: the slot comes back.
+                permit.start();
+                permit.set_in_inner(true);
+                let future = self.inner.call(request);
+                permit.set_in_inner(false);
+                ResponseFuture::called(future, permit, self.classifier.clone())
+            }
+            State::Rejecting(reason) => {
+                self.shared.rejected(reason);
+                ResponseFuture::rejected(reason, self.classifier.clone())
+            }
+            State::Idle | State::Waiting(_) => panic!("poll_ready must be called first"),
+        }
     }
 }

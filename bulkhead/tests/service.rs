@@ -4,6 +4,7 @@
 
 use futures::FutureExt;
 use palisade_bulkhead::{Bulkhead, BulkheadEvent, BulkheadFull, RejectReason, WaitTimeout};
+use palisade_core::classify::Outcome;
 use palisade_core::test_util::{MockBackend, Script, Step};
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
@@ -27,9 +28,16 @@ async fn full_bulkhead_rejects_at_once_and_frees_on_completion() {
     let a = ready_svc(&mut svc).await.unwrap().call(1);
     let b = ready_svc(&mut svc).await.unwrap().call(2);
     assert_eq!(bulkhead.in_flight(), 2);
-    let err = ready_svc(&mut svc).await.unwrap_err();
+    // Full is not broken: ready, and the call fails at once without reaching the backend.
+    let err = ready_svc(&mut svc)
+        .await
+        .unwrap()
+        .call(9)
+        .await
+        .unwrap_err();
     assert!(err.is::<BulkheadFull>(), "{err}");
     assert_eq!(bulkhead.rejected_calls(), 1);
+    assert_eq!(backend.stats().calls, 2);
     drop(a); // cancellation frees a slot
     assert_eq!(bulkhead.in_flight(), 1);
     let c = ready_svc(&mut svc).await.unwrap().call(3);
@@ -45,12 +53,13 @@ async fn a_reserved_slot_is_not_cloned_and_is_freed_with_the_service() {
     ready_svc(&mut svc).await.unwrap();
     assert_eq!(bulkhead.in_flight(), 1);
     let mut clone = svc.clone();
-    assert!(
-        ready_svc(&mut clone)
-            .await
-            .unwrap_err()
-            .is::<BulkheadFull>()
-    );
+    let err = ready_svc(&mut clone)
+        .await
+        .unwrap()
+        .call(1)
+        .await
+        .unwrap_err();
+    assert!(err.is::<BulkheadFull>());
     drop(svc);
     assert_eq!(bulkhead.in_flight(), 0);
     ready_svc(&mut clone).await.unwrap();
@@ -178,11 +187,12 @@ async fn waiter_bound_rejects_the_excess() {
     assert_pending!(b_ready.poll());
     let err = bulkhead
         .layer()
-        .layer(backend)
+        .layer(backend.clone())
         .oneshot(1)
         .await
         .unwrap_err();
     assert!(err.is::<BulkheadFull>());
+    assert_eq!(backend.stats().calls, 1);
     drop(b_ready);
     drop(b); // cancels the queued wait
     assert_eq!(bulkhead.waiting(), 0);
@@ -222,23 +232,45 @@ async fn events_report_permits_rejections_finishes_and_limit_changes() {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sink = seen.clone();
     bulkhead.subscribe(move |e: &BulkheadEvent| sink.lock().unwrap().push(*e));
-    let mut svc = bulkhead.layer().layer(MockBackend::healthy());
+    let backend = MockBackend::new(Script::sequence([Step::ok(), Step::fail(), Step::hang()]));
+    let mut svc = bulkhead.layer().layer(backend);
     ready_svc(&mut svc).await.unwrap();
     let mut other = svc.clone();
-    assert!(ready_svc(&mut other).await.is_err());
+    // A reserved slot reports nothing until it is used; the rejection is reported by `call`.
+    let rejected = ready_svc(&mut other).await.unwrap().call(0);
     svc.call(1).await.unwrap();
+    assert!(rejected.await.unwrap_err().is::<BulkheadFull>());
+    ready_svc(&mut svc)
+        .await
+        .unwrap()
+        .call(2)
+        .await
+        .unwrap_err();
+    drop(ready_svc(&mut svc).await.unwrap().call(3)); // cancelled
+    ready_svc(&mut svc).await.unwrap(); // reserved and given back unused: nothing
+    drop(svc);
     bulkhead.set_limit(5);
+    let permitted = BulkheadEvent::CallPermitted {
+        in_flight: 1,
+        waited: Duration::ZERO,
+    };
+    let finished = |outcome| BulkheadEvent::CallFinished {
+        in_flight: 0,
+        outcome,
+        rtt: None,
+    };
     assert_eq!(
         *seen.lock().unwrap(),
         vec![
-            BulkheadEvent::CallPermitted {
-                in_flight: 1,
-                waited: Duration::ZERO
-            },
             BulkheadEvent::CallRejected {
                 reason: RejectReason::Full
             },
-            BulkheadEvent::CallFinished { in_flight: 0 },
+            permitted,
+            finished(Outcome::Success),
+            permitted,
+            finished(Outcome::Failure),
+            permitted,
+            finished(Outcome::Ignore),
             BulkheadEvent::LimitChanged { from: 1, to: 5 },
         ]
     );
