@@ -271,11 +271,12 @@ impl<E: 'static> fmt::Debug for EventBus<E> {
 
 /// An event that knows how to record itself through the `metrics` facade.
 ///
-/// Layers implement it for their event types with names `palisade_<layer>_<thing>` and the
-/// labels `name` (the instance name the user gave), and where they apply `state`, `outcome` or
-/// `reason`. Handles are registered once per layer instance, in [`register`], so that
-/// recording an event is an increment on a handle: no registry lookup, no label allocation.
-/// Labels that vary with the event (a state, an outcome) take one handle per value.
+/// Layers implement it for their event types with the names and labels of the
+/// [scheme in the module docs](self#metric-names-and-labels). Handles are registered once per
+/// layer instance, in [`register`], so that recording an event is an increment on a handle:
+/// no registry lookup, no label allocation. Labels that vary with the event (a state, an
+/// outcome) take one handle per value. Call [`describe`] for each metric from `register`: it
+/// runs when a recorder is there to receive the help text.
 ///
 /// [`register`]: RecordMetrics::register
 #[cfg(feature = "metrics")]
@@ -290,38 +291,183 @@ pub trait RecordMetrics: 'static {
     fn record_metrics(&self, handles: &Self::Handles);
 }
 
-/// A [`Listener`] that records every event through the `metrics` facade, on handles
-/// registered once when it is created.
+/// Whether a `metrics` recorder is installed for the current thread: a global one
+/// (`metrics::set_global_recorder`, which exporters call) or a thread-local one
+/// (`metrics::with_local_recorder`).
 ///
-/// Create it after installing the metrics recorder: handles registered before a recorder is
-/// installed stay no-ops.
+/// `metrics` 0.24 has no query for this, so it is inferred: with none installed, `metrics`
+/// hands out its no-op recorder, a zero-sized type, and every real exporter's recorder has a
+/// size. (A zero-sized recorder of your own reads as "none"; [`MetricsListener`] still records
+/// on it when it was installed before the listener was made.) One thread-local read and one
+/// atomic load; no allocation.
+#[cfg(feature = "metrics")]
+#[must_use]
+pub fn recorder_installed() -> bool {
+    metrics::with_recorder(|recorder| std::mem::size_of_val(recorder) != 0)
+}
+
+/// The kind of a metric, for [`describe`].
+#[cfg(feature = "metrics")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum MetricKind {
+    /// A counter (`metrics::counter!`).
+    Counter,
+    /// A gauge (`metrics::gauge!`).
+    Gauge,
+    /// A histogram (`metrics::histogram!`); one whose name ends in `_seconds` is described
+    /// with the unit seconds.
+    Histogram,
+}
+
+/// Gives the installed recorder the help text of the metric `name`, once per recorder and
+/// name however many layer instances call it.
+///
+/// Without a recorder it does nothing and remembers nothing, so a description is given when
+/// the first recorder arrives (call it from [`RecordMetrics::register`], which
+/// [`MetricsListener`] runs then). Cold path: a lock and a set lookup.
+#[cfg(feature = "metrics")]
+pub fn describe(kind: MetricKind, name: &'static str, help: &'static str) {
+    use std::collections::HashSet;
+    static DESCRIBED: parking_lot::Mutex<Option<HashSet<(usize, &'static str)>>> =
+        parking_lot::Mutex::new(None);
+    if !recorder_installed() {
+        return;
+    }
+    metrics::with_recorder(|recorder| {
+        // The recorder's address tells recorders apart (a test may install a local one after
+        // another); it is only compared, never dereferenced.
+        let id = std::ptr::from_ref(recorder).cast::<()>() as usize;
+        let first = DESCRIBED
+            .lock()
+            .get_or_insert_with(HashSet::new)
+            .insert((id, name));
+        if !first {
+            return;
+        }
+        let key = metrics::KeyName::from_const_str(name);
+        let help = metrics::SharedString::const_str(help);
+        match kind {
+            MetricKind::Counter => recorder.describe_counter(key, None, help),
+            MetricKind::Gauge => recorder.describe_gauge(key, None, help),
+            MetricKind::Histogram => {
+                let unit = name.ends_with("_seconds").then_some(metrics::Unit::Seconds);
+                recorder.describe_histogram(key, unit, help);
+            }
+        }
+    });
+}
+
+/// Sets an instance's gauges from its current state, right after its handles are registered.
+#[cfg(feature = "metrics")]
+type OnRegister<H> = Box<dyn Fn(&H) + Send + Sync>;
+
+/// A [`Listener`] that records every event through the `metrics` facade, on handles
+/// registered once.
+///
+/// # Built before the recorder
+///
+/// `metrics` handles registered while no recorder is installed are no-ops for good, and a
+/// layer is often built before `main` installs its exporter. So the listener registers its
+/// handles when it is created if a recorder is installed ([`recorder_installed`]), and
+/// otherwise at the first event after one is: events before that have nowhere to go, and
+/// every event after it is exported. Once registered, an event costs one atomic load more
+/// than recording it; until then, one [`recorder_installed`] check.
+///
+/// A gauge set only when the layer is built (a limit, the initial state) would be lost by a
+/// late registration: a layer passes [`MetricsListener::with_on_register`] a closure that sets
+/// its gauges from its current state, run right after every registration.
 #[cfg(feature = "metrics")]
 pub struct MetricsListener<E: RecordMetrics> {
-    handles: E::Handles,
+    name: StdArc<str>,
+    /// Registered at creation; real handles unless no recorder was detected then.
+    eager: E::Handles,
+    /// No recorder was detected at creation: look for one at each event until `late` is set.
+    eager_is_noop: bool,
+    late: std::sync::OnceLock<E::Handles>,
+    on_register: Option<OnRegister<E::Handles>>,
 }
 
 #[cfg(feature = "metrics")]
 impl<E: RecordMetrics> MetricsListener<E> {
-    /// Registers the handles of the instance called `name`.
+    /// Registers the handles of the instance called `name` (now, or at the first event after
+    /// a recorder is installed).
     #[must_use]
     pub fn new(name: &str) -> Self {
-        MetricsListener {
-            handles: E::register(name),
+        Self::build(name, None)
+    }
+
+    /// As [`MetricsListener::new`], and calls `on_register` with the handles right after they
+    /// are registered, to set the instance's gauges from its current state. Let it hold a
+    /// `Weak` reference to the layer's state: the state owns the listener.
+    #[must_use]
+    pub fn with_on_register(
+        name: &str,
+        on_register: impl Fn(&E::Handles) + Send + Sync + 'static,
+    ) -> Self {
+        Self::build(name, Some(Box::new(on_register)))
+    }
+
+    fn build(name: &str, on_register: Option<OnRegister<E::Handles>>) -> Self {
+        let eager_is_noop = !recorder_installed();
+        let eager = E::register(name);
+        if !eager_is_noop && let Some(on_register) = &on_register {
+            on_register(&eager);
         }
+        MetricsListener {
+            name: StdArc::from(name),
+            eager,
+            eager_is_noop,
+            late: std::sync::OnceLock::new(),
+            on_register,
+        }
+    }
+
+    /// Whether the handles events are recorded on belong to a real recorder (as far as
+    /// [`recorder_installed`] can tell).
+    #[must_use]
+    pub fn is_registered(&self) -> bool {
+        !self.eager_is_noop || self.late.get().is_some()
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn register_late(&self) -> &E::Handles {
+        self.late.get_or_init(|| {
+            let handles = E::register(&self.name);
+            if let Some(on_register) = &self.on_register {
+                on_register(&handles);
+            }
+            handles
+        })
     }
 }
 
 #[cfg(feature = "metrics")]
 impl<E: RecordMetrics> fmt::Debug for MetricsListener<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MetricsListener").finish_non_exhaustive()
+        f.debug_struct("MetricsListener")
+            .field("name", &self.name)
+            .field("registered", &self.is_registered())
+            .finish_non_exhaustive()
     }
 }
 
 #[cfg(feature = "metrics")]
 impl<E: RecordMetrics> Listener<E> for MetricsListener<E> {
+    #[inline]
     fn on_event(&self, event: &E) {
-        event.record_metrics(&self.handles);
+        if !self.eager_is_noop {
+            event.record_metrics(&self.eager);
+        } else if let Some(late) = self.late.get() {
+            event.record_metrics(late);
+        } else if recorder_installed() {
+            event.record_metrics(self.register_late());
+        } else {
+            // No recorder (the eager handles are no-ops), or a zero-sized one installed
+            // before the listener was made, whose handles these are.
+            event.record_metrics(&self.eager);
+        }
     }
 }
 
@@ -374,10 +520,19 @@ impl<E: TraceEvent> Listener<E> for TracingListener {
 /// are evaluated where the macro is expanded. The event type must implement [`RecordMetrics`]
 /// under the caller's `metrics` feature and [`TraceEvent`] under its `tracing` feature.
 ///
+/// A fourth argument, a closure `Fn(&Handles)`, is passed to
+/// [`MetricsListener::with_on_register`] to set the instance's gauges (it is only expanded
+/// under the caller's `metrics` feature, so it may name the metrics handle type).
+///
 /// ```ignore
 /// // In a layer crate's handle constructor:
 /// let events = EventBus::<CircuitBreakerEvent>::new();
 /// palisade_core::subscribe_feature_listeners!(events, "circuit_breaker", settings.name);
+/// // With gauges set from the state whenever the handles are registered:
+/// let weak = Arc::downgrade(&shared);
+/// palisade_core::subscribe_feature_listeners!(events, "bulkhead", name, move |m: &BulkheadMetrics| {
+///     if let Some(shared) = weak.upgrade() { m.limit.set(shared.limit() as f64) }
+/// });
 /// ```
 #[macro_export]
 macro_rules! subscribe_feature_listeners {
@@ -386,6 +541,20 @@ macro_rules! subscribe_feature_listeners {
         #[cfg(feature = "metrics")]
         {
             $bus.subscribe($crate::events::MetricsListener::new(&*$name));
+        }
+        #[cfg(feature = "tracing")]
+        {
+            $bus.subscribe($crate::events::TracingListener::new($layer, &*$name));
+        }
+    }};
+    ($bus:expr, $layer:expr, $name:expr, $on_register:expr) => {{
+        let _ = (&$bus, $layer, &$name);
+        #[cfg(feature = "metrics")]
+        {
+            $bus.subscribe($crate::events::MetricsListener::with_on_register(
+                &*$name,
+                $on_register,
+            ));
         }
         #[cfg(feature = "tracing")]
         {
@@ -672,6 +841,11 @@ mod tests {
 #[cfg(all(test, feature = "metrics", not(loom)))]
 mod metrics_tests {
     use super::*;
+    use metrics::{
+        Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
+    };
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
     use std::sync::atomic::AtomicUsize;
 
     static REGISTERED: AtomicUsize = AtomicUsize::new(0);
@@ -706,9 +880,10 @@ mod metrics_tests {
         let listener = MetricsListener::<Tick>::new("orders");
         // Relaxed: test counters, read on this thread.
         assert_eq!(REGISTERED.load(Ordering::Relaxed), 1);
-        assert_eq!(listener.handles.name, "orders");
+        assert_eq!(listener.eager.name, "orders");
         let bus = EventBus::new();
         bus.subscribe(listener);
+        bus.emit(Tick(0));
         let info = allocation_counter::measure(|| {
             for i in 0..100 {
                 bus.emit(Tick(i));
@@ -716,6 +891,205 @@ mod metrics_tests {
         });
         assert_eq!(info.count_total, 0);
         assert_eq!(RECORDED.load(Ordering::Relaxed), (0..100).sum::<u64>());
-        assert_eq!(REGISTERED.load(Ordering::Relaxed), 1, "registered once");
+        assert_eq!(
+            REGISTERED.load(Ordering::Relaxed),
+            1,
+            "no recorder: registered once"
+        );
+    }
+
+    /// Remembers every counter by name, and counts registrations and descriptions.
+    #[derive(Default)]
+    struct TestRecorder {
+        counters: Mutex<BTreeMap<String, StdArc<AtomicU64>>>,
+        gauges: Mutex<BTreeMap<String, StdArc<AtomicU64>>>,
+        registrations: AtomicUsize,
+        descriptions: Mutex<Vec<(String, Option<Unit>, String)>>,
+    }
+
+    impl TestRecorder {
+        fn counter(&self, name: &str) -> u64 {
+            self.counters
+                .lock()
+                .unwrap()
+                .get(name)
+                // Relaxed: read after the events, on the same thread.
+                .map_or(0, |c| c.load(Ordering::Relaxed))
+        }
+
+        fn gauge(&self, name: &str) -> Option<f64> {
+            self.gauges
+                .lock()
+                .unwrap()
+                .get(name)
+                // Relaxed: as above. metrics stores a gauge's f64 as its bits.
+                .map(|g| f64::from_bits(g.load(Ordering::Relaxed)))
+        }
+    }
+
+    impl Recorder for TestRecorder {
+        fn describe_counter(&self, key: KeyName, unit: Option<Unit>, help: SharedString) {
+            let entry = (key.as_str().to_owned(), unit, help.to_string());
+            self.descriptions.lock().unwrap().push(entry);
+        }
+        fn describe_gauge(&self, key: KeyName, unit: Option<Unit>, help: SharedString) {
+            self.describe_counter(key, unit, help);
+        }
+        fn describe_histogram(&self, key: KeyName, unit: Option<Unit>, help: SharedString) {
+            self.describe_counter(key, unit, help);
+        }
+        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+            // Relaxed: a test counter.
+            self.registrations.fetch_add(1, Ordering::Relaxed);
+            let mut counters = self.counters.lock().unwrap();
+            Counter::from_arc(counters.entry(key.name().to_owned()).or_default().clone())
+        }
+        fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+            let mut gauges = self.gauges.lock().unwrap();
+            Gauge::from_arc(gauges.entry(key.name().to_owned()).or_default().clone())
+        }
+        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+            Histogram::noop()
+        }
+    }
+
+    /// An event of a layer with a call counter and a gauge set at registration.
+    struct Call;
+
+    struct CallHandles {
+        calls: metrics::Counter,
+        limit: metrics::Gauge,
+    }
+
+    impl RecordMetrics for Call {
+        type Handles = CallHandles;
+
+        fn register(name: &str) -> CallHandles {
+            describe(
+                MetricKind::Counter,
+                "palisade_test_calls_total",
+                "Calls by outcome.",
+            );
+            describe(
+                MetricKind::Histogram,
+                "palisade_test_call_duration_seconds",
+                "Call latency.",
+            );
+            CallHandles {
+                calls: metrics::counter!("palisade_test_calls_total", "name" => name.to_owned()),
+                limit: metrics::gauge!("palisade_test_limit", "name" => name.to_owned()),
+            }
+        }
+
+        fn record_metrics(&self, handles: &CallHandles) {
+            handles.calls.increment(1);
+        }
+    }
+
+    fn bus_with_listener() -> EventBus<Call> {
+        let bus = EventBus::new();
+        bus.subscribe(MetricsListener::<Call>::with_on_register("orders", |h| {
+            h.limit.set(64.0);
+        }));
+        bus
+    }
+
+    #[test]
+    fn without_a_recorder_nothing_is_detected() {
+        assert!(!recorder_installed());
+        let recorder = TestRecorder::default();
+        assert!(metrics::with_local_recorder(&recorder, recorder_installed));
+    }
+
+    /// Regression (issue 9 §6): a handle built before the recorder was installed registered
+    /// no-op handles and never exported. It now registers at the first event after.
+    #[test]
+    fn a_listener_made_before_the_recorder_exports_once_one_is_installed() {
+        let bus = bus_with_listener(); // no recorder yet
+        bus.emit(Call); // nowhere to go
+        let recorder = TestRecorder::default();
+        metrics::with_local_recorder(&recorder, || {
+            for _ in 0..3 {
+                bus.emit(Call);
+            }
+        });
+        assert_eq!(recorder.counter("palisade_test_calls_total"), 3);
+        assert_eq!(
+            recorder.gauge("palisade_test_limit"),
+            Some(64.0),
+            "the gauge is set at the late registration"
+        );
+        assert_eq!(
+            recorder.registrations.load(Ordering::Relaxed),
+            1,
+            "registered once, not per event"
+        );
+        // Once registered, an event allocates nothing and looks nothing up.
+        let info = allocation_counter::measure(|| {
+            metrics::with_local_recorder(&recorder, || {
+                for _ in 0..100 {
+                    bus.emit(Call);
+                }
+            });
+        });
+        assert_eq!(info.count_total, 0);
+        assert_eq!(recorder.counter("palisade_test_calls_total"), 103);
+        assert_eq!(recorder.registrations.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_listener_made_with_a_recorder_registers_at_once_and_sets_its_gauges() {
+        let recorder = TestRecorder::default();
+        metrics::with_local_recorder(&recorder, || {
+            let bus = bus_with_listener();
+            assert_eq!(
+                recorder.gauge("palisade_test_limit"),
+                Some(64.0),
+                "set at build"
+            );
+            bus.emit(Call);
+            let info = allocation_counter::measure(|| {
+                for _ in 0..100 {
+                    bus.emit(Call);
+                }
+            });
+            assert_eq!(info.count_total, 0);
+        });
+        assert_eq!(recorder.counter("palisade_test_calls_total"), 101);
+        assert_eq!(recorder.registrations.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn help_text_is_given_once_per_recorder_and_name() {
+        // Leaked, so that no recorder of another test can ever have the same address (which
+        // is how `describe` tells recorders apart).
+        let recorder: &'static TestRecorder = Box::leak(Box::default());
+        metrics::with_local_recorder(recorder, || {
+            for name in ["a", "b", "c"] {
+                let _listener = MetricsListener::<Call>::new(name);
+            }
+        });
+        let descriptions = recorder.descriptions.lock().unwrap().clone();
+        assert_eq!(
+            descriptions,
+            vec![
+                (
+                    "palisade_test_calls_total".to_owned(),
+                    None,
+                    "Calls by outcome.".to_owned()
+                ),
+                (
+                    "palisade_test_call_duration_seconds".to_owned(),
+                    Some(Unit::Seconds),
+                    "Call latency.".to_owned()
+                ),
+            ]
+        );
+        // A second recorder gets its own descriptions.
+        let other: &'static TestRecorder = Box::leak(Box::default());
+        metrics::with_local_recorder(other, || {
+            let _listener = MetricsListener::<Call>::new("a");
+        });
+        assert_eq!(other.descriptions.lock().unwrap().len(), 2);
     }
 }
