@@ -4,7 +4,12 @@
 //! measures each admitted call's round-trip time (two clock reads: at admission and at
 //! completion), classifies its result with the layer's [`Classify`](palisade_core::Classify)
 //! (an `Outcome::Failure` is a *drop*; failures and timeouts by default), and folds it into a
-//! sample window of a few atomic counters. When the window is over (at least
+//! sample window of a few atomic counters. A call classified `Outcome::Ignore` is left out
+//! altogether: by default that is a *local rejection* from a layer below (an open breaker, a
+//! rate limiter, another bulkhead: an error carrying a core
+//! [`Rejection`](palisade_core::rejection::Rejection)), which came back at once without the
+//! dependency seeing the call, so its RTT would drag the latency estimate down and, counted as
+//! a drop, it would shrink the limit for nothing. When the window is over (at least
 //! [`AdaptiveConfig::min_samples`] samples and one window length, which follows the measured
 //! RTT between [`AdaptiveConfig::min_window`] and [`AdaptiveConfig::max_window`]), exactly one
 //! completing call (the one that wins a CAS on the window's deadline) hands the aggregated

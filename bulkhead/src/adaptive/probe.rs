@@ -70,11 +70,37 @@ impl MinRttProbe {
             }
             return ProbeStep::Hold(self.probe_limit);
         }
-        self.count += sample.samples;
+        // Saturating: with a large multiplier the threshold may never be reached, and a
+        // custom driver may hand in any `samples`; the count must stop at the top, not wrap
+        // (or panic with overflow checks on).
+        self.count = self.count.saturating_add(sample.samples);
         if self.count as f64 >= self.jitter * self.multiplier * limit {
             self.saved = Some(limit);
             return ProbeStep::Hold(self.probe_limit);
         }
         ProbeStep::Normal
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression (issue 9 §3): with a large probe multiplier the probe is never due, and the
+    /// call counter overflowed (a panic with overflow checks on, a wrap and a spurious probe
+    /// without).
+    #[test]
+    fn the_call_counter_saturates_with_a_large_multiplier() {
+        let mut probe = MinRttProbe::new(3, usize::MAX, 7, 10.0);
+        let ms = Duration::from_millis;
+        assert!(matches!(
+            probe.step(&Sample::new(ms(5), 3, 10, 0), 10.0),
+            ProbeStep::Done { .. }
+        ));
+        let huge = Sample::new(ms(5), 10, u64::MAX / 2 + 1, 0);
+        for _ in 0..4 {
+            assert!(matches!(probe.step(&huge, 10.0), ProbeStep::Normal));
+        }
+        assert_eq!(probe.count, u64::MAX);
     }
 }

@@ -321,4 +321,22 @@ mod tests {
             "smoothing"
         );
     }
+
+    /// Regression (issue 9 §3): the probe's call counter overflowed with a large
+    /// `probe_multiplier` (and huge sample counts from a custom driver).
+    #[test]
+    fn a_huge_probe_multiplier_never_overflows() {
+        let ms = Duration::from_millis;
+        let mut a = Vegas::builder()
+            .probe_multiplier(usize::MAX)
+            .build()
+            .unwrap();
+        let start = a.initial_limit();
+        a.update(&Sample::new(ms(10), start, 10, 0)); // the first probe
+        a.update(&Sample::new(ms(10), 3, 10, 0)); // its end
+        for _ in 0..8 {
+            let limit = a.update(&Sample::new(ms(10), 1000, u64::MAX / 2 + 1, 0));
+            assert!(limit >= 1);
+        }
+    }
 }
