@@ -183,7 +183,7 @@ async fn protected(transitions: Arc<Mutex<Vec<(Duration, String)>>>) -> Tally {
         .expect("valid bulkhead");
 
     let watch = clock.clone();
-    breaker.on_event(move |event: &CircuitBreakerEvent| {
+    breaker.subscribe(move |event: &CircuitBreakerEvent| {
         if let CircuitBreakerEvent::StateTransition { from, to } = event {
             transitions
                 .lock()

@@ -1,6 +1,7 @@
 //! The breaker's builder: every knob, its default, and its validation.
 
-use crate::breaker::CircuitBreaker;
+use crate::backoff::OpenBackoff;
+use crate::circuit_breaker::CircuitBreaker;
 use crate::state::{MAX_HALF_OPEN_WAIT, MAX_PROBES, Rules};
 use crate::window::{CountWindow, MAX_COUNT_WINDOW, TimeWindow, Window};
 use palisade_core::clock::{Clock, duration_to_nanos};
@@ -24,12 +25,34 @@ pub enum SlidingWindow {
     },
 }
 
-/// Growth of the open wait when a breaker re-opens from half-open again and again.
+/// The default instance name: the layer's name.
+pub(crate) const DEFAULT_NAME: &str = "circuit_breaker";
+/// Hystrix `metrics.rollingStats.timeInMilliseconds` (10 s) in `numBuckets` (10).
+const DEFAULT_WINDOW: SlidingWindow = SlidingWindow::Time {
+    size: Duration::from_secs(10),
+    buckets: 10,
+};
+/// Hystrix `circuitBreaker.requestVolumeThreshold`.
+const DEFAULT_MINIMUM_CALLS: u32 = 20;
+/// Hystrix `circuitBreaker.sleepWindowInMilliseconds`.
+const DEFAULT_WAIT_IN_OPEN: Duration = Duration::from_secs(5);
+/// The open wait doubles on every re-open in a row from half-open…
+const DEFAULT_BACKOFF_MULTIPLIER: f64 = 2.0;
+/// …up to 30 s (5 s, 10 s, 20 s, 30 s): a dependency that stays down is probed about twice a
+/// minute by each client, and one that recovers is found within 30 s (36 s with jitter).
+const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// ±20 %: clients that tripped together spread their probes over a fifth of the wait.
+const DEFAULT_JITTER: f64 = 0.2;
+
+/// How the open wait grows, as the user set it.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub(crate) struct OpenBackoff {
-    pub(crate) multiplier: f64,
-    pub(crate) max: Duration,
-    pub(crate) jitter: f64,
+enum BackoffSetting {
+    /// The protective default: ×2 per re-open, capped at 30 s or the base wait if longer.
+    Default,
+    /// `fixed_open_wait()`: the same wait every time, no jitter.
+    Fixed,
+    /// `open_backoff(multiplier, max)`.
+    Custom { multiplier: f64, max: Duration },
 }
 
 /// Validated settings, shared by every clone of a breaker.
@@ -48,22 +71,32 @@ pub(crate) struct Settings {
 
 /// Builds a [`CircuitBreaker`]. Get one from [`CircuitBreaker::builder`].
 ///
-/// | setter | default | resilience4j | Hystrix |
-/// |---|---|---|---|
-/// | [`name`](Self::name) | `"default"` | the instance name | `commandKey` |
-/// | [`failure_rate_threshold`](Self::failure_rate_threshold) | 50 % | `failureRateThreshold` (50) | `errorThresholdPercentage` (50) |
-/// | [`slow_call_duration`](Self::slow_call_duration) | off | `slowCallDurationThreshold` (60 s) | — |
-/// | [`slow_call_rate_threshold`](Self::slow_call_rate_threshold) | 100 % | `slowCallRateThreshold` (100) | — |
-/// | [`count_window`](Self::count_window) | 100 calls | `slidingWindowType=COUNT_BASED`, `slidingWindowSize` (100) | — |
-/// | [`time_window`](Self::time_window) | — | `slidingWindowType=TIME_BASED` | `metrics.rollingStats.timeInMilliseconds` (10 s), `numBuckets` (10) |
-/// | [`minimum_calls`](Self::minimum_calls) | 100 | `minimumNumberOfCalls` (100) | `requestVolumeThreshold` (20) |
-/// | [`wait_duration_in_open`](Self::wait_duration_in_open) | 60 s | `waitDurationInOpenState` (60 s) | `sleepWindowInMilliseconds` (5 s) |
-/// | [`open_backoff`](Self::open_backoff) | off | `waitIntervalFunctionInOpenState` (exponential random backoff) | — |
-/// | [`permitted_calls_in_half_open`](Self::permitted_calls_in_half_open) | 10 | `permittedNumberOfCallsInHalfOpenState` (10) | 1 (one trial request) |
-/// | [`max_wait_in_half_open`](Self::max_wait_in_half_open) | off (wait forever) | `maxWaitDurationInHalfOpenState` (0 = forever) | — |
-/// | [`consecutive_failures`](Self::consecutive_failures) | off | — (Linkerd failure accrual, Envoy `consecutive_5xx`) | — |
-/// | [`trip_on_rates`](Self::trip_on_rates) | on | — | — |
-/// | [`clock`](Self::clock) | [`Clock::default()`] | a `Clock` | — |
+/// The defaults follow Hystrix, a seed of this project, where it has the setting (a time
+/// window of 10 s, 20 calls minimum, 50 %, 5 s open), because they protect a service in an
+/// incident: a failing dependency is cut off within seconds of the failures starting and probed
+/// again after 5 s, instead of resilience4j's 100 calls and 60 s, which in a multi-endpoint
+/// simulation kept a recovered endpoint cut off through the next phase. Unlike Hystrix the
+/// open wait grows on repeated trips (resilience4j's `waitIntervalFunctionInOpenState`), so a
+/// dependency that stays down is probed less and less often, up to a cap, with jitter.
+///
+/// | setter | default | source | resilience4j | Hystrix |
+/// |---|---|---|---|---|
+/// | [`name`](Self::name) | `"circuit_breaker"` | the layer's name | the instance name | `commandKey` |
+/// | [`failure_rate_threshold`](Self::failure_rate_threshold) | 50 % | Hystrix, resilience4j | `failureRateThreshold` (50) | `errorThresholdPercentage` (50) |
+/// | [`slow_call_duration`](Self::slow_call_duration) | off | (two clock reads per call) | `slowCallDurationThreshold` (60 s) | — |
+/// | [`slow_call_rate_threshold`](Self::slow_call_rate_threshold) | 100 % | resilience4j | `slowCallRateThreshold` (100) | — |
+/// | [`time_window`](Self::time_window) | 10 s in 10 buckets | Hystrix | `slidingWindowType=TIME_BASED` | `metrics.rollingStats.timeInMilliseconds` (10 s), `numBuckets` (10) |
+/// | [`count_window`](Self::count_window) | — | | `slidingWindowType=COUNT_BASED`, `slidingWindowSize` (100, the default) | — |
+/// | [`minimum_calls`](Self::minimum_calls) | 20 | Hystrix | `minimumNumberOfCalls` (100) | `requestVolumeThreshold` (20) |
+/// | [`wait_duration_in_open`](Self::wait_duration_in_open) | 5 s | Hystrix | `waitDurationInOpenState` (60 s) | `sleepWindowInMilliseconds` (5 s) |
+/// | [`open_backoff`](Self::open_backoff) | ×2 per re-open, capped at 30 s (or the wait, if longer) | resilience4j's interval function | `waitIntervalFunctionInOpenState` (exponential random backoff) | — (fixed) |
+/// | [`open_backoff_jitter`](Self::open_backoff_jitter) | ±20 % | spreads clients' probes | the random factor of the interval function (0.5) | — |
+/// | [`fixed_open_wait`](Self::fixed_open_wait) | — | | the default (fixed 60 s) | the default (fixed 5 s) |
+/// | [`permitted_calls_in_half_open`](Self::permitted_calls_in_half_open) | 10 | resilience4j (one probe decides on noise) | `permittedNumberOfCallsInHalfOpenState` (10) | 1 (one trial request) |
+/// | [`max_wait_in_half_open`](Self::max_wait_in_half_open) | off (wait forever) | resilience4j | `maxWaitDurationInHalfOpenState` (0 = forever) | — |
+/// | [`consecutive_failures`](Self::consecutive_failures) | off | | — (Linkerd failure accrual, Envoy `consecutive_5xx`) | — |
+/// | [`trip_on_rates`](Self::trip_on_rates) | on | | — | — |
+/// | [`clock`](Self::clock) | [`Clock::default()`] | | a `Clock` | — |
 ///
 /// Resilience4j's slow-call detection is always on (60 s, 100 %); here it is off until
 /// `slow_call_duration` is set, because it costs two clock reads per call.
@@ -78,8 +111,8 @@ pub struct CircuitBreakerBuilder {
     window: SlidingWindow,
     minimum_calls: u32,
     wait_duration_in_open: Duration,
-    backoff: Option<(f64, Duration)>,
-    jitter: f64,
+    backoff: BackoffSetting,
+    jitter: Option<f64>,
     seed: Option<u64>,
     permitted_calls_in_half_open: u32,
     max_wait_in_half_open: Option<Duration>,
@@ -90,16 +123,16 @@ pub struct CircuitBreakerBuilder {
 impl Default for CircuitBreakerBuilder {
     fn default() -> Self {
         CircuitBreakerBuilder {
-            name: StdArc::from("default"),
+            name: StdArc::from(DEFAULT_NAME),
             failure_rate_threshold: 50.0,
             trip_on_rates: true,
             slow_call_rate_threshold: 100.0,
             slow_call_duration: None,
-            window: SlidingWindow::Count(100),
-            minimum_calls: 100,
-            wait_duration_in_open: Duration::from_secs(60),
-            backoff: None,
-            jitter: 0.0,
+            window: DEFAULT_WINDOW,
+            minimum_calls: DEFAULT_MINIMUM_CALLS,
+            wait_duration_in_open: DEFAULT_WAIT_IN_OPEN,
+            backoff: BackoffSetting::Default,
+            jitter: None,
             seed: None,
             permitted_calls_in_half_open: 10,
             max_wait_in_half_open: None,
@@ -168,17 +201,26 @@ impl CircuitBreakerBuilder {
     }
 
     /// Each time the breaker re-opens from half-open without having closed, multiply the open
-    /// wait by `multiplier` (at least 1), up to `max` (at least the base wait).
+    /// wait by `multiplier` (at least 1), up to `max` (at least the base wait). A close starts
+    /// over from the base wait. Default: ×2 up to 30 s (or the base wait, if longer).
     pub fn open_backoff(mut self, multiplier: f64, max: Duration) -> Self {
-        self.backoff = Some((multiplier, max));
+        self.backoff = BackoffSetting::Custom { multiplier, max };
+        self
+    }
+
+    /// The same open wait after every trip, without growth or jitter (resilience4j's and
+    /// Hystrix's own default).
+    pub fn fixed_open_wait(mut self) -> Self {
+        self.backoff = BackoffSetting::Fixed;
+        self.jitter = None;
         self
     }
 
     /// Spread each open wait uniformly over `wait × [1 − jitter, 1 + jitter]` (capped at the
     /// backoff's maximum), so that many clients do not probe at the same instant. In `[0, 1]`;
-    /// needs [`open_backoff`](Self::open_backoff).
+    /// default 0.2. Not with [`fixed_open_wait`](Self::fixed_open_wait).
     pub fn open_backoff_jitter(mut self, jitter: f64) -> Self {
-        self.jitter = jitter;
+        self.jitter = Some(jitter);
         self
     }
 
@@ -284,7 +326,22 @@ impl CircuitBreakerBuilder {
         let wait_in_open =
             check_nonzero_duration("wait_duration_in_open", self.wait_duration_in_open)?;
         let backoff = match self.backoff {
-            Some((multiplier, max)) => {
+            BackoffSetting::Fixed => {
+                if let Some(jitter) = self.jitter
+                    && jitter != 0.0
+                {
+                    return Err(ConfigError::new(
+                        "open_backoff_jitter",
+                        "a fixed open wait has no jitter",
+                    ));
+                }
+                None
+            }
+            BackoffSetting::Default => Some((
+                DEFAULT_BACKOFF_MULTIPLIER,
+                DEFAULT_BACKOFF_MAX.max(wait_in_open),
+            )),
+            BackoffSetting::Custom { multiplier, max } => {
                 if !(multiplier.is_finite() && multiplier >= 1.0) {
                     return Err(ConfigError::new(
                         "open_backoff",
@@ -297,23 +354,23 @@ impl CircuitBreakerBuilder {
                         format!("maximum {max:?} is below wait_duration_in_open {wait_in_open:?}"),
                     ));
                 }
-                if !(0.0..=1.0).contains(&self.jitter) {
+                Some((multiplier, max))
+            }
+        };
+        let backoff = match backoff {
+            Some((multiplier, max)) => {
+                let jitter = self.jitter.unwrap_or(DEFAULT_JITTER);
+                if !(0.0..=1.0).contains(&jitter) {
                     return Err(ConfigError::new(
                         "open_backoff_jitter",
-                        format!("must lie between 0 and 1, got {}", self.jitter),
+                        format!("must lie between 0 and 1, got {jitter}"),
                     ));
                 }
                 Some(OpenBackoff {
                     multiplier,
                     max,
-                    jitter: self.jitter,
+                    jitter,
                 })
-            }
-            None if self.jitter != 0.0 => {
-                return Err(ConfigError::new(
-                    "open_backoff_jitter",
-                    "needs open_backoff to be set",
-                ));
             }
             None => None,
         };
@@ -355,9 +412,7 @@ impl CircuitBreakerBuilder {
             consecutive_failures: self.consecutive_failures,
         };
         let clock = self.clock.unwrap_or_default();
-        let seed = self
-            .seed
-            .unwrap_or_else(|| clock.now().as_nanos() ^ 0x9e37_79b9_7f4a_7c15);
+        let seed = self.seed.unwrap_or_else(palisade_core::rng::random_seed);
         Ok(CircuitBreaker::from_parts(
             Settings {
                 name: self.name,
@@ -440,7 +495,12 @@ mod tests {
             ),
             "open_backoff_jitter"
         );
-        assert_eq!(field(b().open_backoff_jitter(0.5)), "open_backoff_jitter");
+        assert_eq!(
+            field(b().fixed_open_wait().open_backoff_jitter(0.5)),
+            "open_backoff_jitter"
+        );
+        assert_eq!(field(b().open_backoff_jitter(-0.1)), "open_backoff_jitter");
+        assert_eq!(field(b().open_backoff_jitter(f64::NAN)), "open_backoff_jitter");
         assert_eq!(
             field(b().permitted_calls_in_half_open(0)),
             "permitted_calls_in_half_open"

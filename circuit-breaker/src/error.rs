@@ -1,7 +1,7 @@
 //! The rejection a breaker answers with instead of calling the inner service.
 
 use crate::state::State;
-use palisade_core::error::RetryAfter;
+use palisade_core::rejection::{Rejection, RejectionKind};
 use std::error::Error;
 use std::fmt;
 use std::time::Duration;
@@ -10,10 +10,16 @@ use std::time::Duration;
 ///
 /// Services return it boxed in [`tower::BoxError`]; find it with
 /// `error.downcast_ref::<CircuitOpen>()`. When the breaker knows when calls will be admitted
-/// again (an `Open` breaker knows when its wait ends) the hint is both
-/// [`retry_after`](CircuitOpen::retry_after) and the error's
-/// [`source`](Error::source), a [`RetryAfter`], so
-/// [`palisade_core::retry_after`] finds it without knowing this type.
+/// again (an `Open` breaker knows when its wait ends) the hint is
+/// [`retry_after`](CircuitOpen::retry_after).
+///
+/// Its [`source`](Error::source) is a core [`Rejection`] of kind
+/// [`RejectionKind::CircuitOpen`] (whose own source is the
+/// [`RetryAfter`](palisade_core::error::RetryAfter) hint), so layers and classifiers that know
+/// nothing of this crate recognise it as a *local rejection*
+/// ([`palisade_core::rejection::rejection`]) and find the hint
+/// ([`palisade_core::retry_after`]): a breaker stacked above another breaker ignores it by
+/// default instead of counting it as a failure of the dependency.
 ///
 /// ```
 /// use palisade_circuit_breaker::{CircuitBreaker, CircuitOpen, State};
@@ -25,19 +31,17 @@ use std::time::Duration;
 /// assert_eq!(open.to_string(), "circuit breaker is forced open");
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CircuitOpen {
     state: State,
-    retry_after: Option<RetryAfter>,
+    rejection: Rejection,
 }
 
 impl CircuitOpen {
     pub(crate) const fn new(state: State, retry_after: Option<Duration>) -> CircuitOpen {
         CircuitOpen {
             state,
-            retry_after: match retry_after {
-                Some(after) => Some(RetryAfter::new(after)),
-                None => None,
-            },
+            rejection: Rejection::new(RejectionKind::CircuitOpen).with_retry_after_opt(retry_after),
         }
     }
 
@@ -50,8 +54,14 @@ impl CircuitOpen {
     /// How long until the breaker admits calls again, when it knows (`Open` does; `HalfOpen`
     /// waits for its probes and `ForcedOpen` for a person, so they do not).
     #[must_use]
-    pub fn retry_after(&self) -> Option<Duration> {
-        self.retry_after.map(RetryAfter::duration)
+    pub const fn retry_after(&self) -> Option<Duration> {
+        self.rejection.retry_after()
+    }
+
+    /// The core [`Rejection`] this error carries (also its [`source`](Error::source)).
+    #[must_use]
+    pub const fn rejection(&self) -> &Rejection {
+        &self.rejection
     }
 }
 
@@ -67,9 +77,7 @@ impl fmt::Display for CircuitOpen {
 
 impl Error for CircuitOpen {
     fn source(&self) -> Option<&(dyn Error + 'static)> {
-        self.retry_after
-            .as_ref()
-            .map(|hint| hint as &(dyn Error + 'static))
+        Some(&self.rejection)
     }
 }
 
@@ -87,8 +95,13 @@ mod tests {
             Some(Duration::from_secs(3))
         );
         assert_eq!(boxed.downcast_ref::<CircuitOpen>(), Some(&open));
+        let found = palisade_core::rejection::rejection(&*boxed).expect("a local rejection");
+        assert_eq!(found.kind(), RejectionKind::CircuitOpen);
+        assert_eq!(found.retry_after(), Some(Duration::from_secs(3)));
         let half = CircuitOpen::new(State::HalfOpen, None);
-        assert!(half.source().is_none());
+        let source = half.source().expect("the rejection is the source");
+        assert!(source.downcast_ref::<Rejection>().is_some());
+        assert!(palisade_core::rejection::is_local_rejection(&half));
         assert_eq!(half.retry_after(), None);
         assert!(half.to_string().starts_with("circuit breaker is half-open"));
         assert!(std::mem::size_of::<CircuitOpen>() <= 32);

@@ -4,10 +4,11 @@ use crate::state::State;
 use std::time::Duration;
 
 /// An event of a [`CircuitBreaker`](crate::CircuitBreaker), delivered to the listeners
-/// subscribed with [`CircuitBreaker::on_event`](crate::CircuitBreaker::on_event).
+/// subscribed with [`CircuitBreaker::subscribe`](crate::CircuitBreaker::subscribe).
 ///
 /// Listeners run on the thread that caused the event, often a request's: keep them short.
-/// With nobody listening an event costs one branch and is never built.
+/// With nobody listening an event costs one branch and is never built. A listener that panics
+/// cannot break the breaker: the panic is caught once the breaker's own state is consistent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CircuitBreakerEvent {
@@ -23,8 +24,19 @@ pub enum CircuitBreakerEvent {
         /// The state that rejected it.
         state: State,
     },
+    /// A call's outcome was recorded as a success.
+    SuccessRecorded {
+        /// How long the call took, when the breaker measured it (slow-call detection on).
+        elapsed: Option<Duration>,
+    },
     /// A call's outcome was recorded as a failure.
     ErrorRecorded {
+        /// How long the call took, when the breaker measured it (slow-call detection on).
+        elapsed: Option<Duration>,
+    },
+    /// A call was admitted but does not count: its outcome was classified `Ignore` (a local
+    /// rejection from a layer below, by default), or it was cancelled.
+    CallIgnored {
         /// How long the call took, when the breaker measured it (slow-call detection on).
         elapsed: Option<Duration>,
     },
@@ -39,19 +51,25 @@ pub enum CircuitBreakerEvent {
 
 /// The `metrics` handles of one breaker, registered once (feature `metrics`).
 ///
-/// Counters `palisade_circuit_breaker_transitions_total{name,state}` (the new state),
-/// `palisade_circuit_breaker_rejected_calls_total{name,state}`,
-/// `palisade_circuit_breaker_failed_calls_total{name,outcome}`,
-/// `palisade_circuit_breaker_slow_calls_total{name}`,
-/// `palisade_circuit_breaker_resets_total{name}`, and the gauge
-/// `palisade_circuit_breaker_state{name,state}`: 1 for the current state, 0 for the others.
+/// | metric | kind | labels |
+/// |---|---|---|
+/// | `palisade_circuit_breaker_calls_total` | counter | `name`, `outcome` = `success` \| `failure` \| `ignore` \| `rejected` |
+/// | `palisade_circuit_breaker_rejections_total` | counter | `name`, `reason` = `circuit_open` |
+/// | `palisade_circuit_breaker_call_duration_seconds` | histogram (with slow-call detection, which times calls anyway) | `name`, `outcome` |
+/// | `palisade_circuit_breaker_slow_calls_total` | counter | `name` |
+/// | `palisade_circuit_breaker_transitions_total` | counter | `name`, `state` (the new state) |
+/// | `palisade_circuit_breaker_resets_total` | counter | `name` |
+/// | `palisade_circuit_breaker_state` | gauge, 1 for the current state and 0 for the others, set at build | `name`, `state` |
 #[cfg(feature = "metrics")]
 pub struct CircuitBreakerMetrics {
     /// One per state, indexed by `State as usize`.
     transitions: [metrics::Counter; STATES.len()],
-    rejected: [metrics::Counter; STATES.len()],
     state: [metrics::Gauge; STATES.len()],
-    failed: metrics::Counter,
+    /// success, failure, ignore, rejected.
+    calls: [metrics::Counter; 4],
+    /// success, failure, ignore.
+    duration: [metrics::Histogram; 3],
+    rejections: metrics::Counter,
     slow: metrics::Counter,
     resets: metrics::Counter,
 }
@@ -67,6 +85,9 @@ const STATES: [State; 6] = [
 ];
 
 #[cfg(feature = "metrics")]
+const OUTCOMES: [&str; 4] = ["success", "failure", "ignore", "rejected"];
+
+#[cfg(feature = "metrics")]
 impl std::fmt::Debug for CircuitBreakerMetrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CircuitBreakerMetrics")
@@ -75,41 +96,133 @@ impl std::fmt::Debug for CircuitBreakerMetrics {
 }
 
 #[cfg(feature = "metrics")]
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "palisade_circuit_breaker_calls_total",
+        "Calls through the circuit breaker, by outcome (success, failure, ignore, rejected)."
+    );
+    describe_counter!(
+        "palisade_circuit_breaker_rejections_total",
+        "Calls the circuit breaker rejected without calling the dependency, by reason."
+    );
+    describe_histogram!(
+        "palisade_circuit_breaker_call_duration_seconds",
+        Unit::Seconds,
+        "Duration of the calls the circuit breaker timed (slow-call detection on), by outcome."
+    );
+    describe_counter!(
+        "palisade_circuit_breaker_slow_calls_total",
+        "Calls slower than the breaker's slow_call_duration."
+    );
+    describe_counter!(
+        "palisade_circuit_breaker_transitions_total",
+        "State transitions of the circuit breaker, by the state entered."
+    );
+    describe_counter!(
+        "palisade_circuit_breaker_resets_total",
+        "Manual resets of the circuit breaker."
+    );
+    describe_gauge!(
+        "palisade_circuit_breaker_state",
+        "1 for the circuit breaker's current state, 0 for the others."
+    );
+}
+
+#[cfg(feature = "metrics")]
 impl palisade_core::events::RecordMetrics for CircuitBreakerEvent {
     type Handles = CircuitBreakerMetrics;
 
     fn register(name: &str) -> CircuitBreakerMetrics {
+        describe();
         let name = name.to_owned();
-        let per_state = |metric: &'static str| {
-            STATES.map(|state| metrics::counter!(metric, "name" => name.clone(), "state" => state.as_str()))
-        };
-        CircuitBreakerMetrics {
-            transitions: per_state("palisade_circuit_breaker_transitions_total"),
-            rejected: per_state("palisade_circuit_breaker_rejected_calls_total"),
+        let handles = CircuitBreakerMetrics {
+            transitions: STATES.map(|state| {
+                metrics::counter!("palisade_circuit_breaker_transitions_total", "name" => name.clone(), "state" => state.as_str())
+            }),
             state: STATES.map(|state| {
                 metrics::gauge!("palisade_circuit_breaker_state", "name" => name.clone(), "state" => state.as_str())
             }),
-            failed: metrics::counter!("palisade_circuit_breaker_failed_calls_total", "name" => name.clone(), "outcome" => "failure"),
+            calls: OUTCOMES.map(|outcome| {
+                metrics::counter!("palisade_circuit_breaker_calls_total", "name" => name.clone(), "outcome" => outcome)
+            }),
+            duration: [OUTCOMES[0], OUTCOMES[1], OUTCOMES[2]].map(|outcome| {
+                metrics::histogram!("palisade_circuit_breaker_call_duration_seconds", "name" => name.clone(), "outcome" => outcome)
+            }),
+            rejections: metrics::counter!(
+                "palisade_circuit_breaker_rejections_total",
+                "name" => name.clone(),
+                "reason" => palisade_core::rejection::RejectionKind::CircuitOpen.as_str()
+            ),
             slow: metrics::counter!("palisade_circuit_breaker_slow_calls_total", "name" => name.clone()),
             resets: metrics::counter!("palisade_circuit_breaker_resets_total", "name" => name),
+        };
+        // Right from build: a breaker is built closed, so a dashboard reads its state before
+        // the first transition.
+        for (gauge, state) in handles.state.iter().zip(STATES) {
+            gauge.set(if state == State::Closed { 1.0 } else { 0.0 });
         }
+        handles
     }
 
     fn record_metrics(&self, m: &CircuitBreakerMetrics) {
+        let timed = |i: usize, elapsed: Option<Duration>| {
+            m.calls[i].increment(1);
+            if let Some(elapsed) = elapsed {
+                m.duration[i].record(elapsed.as_secs_f64());
+            }
+        };
         match *self {
             CircuitBreakerEvent::StateTransition { from, to } => {
                 m.transitions[to as usize].increment(1);
                 m.state[from as usize].set(0.0);
                 m.state[to as usize].set(1.0);
             }
-            CircuitBreakerEvent::CallRejected { state } => m.rejected[state as usize].increment(1),
-            CircuitBreakerEvent::ErrorRecorded { .. } => m.failed.increment(1),
+            CircuitBreakerEvent::CallRejected { .. } => {
+                m.calls[3].increment(1);
+                m.rejections.increment(1);
+            }
+            CircuitBreakerEvent::SuccessRecorded { elapsed } => timed(0, elapsed),
+            CircuitBreakerEvent::ErrorRecorded { elapsed } => timed(1, elapsed),
+            CircuitBreakerEvent::CallIgnored { elapsed } => timed(2, elapsed),
             CircuitBreakerEvent::SlowCallRecorded { .. } => m.slow.increment(1),
             CircuitBreakerEvent::Reset => m.resets.increment(1),
         }
     }
 }
 
-/// Traced at `DEBUG` with the event's `Debug` form (the default of the trait).
+/// Transitions at `INFO` (into `Open` or `ForcedOpen` at `WARN`), resets at `INFO`, per-call
+/// events at `TRACE`; target `palisade`, fields `layer`, `name` and the event's own.
 #[cfg(feature = "tracing")]
-impl palisade_core::events::TraceEvent for CircuitBreakerEvent {}
+impl palisade_core::events::TraceEvent for CircuitBreakerEvent {
+    fn trace(&self, layer: &'static str, name: &str) {
+        let ms = |elapsed: Option<Duration>| elapsed.map(|d| d.as_secs_f64() * 1e3);
+        match *self {
+            CircuitBreakerEvent::StateTransition { from, to } => {
+                if matches!(to, State::Open | State::ForcedOpen) {
+                    tracing::warn!(target: "palisade", layer, name, from = from.as_str(), to = to.as_str(), "circuit breaker opened");
+                } else {
+                    tracing::info!(target: "palisade", layer, name, from = from.as_str(), to = to.as_str(), "circuit breaker state transition");
+                }
+            }
+            CircuitBreakerEvent::CallRejected { state } => {
+                tracing::trace!(target: "palisade", layer, name, state = state.as_str(), reason = "circuit_open", "call rejected");
+            }
+            CircuitBreakerEvent::SuccessRecorded { elapsed } => {
+                tracing::trace!(target: "palisade", layer, name, outcome = "success", elapsed_ms = ms(elapsed), "call recorded");
+            }
+            CircuitBreakerEvent::ErrorRecorded { elapsed } => {
+                tracing::trace!(target: "palisade", layer, name, outcome = "failure", elapsed_ms = ms(elapsed), "call recorded");
+            }
+            CircuitBreakerEvent::CallIgnored { elapsed } => {
+                tracing::trace!(target: "palisade", layer, name, outcome = "ignore", elapsed_ms = ms(elapsed), "call ignored");
+            }
+            CircuitBreakerEvent::SlowCallRecorded { elapsed } => {
+                tracing::trace!(target: "palisade", layer, name, elapsed_ms = elapsed.as_secs_f64() * 1e3, "slow call recorded");
+            }
+            CircuitBreakerEvent::Reset => {
+                tracing::info!(target: "palisade", layer, name, "circuit breaker reset");
+            }
+        }
+    }
+}

@@ -53,14 +53,20 @@ impl<F, C> ResponseFuture<F, C> {
     }
 }
 
-/// Records a failure if the inner future panics while polled (an executor that catches the
-/// panic drops the future only after unwinding, when the permit could no longer tell).
-struct PanicGuard<'a>(&'a mut Option<OwnedPermit>);
+/// Records a failure if the inner future panics while polled: dropped while `polling` is
+/// still set, the poll unwound. (An executor that catches the panic drops the future only
+/// after unwinding, and a permit dropped then counts as cancelled.) No `thread::panicking()`:
+/// a response future dropped while its *caller* panics for its own reasons is a cancelled
+/// call, not a failure of the dependency.
+struct PanicGuard<'a> {
+    permit: &'a mut Option<OwnedPermit>,
+    polling: bool,
+}
 
 impl Drop for PanicGuard<'_> {
     fn drop(&mut self) {
-        if std::thread::panicking()
-            && let Some(permit) = self.0.take()
+        if self.polling
+            && let Some(permit) = self.permit.take()
         {
             permit.record(Outcome::Failure);
         }
@@ -84,8 +90,13 @@ where
                 classifier,
             } => {
                 let result = {
-                    let _guard = PanicGuard(permit);
-                    ready!(future.poll(cx))
+                    let mut guard = PanicGuard {
+                        permit,
+                        polling: true,
+                    };
+                    let poll = future.poll(cx);
+                    guard.polling = false;
+                    ready!(poll)
                 };
                 if let Some(permit) = permit.take() {
                     permit.0.classify_and_complete(classifier, result.as_ref());

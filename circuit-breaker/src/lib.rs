@@ -98,18 +98,25 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod breaker;
+mod backoff;
+mod circuit_breaker;
 mod config;
 mod error;
 mod events;
 pub mod future;
 mod layer;
 mod permit;
+mod probes;
 mod service;
+mod shared;
+mod snapshot;
 mod state;
 mod window;
 
-pub use breaker::{CircuitBreaker, Metrics};
+pub use circuit_breaker::CircuitBreaker;
+#[allow(deprecated, reason = "the old name stays importable, with its deprecation note")]
+pub use snapshot::Metrics;
+pub use snapshot::Snapshot;
 pub use config::{CircuitBreakerBuilder, SlidingWindow};
 pub use error::CircuitOpen;
 pub use events::CircuitBreakerEvent;
@@ -117,7 +124,7 @@ pub use events::CircuitBreakerEvent;
 pub use events::CircuitBreakerMetrics;
 pub use layer::CircuitBreakerLayer;
 pub use permit::{OwnedPermit, Permit};
-pub use service::CircuitBreakerService;
+pub use service::{CircuitBreakerService, Mode};
 pub use state::State;
 
 /// The README's example, compiled and run as a doctest.

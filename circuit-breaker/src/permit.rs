@@ -1,7 +1,8 @@
 //! The RAII permits of admitted calls: [`Permit`] borrows the breaker, [`OwnedPermit`] holds a
 //! reference to it (for futures and tasks).
 
-use crate::breaker::{Local, Shared};
+use crate::circuit_breaker::Local;
+use crate::shared::Shared;
 use crate::state::Generation;
 use crossbeam_utils::CachePadded;
 use palisade_core::classify::{Classify, ErrorIsFailure, Outcome};
@@ -118,18 +119,14 @@ impl<H: Holder> Drop for Core<H> {
         if self.done {
             return;
         }
-        // Dropped unrecorded: a panic while the call ran counts as a failure (and the permit
-        // must not leak either way); otherwise the call was cancelled, which does not count
-        // and gives a probe permit back.
-        let outcome = if std::thread::panicking() {
-            Outcome::Failure
-        } else {
-            Outcome::Ignore
-        };
+        // Dropped unrecorded: the call was cancelled, which does not count and gives a probe
+        // permit back. Also while the thread panics: the breaker cannot tell the caller's own
+        // panic from the dependency's, so only a panic it saw the inner service make counts
+        // as a failure (the tower service records that itself, see `future.rs`).
         let (now, elapsed) = self.end();
         self.holder
             .shared()
-            .complete(self.admission, outcome, now, elapsed);
+            .complete(self.admission, Outcome::Ignore, now, elapsed);
     }
 }
 
@@ -191,7 +188,9 @@ macro_rules! permit_api {
 /// [`failure`](Permit::failure), [`record`](Permit::record) or
 /// [`record_result`](Permit::record_result). A permit dropped without an outcome counts as a
 /// cancelled call: it is ignored, and a half-open probe permit is given back so another probe
-/// can run. A permit dropped while its thread panics counts as a failure.
+/// can run. That holds while its thread panics too, since the breaker cannot tell whose panic
+/// it is: to count a panic of the guarded call, catch it and call
+/// [`failure`](Permit::failure).
 ///
 /// With slow-call detection on, the call's duration is measured from `try_acquire` to the
 /// outcome. Borrowing costs nothing; to move a permit into a task, use

@@ -1,25 +1,58 @@
 //! [`CircuitBreakerService`]: the `Service` wrapper.
 
-use crate::breaker::CircuitBreaker;
+use crate::circuit_breaker::CircuitBreaker;
 use crate::error::CircuitOpen;
 use crate::future::ResponseFuture;
 use crate::permit::OwnedPermit;
-use palisade_core::classify::{Classify, ErrorIsFailure};
+use palisade_core::classify::{Classify, ErrorIsFailure, Outcome};
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::task::{Context, Poll};
 use tower::BoxError;
 use tower_service::Service;
 
+/// How a [`CircuitBreakerService`] answers while its breaker admits no call. Set it with
+/// [`CircuitBreakerLayer::mode`](crate::CircuitBreakerLayer::mode) or
+/// [`CircuitBreakerLayer::gate`](crate::CircuitBreakerLayer::gate).
+///
+/// - **`Reject`** (the default) fails fast: `poll_ready` is ready and the call answers with
+///   [`CircuitOpen`] without calling the inner service. Use it at the top of a stack, where a
+///   caller must hear "no" at once: waiting would defeat the point of a breaker.
+/// - **`Gate`** (linkerd2-proxy's `Gate`) makes the service *not ready*: `poll_ready` returns
+///   `Pending` and wakes the task when probes may start (the end of the open wait), when a
+///   half-open probe is given back or the probes decide, or at a manual transition. Use it per
+///   endpoint inside a readiness-aware balancer (tower's p2c `Balance`), which then routes
+///   around an open endpoint instead of preferring its instant rejections. Bound the wait with
+///   a timeout above it, or rely on the balancer's other endpoints: a forced-open gate waits
+///   for a person.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Mode {
+    /// Ready at once; the call fails with [`CircuitOpen`].
+    #[default]
+    Reject,
+    /// `Pending` until the breaker may admit the call, with a wake-up.
+    Gate,
+}
+
 /// A service guarded by a [`CircuitBreaker`]. Built by [`CircuitBreakerLayer`](crate::CircuitBreakerLayer).
 ///
 /// `poll_ready` asks the breaker for a permit. Admitted, it reserves the permit (a half-open
-/// probe slot is taken from then on) and then polls the inner service. Rejected, it is ready
-/// at once without polling the inner service, and `call` answers with a [`CircuitOpen`]
-/// error without calling it, like tower's `LoadShed`: the rejection is fast and the service
-/// stays usable. Errors are [`BoxError`]; downcast to [`CircuitOpen`] to tell a rejection
-/// from an inner error.
+/// probe slot is taken from then on) and then polls the inner service. Rejected, in
+/// [`Mode::Reject`] (the default) it is ready at once without polling the inner service, and
+/// `call` answers with a [`CircuitOpen`] error without calling it, like tower's `LoadShed`:
+/// the rejection is fast and the service stays usable. In [`Mode::Gate`] it is `Pending`
+/// instead, and wakes the task when the breaker may admit the call. Errors are [`BoxError`];
+/// downcast to [`CircuitOpen`] to tell a rejection from an inner error.
 ///
 /// A clone shares the breaker but not a reservation.
+///
+/// # Panics
+///
+/// In [`Mode::Gate`], `poll_ready` on an open breaker arms a `tokio` timer: it must run inside
+/// a tokio runtime with time enabled. With tokio's paused time, give the breaker
+/// `Clock::tokio()` so that both read the same time.
 ///
 /// # Cancel safety
 ///
@@ -31,17 +64,67 @@ pub struct CircuitBreakerService<S, C = ErrorIsFailure> {
     inner: S,
     breaker: CircuitBreaker,
     classifier: C,
+    mode: Mode,
     reserved: Option<Result<OwnedPermit, CircuitOpen>>,
+    /// Gate mode's timer, allocated the first time the gate waits and reused after.
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl<S, C> CircuitBreakerService<S, C> {
-    /// Wraps `inner` in `breaker`, classifying results with `classifier`.
+    /// Wraps `inner` in `breaker`, classifying results with `classifier`, in
+    /// [`Mode::Reject`].
     pub fn new(inner: S, breaker: CircuitBreaker, classifier: C) -> Self {
+        CircuitBreakerService::with_mode(inner, breaker, classifier, Mode::Reject)
+    }
+
+    /// Wraps `inner` in `breaker`, classifying results with `classifier`, in `mode`.
+    pub fn with_mode(inner: S, breaker: CircuitBreaker, classifier: C, mode: Mode) -> Self {
         CircuitBreakerService {
             inner,
             breaker,
             classifier,
+            mode,
             reserved: None,
+            sleep: None,
+        }
+    }
+
+    /// The mode.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Gate mode: a permit, or `Pending` with the task registered to be woken (by a
+    /// transition, a returned probe, or the timer at the end of the wait).
+    fn poll_gate(&mut self, cx: &mut Context<'_>) -> Poll<OwnedPermit> {
+        let shared = self.breaker.shared();
+        loop {
+            let seen = shared.load();
+            let open = match self.breaker.acquire_quietly() {
+                Ok(permit) => return Poll::Ready(permit),
+                Err(open) => open,
+            };
+            // Register, then look again: a change between our look and the registration
+            // would otherwise wake nobody.
+            if shared.register_waiter(cx.waker()) != seen {
+                continue;
+            }
+            if let Some(after) = shared.recheck_after(&open) {
+                let deadline = tokio::time::Instant::now() + after;
+                let sleep = match &mut self.sleep {
+                    Some(sleep) => {
+                        sleep.as_mut().reset(deadline);
+                        sleep
+                    }
+                    None => self
+                        .sleep
+                        .insert(Box::pin(tokio::time::sleep_until(deadline))),
+                };
+                if sleep.as_mut().poll(cx).is_ready() {
+                    continue;
+                }
+            }
+            return Poll::Pending;
         }
     }
 
@@ -70,10 +153,11 @@ impl<S: Clone, C: Clone> Clone for CircuitBreakerService<S, C> {
     fn clone(&self) -> Self {
         // Never clone a reservation: the clone must ask for its own permit. `share`, not
         // `clone`: a service clone must not allocate (tower clones services per call).
-        CircuitBreakerService::new(
+        CircuitBreakerService::with_mode(
             self.inner.clone(),
             self.breaker.share(),
             self.classifier.clone(),
+            self.mode,
         )
     }
 }
@@ -83,6 +167,7 @@ impl<S: fmt::Debug, C> fmt::Debug for CircuitBreakerService<S, C> {
         f.debug_struct("CircuitBreakerService")
             .field("inner", &self.inner)
             .field("breaker", &self.breaker)
+            .field("mode", &self.mode)
             .field("reserved", &self.reserved)
             .finish_non_exhaustive()
     }
@@ -101,10 +186,19 @@ where
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         if !matches!(self.reserved, Some(Ok(_))) {
-            self.reserved = Some(self.breaker.acquire());
-        }
-        if let Some(Err(_)) = self.reserved {
-            return Poll::Ready(Ok(()));
+            match self.mode {
+                Mode::Reject => {
+                    self.reserved = Some(self.breaker.acquire());
+                    if let Some(Err(_)) = self.reserved {
+                        return Poll::Ready(Ok(()));
+                    }
+                }
+                Mode::Gate => {
+                    self.reserved = None;
+                    let permit = std::task::ready!(self.poll_gate(cx));
+                    self.reserved = Some(Ok(permit));
+                }
+            }
         }
         match self.inner.poll_ready(cx) {
             Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
@@ -129,11 +223,32 @@ where
         {
             Ok(mut permit) => {
                 permit.0.start();
-                // If `call` panics, `permit` is dropped while panicking: a recorded failure.
+                // A panic of the inner service's `call` is the dependency's failure: the guard
+                // records it while unwinding (a caller's own panic never passes through here).
+                let guard = CallGuard(Some(permit));
                 let future = self.inner.call(request);
+                let permit = guard.disarm();
                 ResponseFuture::called(future, permit, self.classifier.clone())
             }
             Err(open) => ResponseFuture::rejected(open),
+        }
+    }
+}
+
+/// Holds the permit while the inner service's `call` runs: dropped still holding it, `call`
+/// panicked, which counts as a failure.
+struct CallGuard(Option<OwnedPermit>);
+
+impl CallGuard {
+    fn disarm(mut self) -> OwnedPermit {
+        self.0.take().expect("armed")
+    }
+}
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        if let Some(permit) = self.0.take() {
+            permit.record(Outcome::Failure);
         }
     }
 }

@@ -1,5 +1,5 @@
 //! The breaker's state machine packed into one `u64`, and the pure functions that decide its
-//! transitions. No atomics and no tower types here: [`crate::breaker`] applies these in CAS
+//! transitions. No atomics and no tower types here: [`crate::shared`] applies these in CAS
 //! loops.
 //!
 //! # Bit layout
@@ -120,12 +120,12 @@ pub(crate) const fn ceil_ms(t: Instant) -> u64 {
 
 /// A decoded copy of the state word.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Snapshot(u64);
+pub(crate) struct Word(u64);
 
-impl Snapshot {
+impl Word {
     #[inline]
-    pub(crate) const fn from_bits(bits: u64) -> Snapshot {
-        Snapshot(bits)
+    pub(crate) const fn from_bits(bits: u64) -> Word {
+        Word(bits)
     }
 
     #[inline]
@@ -133,8 +133,8 @@ impl Snapshot {
         self.0
     }
 
-    const fn pack(state: State, generation: Generation, payload: u64) -> Snapshot {
-        Snapshot(
+    const fn pack(state: State, generation: Generation, payload: u64) -> Word {
+        Word(
             (state as u64)
                 | ((generation as u64) << GEN_SHIFT)
                 | ((payload & PAYLOAD_MAX) << PAYLOAD_SHIFT),
@@ -142,8 +142,8 @@ impl Snapshot {
     }
 
     /// The initial word: closed, generation 0.
-    pub(crate) const fn initial() -> Snapshot {
-        Snapshot::pack(State::Closed, 0, 0)
+    pub(crate) const fn initial() -> Word {
+        Word::pack(State::Closed, 0, 0)
     }
 
     #[inline]
@@ -181,20 +181,20 @@ impl Snapshot {
 
     /// The same generation with one more (`+1`) or one fewer (`-1`) probe. Half-open only.
     #[inline]
-    pub(crate) const fn with_probes(self, probes: u32) -> Snapshot {
+    pub(crate) const fn with_probes(self, probes: u32) -> Word {
         let payload = (self.payload() & !PROBE_MASK) | (probes as u64 & PROBE_MASK);
-        Snapshot::pack(self.state(), self.generation(), payload)
+        Word::pack(self.state(), self.generation(), payload)
     }
 
     /// `state` in the next generation. `open_until` is used by `Open`, `now` by `HalfOpen`.
     #[inline]
-    pub(crate) const fn next(self, state: State, now: Instant, open_until: Instant) -> Snapshot {
+    pub(crate) const fn next(self, state: State, now: Instant, open_until: Instant) -> Word {
         let payload = match state {
             State::Open => ceil_ms(open_until),
             State::HalfOpen => (ceil_ms(now) & ENTERED_MASK) << PROBE_BITS,
             _ => 0,
         };
-        Snapshot::pack(state, self.generation().wrapping_add(1), payload)
+        Word::pack(state, self.generation().wrapping_add(1), payload)
     }
 
     /// Open: whether the wait is over at `now`.
@@ -219,9 +219,9 @@ impl Snapshot {
     }
 }
 
-impl fmt::Debug for Snapshot {
+impl fmt::Debug for Word {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut d = f.debug_struct("Snapshot");
+        let mut d = f.debug_struct("Word");
         d.field("state", &self.state())
             .field("generation", &self.generation());
         match self.state() {
@@ -291,7 +291,7 @@ mod tests {
 
     #[test]
     fn layout_round_trips() {
-        let s = Snapshot::initial();
+        let s = Word::initial();
         assert_eq!(s.state(), State::Closed);
         assert_eq!(s.generation(), 0);
         let now = Instant::from_nanos(5_500_000);
@@ -319,7 +319,7 @@ mod tests {
 
     #[test]
     fn generations_wrap_and_compare() {
-        let mut s = Snapshot::initial();
+        let mut s = Word::initial();
         for _ in 0..70_000 {
             s = s.next(State::Closed, Instant::ZERO, Instant::ZERO);
         }
@@ -340,7 +340,7 @@ mod tests {
             State::Disabled,
             State::MetricsOnly,
         ] {
-            let s = Snapshot::initial().next(state, Instant::ZERO, Instant::ZERO);
+            let s = Word::initial().next(state, Instant::ZERO, Instant::ZERO);
             assert_eq!(s.state(), state);
             assert_eq!(format!("{state}"), state.as_str());
         }

@@ -105,10 +105,12 @@ fn events_are_recorded_under_palisade_names() {
     metrics::with_local_recorder(&recorder, || {
         let breaker = CircuitBreaker::builder()
             .name("payments")
-            .count_window(2)
-            .minimum_calls(2)
+            .count_window(4)
+            .minimum_calls(3)
             .build()
             .unwrap();
+        breaker.try_acquire().unwrap().success();
+        drop(breaker.try_acquire().unwrap()); // cancelled: ignored
         breaker.try_acquire().unwrap().failure();
         breaker.try_acquire().unwrap().failure();
         assert_eq!(breaker.state(), State::Open);
@@ -117,9 +119,18 @@ fn events_are_recorded_under_palisade_names() {
     });
     let values = memory.values.lock().unwrap();
     let get = |key: &str| values.get(key).copied();
+    let calls = |outcome: &str| {
+        get(&format!(
+            "palisade_circuit_breaker_calls_total{{name=payments,outcome={outcome}}}"
+        ))
+    };
+    assert_eq!(calls("success"), Some(1.0));
+    assert_eq!(calls("ignore"), Some(1.0));
+    assert_eq!(calls("failure"), Some(2.0));
+    assert_eq!(calls("rejected"), Some(1.0));
     assert_eq!(
-        get("palisade_circuit_breaker_failed_calls_total{name=payments,outcome=failure}"),
-        Some(2.0)
+        get("palisade_circuit_breaker_rejections_total{name=payments,reason=circuit_open}"),
+        Some(1.0)
     );
     assert_eq!(
         get("palisade_circuit_breaker_transitions_total{name=payments,state=open}"),
@@ -127,10 +138,6 @@ fn events_are_recorded_under_palisade_names() {
     );
     assert_eq!(
         get("palisade_circuit_breaker_transitions_total{name=payments,state=closed}"),
-        Some(1.0)
-    );
-    assert_eq!(
-        get("palisade_circuit_breaker_rejected_calls_total{name=payments,state=open}"),
         Some(1.0)
     );
     assert_eq!(
@@ -145,4 +152,30 @@ fn events_are_recorded_under_palisade_names() {
         get("palisade_circuit_breaker_state{name=payments,state=open}"),
         Some(0.0)
     );
+}
+
+/// Regression (issue 9 §6): the state gauge was written only at the first transition, so a
+/// healthy breaker exported no state at all.
+#[test]
+fn the_state_gauge_is_right_from_build_and_the_name_defaults_to_the_layer() {
+    let memory = Arc::new(Memory::default());
+    let recorder = TestRecorder(memory.clone());
+    metrics::with_local_recorder(&recorder, || {
+        let _breaker = CircuitBreaker::new();
+    });
+    let values = memory.values.lock().unwrap();
+    let get = |key: &str| values.get(key).copied();
+    assert_eq!(
+        get("palisade_circuit_breaker_state{name=circuit_breaker,state=closed}"),
+        Some(1.0)
+    );
+    for state in ["open", "half_open", "forced_open", "disabled", "metrics_only"] {
+        assert_eq!(
+            get(&format!(
+                "palisade_circuit_breaker_state{{name=circuit_breaker,state={state}}}"
+            )),
+            Some(0.0),
+            "{state}"
+        );
+    }
 }

@@ -158,6 +158,7 @@ proptest! {
                 .slow_call_duration(SLOW)
                 .slow_call_rate_threshold(SLOW_RATE)
                 .wait_duration_in_open(WAIT)
+                .fixed_open_wait()
                 .permitted_calls_in_half_open(PROBES as u32)
                 .build()
                 .unwrap();
@@ -194,7 +195,7 @@ proptest! {
                 reference.record(ended, outcome);
                 assert_eq!(breaker.state(), reference.state, "after call {i} ({kind:?})");
                 if reference.state == State::Closed {
-                    let m = breaker.metrics();
+                    let m = breaker.snapshot();
                     assert_eq!(m.calls as usize, reference.ring.len());
                     assert_eq!(m.failed_calls as usize, reference.ring.iter().filter(|c| c.0).count());
                     assert_eq!(m.slow_calls as usize, reference.ring.iter().filter(|c| c.1).count());
@@ -269,7 +270,7 @@ proptest! {
             assert_eq!(out.load(Ordering::SeqCst), 0);
             // No leak: a settled half-open breaker still has every unrecorded probe slot.
             if breaker.state() == State::HalfOpen {
-                let recorded = breaker.metrics().calls as usize;
+                let recorded = breaker.snapshot().calls as usize;
                 let mut held = Vec::new();
                 while let Ok(permit) = breaker.try_acquire() {
                     held.push(permit);

@@ -2,6 +2,8 @@
 
 use super::*;
 use crate::config::SlidingWindow;
+use palisade_core::classify::Outcome;
+use std::time::Duration;
 use palisade_core::clock::ManualClock;
 use std::sync::Mutex;
 
@@ -13,6 +15,7 @@ fn manual() -> (ManualClock, CircuitBreakerBuilder) {
         .minimum_calls(4)
         .failure_rate_threshold(50.0)
         .wait_duration_in_open(Duration::from_secs(10))
+        .fixed_open_wait()
         .permitted_calls_in_half_open(2);
     (clock, builder)
 }
@@ -20,7 +23,7 @@ fn manual() -> (ManualClock, CircuitBreakerBuilder) {
 fn events(breaker: &CircuitBreaker) -> Arc<Mutex<Vec<CircuitBreakerEvent>>> {
     let log = Arc::new(Mutex::new(Vec::new()));
     let sink = log.clone();
-    breaker.on_event(move |e: &CircuitBreakerEvent| sink.lock().unwrap().push(*e));
+    breaker.subscribe(move |e: &CircuitBreakerEvent| sink.lock().unwrap().push(*e));
     log
 }
 
@@ -90,10 +93,10 @@ fn ignored_outcomes_do_not_count() {
     for _ in 0..10 {
         call(&breaker, Outcome::Ignore).unwrap();
     }
-    assert_eq!(breaker.metrics().calls, 0);
+    assert_eq!(breaker.snapshot().calls, 0);
     let permit = breaker.try_acquire().unwrap();
     drop(permit); // cancelled
-    assert_eq!(breaker.metrics().calls, 0);
+    assert_eq!(breaker.snapshot().calls, 0);
     assert_eq!(breaker.state(), State::Closed);
 }
 
@@ -106,7 +109,7 @@ fn the_count_window_forgets_old_calls() {
         call(&breaker, Outcome::Success).unwrap();
     }
     call(&breaker, Outcome::Failure).unwrap();
-    let m = breaker.metrics();
+    let m = breaker.snapshot();
     assert_eq!((m.calls, m.failed_calls), (4, 1));
     assert_eq!(m.failure_rate, 25.0);
     assert_eq!(breaker.state(), State::Closed);
@@ -130,7 +133,7 @@ fn slow_calls_trip_at_the_slow_rate_whether_they_succeed_or_not() {
     slow(Outcome::Success);
     slow(Outcome::Failure);
     call(&breaker, Outcome::Success).unwrap();
-    assert_eq!(breaker.metrics().slow_calls, 2);
+    assert_eq!(breaker.snapshot().slow_calls, 2);
     slow(Outcome::Success);
     assert_eq!(breaker.state(), State::Open, "3 of 4 slow = 75%");
     let recorded = log.lock().unwrap();
@@ -156,7 +159,7 @@ fn a_call_exactly_at_the_slow_duration_is_not_slow() {
     let permit = breaker.try_acquire().unwrap();
     clock.advance(Duration::from_millis(100));
     permit.success();
-    assert_eq!(breaker.metrics().slow_calls, 0);
+    assert_eq!(breaker.snapshot().slow_calls, 0);
 }
 
 #[test]
@@ -179,7 +182,7 @@ fn consecutive_failures_alone() {
     );
     call(&breaker, Outcome::Failure).unwrap();
     call(&breaker, Outcome::Failure).unwrap();
-    assert_eq!(breaker.metrics().consecutive_failures, 2);
+    assert_eq!(breaker.snapshot().consecutive_failures, 2);
     call(&breaker, Outcome::Failure).unwrap();
     assert_eq!(breaker.state(), State::Open);
 }
@@ -216,7 +219,7 @@ fn open_rejects_with_a_hint_then_half_opens_lazily() {
     let probe = breaker.try_acquire().unwrap();
     assert!(probe.is_probe());
     assert_eq!(breaker.state(), State::HalfOpen);
-    assert_eq!(breaker.metrics().rejected_calls, 1);
+    assert_eq!(breaker.snapshot().rejected_calls, 1);
     drop(probe);
     assert_eq!(
         transitions(&log),
@@ -249,7 +252,7 @@ fn half_open_admits_only_the_permitted_probes_then_closes() {
     b.success();
     assert_eq!(breaker.state(), State::Closed);
     assert_eq!(
-        breaker.metrics().calls,
+        breaker.snapshot().calls,
         0,
         "closed starts with an empty window"
     );
@@ -290,22 +293,29 @@ fn cancelled_and_ignored_probes_give_their_permit_back() {
     assert_eq!(breaker.state(), State::Closed);
 }
 
+/// Regression (issue 9 §3): the permit's `Drop` checked `thread::panicking()`, so a caller
+/// panicking for its own reasons while holding a permit counted as a failure and opened a
+/// healthy breaker. A permit dropped unrecorded is a cancelled call, panic or not.
 #[test]
-fn a_panic_while_holding_a_permit_is_a_failure() {
+fn a_callers_panic_while_holding_a_permit_is_not_a_failure() {
     let (_, builder) = manual();
     let breaker = builder.minimum_calls(1).build().unwrap();
     let clone = breaker.clone();
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
         let _permit = clone.try_acquire().unwrap();
-        panic!("the guarded code panicked");
+        panic!("the caller panicked for its own reasons");
     }));
     assert!(result.is_err());
-    assert_eq!(
-        breaker.state(),
-        State::Open,
-        "one failure of one call trips"
-    );
-    assert_eq!(breaker.metrics().failed_calls, 1);
+    assert_eq!(breaker.state(), State::Closed);
+    assert_eq!(breaker.snapshot().failed_calls, 0);
+    // A half-open probe held through a caller's panic is given back, not leaked.
+    breaker.transition_to_half_open();
+    let clone = breaker.clone();
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        let _probe = clone.try_acquire().unwrap();
+        panic!("again");
+    }));
+    assert_eq!(breaker.shared().load().probes(), 0);
 }
 
 #[test]
@@ -348,7 +358,7 @@ fn a_stale_result_from_an_earlier_closed_period_does_not_count() {
         permit.failure();
     }
     assert_eq!(breaker.state(), State::Closed);
-    assert_eq!(breaker.metrics().calls, 0);
+    assert_eq!(breaker.snapshot().calls, 0);
 }
 
 #[test]
@@ -395,7 +405,7 @@ fn manual_states() {
         call(&breaker, Outcome::Failure).unwrap();
     }
     assert_eq!(breaker.state(), State::Disabled);
-    assert_eq!(breaker.metrics().calls, 0, "disabled records nothing");
+    assert_eq!(breaker.snapshot().calls, 0, "disabled records nothing");
 
     breaker.metrics_only();
     for _ in 0..20 {
@@ -406,8 +416,8 @@ fn manual_states() {
         State::MetricsOnly,
         "metrics-only never trips"
     );
-    assert_eq!(breaker.metrics().failed_calls, 10);
-    assert_eq!(breaker.metrics().failure_rate, 100.0);
+    assert_eq!(breaker.snapshot().failed_calls, 10);
+    assert_eq!(breaker.snapshot().failure_rate, 100.0);
 
     breaker.transition_to_open();
     assert_eq!(
@@ -422,7 +432,7 @@ fn manual_states() {
     trip(&breaker);
     breaker.reset();
     assert_eq!(breaker.state(), State::Closed);
-    let m = breaker.metrics();
+    let m = breaker.snapshot();
     assert_eq!((m.calls, m.rejected_calls), (0, 0));
     let seen = log.lock().unwrap().clone();
     assert!(seen.contains(&CircuitBreakerEvent::Reset));
@@ -454,6 +464,7 @@ fn the_open_wait_backs_off_with_a_cap() {
     let breaker = builder
         .permitted_calls_in_half_open(1)
         .open_backoff(2.0, Duration::from_secs(50))
+        .open_backoff_jitter(0.0)
         .build()
         .unwrap();
     trip(&breaker);
@@ -526,7 +537,7 @@ fn the_time_window_trips_and_forgets_with_the_clock() {
     }
     clock.advance(Duration::from_secs(11));
     call(&breaker, Outcome::Failure).unwrap();
-    assert_eq!(breaker.metrics().calls, 1, "the first three aged out");
+    assert_eq!(breaker.snapshot().calls, 1, "the first three aged out");
     assert_eq!(breaker.state(), State::Closed);
     clock.advance(Duration::from_secs(3));
     for _ in 0..3 {
@@ -547,7 +558,7 @@ fn clones_share_one_breaker() {
         call(&b, Outcome::Failure).unwrap();
     }
     assert_eq!(a.state(), State::Open);
-    assert_eq!(a.name(), "default");
+    assert_eq!(a.name(), "circuit_breaker");
     assert!(format!("{a:?}").contains("Open"));
 }
 
@@ -557,9 +568,9 @@ fn listeners_can_be_removed() {
     let breaker = builder.build().unwrap();
     let log = Arc::new(Mutex::new(0));
     let sink = log.clone();
-    let id = breaker.on_event(move |_: &CircuitBreakerEvent| *sink.lock().unwrap() += 1);
+    let id = breaker.subscribe(move |_: &CircuitBreakerEvent| *sink.lock().unwrap() += 1);
     breaker.force_open();
-    assert!(breaker.remove_listener(id));
+    assert!(breaker.unsubscribe(id));
     breaker.disable();
     assert_eq!(*log.lock().unwrap(), 1);
 }
@@ -587,15 +598,15 @@ fn an_open_breaker_reports_the_window_that_tripped_it() {
     ] {
         call(&breaker, outcome).unwrap();
     }
-    let m = breaker.metrics();
+    let m = breaker.snapshot();
     assert_eq!(m.state, State::Open);
     assert_eq!((m.calls, m.failed_calls, m.failure_rate), (4, 3, 75.0));
     clock.advance(Duration::from_secs(10));
     let a = breaker.try_acquire().unwrap();
     let b = breaker.try_acquire().unwrap();
     a.failure();
-    assert_eq!(breaker.metrics().calls, 1, "half-open reports its probes");
+    assert_eq!(breaker.snapshot().calls, 1, "half-open reports its probes");
     b.failure();
-    let m = breaker.metrics();
+    let m = breaker.snapshot();
     assert_eq!((m.state, m.calls, m.failed_calls), (State::Open, 2, 2));
 }

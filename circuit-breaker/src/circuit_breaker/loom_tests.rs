@@ -20,7 +20,7 @@ fn breaker(probes: u32, window: u32) -> CircuitBreaker {
 fn count_transitions(breaker: &CircuitBreaker, to: State) -> Arc<AtomicUsize> {
     let count = Arc::new(AtomicUsize::new(0));
     let sink = count.clone();
-    breaker.on_event(move |e: &CircuitBreakerEvent| {
+    breaker.subscribe(move |e: &CircuitBreakerEvent| {
         if matches!(e, CircuitBreakerEvent::StateTransition { to: t, .. } if *t == to) {
             // Relaxed: read after join.
             sink.fetch_add(1, Ordering::Relaxed);
@@ -116,7 +116,7 @@ fn loom_a_stale_result_never_changes_the_current_state() {
         // generation, which the manual close then replaced) or after it (dropped as stale),
         // the current generation holds exactly the one success.
         assert_eq!(breaker.state(), State::Closed);
-        let m = breaker.metrics();
+        let m = breaker.snapshot();
         assert_eq!((m.calls, m.failed_calls), (1, 0), "{m:?}");
     });
 }

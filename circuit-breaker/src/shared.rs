@@ -1,0 +1,519 @@
+//! What every clone of one breaker shares, and the one place that changes the state word:
+//! [`Shared::transition`], a CAS loop over a pure closure, with every side effect (events, the
+//! re-open count, waking gated callers) after the winning CAS. No tower types here.
+
+use crate::backoff::open_wait;
+use crate::config::Settings;
+use crate::error::CircuitOpen;
+use crate::events::CircuitBreakerEvent;
+use crate::permit::Admission;
+use crate::probes::{ProbeResults, Streak};
+use crate::state::{Generation, State, Tally, Word};
+use crate::window::{Record, Window};
+use crossbeam_utils::CachePadded;
+use palisade_core::classify::Outcome;
+use palisade_core::clock::{Clock, Instant};
+use palisade_core::events::EventBus;
+use palisade_core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering, fence};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Mutex;
+use std::task::Waker;
+use std::time::Duration;
+
+/// Everything the clones of one breaker share.
+pub(crate) struct Shared {
+    /// The state word, see [`crate::state`]. Read by every call, written on transitions.
+    state: CachePadded<AtomicU64>,
+    /// Probe results of the current half-open generation.
+    pub(crate) probes: ProbeResults,
+    /// Failures in a row, tagged with the generation.
+    pub(crate) streak: Streak,
+    /// Calls rejected since creation or the last reset.
+    pub(crate) rejected: CachePadded<AtomicU64>,
+    /// How many times in a row the breaker re-opened from half-open without closing (for the
+    /// open backoff). Written only by the winner of a transition, after its CAS.
+    reopened: AtomicU32,
+    pub(crate) window: Window,
+    pub(crate) settings: Settings,
+    pub(crate) events: EventBus<CircuitBreakerEvent>,
+    /// Gated callers waiting for a transition or a returned probe (gate mode only).
+    waiters: Mutex<Vec<Waker>>,
+    /// Whether `waiters` may hold a waker: transitions check it before taking the lock.
+    has_waiters: AtomicBool,
+    /// Whether completing a call needs the time: slow-call detection or a time window.
+    needs_end_time: bool,
+    /// Whether a success can be recorded by looking only (count window, no slow calls).
+    success_may_skip: bool,
+}
+
+impl Shared {
+    pub(crate) fn new(settings: Settings, window: Window) -> Shared {
+        let needs_end_time = settings.slow_call_nanos.is_some() || window.needs_time();
+        let success_may_skip = settings.slow_call_nanos.is_none() && !window.needs_time();
+        Shared {
+            state: CachePadded::new(AtomicU64::new(Word::initial().bits())),
+            probes: ProbeResults::new(),
+            streak: Streak::new(),
+            rejected: CachePadded::new(AtomicU64::new(0)),
+            reopened: AtomicU32::new(0),
+            window,
+            settings,
+            events: EventBus::new(),
+            waiters: Mutex::new(Vec::new()),
+            has_waiters: AtomicBool::new(false),
+            needs_end_time,
+            success_may_skip,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn load(&self) -> Word {
+        // Acquire: pairs with the AcqRel transition CASes, so a thread that sees a generation
+        // also sees what its transition published.
+        Word::from_bits(self.state.load(Ordering::Acquire))
+    }
+
+    #[inline]
+    pub(crate) fn clock(&self) -> &Clock {
+        &self.settings.clock
+    }
+
+    /// Whether completing a call needs the time: slow-call detection or a time window.
+    #[inline]
+    pub(crate) fn needs_end_time(&self) -> bool {
+        self.needs_end_time
+    }
+
+    /// Whether the start of a call must be timed (slow-call detection).
+    #[inline]
+    pub(crate) fn times_calls(&self) -> bool {
+        self.settings.slow_call_nanos.is_some()
+    }
+
+    /// The time, read only when `needed`.
+    #[inline]
+    fn now_if(&self, needed: bool) -> Instant {
+        if needed {
+            self.clock().now()
+        } else {
+            Instant::ZERO
+        }
+    }
+
+    // ---- the one transition helper -------------------------------------------------------
+
+    /// Moves the state word from what `f` is given to what it returns, in a CAS loop: `f` must
+    /// be pure, since it runs once per attempt (again after every lost race, with the word that
+    /// won). `None` from `f` means "nothing to do from this word" and ends the loop. Returns
+    /// the winning `(from, to)`. After the winning CAS, and only then, the side effects of a
+    /// change of generation run once: the re-open count, waking gated callers, the event.
+    pub(crate) fn transition(
+        &self,
+        mut current: Word,
+        mut f: impl FnMut(Word) -> Option<Word>,
+    ) -> Option<(Word, Word)> {
+        loop {
+            let next = f(current)?;
+            // AcqRel: Release publishes the transition (and the generation its records carry)
+            // to threads that Acquire the state; Acquire orders us after the previous
+            // transition. Acquire on failure: we retry from the value we read.
+            match self.state.compare_exchange(
+                current.bits(),
+                next.bits(),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    if next.generation() != current.generation() {
+                        self.transitioned(current, next);
+                    } else {
+                        // A probe count changed (a probe given back): a gated caller may take it.
+                        self.wake_waiters();
+                    }
+                    return Some((current, next));
+                }
+                Err(actual) => current = Word::from_bits(actual),
+            }
+        }
+    }
+
+    /// The side effects of the transition `from → to`, run once by its winner.
+    #[cold]
+    fn transitioned(&self, from: Word, to: Word) {
+        match (from.state(), to.state()) {
+            // Relaxed (both): the count is read by the next transition's closure; transitions
+            // are serialised by the state CAS, and a thread that computes the next wait before
+            // this store lands uses the previous count, which only shortens one wait.
+            (State::HalfOpen, State::Open) => {
+                let n = self.reopened.load(Ordering::Relaxed);
+                self.reopened
+                    .store(n.saturating_add(1), Ordering::Relaxed);
+            }
+            (_, State::Closed) => self.reopened.store(0, Ordering::Relaxed),
+            _ => {}
+        }
+        self.wake_waiters();
+        if from.state() != to.state() {
+            self.emit(|| CircuitBreakerEvent::StateTransition {
+                from: from.state(),
+                to: to.state(),
+            });
+        }
+    }
+
+    /// The `Open` word that follows `current` at `now`, with the backed-off, jittered wait.
+    /// Pure: reads the re-open count, writes nothing.
+    fn opened(&self, current: Word, now: Instant) -> Word {
+        let settings = &self.settings;
+        let reopens = if current.state() == State::HalfOpen {
+            // Relaxed: see `transitioned`.
+            self.reopened.load(Ordering::Relaxed).saturating_add(1)
+        } else {
+            0
+        };
+        let generation = u64::from(current.generation().wrapping_add(1));
+        let wait = open_wait(
+            settings.wait_in_open,
+            settings.backoff.as_ref(),
+            reopens,
+            settings.seed,
+            generation,
+        );
+        current.next(State::Open, now, now + wait)
+    }
+
+    // ---- events ----------------------------------------------------------------------------
+
+    /// Emits an event, if anyone listens. A listener must never break the breaker: its panic
+    /// is caught here (the panic hook still reports it), after the breaker's own state is
+    /// consistent, so no permit or probe can leak through it.
+    #[inline]
+    pub(crate) fn emit(&self, make: impl FnOnce() -> CircuitBreakerEvent) {
+        if self.events.is_active() {
+            self.dispatch(make());
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn dispatch(&self, event: CircuitBreakerEvent) {
+        let _ = catch_unwind(AssertUnwindSafe(|| self.events.emit(event)));
+    }
+
+    // ---- gate mode's waiters ----------------------------------------------------------------
+
+    /// Registers `waker` to be woken at the next transition or returned probe. Returns the
+    /// state word read *after* registering: if it differs from the word the caller was
+    /// rejected by, the caller must try again (the change may have woken nobody).
+    pub(crate) fn register_waiter(&self, waker: &Waker) -> Word {
+        {
+            let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+            if !waiters.iter().any(|w| w.will_wake(waker)) {
+                waiters.push(waker.clone());
+            }
+            // Relaxed: ordered by the fence below.
+            self.has_waiters.store(true, Ordering::Relaxed);
+        }
+        // SeqCst fence: pairs with the fence in `wake_waiters`. Either the transition's CAS is
+        // visible to our load below, or our flag is visible to its load: a wake-up cannot be
+        // lost between them.
+        fence(Ordering::SeqCst);
+        self.load()
+    }
+
+    /// Wakes every gated caller (cold: only after a transition or a returned probe).
+    fn wake_waiters(&self) {
+        // SeqCst fence: see `register_waiter`.
+        fence(Ordering::SeqCst);
+        // Relaxed: ordered by the fence above.
+        if !self.has_waiters.load(Ordering::Relaxed) {
+            return;
+        }
+        let waiters = {
+            let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+            // Relaxed: under the lock that guards the list it describes.
+            self.has_waiters.store(false, Ordering::Relaxed);
+            std::mem::take(&mut *waiters)
+        };
+        for waker in waiters {
+            waker.wake();
+        }
+    }
+
+    /// When a gated caller rejected with `open` should look again, besides being woken by a
+    /// transition: at the end of the open wait, or when `max_wait_in_half_open` expires.
+    pub(crate) fn recheck_after(&self, open: &CircuitOpen) -> Option<Duration> {
+        match open.state() {
+            State::Open => open.retry_after(),
+            State::HalfOpen => {
+                let max = self.settings.max_wait_in_half_open?;
+                let current = self.load();
+                if current.state() != State::HalfOpen {
+                    return Some(Duration::ZERO);
+                }
+                Some(max.saturating_sub(current.half_open_for(self.clock().now())))
+            }
+            _ => None,
+        }
+    }
+
+    // ---- admission -------------------------------------------------------------------------
+
+    /// Decides whether a call may go ahead.
+    #[inline]
+    pub(crate) fn admit(&self) -> Result<Admission, CircuitOpen> {
+        let current = self.load();
+        if current.state() == State::Closed {
+            return Ok(Admission::Window(current.generation()));
+        }
+        self.admit_slow(current, true)
+    }
+
+    /// [`admit`](Self::admit); with `count_rejection` false a refusal is not counted as a
+    /// rejected call and emits no event (gate mode, which waits instead of rejecting).
+    pub(crate) fn admit_with(&self, count_rejection: bool) -> Result<Admission, CircuitOpen> {
+        let current = self.load();
+        if current.state() == State::Closed {
+            return Ok(Admission::Window(current.generation()));
+        }
+        self.admit_slow(current, count_rejection)
+    }
+
+    /// Every state but `Closed`.
+    #[inline(never)]
+    fn admit_slow(&self, current: Word, count_rejection: bool) -> Result<Admission, CircuitOpen> {
+        let settings = &self.settings;
+        // Read at most once, and only by the states that need it.
+        let mut now = None;
+        let mut clock = || *now.get_or_insert_with(|| self.clock().now());
+        let mut verdict = Err((State::Open, None));
+        self.transition(current, |word| {
+            let (next, result) = match word.state() {
+                State::Closed | State::MetricsOnly => (None, Ok(Admission::Window(word.generation()))),
+                State::Disabled => (None, Ok(Admission::Untracked)),
+                State::ForcedOpen => (None, Err((State::ForcedOpen, None))),
+                State::Open => {
+                    let now = clock();
+                    if word.open_wait_over(now) {
+                        let next = word.next(State::HalfOpen, now, now).with_probes(1);
+                        (Some(next), Ok(Admission::Probe(next.generation())))
+                    } else {
+                        (None, Err((State::Open, Some(word.open_remaining(now)))))
+                    }
+                }
+                State::HalfOpen => {
+                    // resilience4j's `maxWaitDurationInHalfOpenState`: once it has passed, the
+                    // period is over whether or not probe permits remain.
+                    let expired = settings
+                        .max_wait_in_half_open
+                        .is_some_and(|max| word.half_open_for(clock()) >= max);
+                    if expired {
+                        let now = clock();
+                        let next = self.opened(word, now);
+                        (Some(next), Err((State::Open, Some(next.open_remaining(now)))))
+                    } else if word.probes() < settings.permitted_in_half_open {
+                        let next = word.with_probes(word.probes() + 1);
+                        (Some(next), Ok(Admission::Probe(word.generation())))
+                    } else {
+                        (None, Err((State::HalfOpen, None)))
+                    }
+                }
+            };
+            verdict = result;
+            next
+        });
+        verdict.map_err(|(state, retry_after)| {
+            if count_rejection {
+                self.reject(state, retry_after)
+            } else {
+                CircuitOpen::new(state, retry_after)
+            }
+        })
+    }
+
+    #[cold]
+    fn reject(&self, state: State, retry_after: Option<Duration>) -> CircuitOpen {
+        // Relaxed: a statistic, on its own cache line so rejecting threads do not slow the
+        // admitted ones.
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+        self.emit(|| CircuitBreakerEvent::CallRejected { state });
+        CircuitOpen::new(state, retry_after)
+    }
+
+    // ---- completion ------------------------------------------------------------------------
+
+    /// Records the outcome of a call admitted as `admission`. `now` is the call's end (only
+    /// read when [`needs_end_time`](Self::needs_end_time)), `elapsed` its duration (only when
+    /// [`times_calls`](Self::times_calls)).
+    #[inline]
+    pub(crate) fn complete(
+        &self,
+        admission: Admission,
+        outcome: Outcome,
+        now: Instant,
+        elapsed: Option<Duration>,
+    ) {
+        if outcome == Outcome::Success
+            && self.success_may_skip
+            && let Admission::Window(generation) = admission
+            && self.window.full_of_successes(generation)
+            && (self.settings.rules.consecutive_failures.is_none()
+                || self.streak.is_zero(generation))
+        {
+            // The healthy path: recording this success would change nothing.
+            self.emit(|| CircuitBreakerEvent::SuccessRecorded { elapsed });
+            return;
+        }
+        self.complete_slow(admission, outcome, now, elapsed);
+    }
+
+    #[inline(never)]
+    fn complete_slow(
+        &self,
+        admission: Admission,
+        outcome: Outcome,
+        now: Instant,
+        elapsed: Option<Duration>,
+    ) {
+        let generation = match admission {
+            Admission::Untracked => return,
+            Admission::Window(generation) | Admission::Probe(generation) => generation,
+        };
+        if outcome == Outcome::Ignore {
+            if let Admission::Probe(generation) = admission {
+                self.return_probe(generation);
+            }
+            self.emit(|| CircuitBreakerEvent::CallIgnored { elapsed });
+            return;
+        }
+        let failure = outcome == Outcome::Failure;
+        let slow = match (self.settings.slow_call_nanos, elapsed) {
+            (Some(limit), Some(elapsed)) => elapsed.as_nanos() > u128::from(limit),
+            _ => false,
+        };
+        if failure {
+            self.emit(|| CircuitBreakerEvent::ErrorRecorded { elapsed });
+        } else {
+            self.emit(|| CircuitBreakerEvent::SuccessRecorded { elapsed });
+        }
+        if slow && let Some(elapsed) = elapsed {
+            self.emit(|| CircuitBreakerEvent::SlowCallRecorded { elapsed });
+        }
+        let record = Record { failure, slow };
+        match admission {
+            Admission::Window(generation) => self.record_closed(generation, now, record),
+            _ => self.record_probe(generation, record),
+        }
+    }
+
+    #[inline]
+    fn record_closed(&self, generation: Generation, now: Instant, record: Record) {
+        let Some(tally) = self.window.record(generation, now, record) else {
+            return;
+        };
+        let consecutive = match self.settings.rules.consecutive_failures {
+            Some(_) => self.streak.count(generation, record.failure),
+            None => 0,
+        };
+        if !record.failure && !record.slow && tally.failures == 0 && tally.slow == 0 {
+            // A success into a window without failures or slow calls cannot trip.
+            return;
+        }
+        if self.settings.rules.closed_trips(tally, consecutive) {
+            self.trip(generation);
+        }
+    }
+
+    /// Closed(generation) → Open, if still closed in that generation.
+    #[cold]
+    fn trip(&self, generation: Generation) {
+        let now = self.clock().now();
+        self.transition(self.load(), |word| {
+            (word.state() == State::Closed && word.generation() == generation)
+                .then(|| self.opened(word, now))
+        });
+    }
+
+    /// Records a probe's result; the probe that completes the set decides Closed or Open.
+    fn record_probe(&self, generation: Generation, record: Record) {
+        let current = self.load();
+        if current.state() != State::HalfOpen || current.generation() != generation {
+            return; // stale: the half-open period this probe belonged to is over
+        }
+        let Some(tally) = self.probes.record(generation, record) else {
+            return;
+        };
+        let expired = self.settings.max_wait_in_half_open.map(|max| (max, self.clock().now()));
+        if tally.calls < self.settings.permitted_in_half_open && expired.is_none() {
+            return;
+        }
+        let now = expired.map_or_else(|| self.clock().now(), |(_, now)| now);
+        self.transition(self.load(), |word| {
+            if word.state() != State::HalfOpen || word.generation() != generation {
+                return None;
+            }
+            let over = expired.is_some_and(|(max, now)| word.half_open_for(now) >= max);
+            if over {
+                // The half-open period ran out before its probes decided: back to Open.
+                return Some(self.opened(word, now));
+            }
+            if tally.calls < self.settings.permitted_in_half_open {
+                return None;
+            }
+            Some(if self.settings.rules.probes_fail(tally) {
+                self.opened(word, now)
+            } else {
+                word.next(State::Closed, now, now)
+            })
+        });
+    }
+
+    /// Gives back the probe permit of a call that will not be recorded (ignored, cancelled).
+    fn return_probe(&self, generation: Generation) {
+        self.transition(self.load(), |word| {
+            (word.state() == State::HalfOpen
+                && word.generation() == generation
+                && word.probes() > 0)
+                .then(|| word.with_probes(word.probes() - 1))
+        });
+    }
+
+    /// A manual transition: always moves to a new generation, so windows start empty.
+    pub(crate) fn transition_to(&self, state: State) {
+        let now = self.clock().now();
+        let wait = self.settings.wait_in_open;
+        self.transition(self.load(), |word| Some(word.next(state, now, now + wait)));
+    }
+
+    /// Forgets the re-open count (on `reset`).
+    pub(crate) fn forget_reopens(&self) {
+        // Relaxed: see `transitioned`.
+        self.reopened.store(0, Ordering::Relaxed);
+    }
+
+    // ---- statistics ------------------------------------------------------------------------
+
+    /// The tally behind a snapshot of `word`: the window, the probes, or (open) the period
+    /// that ended in this state.
+    pub(crate) fn tally(&self, word: Word) -> Tally {
+        let generation = word.generation();
+        match word.state() {
+            State::Closed | State::MetricsOnly => {
+                let now = self.now_if(self.window.needs_time());
+                self.window.tally(generation, now)
+            }
+            State::HalfOpen => self.probes.tally(generation),
+            State::Open | State::ForcedOpen => {
+                let previous = generation.wrapping_sub(1);
+                let now = self.now_if(self.window.needs_time());
+                let window = self.window.tally(previous, now);
+                if window == Tally::default() {
+                    self.probes.tally(previous)
+                } else {
+                    window
+                }
+            }
+            State::Disabled => Tally::default(),
+        }
+    }
+}
