@@ -1,3 +1,118 @@
-//! Adaptive client-side load balancing for tower. This crate is a placeholder for the layer's implementation, which lands in its own issue.
+//! A client-side load balancer for tower that keeps a client whole while one endpoint fails:
+//! cloneable, lock-free on the hot path, and failure-aware.
+//!
+//! A latency-aware balancer has a trap: an endpoint that fails in one millisecond, or whose
+//! breaker rejects at once, answers *fastest*, and tower's P2C + peak EWMA then prefers it.
+//! Palisade's [`Balancer`] closes it:
+//!
+//! - **Fast failures never look cheap.** The default strategy, [`P2cPeakEwma`] (Finagle,
+//!   Linkerd), charges a failure, or a local rejection from a layer below, the failure penalty
+//!   (default 1 s) as its latency.
+//! - **Sick endpoints are not candidates.** Outlier ejection ([`OutlierDetection`], Envoy's) is
+//!   applied before the strategy: 5 failures in a row eject an endpoint for a short, growing,
+//!   jittered time, at most 10 % of the set at once (one endpoint always may be), and below
+//!   50 % healthy every endpoint is used anyway (panic threshold).
+//! - **Nothing is dropped forever.** An endpoint whose `poll_ready` fails is charged a failure
+//!   and ejected by the same rules, then comes back; tower's `Balance` drops it for good.
+//! - **Retries go elsewhere.** With a retry layer above, a retry avoids the endpoint of the
+//!   previous attempt when another candidate exists (see [`BalancerService`]).
+//! - **Honest readiness.** `poll_ready` never fails; with no usable endpoint the call's future
+//!   answers [`NoHealthyEndpoints`], a local rejection.
+//!
+//! [`Balancer`] is the handle: `Clone`, one `Arc` inside, so every clone and every
+//! [`BalancerService`] made from it shares the endpoint set and the statistics (no `Buffer`
+//! needed). The set is copied on write ([`insert`](Balancer::insert),
+//! [`remove`](Balancer::remove)) and swapped atomically; a pick loads it without a lock, reads
+//! two endpoints' atomics and chooses; a finished call updates the endpoint's pending count and
+//! latency estimate with atomic operations. Nothing is allocated per call.
+//!
+//! Strategies ([`strategy`]): [`P2cPeakEwma`] (default), [`P2cPending`], [`LeastPending`]
+//! (Ribbon `BestAvailableRule`), [`RoundRobin`], [`Random`], or your own [`Strategy`].
+//!
+//! # Example
+//!
+//! ```
+//! use palisade_load_balancer::{Balancer, EndpointMeta, NoHealthyEndpoints};
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), tower::BoxError> {
+//! let endpoint = |name: &'static str| {
+//!     service_fn(move |req: String| async move {
+//!         Ok::<_, std::io::Error>(format!("{name}: {req}"))
+//!     })
+//! };
+//! let balancer = Balancer::new([("a", endpoint("a")), ("b", endpoint("b"))]);
+//! balancer.insert("c", endpoint("c"), EndpointMeta::new().zone("eu-west-1b"));
+//!
+//! let svc = ServiceBuilder::new().service(balancer.service());
+//! let answer = svc.clone().oneshot("GET /".to_owned()).await?;
+//! assert!(answer.ends_with(": GET /"));
+//!
+//! // Endpoints come and go while traffic flows; an empty set rejects locally.
+//! for key in ["a", "b", "c"] {
+//!     balancer.remove(&key);
+//! }
+//! let err = svc.oneshot("GET /".to_owned()).await.unwrap_err();
+//! assert!(err.downcast_ref::<NoHealthyEndpoints>().is_some());
+//! assert!(palisade_core::is_local_rejection(&*err));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The recommended stack puts a retry with a budget above the balancer, so that the few calls
+//! an endpoint fails before it is ejected are retried on another endpoint:
+//!
+//! ```
+//! use palisade_load_balancer::Balancer;
+//! use palisade_retry::RetryPolicy;
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), tower::BoxError> {
+//! let failing = service_fn(|_: u32| async { Err::<u32, _>(std::io::Error::other("boom")) });
+//! let healthy = service_fn(|x: u32| async move { Ok::<_, std::io::Error>(x + 1) });
+//! let balancer = Balancer::new([(0, tower::util::Either::Left(failing)),
+//!                               (1, tower::util::Either::Right(healthy))]);
+//! let svc = ServiceBuilder::new()
+//!     .layer(RetryPolicy::builder().build()?.layer())
+//!     .service(balancer.service());
+//! for x in 0..20 {
+//!     // Whichever endpoint the first attempt hits, a retry goes to the other one.
+//!     assert_eq!(svc.clone().oneshot(x).await?, x + 1);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Events and metrics
+//!
+//! [`Balancer::subscribe`] delivers [`BalancerEvent`]s (endpoints added, removed, ejected,
+//! restored; calls rejected and finished); with the `metrics` feature they are recorded as
+//! `palisade_load_balancer_*` (see [`BalancerEvent`]), with `tracing` as events of target
+//! `palisade`. [`Balancer::snapshot`] gives every endpoint's pending count, latency estimate,
+//! calls, failures and ejection state.
 
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod balancer;
+mod config;
+mod endpoint;
+mod error;
+mod events;
+pub mod ewma;
+pub mod future;
+pub mod health;
+mod service;
+pub mod strategy;
+
+pub use balancer::{Balancer, BalancerSnapshot, EndpointSnapshot};
+pub use config::{BalancerBuilder, EndpointMeta};
+pub use error::NoHealthyEndpoints;
+pub use events::BalancerEvent;
+#[cfg(feature = "metrics")]
+pub use events::BalancerMetrics;
+pub use health::OutlierDetection;
+pub use service::BalancerService;
+pub use strategy::{LeastPending, Load, P2cPeakEwma, P2cPending, Random, RoundRobin, Strategy};

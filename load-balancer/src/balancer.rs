@@ -1,0 +1,352 @@
+//! [`Balancer`]: the handle that owns the endpoint set.
+
+use crate::config::{BalancerBuilder, EndpointMeta};
+use crate::endpoint::{Core, Node};
+use crate::events::BalancerEvent;
+use crate::service::BalancerService;
+use crate::strategy::Strategy;
+use arc_swap::ArcSwap;
+use palisade_core::clock::{Clock, Instant};
+use palisade_core::events::{EventBus, Listener, ListenerId};
+use palisade_core::rng::random_seed;
+use palisade_core::sync::Mutex;
+use palisade_core::sync::atomic::{AtomicU64, Ordering};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One endpoint of the set: its shared node and the service clones are made from.
+pub(crate) struct Entry<K, S> {
+    pub(crate) node: Arc<Node<K>>,
+    pub(crate) service: S,
+}
+
+impl<K, S: Clone> Clone for Entry<K, S> {
+    fn clone(&self) -> Self {
+        Entry {
+            node: Arc::clone(&self.node),
+            service: self.service.clone(),
+        }
+    }
+}
+
+pub(crate) struct Shared<K, S> {
+    pub(crate) core: Arc<Core<K>>,
+    /// The endpoint set: copied on write, so a pick loads it without a lock.
+    pub(crate) set: ArcSwap<Vec<Entry<K, S>>>,
+    pub(crate) strategy: Arc<dyn Strategy>,
+    pub(crate) max_ready_tries: usize,
+    /// Serialises writers of `set` (insert, remove), never taken by a pick.
+    set_lock: Mutex<()>,
+    next_id: AtomicU64,
+    /// Seeds of the services' samplers: each service and clone draws its own.
+    pub(crate) seeds: AtomicU64,
+}
+
+/// A client-side load balancer over endpoints of type `S` keyed by `K`: the handle.
+///
+/// `Clone` (an `Arc` inside): clones share the endpoint set, the statistics and the health of
+/// every endpoint. [`service`](Balancer::service) gives a tower `Service` that balances over
+/// the current set; make as many as you like (one per task, per connection): they are all one
+/// balancer, and none needs a `Buffer`.
+///
+/// Endpoints are added and removed at run time with [`insert`](Balancer::insert) and
+/// [`remove`](Balancer::remove). A change copies the set (copy-on-write) and swaps it in
+/// atomically: it never blocks a pick, a pick never blocks it, and a removed endpoint's calls in
+/// flight finish normally (their statistics live as long as they do).
+///
+/// Endpoint services must be `Clone`: every call is made on a fresh clone of the endpoint's
+/// service, so many callers use one endpoint at once without a lock. A hyper client, a tonic
+/// `Channel` or a service behind tower's `Buffer` clones cheaply.
+///
+/// # Memory ordering
+///
+/// The set is an [`ArcSwap`]: a pick's load is a wait-free read that sees a complete set
+/// (the one published by the last store, or its predecessor). Writers hold a lock among
+/// themselves. Endpoint statistics are relaxed atomics, health changes are made under a health
+/// lock; see the notes in the `endpoint` module.
+pub struct Balancer<K, S> {
+    pub(crate) shared: Arc<Shared<K, S>>,
+}
+
+impl<K, S> Clone for Balancer<K, S> {
+    fn clone(&self) -> Self {
+        Balancer {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<K: fmt::Debug, S> fmt::Debug for Balancer<K, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let set = self.shared.set.load();
+        f.debug_struct("Balancer")
+            .field("name", &self.shared.core.name)
+            .field("strategy", &self.shared.strategy)
+            .field(
+                "endpoints",
+                &set.iter().map(|e| &e.node.key).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+/// A point-in-time view of a balancer, from [`Balancer::snapshot`].
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct BalancerSnapshot<K> {
+    /// The balancer's name.
+    pub name: Arc<str>,
+    /// Every endpoint of the set, in set order.
+    pub endpoints: Vec<EndpointSnapshot<K>>,
+    /// Endpoints ejected now.
+    pub ejected: usize,
+    /// Whether so few endpoints are healthy that ejection is ignored (panic mode).
+    pub panic: bool,
+}
+
+/// One endpoint in a [`BalancerSnapshot`].
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct EndpointSnapshot<K> {
+    /// Its key.
+    pub key: K,
+    /// Calls in flight.
+    pub pending: u64,
+    /// The peak-EWMA latency estimate now (failures count as the failure penalty).
+    pub latency: Duration,
+    /// Calls sent to it.
+    pub calls: u64,
+    /// Failures (errors of calls, and failed readiness checks).
+    pub failures: u64,
+    /// Failures since its last success.
+    pub consecutive_failures: u32,
+    /// Ejections in a row (resets on a success after a restoration).
+    pub times_ejected: u32,
+    /// `Some(remaining)` while ejected.
+    pub ejected_for: Option<Duration>,
+    /// Its weight, from its [`EndpointMeta`].
+    pub weight: u32,
+}
+
+impl<K, S> Balancer<K, S>
+where
+    K: Clone + PartialEq + fmt::Debug + Send + Sync + 'static,
+    S: Clone + Send + Sync + 'static,
+{
+    /// A builder with the defaults.
+    #[must_use]
+    pub fn builder() -> BalancerBuilder {
+        BalancerBuilder::default()
+    }
+
+    /// A balancer with every default over `endpoints` (weight 1, no zone).
+    #[must_use]
+    pub fn new(endpoints: impl IntoIterator<Item = (K, S)>) -> Self {
+        // The defaults need no validation.
+        let balancer = Balancer::from_builder(BalancerBuilder::default());
+        for (key, service) in endpoints {
+            balancer.insert(key, service, EndpointMeta::default());
+        }
+        balancer
+    }
+
+    pub(crate) fn from_builder(builder: BalancerBuilder) -> Self {
+        let name: Arc<str> = builder.name.unwrap_or_else(|| Arc::from("load_balancer"));
+        let seed = builder.seed.unwrap_or_else(random_seed);
+        let events = EventBus::new();
+        palisade_core::subscribe_feature_listeners!(events, "load_balancer", name);
+        let core = Core::new(
+            Arc::clone(&name),
+            builder.clock.unwrap_or_default(),
+            builder.decay,
+            builder.failure_penalty,
+            builder.default_rtt,
+            builder.outlier,
+            events,
+            seed ^ 0x6a09_e667_f3bc_c908,
+        );
+        Balancer {
+            shared: Arc::new(Shared {
+                core: Arc::new(core),
+                set: ArcSwap::from_pointee(Vec::new()),
+                strategy: builder.strategy,
+                max_ready_tries: builder.max_ready_tries,
+                set_lock: Mutex::new(()),
+                next_id: AtomicU64::new(0),
+                seeds: AtomicU64::new(seed),
+            }),
+        }
+    }
+
+    /// A tower `Service` over this balancer's endpoints.
+    #[must_use]
+    pub fn service(&self) -> BalancerService<K, S> {
+        BalancerService::new(Arc::clone(&self.shared))
+    }
+
+    /// Adds an endpoint, or replaces the one with the same key (whose calls in flight finish
+    /// normally). Never blocks a pick.
+    pub fn insert(&self, key: K, service: S, meta: EndpointMeta) {
+        let shared = &*self.shared;
+        let core = &shared.core;
+        let event = {
+            let _writer = shared.set_lock.lock();
+            let current = shared.set.load_full();
+            let now = core.clock.now();
+            let estimate = fleet_estimate(&current, now, core, None);
+            // Relaxed: ids need only be unique; the RMW guarantees it.
+            let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+            let node = Arc::new(Node::new(key.clone(), id, meta, estimate, Arc::clone(core)));
+            let mut next: Vec<Entry<K, S>> = Vec::with_capacity(current.len() + 1);
+            let mut replaced = None;
+            for entry in current.iter() {
+                if entry.node.key == key {
+                    replaced = Some(Arc::clone(&entry.node));
+                } else {
+                    next.push(entry.clone());
+                }
+            }
+            next.push(Entry { node, service });
+            let endpoints = next.len();
+            let ejected = {
+                let _health = core.health_lock.lock();
+                if let Some(old) = &replaced {
+                    old.mark_removed();
+                }
+                // Relaxed: written under the health lock, which ejection decisions hold.
+                core.total.store(endpoints, Ordering::Relaxed);
+                core.ejected_count()
+            };
+            shared.set.store(Arc::new(next));
+            BalancerEvent::EndpointAdded {
+                key,
+                endpoints,
+                ejected,
+            }
+        };
+        core.events.emit(event);
+    }
+
+    /// Removes the endpoint with this key; its calls in flight finish normally. Returns
+    /// whether it was in the set. Never blocks a pick.
+    pub fn remove(&self, key: &K) -> bool {
+        let shared = &*self.shared;
+        let core = &shared.core;
+        let event = {
+            let _writer = shared.set_lock.lock();
+            let current = shared.set.load_full();
+            let Some(position) = current.iter().position(|e| &e.node.key == key) else {
+                return false;
+            };
+            let mut next: Vec<Entry<K, S>> = Vec::with_capacity(current.len());
+            next.extend(
+                current
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| *i != position)
+                    .map(|(_, e)| e.clone()),
+            );
+            let endpoints = next.len();
+            let ejected = {
+                let _health = core.health_lock.lock();
+                current[position].node.mark_removed();
+                // Relaxed: written under the health lock.
+                core.total.store(endpoints, Ordering::Relaxed);
+                core.ejected_count()
+            };
+            shared.set.store(Arc::new(next));
+            BalancerEvent::EndpointRemoved {
+                key: current[position].node.key.clone(),
+                endpoints,
+                ejected,
+            }
+        };
+        core.events.emit(event);
+        true
+    }
+}
+
+impl<K, S> Balancer<K, S>
+where
+    K: Clone + Send + Sync + 'static,
+{
+    /// Endpoints in the set.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.shared.set.load().len()
+    }
+
+    /// Whether the set is empty.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The keys of the set, in set order.
+    #[must_use]
+    pub fn keys(&self) -> Vec<K> {
+        self.shared
+            .set
+            .load()
+            .iter()
+            .map(|e| e.node.key.clone())
+            .collect()
+    }
+
+    /// The balancer's name (events, metrics).
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.shared.core.name
+    }
+
+    /// The clock the balancer reads.
+    #[must_use]
+    pub fn clock(&self) -> &Clock {
+        &self.shared.core.clock
+    }
+
+    /// Every endpoint's statistics and health now.
+    #[must_use]
+    pub fn snapshot(&self) -> BalancerSnapshot<K> {
+        let core = &self.shared.core;
+        let set = self.shared.set.load();
+        let now = core.clock.now();
+        let ejected = core.ejected_count();
+        BalancerSnapshot {
+            name: Arc::clone(&core.name),
+            endpoints: set.iter().map(|e| e.node.snapshot(now)).collect(),
+            ejected,
+            panic: core.outlier.in_panic(ejected, set.len()),
+        }
+    }
+
+    /// Delivers every later [`BalancerEvent`] to `listener`.
+    pub fn subscribe<L: Listener<BalancerEvent<K>>>(&self, listener: L) -> ListenerId {
+        self.shared.core.events.subscribe(listener)
+    }
+
+    /// Removes a listener; `false` if it was not subscribed.
+    pub fn unsubscribe(&self, id: ListenerId) -> bool {
+        self.shared.core.events.unsubscribe(id)
+    }
+}
+
+/// The latency estimate a new or restored endpoint starts from: the lowest current estimate
+/// among the other endpoints that are not ejected (so it is neither flooded nor starved), or
+/// the configured default with no such endpoint.
+pub(crate) fn fleet_estimate<K, S>(
+    set: &[Entry<K, S>],
+    now: Instant,
+    core: &Core<K>,
+    except: Option<u64>,
+) -> f64 {
+    set.iter()
+        .filter(|e| Some(e.node.id) != except && !e.node.stats.is_flagged_ejected())
+        .map(|e| e.node.stats.latency_ns(now, core.tau_ns))
+        .filter(|l| *l > 0.0)
+        .fold(None, |min: Option<f64>, l| {
+            Some(min.map_or(l, |m| m.min(l)))
+        })
+        .unwrap_or(core.default_rtt_ns)
+}

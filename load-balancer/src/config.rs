@@ -1,0 +1,207 @@
+//! The balancer's builder, validated by `build()`, and per-endpoint metadata.
+
+use crate::balancer::Balancer;
+use crate::health::OutlierDetection;
+use crate::strategy::{P2cPeakEwma, Strategy};
+use palisade_core::ConfigError;
+use palisade_core::clock::Clock;
+use palisade_core::error::check_nonzero_duration;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The most endpoints one `poll_ready` tries before it waits or rejects.
+pub(crate) const MAX_READY_TRIES: usize = 8;
+
+/// What the balancer knows of an endpoint besides its service.
+///
+/// `weight` and `zone` are recorded and reported in snapshots; the strategies of this release
+/// do not read them yet (weighted and zone-aware strategies are future work).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EndpointMeta {
+    /// Relative capacity (default 1).
+    pub weight: u32,
+    /// Locality zone, if known.
+    pub zone: Option<Arc<str>>,
+}
+
+impl Default for EndpointMeta {
+    fn default() -> Self {
+        EndpointMeta {
+            weight: 1,
+            zone: None,
+        }
+    }
+}
+
+impl EndpointMeta {
+    /// Weight 1, no zone.
+    #[must_use]
+    pub fn new() -> Self {
+        EndpointMeta::default()
+    }
+
+    /// Sets the weight.
+    #[must_use]
+    pub fn weight(mut self, weight: u32) -> Self {
+        self.weight = weight;
+        self
+    }
+
+    /// Sets the zone.
+    #[must_use]
+    pub fn zone(mut self, zone: impl Into<Arc<str>>) -> Self {
+        self.zone = Some(zone.into());
+        self
+    }
+}
+
+/// Builds a [`Balancer`]. Every default protects a fleet; see each setter for its source.
+#[derive(Clone)]
+pub struct BalancerBuilder {
+    pub(crate) name: Option<Arc<str>>,
+    pub(crate) strategy: Arc<dyn Strategy>,
+    pub(crate) decay: Duration,
+    pub(crate) failure_penalty: Duration,
+    pub(crate) default_rtt: Duration,
+    pub(crate) outlier: OutlierDetection,
+    pub(crate) max_ready_tries: usize,
+    pub(crate) clock: Option<Clock>,
+    pub(crate) seed: Option<u64>,
+}
+
+impl Default for BalancerBuilder {
+    fn default() -> Self {
+        BalancerBuilder {
+            name: None,
+            strategy: Arc::new(P2cPeakEwma),
+            decay: Duration::from_secs(1),
+            failure_penalty: Duration::from_secs(1),
+            default_rtt: Duration::from_millis(30),
+            outlier: OutlierDetection::default(),
+            max_ready_tries: 3,
+            clock: None,
+            seed: None,
+        }
+    }
+}
+
+impl fmt::Debug for BalancerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BalancerBuilder")
+            .field("name", &self.name)
+            .field("strategy", &self.strategy)
+            .field("decay", &self.decay)
+            .field("failure_penalty", &self.failure_penalty)
+            .field("default_rtt", &self.default_rtt)
+            .field("outlier", &self.outlier)
+            .field("max_ready_tries", &self.max_ready_tries)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BalancerBuilder {
+    /// The name in events and metrics (default `"load_balancer"`).
+    #[must_use]
+    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// How endpoints are chosen among the healthy ones (default [`P2cPeakEwma`]).
+    #[must_use]
+    pub fn strategy(mut self, strategy: impl Strategy) -> Self {
+        self.strategy = Arc::new(strategy);
+        self
+    }
+
+    /// The time constant τ of the peak-EWMA latency estimate (default 1 s).
+    ///
+    /// Finagle and tower use 10 s. Palisade decays faster because decay is also what brings
+    /// back an endpoint that a penalty or a slowdown starved of traffic: an endpoint charged the
+    /// 1 s failure penalty is tried again after about `τ × ln(penalty / healthy cost)`, some
+    /// 4 s at τ = 1 s against 10 ms endpoints (40 s at τ = 10 s), unless ejection takes it out
+    /// first.
+    #[must_use]
+    pub fn decay(mut self, tau: Duration) -> Self {
+        self.decay = tau;
+        self
+    }
+
+    /// The latency a failure or a local rejection is charged in the latency estimate (default
+    /// 1 s), so that an endpoint failing fast never looks fast. Set it well above the
+    /// endpoints' normal latency.
+    #[must_use]
+    pub fn failure_penalty(mut self, penalty: Duration) -> Self {
+        self.failure_penalty = penalty;
+        self
+    }
+
+    /// The latency estimate of the first endpoint of a set, before any sample (default 30 ms,
+    /// Linkerd's). Later endpoints start from the lowest estimate of the others, so that a new
+    /// endpoint is neither flooded (an estimate of zero) nor starved.
+    #[must_use]
+    pub fn default_rtt(mut self, rtt: Duration) -> Self {
+        self.default_rtt = rtt;
+        self
+    }
+
+    /// Outlier ejection (default [`OutlierDetection::default`]: 5 consecutive failures,
+    /// 250 ms growing to 1 s, at most 10 % ejected, panic below 50 % healthy).
+    #[must_use]
+    pub fn outlier_detection(mut self, outlier: OutlierDetection) -> Self {
+        self.outlier = outlier;
+        self
+    }
+
+    /// Endpoints one `poll_ready` tries before it waits for a busy one (default 3, at most 8).
+    #[must_use]
+    pub fn max_ready_tries(mut self, tries: usize) -> Self {
+        self.max_ready_tries = tries;
+        self
+    }
+
+    /// The clock for latency samples and ejection times (default: [`Clock::default`] when
+    /// built).
+    #[must_use]
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Seeds the endpoint sampling and the ejection jitter, for reproducible simulations
+    /// (default: a random seed).
+    #[must_use]
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// An empty balancer; add endpoints with [`Balancer::insert`].
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] naming the refused setting: `decay`, `failure_penalty` or `default_rtt`
+    /// zero, `max_ready_tries` outside `1..=8`, or an invalid outlier setting.
+    pub fn build<K, S>(self) -> Result<Balancer<K, S>, ConfigError>
+    where
+        K: Clone + PartialEq + fmt::Debug + Send + Sync + 'static,
+        S: Clone + Send + Sync + 'static,
+    {
+        check_nonzero_duration("decay", self.decay)?;
+        check_nonzero_duration("failure_penalty", self.failure_penalty)?;
+        check_nonzero_duration("default_rtt", self.default_rtt)?;
+        if !(1..=MAX_READY_TRIES).contains(&self.max_ready_tries) {
+            return Err(ConfigError::new(
+                "max_ready_tries",
+                format!(
+                    "must be between 1 and {MAX_READY_TRIES}, got {}",
+                    self.max_ready_tries
+                ),
+            ));
+        }
+        self.outlier.validate()?;
+        Ok(Balancer::from_builder(self))
+    }
+}

@@ -1,0 +1,453 @@
+//! One endpoint's shared statistics and health, in atomics: what a pick reads and what a
+//! finished call records. No tower types.
+//!
+//! # Memory ordering
+//!
+//! The statistics (pending count, latency estimate and its time stamp, call counters) are
+//! `Relaxed`: each is a number that a pick reads to compare endpoints, nothing else is published
+//! through it, and a stale value only skews one pick. The latency estimate is updated by a CAS
+//! loop so concurrent samples are never lost; its time stamp is a separate word, so a sample
+//! racing another may be decayed with a slightly wrong elapsed time (the estimate stays between
+//! the old value and the samples).
+//!
+//! Health changes (eject, restore, removal from the set) happen under the balancer's health
+//! lock, a cold path. The `ejected` flag is stored with `Release` after the ejection deadline,
+//! and picks load it with `Acquire`, so a pick that sees the flag also sees the deadline it was
+//! ejected with.
+
+use crate::events::BalancerEvent;
+use crate::ewma;
+use crate::health::OutlierDetection;
+use palisade_core::clock::{Clock, Instant, duration_to_nanos};
+use palisade_core::events::EventBus;
+use palisade_core::rng::{GAMMA, mix};
+use palisade_core::sync::Mutex;
+use palisade_core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How a call ended, as the balancer counts it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CallResult {
+    /// `Ok`: the latency sample is the call's duration.
+    Success,
+    /// An error of the endpoint: charged the penalty, counts towards ejection.
+    Failure,
+    /// A local rejection from a layer below (a per-endpoint breaker, limiter…): charged the
+    /// penalty so the endpoint does not look fast, but not a failure of the endpoint.
+    Rejected,
+}
+
+/// The atomics of one endpoint.
+#[derive(Debug, Default)]
+pub(crate) struct EndpointStats {
+    pending: AtomicU64,
+    /// Peak-EWMA latency estimate: `f64` nanoseconds as bits.
+    estimate: AtomicU64,
+    /// When `estimate` was last updated, in the balancer clock's nanoseconds.
+    stamp: AtomicU64,
+    calls: AtomicU64,
+    failures: AtomicU64,
+    consecutive_failures: AtomicU32,
+    times_ejected: AtomicU32,
+    ejected: AtomicBool,
+    ejected_until: AtomicU64,
+}
+
+impl EndpointStats {
+    pub(crate) fn with_estimate(estimate_ns: f64, now: Instant) -> EndpointStats {
+        let stats = EndpointStats::default();
+        stats.reset_estimate(estimate_ns, now);
+        stats
+    }
+
+    /// A call starts: one more pending.
+    #[inline]
+    pub(crate) fn begin(&self) {
+        // Relaxed: statistics (see the module's memory ordering notes).
+        self.pending.fetch_add(1, Ordering::Relaxed);
+        // Relaxed: a counter read by snapshot() only.
+        self.calls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A call ends, however it ends (completed, cancelled, panicked).
+    #[inline]
+    pub(crate) fn end(&self) {
+        // Relaxed: statistics; every `end` pairs with one `begin` of the same guard, so the
+        // count returns to zero whatever the interleaving (checked by the loom model).
+        self.pending.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    #[inline]
+    pub(crate) fn pending(&self) -> u64 {
+        // Relaxed: statistics.
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    /// The latency estimate decayed to `now`, in nanoseconds.
+    #[inline]
+    pub(crate) fn latency_ns(&self, now: Instant, tau_ns: f64) -> f64 {
+        // Relaxed: statistics; a racing update at worst shows the previous estimate.
+        let estimate = f64::from_bits(self.estimate.load(Ordering::Relaxed));
+        let stamp = self.stamp.load(Ordering::Relaxed);
+        ewma::decayed(estimate, now.as_nanos().saturating_sub(stamp), tau_ns)
+    }
+
+    /// Folds one latency sample into the estimate.
+    #[inline]
+    pub(crate) fn observe(&self, sample_ns: f64, now: Instant, tau_ns: f64) {
+        let now_ns = now.as_nanos();
+        // Relaxed throughout: the CAS makes concurrent samples fold in one after the other;
+        // no other memory depends on the estimate.
+        let mut current = self.estimate.load(Ordering::Relaxed);
+        loop {
+            let stamp = self.stamp.load(Ordering::Relaxed);
+            let next = ewma::observe(
+                f64::from_bits(current),
+                now_ns.saturating_sub(stamp),
+                sample_ns,
+                tau_ns,
+            );
+            match self.estimate.compare_exchange_weak(
+                current,
+                next.to_bits(),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(actual) => current = actual,
+            }
+        }
+        // Relaxed: fetch_max keeps the stamp monotonic when samples race.
+        self.stamp.fetch_max(now_ns, Ordering::Relaxed);
+    }
+
+    pub(crate) fn reset_estimate(&self, estimate_ns: f64, now: Instant) {
+        // Relaxed: statistics; a new or restored endpoint starts from this estimate.
+        self.estimate
+            .store(estimate_ns.max(0.0).to_bits(), Ordering::Relaxed);
+        // Relaxed: as above.
+        self.stamp.store(now.as_nanos(), Ordering::Relaxed);
+    }
+
+    #[inline]
+    pub(crate) fn is_flagged_ejected(&self) -> bool {
+        // Acquire: pairs with the Release store in `eject`, so the deadline read next is the
+        // one this ejection set.
+        self.ejected.load(Ordering::Acquire)
+    }
+
+    #[inline]
+    pub(crate) fn ejected_until(&self) -> u64 {
+        // Relaxed: ordered by the Acquire load of the flag before it.
+        self.ejected_until.load(Ordering::Relaxed)
+    }
+}
+
+/// What the balancer shares between its handle, its endpoints and their in-flight calls.
+pub(crate) struct Core<K> {
+    pub(crate) name: Arc<str>,
+    pub(crate) clock: Clock,
+    pub(crate) tau_ns: f64,
+    pub(crate) penalty_ns: f64,
+    pub(crate) default_rtt_ns: f64,
+    pub(crate) outlier: OutlierDetection,
+    pub(crate) events: EventBus<BalancerEvent<K>>,
+    /// Endpoints flagged ejected, among those in the set.
+    pub(crate) ejected: AtomicUsize,
+    /// Endpoints in the set.
+    pub(crate) total: AtomicUsize,
+    /// Serialises ejections, restorations and removals (cold path).
+    pub(crate) health_lock: Mutex<()>,
+    jitter: AtomicU64,
+}
+
+impl<K> Core<K> {
+    #[allow(clippy::too_many_arguments)] // reason: a crate-internal constructor fed by the builder
+    pub(crate) fn new(
+        name: Arc<str>,
+        clock: Clock,
+        decay: Duration,
+        penalty: Duration,
+        default_rtt: Duration,
+        outlier: OutlierDetection,
+        events: EventBus<BalancerEvent<K>>,
+        seed: u64,
+    ) -> Core<K> {
+        Core {
+            name,
+            clock,
+            tau_ns: duration_to_nanos(decay) as f64,
+            penalty_ns: duration_to_nanos(penalty) as f64,
+            default_rtt_ns: duration_to_nanos(default_rtt) as f64,
+            outlier,
+            events,
+            ejected: AtomicUsize::new(0),
+            total: AtomicUsize::new(0),
+            health_lock: Mutex::new(()),
+            jitter: AtomicU64::new(seed),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn ejected_count(&self) -> usize {
+        // Relaxed: a count that a pick compares with the panic threshold; stale by one
+        // ejection at worst.
+        self.ejected.load(Ordering::Relaxed)
+    }
+}
+
+/// One endpoint: its key, identity, statistics and the balancer's core.
+pub(crate) struct Node<K> {
+    pub(crate) key: K,
+    /// Unique per insertion, so a retry avoids "that endpoint" even across set changes.
+    pub(crate) id: u64,
+    pub(crate) meta: crate::EndpointMeta,
+    pub(crate) stats: EndpointStats,
+    /// Set (under the health lock) when the endpoint leaves the set.
+    removed: AtomicBool,
+    pub(crate) core: Arc<Core<K>>,
+}
+
+/// What a response future needs of its endpoint, with the key type erased so that
+/// `ResponseFuture<F>` has one type parameter.
+pub(crate) trait Record: Send + Sync {
+    fn finish(&self, result: CallResult, started: Instant);
+    fn cancel(&self);
+}
+
+impl<K: Clone + Send + Sync + 'static> Node<K> {
+    pub(crate) fn new(
+        key: K,
+        id: u64,
+        meta: crate::EndpointMeta,
+        estimate_ns: f64,
+        core: Arc<Core<K>>,
+    ) -> Node<K> {
+        let now = core.clock.now();
+        Node {
+            key,
+            id,
+            meta,
+            stats: EndpointStats::with_estimate(estimate_ns, now),
+            removed: AtomicBool::new(false),
+            core,
+        }
+    }
+
+    /// A failure outside a call (the endpoint's `poll_ready` failed).
+    pub(crate) fn readiness_failed(&self, now: Instant) {
+        self.record(CallResult::Failure, self.core.penalty_ns, now);
+    }
+
+    fn record(&self, result: CallResult, rtt_ns: f64, now: Instant) {
+        let core = &*self.core;
+        let stats = &self.stats;
+        match result {
+            CallResult::Success => {
+                stats.observe(rtt_ns, now, core.tau_ns);
+                // Relaxed: health counters change under the health lock when it matters
+                // (ejection re-reads them there); a racing reset only delays an ejection.
+                stats.consecutive_failures.store(0, Ordering::Relaxed);
+                // Relaxed: as above; a success ends the growth of ejection times.
+                if stats.times_ejected.load(Ordering::Relaxed) != 0 && !stats.is_flagged_ejected() {
+                    // Relaxed: as above.
+                    stats.times_ejected.store(0, Ordering::Relaxed);
+                }
+            }
+            CallResult::Rejected => stats.observe(rtt_ns.max(core.penalty_ns), now, core.tau_ns),
+            CallResult::Failure => {
+                stats.observe(rtt_ns.max(core.penalty_ns), now, core.tau_ns);
+                // Relaxed: a counter read by snapshot() only.
+                stats.failures.fetch_add(1, Ordering::Relaxed);
+                // Relaxed: the RMW counts every failure once; the ejection decision re-reads it
+                // under the health lock.
+                let run = stats.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+                if core.outlier.is_enabled() && run >= core.outlier.consecutive_failures {
+                    self.eject(now);
+                }
+            }
+        }
+    }
+
+    /// Ejects the endpoint if the rules allow (cold path, under the health lock).
+    fn eject(&self, now: Instant) {
+        let core = &*self.core;
+        let stats = &self.stats;
+        let event = {
+            let _health = core.health_lock.lock();
+            // Relaxed: these are written only under the health lock, which we hold.
+            if self.removed.load(Ordering::Relaxed)
+                || stats.ejected.load(Ordering::Relaxed)
+                || stats.consecutive_failures.load(Ordering::Relaxed)
+                    < core.outlier.consecutive_failures
+            {
+                return;
+            }
+            // Relaxed: written under the health lock, which we hold.
+            let total = core.total.load(Ordering::Relaxed);
+            let ejected = core.ejected.load(Ordering::Relaxed);
+            if !core.outlier.may_eject(ejected, total) {
+                return;
+            }
+            // Relaxed: written under the lock.
+            let times = stats.times_ejected.load(Ordering::Relaxed);
+            // Relaxed: the jitter stream only needs distinct draws.
+            let draw = mix(core.jitter.fetch_add(GAMMA, Ordering::Relaxed));
+            let duration = core.outlier.ejection_time(times, draw);
+            // Relaxed: published by the Release store of the flag just below.
+            stats
+                .ejected_until
+                .store(now.saturating_add(duration).as_nanos(), Ordering::Relaxed);
+            // Release: pairs with the Acquire in `is_flagged_ejected`.
+            stats.ejected.store(true, Ordering::Release);
+            // Relaxed: under the lock.
+            stats.times_ejected.store(times + 1, Ordering::Relaxed);
+            // Relaxed: under the lock.
+            stats.consecutive_failures.store(0, Ordering::Relaxed);
+            // Relaxed: under the lock; readers outside it use it as an estimate.
+            core.ejected.store(ejected + 1, Ordering::Relaxed);
+            BalancerEvent::EndpointEjected {
+                key: self.key.clone(),
+                duration,
+                times: times + 1,
+                ejected: ejected + 1,
+                endpoints: total,
+            }
+        };
+        core.events.emit(event);
+    }
+
+    /// Whether the endpoint is ejected at `now`; restores it (with `estimate_ns` as its fresh
+    /// latency estimate) when its ejection has run out.
+    #[inline]
+    pub(crate) fn is_ejected(&self, now: Instant, estimate_ns: impl FnOnce() -> f64) -> bool {
+        if !self.stats.is_flagged_ejected() {
+            return false;
+        }
+        if now.as_nanos() < self.stats.ejected_until() {
+            return true;
+        }
+        self.restore(now, estimate_ns());
+        false
+    }
+
+    #[cold]
+    fn restore(&self, now: Instant, estimate_ns: f64) {
+        let core = &*self.core;
+        let event = {
+            let _health = core.health_lock.lock();
+            // Relaxed: written only under the health lock, which we hold.
+            if !self.stats.ejected.load(Ordering::Relaxed) {
+                return;
+            }
+            self.stats.ejected.store(false, Ordering::Relaxed);
+            // Relaxed: under the lock.
+            let ejected = core.ejected.load(Ordering::Relaxed).saturating_sub(1);
+            core.ejected.store(ejected, Ordering::Relaxed);
+            self.stats.reset_estimate(estimate_ns, now);
+            BalancerEvent::EndpointRestored {
+                key: self.key.clone(),
+                ejected,
+                // Relaxed: under the lock.
+                endpoints: core.total.load(Ordering::Relaxed),
+            }
+        };
+        core.events.emit(event);
+    }
+
+    /// Marks the endpoint as out of the set (caller holds the health lock): it no longer
+    /// counts as ejected, and a late failure of one of its calls ejects nothing.
+    pub(crate) fn mark_removed(&self) {
+        // Relaxed: under the health lock, held by the caller.
+        self.removed.store(true, Ordering::Relaxed);
+        if self.stats.ejected.swap(false, Ordering::Relaxed) {
+            let ejected = self.core.ejected.load(Ordering::Relaxed).saturating_sub(1);
+            self.core.ejected.store(ejected, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn snapshot(&self, now: Instant) -> crate::EndpointSnapshot<K> {
+        let stats = &self.stats;
+        let latency = stats.latency_ns(now, self.core.tau_ns);
+        // Relaxed: statistics for display.
+        let ejected_until = stats
+            .is_flagged_ejected()
+            .then(|| Instant::from_nanos(stats.ejected_until()))
+            .filter(|until| *until > now);
+        crate::EndpointSnapshot {
+            key: self.key.clone(),
+            pending: stats.pending(),
+            latency: Duration::from_nanos(latency.min(u64::MAX as f64) as u64),
+            // Relaxed: statistics for display.
+            calls: stats.calls.load(Ordering::Relaxed),
+            failures: stats.failures.load(Ordering::Relaxed),
+            consecutive_failures: stats.consecutive_failures.load(Ordering::Relaxed),
+            times_ejected: stats.times_ejected.load(Ordering::Relaxed),
+            ejected_for: ejected_until.map(|until| until.saturating_duration_since(now)),
+            weight: self.meta.weight,
+        }
+    }
+}
+
+impl<K: Clone + Send + Sync + 'static> Record for Node<K> {
+    fn finish(&self, result: CallResult, started: Instant) {
+        self.stats.end();
+        let now = self.core.clock.now();
+        let elapsed = now.saturating_duration_since(started);
+        self.record(result, duration_to_nanos(elapsed) as f64, now);
+        self.core.events.emit_with(|| BalancerEvent::CallFinished {
+            outcome: match result {
+                CallResult::Success => palisade_core::Outcome::Success,
+                CallResult::Failure => palisade_core::Outcome::Failure,
+                CallResult::Rejected => palisade_core::Outcome::Ignore,
+            },
+            duration: elapsed,
+        });
+    }
+
+    fn cancel(&self) {
+        self.stats.end();
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::EndpointStats;
+    use palisade_core::clock::Instant;
+    use palisade_core::sync::{Arc, loom};
+
+    /// Pending counts return to zero after any interleaving of picks (begin), completions,
+    /// cancellations and the endpoint's removal from the set (the set dropping its reference
+    /// while calls are in flight).
+    #[test]
+    fn pending_returns_to_zero() {
+        loom::model(|| {
+            let endpoint = Arc::new(EndpointStats::with_estimate(1.0e6, Instant::ZERO));
+            let in_set = Arc::clone(&endpoint);
+            let a = {
+                let e = Arc::clone(&endpoint);
+                loom::thread::spawn(move || {
+                    e.begin();
+                    e.observe(2.0e6, Instant::from_nanos(10), 1.0e9);
+                    e.end();
+                })
+            };
+            let b = {
+                let e = Arc::clone(&endpoint);
+                loom::thread::spawn(move || {
+                    e.begin();
+                    // Cancelled: no sample.
+                    e.end();
+                })
+            };
+            // Removal: the set lets go of the endpoint while calls may be in flight.
+            drop(in_set);
+            a.join().unwrap();
+            b.join().unwrap();
+            assert_eq!(endpoint.pending(), 0);
+            let latency = endpoint.latency_ns(Instant::from_nanos(10), 1.0e9);
+            assert!(latency >= 1.0e6 && latency <= 2.0e6, "{latency}");
+        });
+    }
+}

@@ -1,0 +1,311 @@
+//! [`BalancerService`]: the tower `Service` that picks an endpoint per call.
+
+use crate::balancer::{Entry, Shared, fleet_estimate};
+use crate::config::MAX_READY_TRIES;
+use crate::endpoint::{Node, Record};
+use crate::events::BalancerEvent;
+use crate::future::{InFlight, ResponseFuture};
+use palisade_core::BoxError;
+use palisade_core::clock::Instant;
+use palisade_core::rejection::RejectionKind;
+use palisade_core::rng::{GAMMA, SplitMix64};
+use palisade_core::sync::atomic::Ordering;
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tower_service::Service;
+
+/// What `poll_ready` left for `call`.
+enum Slot<K, S> {
+    Empty,
+    /// A ready clone of the chosen endpoint's service, and when it was picked.
+    Ready {
+        node: Arc<Node<K>>,
+        service: S,
+        picked: Instant,
+    },
+    /// Every endpoint tried was busy: the first of them, polled again next time (its wake-up
+    /// is registered).
+    Waiting {
+        node: Arc<Node<K>>,
+        service: S,
+    },
+    /// No endpoint could take the call: `call` answers [`NoHealthyEndpoints`](crate::NoHealthyEndpoints).
+    Reject,
+}
+
+/// The balancing `Service` of a [`Balancer`](crate::Balancer), from
+/// [`Balancer::service`](crate::Balancer::service).
+///
+/// # Readiness
+///
+/// `poll_ready` picks an endpoint among the healthy ones (outlier ejection first, then the
+/// strategy) and polls a fresh clone of its service:
+/// - ready: reserved for the next `call`;
+/// - not ready: passed over for another pick, up to `max_ready_tries` endpoints; if all were
+///   busy, `Pending`, woken by the first of them (which is polled first next time);
+/// - `poll_ready` failed: that clone is discarded (tower's contract) and the endpoint charged a
+///   failure, which counts towards its ejection — it is never dropped from the set for it;
+/// - no candidate at all (empty set, or every endpoint tried failed): `Ready`, and `call`
+///   answers [`NoHealthyEndpoints`](crate::NoHealthyEndpoints) from its future. `poll_ready`
+///   itself never fails, so the service works under `Buffer`, tower's `Balance` and
+///   hyper/tonic clients.
+///
+/// # Retries go to another endpoint
+///
+/// A retry layer above (palisade-retry, tower's `Retry`) clones the service it retries
+/// through. A **clone remembers the endpoint its parent had reserved or last called**, and
+/// every pick it makes avoids the endpoint of its previous attempt when another candidate
+/// exists (Ribbon's `MaxAutoRetriesNextServer`). palisade-retry clones the inner service
+/// between `poll_ready` and `call` of the first attempt, tower's `Retry` after the call; both
+/// lineages lead the retry elsewhere. A service that is not a clone (the root) never avoids
+/// anything, so the strategy's choice is untouched for first attempts. No request type,
+/// extension or change to the retry layer is needed.
+///
+/// # Errors
+///
+/// The endpoint's error, boxed; [`NoHealthyEndpoints`](crate::NoHealthyEndpoints) when no
+/// endpoint could take the call.
+///
+/// # Panics
+///
+/// `call` panics when `poll_ready` did not return `Ready` first (tower's contract).
+pub struct BalancerService<K, S> {
+    shared: Arc<Shared<K, S>>,
+    rng: SplitMix64,
+    slot: Slot<K, S>,
+    /// The endpoint this service last reserved or called (identity, not index).
+    last: Option<u64>,
+    /// The endpoint a retry through this clone avoids; `None` for a root service.
+    avoid: Option<u64>,
+}
+
+impl<K, S> BalancerService<K, S> {
+    pub(crate) fn new(shared: Arc<Shared<K, S>>) -> Self {
+        // Relaxed: the seed stream only needs distinct values.
+        let seed = shared.seeds.fetch_add(GAMMA, Ordering::Relaxed);
+        BalancerService {
+            shared,
+            rng: SplitMix64::new(seed),
+            slot: Slot::Empty,
+            last: None,
+            avoid: None,
+        }
+    }
+
+    /// The balancer this service draws from.
+    #[must_use]
+    pub fn balancer(&self) -> crate::Balancer<K, S> {
+        crate::Balancer {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// The endpoint service reserved by the last successful `poll_ready`, if any.
+    #[must_use]
+    pub fn get_ref(&self) -> Option<&S> {
+        match &self.slot {
+            Slot::Ready { service, .. } => Some(service),
+            _ => None,
+        }
+    }
+
+    /// The reserved endpoint service, mutably.
+    pub fn get_mut(&mut self) -> Option<&mut S> {
+        match &mut self.slot {
+            Slot::Ready { service, .. } => Some(service),
+            _ => None,
+        }
+    }
+
+    /// The reserved endpoint service, giving up the reservation.
+    #[must_use]
+    pub fn into_inner(self) -> Option<S> {
+        match self.slot {
+            Slot::Ready { service, .. } => Some(service),
+            _ => None,
+        }
+    }
+}
+
+impl<K, S> Clone for BalancerService<K, S> {
+    /// A clone shares the balancer; it does not share a reservation (tower's contract). It
+    /// remembers the endpoint its parent had reserved or last called, and avoids it: see
+    /// "Retries go to another endpoint".
+    fn clone(&self) -> Self {
+        let lineage = match &self.slot {
+            Slot::Ready { node, .. } | Slot::Waiting { node, .. } => Some(node.id),
+            _ => self.last,
+        };
+        let mut clone = BalancerService::new(Arc::clone(&self.shared));
+        clone.last = lineage;
+        clone.avoid = lineage;
+        clone
+    }
+}
+
+impl<K: fmt::Debug, S> fmt::Debug for BalancerService<K, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let slot = match &self.slot {
+            Slot::Empty => "empty",
+            Slot::Ready { .. } => "ready",
+            Slot::Waiting { .. } => "waiting",
+            Slot::Reject => "reject",
+        };
+        f.debug_struct("BalancerService")
+            .field("balancer", &self.shared.core.name)
+            .field("slot", &slot)
+            .field("avoid", &self.avoid)
+            .finish()
+    }
+}
+
+impl<K, S> BalancerService<K, S>
+where
+    K: Clone + Send + Sync + 'static,
+{
+    /// Chooses a candidate of `set`: not excluded, not ejected (unless in panic), not the
+    /// endpoint to avoid (unless it is the only candidate).
+    fn pick(&mut self, set: &[Entry<K, S>], now: Instant, excluded: &[u64]) -> Option<usize> {
+        let core = &*self.shared.core;
+        let n = set.len();
+        if n == 0 {
+            return None;
+        }
+        let panic = core.outlier.in_panic(core.ejected_count(), n);
+        let passes: &[Option<u64>] = match self.avoid {
+            Some(id) => &[Some(id), None],
+            None => &[None],
+        };
+        for &avoid in passes {
+            let probe = |i: usize| {
+                let node = &set[i].node;
+                if Some(node.id) == avoid || excluded.contains(&node.id) {
+                    return None;
+                }
+                if !panic && node.is_ejected(now, || fleet_estimate(set, now, core, Some(node.id)))
+                {
+                    return None;
+                }
+                Some(crate::strategy::Load {
+                    pending: node.stats.pending(),
+                    latency_ns: node.stats.latency_ns(now, core.tau_ns),
+                })
+            };
+            if let Some(i) = self.shared.strategy.pick(n, &probe, self.rng.next_u64()) {
+                return Some(i);
+            }
+        }
+        None
+    }
+}
+
+impl<K, S, Req> Service<Req> for BalancerService<K, S>
+where
+    K: Clone + Send + Sync + 'static,
+    S: Service<Req> + Clone,
+    S::Error: Into<BoxError> + 'static,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        let clock = &self.shared.core.clock;
+        let mut waiting = None;
+        match std::mem::replace(&mut self.slot, Slot::Empty) {
+            slot @ (Slot::Ready { .. } | Slot::Reject) => {
+                self.slot = slot;
+                return Poll::Ready(Ok(()));
+            }
+            Slot::Waiting { node, mut service } => match service.poll_ready(cx) {
+                Poll::Ready(Ok(())) => {
+                    self.slot = Slot::Ready {
+                        node,
+                        service,
+                        picked: clock.now(),
+                    };
+                    return Poll::Ready(Ok(()));
+                }
+                Poll::Ready(Err(_)) => node.readiness_failed(clock.now()),
+                Poll::Pending => waiting = Some((node, service)),
+            },
+            Slot::Empty => {}
+        }
+
+        let set = self.shared.set.load();
+        let now = clock.now();
+        let mut excluded = [u64::MAX; MAX_READY_TRIES + 1];
+        let mut excluded_len = 0;
+        if let Some((node, _)) = &waiting {
+            excluded[0] = node.id;
+            excluded_len = 1;
+        }
+        for _ in 0..self.shared.max_ready_tries {
+            let Some(i) = self.pick(&set, now, &excluded[..excluded_len]) else {
+                break;
+            };
+            let entry = &set[i];
+            let mut service = entry.service.clone();
+            match service.poll_ready(cx) {
+                Poll::Ready(Ok(())) => {
+                    self.last = Some(entry.node.id);
+                    self.slot = Slot::Ready {
+                        node: Arc::clone(&entry.node),
+                        service,
+                        picked: now,
+                    };
+                    return Poll::Ready(Ok(()));
+                }
+                // The failed clone is dropped (tower: a service whose readiness failed is
+                // discarded); the endpoint stays in the set, charged a failure.
+                Poll::Ready(Err(_)) => entry.node.readiness_failed(now),
+                Poll::Pending => {
+                    if waiting.is_none() {
+                        waiting = Some((Arc::clone(&entry.node), service));
+                    }
+                }
+            }
+            excluded[excluded_len] = entry.node.id;
+            excluded_len += 1;
+        }
+        if let Some((node, service)) = waiting {
+            self.slot = Slot::Waiting { node, service };
+            return Poll::Pending;
+        }
+        self.slot = Slot::Reject;
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Req) -> ResponseFuture<S::Future> {
+        match std::mem::replace(&mut self.slot, Slot::Empty) {
+            Slot::Ready {
+                node,
+                mut service,
+                picked,
+            } => {
+                node.stats.begin();
+                self.last = Some(node.id);
+                if self.avoid.is_some() {
+                    // A retry clone: its next attempt avoids this endpoint.
+                    self.avoid = Some(node.id);
+                }
+                let future = service.call(request);
+                let record: Arc<dyn Record> = node;
+                ResponseFuture::called(future, InFlight::new(record, picked))
+            }
+            Slot::Reject => {
+                self.shared
+                    .core
+                    .events
+                    .emit_with(|| BalancerEvent::CallRejected {
+                        kind: RejectionKind::NoHealthyEndpoints,
+                    });
+                ResponseFuture::rejected()
+            }
+            Slot::Empty | Slot::Waiting { .. } => {
+                panic!("BalancerService::call without a Ready poll_ready first")
+            }
+        }
+    }
+}

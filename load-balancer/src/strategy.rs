@@ -1,0 +1,336 @@
+//! How an endpoint is chosen among the candidates: pure decision functions behind one trait.
+//!
+//! The balancer applies health first (ejected endpoints, an endpoint that failed readiness in
+//! this pick, the endpoint of the previous attempt of a retry are not candidates), then asks
+//! its [`Strategy`] to choose among what is left. A strategy sees the endpoint set only through
+//! a probe `load(i)`: `Some(Load)` for a candidate, `None` for an endpoint it must not choose,
+//! so a pick touches only the endpoints it looks at (two for the P2C strategies) and allocates
+//! nothing. Strategies are plain values, tested below on hand-built loads without a runtime.
+//!
+//! | strategy        | looks at          | source |
+//! |-----------------|-------------------|--------|
+//! | [`P2cPeakEwma`] (default) | 2 endpoints: peak-EWMA latency × (pending + 1) | Finagle `P2CPeakEwma`, Linkerd; failures charged a penalty latency |
+//! | [`P2cPending`]  | 2 endpoints: pending requests | Mitzenmacher, "The Power of Two Choices in Randomized Load Balancing" (2001); Finagle `P2C` least-loaded |
+//! | [`LeastPending`]| every endpoint: pending requests | Ribbon `BestAvailableRule` |
+//! | [`RoundRobin`]  | the next candidate in order | Ribbon `RoundRobinRule` |
+//! | [`Random`]      | one random candidate (seeded) | Ribbon `RandomRule` |
+//!
+//! Where a sampled endpoint is not a candidate, the strategies move on to the next candidate in
+//! index order; with two candidates left, the P2C strategies always compare both (sampling
+//! without replacement).
+
+use palisade_core::rng::mix;
+use palisade_core::sync::atomic::{AtomicUsize, Ordering};
+use std::fmt;
+use std::time::Duration;
+
+/// What a strategy knows of one candidate endpoint.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct Load {
+    /// Requests sent to the endpoint and not finished yet (by this balancer and its clones).
+    pub pending: u64,
+    /// The endpoint's peak-EWMA latency estimate in nanoseconds, decayed to now; failures and
+    /// local rejections count as the balancer's failure penalty.
+    pub latency_ns: f64,
+}
+
+impl Load {
+    /// A load of `pending` requests and a latency estimate of `latency`.
+    #[must_use]
+    pub fn new(pending: u64, latency: Duration) -> Load {
+        Load {
+            pending,
+            latency_ns: latency.as_nanos() as f64,
+        }
+    }
+
+    /// Finagle's peak-EWMA cost: `latency × (pending + 1)`.
+    #[inline]
+    #[must_use]
+    pub fn cost(&self) -> f64 {
+        self.latency_ns * (self.pending as f64 + 1.0)
+    }
+}
+
+/// Chooses one of `n` endpoints. See the [module docs](self).
+///
+/// `load(i)` is `None` for an endpoint that is not a candidate; `draw` is a fresh 64-bit random
+/// number from the balancer's seeded generator. Returns the index of the chosen candidate, or
+/// `None` when there is no candidate.
+pub trait Strategy: fmt::Debug + Send + Sync + 'static {
+    /// Picks a candidate.
+    fn pick(&self, n: usize, load: &dyn Fn(usize) -> Option<Load>, draw: u64) -> Option<usize>;
+}
+
+/// A uniform index in `0..n` from a 64-bit draw (multiply-shift, no division).
+#[inline]
+fn uniform(draw: u64, n: usize) -> usize {
+    ((u128::from(draw) * n as u128) >> 64) as usize
+}
+
+/// The first candidate at or after `start` (wrapping), other than `skip`.
+#[inline]
+fn next_candidate(
+    n: usize,
+    start: usize,
+    load: &dyn Fn(usize) -> Option<Load>,
+    skip: Option<usize>,
+) -> Option<(usize, Load)> {
+    (0..n).find_map(|offset| {
+        let i = (start + offset) % n;
+        if Some(i) == skip {
+            return None;
+        }
+        load(i).map(|l| (i, l))
+    })
+}
+
+/// A candidate's index and load.
+type Candidate = (usize, Load);
+
+/// Two distinct candidates drawn uniformly (the second `None` when only one exists).
+#[inline]
+fn two_candidates(
+    n: usize,
+    load: &dyn Fn(usize) -> Option<Load>,
+    draw: u64,
+) -> Option<(Candidate, Option<Candidate>)> {
+    if n == 0 {
+        return None;
+    }
+    let a0 = uniform(draw, n);
+    let b0 = if n > 1 {
+        let b = uniform(mix(draw), n - 1);
+        if b >= a0 { b + 1 } else { b }
+    } else {
+        a0
+    };
+    let a = next_candidate(n, a0, load, None)?;
+    Some((a, next_candidate(n, b0, load, Some(a.0))))
+}
+
+/// Power of two choices over the peak-EWMA cost (the default).
+///
+/// Source: Finagle's `Balancers.p2cPeakEwma` (Twitter, 2016) and Linkerd, after Mitzenmacher's
+/// two random choices: draw two candidates, send to the one with the lower
+/// `latency × (pending + 1)`. The latency estimate reacts to a slowdown at once and decays
+/// otherwise (see the balancer's `decay`); unlike Finagle's and tower's, a **failure or a local
+/// rejection is charged the failure penalty** (default 1 s) as its latency, so an endpoint
+/// that fails fast never looks fast.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct P2cPeakEwma;
+
+impl Strategy for P2cPeakEwma {
+    fn pick(&self, n: usize, load: &dyn Fn(usize) -> Option<Load>, draw: u64) -> Option<usize> {
+        let ((a, la), b) = two_candidates(n, load, draw)?;
+        Some(match b {
+            Some((b, lb)) if lb.cost() < la.cost() => b,
+            _ => a,
+        })
+    }
+}
+
+/// Power of two choices over pending requests.
+///
+/// Source: Mitzenmacher, "The Power of Two Choices in Randomized Load Balancing" (IEEE TPDS,
+/// 2001); Finagle's least-loaded P2C; tower's `p2c::Balance` over `PendingRequests`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct P2cPending;
+
+impl Strategy for P2cPending {
+    fn pick(&self, n: usize, load: &dyn Fn(usize) -> Option<Load>, draw: u64) -> Option<usize> {
+        let ((a, la), b) = two_candidates(n, load, draw)?;
+        Some(match b {
+            Some((b, lb)) if lb.pending < la.pending => b,
+            _ => a,
+        })
+    }
+}
+
+/// The candidate with the fewest pending requests, ties broken from a random start.
+///
+/// Source: Ribbon's `BestAvailableRule` (skip tripped servers, choose the least concurrent).
+/// Looks at every endpoint: O(n) per pick, fine for tens of endpoints; prefer [`P2cPending`]
+/// for large sets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LeastPending;
+
+impl Strategy for LeastPending {
+    fn pick(&self, n: usize, load: &dyn Fn(usize) -> Option<Load>, draw: u64) -> Option<usize> {
+        if n == 0 {
+            return None;
+        }
+        let start = uniform(draw, n);
+        let mut best: Option<(usize, u64)> = None;
+        for offset in 0..n {
+            let i = (start + offset) % n;
+            if let Some(l) = load(i)
+                && best.is_none_or(|(_, p)| l.pending < p)
+            {
+                best = Some((i, l.pending));
+            }
+        }
+        best.map(|(i, _)| i)
+    }
+}
+
+/// The next candidate in order, one counter shared by every clone of the balancer.
+///
+/// Source: Ribbon's `RoundRobinRule`. Skipped endpoints (ejected, not ready) hand their turn to
+/// the next candidate.
+#[derive(Debug, Default)]
+pub struct RoundRobin {
+    next: AtomicUsize,
+}
+
+impl RoundRobin {
+    /// A round robin starting at the first endpoint.
+    #[must_use]
+    pub fn new() -> RoundRobin {
+        RoundRobin::default()
+    }
+}
+
+impl Strategy for RoundRobin {
+    fn pick(&self, n: usize, load: &dyn Fn(usize) -> Option<Load>, _draw: u64) -> Option<usize> {
+        if n == 0 {
+            return None;
+        }
+        // Relaxed: the counter only spreads picks; no other memory is published through it,
+        // and the RMW gives concurrent picks distinct turns.
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        next_candidate(n, start, load, None).map(|(i, _)| i)
+    }
+}
+
+/// A uniformly random candidate from the balancer's seeded generator.
+///
+/// Source: Ribbon's `RandomRule`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Random;
+
+impl Strategy for Random {
+    fn pick(&self, n: usize, load: &dyn Fn(usize) -> Option<Load>, draw: u64) -> Option<usize> {
+        if n == 0 {
+            return None;
+        }
+        next_candidate(n, uniform(draw, n), load, None).map(|(i, _)| i)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use palisade_core::rng::SplitMix64;
+
+    fn ms(pending: u64, millis: u64) -> Option<Load> {
+        Some(Load::new(pending, Duration::from_millis(millis)))
+    }
+
+    fn shares(
+        strategy: &dyn Strategy,
+        loads: &[Option<Load>],
+        picks: usize,
+        seed: u64,
+    ) -> Vec<usize> {
+        let mut rng = SplitMix64::new(seed);
+        let mut counts = vec![0; loads.len()];
+        let probe = |i: usize| loads[i];
+        for _ in 0..picks {
+            let i = strategy.pick(loads.len(), &probe, rng.next_u64()).unwrap();
+            assert!(loads[i].is_some(), "picked a non-candidate");
+            counts[i] += 1;
+        }
+        counts
+    }
+
+    #[test]
+    fn no_candidates_no_pick() {
+        let none = |_: usize| None;
+        let strategies: [&dyn Strategy; 5] = [
+            &P2cPeakEwma,
+            &P2cPending,
+            &LeastPending,
+            &RoundRobin::new(),
+            &Random,
+        ];
+        for s in strategies {
+            assert_eq!(s.pick(0, &none, 1), None, "{s:?}");
+            assert_eq!(s.pick(3, &none, 1), None, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn p2c_with_two_candidates_always_compares_both() {
+        // Regression guard for sampling with replacement: drawing the same endpoint twice
+        // would send to the worse one a quarter of the time.
+        let loads = [ms(0, 100), ms(0, 10)];
+        assert_eq!(shares(&P2cPeakEwma, &loads, 1_000, 1), vec![0, 1_000]);
+        let loads = [ms(5, 10), None, ms(1, 10)];
+        assert_eq!(shares(&P2cPending, &loads, 1_000, 2), vec![0, 0, 1_000]);
+    }
+
+    #[test]
+    fn p2c_peak_ewma_never_prefers_the_worst_of_three() {
+        let loads = [ms(0, 10), ms(0, 1_000), ms(0, 12)];
+        let counts = shares(&P2cPeakEwma, &loads, 3_000, 3);
+        assert_eq!(counts[1], 0, "{counts:?}");
+        // The best endpoint wins every pair it is in: two pairs of three.
+        assert!(counts[0] > 1_800 && counts[0] < 2_200, "{counts:?}");
+    }
+
+    #[test]
+    fn p2c_peak_ewma_weighs_latency_by_pending() {
+        // 10 ms with 9 pending costs 100, 40 ms idle costs 40: the idle slower one wins.
+        let probe = |i: usize| [ms(9, 10), ms(0, 40)][i];
+        for draw in 0..100u64 {
+            assert_eq!(P2cPeakEwma.pick(2, &probe, mix(draw)), Some(1));
+        }
+    }
+
+    #[test]
+    fn p2c_spreads_evenly_over_equal_endpoints() {
+        let loads = vec![ms(0, 10); 4];
+        for count in shares(&P2cPeakEwma, &loads, 40_000, 4) {
+            assert!((9_500..=10_500).contains(&count), "{count}");
+        }
+    }
+
+    #[test]
+    fn least_pending_takes_the_minimum_and_breaks_ties_randomly() {
+        let loads = [ms(3, 1), ms(1, 1), None, ms(1, 1), ms(2, 1)];
+        let counts = shares(&LeastPending, &loads, 2_000, 5);
+        assert_eq!(counts[0] + counts[4], 0);
+        assert!(counts[1] > 800 && counts[3] > 800, "{counts:?}");
+    }
+
+    #[test]
+    fn round_robin_visits_candidates_in_turn_and_skips_the_rest() {
+        let rr = RoundRobin::new();
+        let loads = [ms(0, 1), None, ms(0, 1)];
+        let probe = |i: usize| loads[i];
+        let order: Vec<_> = (0..6).map(|_| rr.pick(3, &probe, 0).unwrap()).collect();
+        // Index 1's turn goes to index 2.
+        assert_eq!(order, vec![0, 2, 2, 0, 2, 2]);
+        let all = [ms(0, 1); 3];
+        let probe = |i: usize| all[i];
+        let rr = RoundRobin::new();
+        let order: Vec<_> = (0..6).map(|_| rr.pick(3, &probe, 0).unwrap()).collect();
+        assert_eq!(order, vec![0, 1, 2, 0, 1, 2]);
+    }
+
+    #[test]
+    fn random_is_seeded_and_uniform() {
+        let loads = vec![ms(0, 1); 5];
+        let a = shares(&Random, &loads, 10_000, 6);
+        assert_eq!(
+            a,
+            shares(&Random, &loads, 10_000, 6),
+            "same seed, same picks"
+        );
+        for count in a {
+            assert!((1_800..=2_200).contains(&count), "{count}");
+        }
+    }
+}
