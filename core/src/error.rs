@@ -64,11 +64,13 @@ impl ConfigError {
     }
 }
 
-/// Checks that a percentage lies in `0.0..=100.0` (and is not NaN).
+/// Checks that a percentage lies in `0.0..=100.0` (and is not NaN). For the layers' builders;
+/// hidden from the docs.
 ///
 /// # Errors
 ///
 /// [`ConfigError`] naming `field` when it does not.
+#[doc(hidden)]
 pub fn check_percent(field: &'static str, value: f64) -> Result<f64, ConfigError> {
     if (0.0..=100.0).contains(&value) {
         Ok(value)
@@ -80,11 +82,12 @@ pub fn check_percent(field: &'static str, value: f64) -> Result<f64, ConfigError
     }
 }
 
-/// Checks that a duration is longer than zero.
+/// Checks that a duration is longer than zero. For the layers' builders; hidden from the docs.
 ///
 /// # Errors
 ///
 /// [`ConfigError`] naming `field` when it is zero.
+#[doc(hidden)]
 pub fn check_nonzero_duration(
     field: &'static str,
     value: Duration,
@@ -96,11 +99,13 @@ pub fn check_nonzero_duration(
     }
 }
 
-/// Checks that `min <= max` for a pair of bounds.
+/// Checks that `min <= max` for a pair of bounds. For the layers' builders; hidden from the
+/// docs.
 ///
 /// # Errors
 ///
 /// [`ConfigError`] naming `field` when `min > max`.
+#[doc(hidden)]
 pub fn check_ordered<T: PartialOrd + fmt::Debug>(
     field: &'static str,
     min: T,

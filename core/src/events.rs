@@ -534,6 +534,7 @@ impl<E: TraceEvent> Listener<E> for TracingListener {
 ///     if let Some(shared) = weak.upgrade() { m.limit.set(shared.limit() as f64) }
 /// });
 /// ```
+#[doc(hidden)] // for Palisade's layer crates, not part of the stable API
 #[macro_export]
 macro_rules! subscribe_feature_listeners {
     ($bus:expr, $layer:expr, $name:expr) => {{

@@ -18,6 +18,10 @@
 //! let d = a.duration_between(Duration::from_millis(10), Duration::from_millis(20));
 //! assert!(d >= Duration::from_millis(10) && d <= Duration::from_millis(20));
 //! ```
+//!
+//! Internal to Palisade's layer crates (hidden from the docs): not part of the stable API.
+
+#![doc(hidden)]
 
 use std::time::Duration;
 

@@ -31,6 +31,10 @@
 //!     });
 //! }
 //! ```
+//!
+//! Internal to Palisade's layer crates (hidden from the docs): not part of the stable API.
+
+#![doc(hidden)]
 
 #[cfg(not(loom))]
 pub use std::sync::Arc;

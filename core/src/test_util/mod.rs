@@ -34,6 +34,7 @@
 mod backend;
 pub mod fleet;
 mod immediate;
+mod runtime;
 mod script;
 
 pub use backend::{BackendStats, MockBackend, MockError, MockErrorKind, MockFuture, Reply};
@@ -41,6 +42,10 @@ pub use fleet::{
     FleetError, FleetErrorKind, FleetReply, FleetStats, Phase, QueueingEndpoint, ServiceTime,
 };
 pub use immediate::{Echo, call_now};
+pub use runtime::{
+    PROPTEST_CASES_VAR, PROPTEST_DEFAULT_SEED, PROPTEST_SEED_VAR, paused_runtime, proptest_config,
+    run_paused,
+};
 pub use script::{Action, CallContext, RandomProfile, Script, Step};
 
 #[cfg(all(test, not(loom)))]
