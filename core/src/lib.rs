@@ -48,6 +48,7 @@ pub mod clock;
 pub mod error;
 pub mod events;
 pub mod rejection;
+pub mod ring;
 pub mod rng;
 pub mod sync;
 #[cfg(feature = "test-util")]

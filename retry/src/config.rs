@@ -468,7 +468,12 @@ mod tests {
     fn defaults_attach_a_finagle_budget() {
         let policy = RetryPolicy::builder().build().unwrap();
         let budget = policy.budget().expect("a budget by default");
-        assert_eq!(budget.percent_can_retry(), 20.0);
+        assert_eq!(budget.percent_can_retry(), 0.2);
+        assert_ne!(
+            budget.clock().kind(),
+            "coarse",
+            "no upkeep thread by default"
+        );
         assert_eq!(budget.min_retries_per_sec(), 10);
         assert_eq!(budget.ttl(), Duration::from_secs(10));
         assert_eq!(policy.max_attempts(), 3);

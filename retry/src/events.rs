@@ -111,6 +111,7 @@ impl palisade_core::events::RecordMetrics for RetryEvent {
     type Handles = RetryMetrics;
 
     fn register(name: &str) -> RetryMetrics {
+        describe();
         let name = name.to_owned();
         let gave_up = |reason: GiveUpReason| {
             metrics::counter!(
@@ -144,3 +145,167 @@ impl palisade_core::events::RecordMetrics for RetryEvent {
 /// Traced at `DEBUG` with the event's `Debug` form (the default of the trait).
 #[cfg(feature = "tracing")]
 impl palisade_core::events::TraceEvent for RetryEvent {}
+
+/// An event of a [`RetryBudget`](crate::RetryBudget): one per withdrawal asked of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BudgetEvent {
+    /// A retry or hedge was granted.
+    Withdrawn,
+    /// A retry or hedge was refused: the window has no retry left.
+    Exhausted,
+}
+
+/// The `metrics` handles of one retry budget (feature `metrics`): the counters
+/// `palisade_retry_budget_withdrawals_total{name}` (granted) and
+/// `palisade_retry_rejections_total{name, reason="budget_exhausted"}` (refused).
+#[cfg(feature = "metrics")]
+pub struct BudgetMetrics {
+    withdrawn: metrics::Counter,
+    exhausted: metrics::Counter,
+}
+
+#[cfg(feature = "metrics")]
+impl std::fmt::Debug for BudgetMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BudgetMetrics").finish_non_exhaustive()
+    }
+}
+
+#[cfg(feature = "metrics")]
+impl palisade_core::events::RecordMetrics for BudgetEvent {
+    type Handles = BudgetMetrics;
+
+    fn register(name: &str) -> BudgetMetrics {
+        describe();
+        let name = name.to_owned();
+        BudgetMetrics {
+            withdrawn: metrics::counter!("palisade_retry_budget_withdrawals_total", "name" => name.clone()),
+            exhausted: metrics::counter!(
+                "palisade_retry_rejections_total",
+                "name" => name,
+                "reason" => palisade_core::RejectionKind::BudgetExhausted.as_str()
+            ),
+        }
+    }
+
+    fn record_metrics(&self, m: &BudgetMetrics) {
+        match self {
+            BudgetEvent::Withdrawn => m.withdrawn.increment(1),
+            BudgetEvent::Exhausted => m.exhausted.increment(1),
+        }
+    }
+}
+
+/// Per-call events, traced at `TRACE` with fields `layer`, `name`, `event`.
+#[cfg(feature = "tracing")]
+impl palisade_core::events::TraceEvent for BudgetEvent {
+    fn trace(&self, layer: &'static str, name: &str) {
+        let event = match self {
+            BudgetEvent::Withdrawn => "budget_withdrawn",
+            BudgetEvent::Exhausted => "budget_exhausted",
+        };
+        tracing::trace!(target: "palisade", layer, name, event);
+    }
+}
+
+/// The help text of every metric of this crate, given once per process.
+#[cfg(feature = "metrics")]
+pub(crate) fn describe() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        metrics::describe_counter!(
+            "palisade_retry_calls_total",
+            "Calls through a retry policy, by final outcome (success, failure, ignore, rejected)."
+        );
+        metrics::describe_counter!(
+            "palisade_retry_attempts_total",
+            "Attempts sent by retry policies and hedges, first attempts included."
+        );
+        metrics::describe_counter!(
+            "palisade_retry_retries_total",
+            "Retries scheduled by a retry policy."
+        );
+        metrics::describe_histogram!(
+            "palisade_retry_backoff_seconds",
+            metrics::Unit::Seconds,
+            "The wait before each retry (backoff, or a remote retry_after hint)."
+        );
+        metrics::describe_counter!(
+            "palisade_retry_rejections_total",
+            "Local rejections by the retry layer, by reason (budget_exhausted, throttled, deadline_exceeded)."
+        );
+        metrics::describe_counter!(
+            "palisade_retry_gave_up_total",
+            "Requests whose retrying stopped with a failed result, by reason."
+        );
+        metrics::describe_counter!(
+            "palisade_retry_hedges_total",
+            "Hedged copies sent."
+        );
+        metrics::describe_counter!(
+            "palisade_retry_budget_withdrawals_total",
+            "Retries and hedges granted by a retry budget."
+        );
+    });
+}
+
+/// An event of an [`AdaptiveThrottle`](crate::AdaptiveThrottle).
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum AdaptiveThrottleEvent {
+    /// A request was rejected locally ([`Throttled`](crate::Throttled)).
+    Throttled {
+        /// The rejection probability it was drawn against.
+        probability: f64,
+    },
+}
+
+/// The `metrics` handles of one adaptive throttle (feature `metrics`): the counter
+/// `palisade_retry_rejections_total{name, reason="throttled"}`.
+#[cfg(feature = "metrics")]
+pub struct AdaptiveThrottleMetrics {
+    throttled: metrics::Counter,
+}
+
+#[cfg(feature = "metrics")]
+impl std::fmt::Debug for AdaptiveThrottleMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdaptiveThrottleMetrics")
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(feature = "metrics")]
+impl palisade_core::events::RecordMetrics for AdaptiveThrottleEvent {
+    type Handles = AdaptiveThrottleMetrics;
+
+    fn register(name: &str) -> AdaptiveThrottleMetrics {
+        describe();
+        AdaptiveThrottleMetrics {
+            throttled: metrics::counter!(
+                "palisade_retry_rejections_total",
+                "name" => name.to_owned(),
+                "reason" => palisade_core::RejectionKind::Throttled.as_str()
+            ),
+        }
+    }
+
+    fn record_metrics(&self, m: &AdaptiveThrottleMetrics) {
+        match self {
+            AdaptiveThrottleEvent::Throttled { .. } => m.throttled.increment(1),
+        }
+    }
+}
+
+/// Per-call events, traced at `TRACE` with fields `layer`, `name`, `event`, `probability`.
+#[cfg(feature = "tracing")]
+impl palisade_core::events::TraceEvent for AdaptiveThrottleEvent {
+    fn trace(&self, layer: &'static str, name: &str) {
+        match self {
+            AdaptiveThrottleEvent::Throttled { probability } => {
+                tracing::trace!(target: "palisade", layer, name, event = "throttled", probability);
+            }
+        }
+    }
+}

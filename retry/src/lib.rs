@@ -91,16 +91,19 @@ mod request;
 mod service;
 pub mod throttle;
 
+#[allow(deprecated)]
+pub use adaptive::AdaptiveThrottled;
 pub use adaptive::{
-    AdaptiveThrottle, AdaptiveThrottleBuilder, AdaptiveThrottleLayer, AdaptiveThrottled,
+    AdaptiveThrottle, AdaptiveThrottleBuilder, AdaptiveThrottleLayer, AdaptiveThrottleService,
+    AdaptiveThrottleSnapshot,
 };
 pub use backoff::Backoff;
-pub use budget::{RetryBudget, RetryBudgetBuilder};
+pub use budget::{RetryBudget, RetryBudgetBuilder, RetryBudgetSnapshot};
 pub use config::{RetryPolicy, RetryPolicyBuilder};
 pub use error::{AttemptTimedOut, DeadlineExceeded, Throttled};
 #[cfg(feature = "metrics")]
 pub use events::RetryMetrics;
-pub use events::{GiveUpReason, RetryEvent};
+pub use events::{AdaptiveThrottleEvent, BudgetEvent, GiveUpReason, RetryEvent};
 pub use hedge::{Hedge, HedgeLayer, HedgePolicy, HedgePolicyBuilder};
 pub use layer::RetryLayer;
 pub use request::{CloneAll, CloneIf, CloneWith, RetryRequest};

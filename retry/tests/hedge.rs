@@ -108,7 +108,7 @@ async fn a_failed_first_copy_is_hedged_at_once_and_failures_surface_when_all_fai
 async fn hedges_draw_on_the_retry_budget() {
     let budget = RetryBudget::builder()
         .min_retries_per_sec(0)
-        .percent_can_retry(50.0)
+        .percent_can_retry(0.5)
         .clock(Clock::tokio())
         .build()
         .unwrap();
@@ -227,7 +227,7 @@ async fn hedging_at_p95_cuts_the_tail_within_the_budget() {
 async fn a_budget_shared_with_retry_is_not_credited_twice() {
     let budget = RetryBudget::builder()
         .min_retries_per_sec(0)
-        .percent_can_retry(100.0)
+        .percent_can_retry(1.0)
         .clock(Clock::tokio())
         .build()
         .unwrap();

@@ -37,7 +37,7 @@ proptest! {
         rt.block_on(async move {
             let budget = RetryBudget::builder()
                 .min_retries_per_sec(0)
-                .percent_can_retry(f64::from(percent))
+                .percent_can_retry(f64::from(percent) / 100.0)
                 .clock(Clock::tokio())
                 .build()
                 .unwrap();

@@ -394,7 +394,7 @@ async fn the_classifier_decides_what_is_retried() {
 async fn an_empty_budget_ends_retrying_with_the_last_error() {
     let budget = RetryBudget::builder()
         .min_retries_per_sec(0)
-        .percent_can_retry(50.0)
+        .percent_can_retry(0.5)
         .clock(Clock::tokio())
         .build()
         .unwrap();
