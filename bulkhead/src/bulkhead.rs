@@ -145,10 +145,13 @@ impl Permit {
         if self.shared.adaptive.is_some() {
             self.start = self.shared.clock.now();
         }
-        let (in_flight, waited) = (self.in_flight as usize, self.waited);
+        let (limiter, waited) = (&self.shared.limiter, self.waited);
         self.shared
             .events
-            .emit_with(|| BulkheadEvent::CallPermitted { in_flight, waited });
+            .emit_with(|| BulkheadEvent::CallPermitted {
+                in_flight: limiter.in_flight(),
+                waited,
+            });
         self.started = true;
     }
 
@@ -206,12 +209,26 @@ impl Permit {
     }
 }
 
+impl Permit {
+    /// Reports an unused reservation given back (a cold path: most reservations are used).
+    #[cold]
+    fn reservation_released(&self) {
+        let limiter = &self.shared.limiter;
+        self.shared
+            .events
+            .emit_with(|| BulkheadEvent::ReservationReleased {
+                in_flight: limiter.in_flight(),
+            });
+    }
+}
+
 impl Drop for Permit {
     #[inline]
     fn drop(&mut self) {
         // The slot first: nothing a listener does below can keep it.
         self.shared.limiter.release();
         if !self.started {
+            self.reservation_released();
             return;
         }
         let outcome = match self.outcome {

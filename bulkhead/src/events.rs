@@ -52,6 +52,7 @@ impl RejectReason {
 /// | `CallPermitted` | gauge `palisade_bulkhead_in_flight`, histogram `palisade_bulkhead_wait_seconds` |
 /// | `CallRejected`  | counters `palisade_bulkhead_calls_total{outcome="rejected"}` and `palisade_bulkhead_rejections_total{reason}` (`bulkhead_full`, `wait_timeout`: [`RejectReason::kind`]) |
 /// | `CallFinished`  | counter `palisade_bulkhead_calls_total{outcome}` (`success`, `failure`, `ignore`), gauge `palisade_bulkhead_in_flight`; adaptive bulkheads, which time every call anyway, also the histogram `palisade_bulkhead_call_duration_seconds{outcome}` |
+/// | `ReservationReleased` | gauge `palisade_bulkhead_in_flight` |
 /// | `LimitChanged`  | gauge `palisade_bulkhead_limit` |
 ///
 /// With the `tracing` feature: `LimitChanged` at `INFO`, the per-call events at `TRACE`, target
@@ -64,7 +65,7 @@ impl RejectReason {
 #[non_exhaustive]
 pub enum BulkheadEvent {
     /// A call got a slot and starts (emitted by `call`; a slot reserved by `poll_ready` and
-    /// given back unused reports nothing).
+    /// given back unused reports `ReservationReleased` instead).
     CallPermitted {
         /// Calls in flight, this one included.
         in_flight: usize,
@@ -87,6 +88,13 @@ pub enum BulkheadEvent {
         /// The round-trip time, measured by adaptive bulkheads only (a fixed one reads no
         /// clock).
         rtt: Option<Duration>,
+    },
+    /// A slot reserved by `poll_ready` was given back unused: the service was dropped (or
+    /// cloned away, or turned into its inner service) without `call`, or its inner service's
+    /// `poll_ready` failed. No call happened, so no outcome is counted.
+    ReservationReleased {
+        /// Calls in flight now.
+        in_flight: usize,
     },
     /// The limit changed, by `set_limit` or by the adaptive algorithm.
     LimitChanged {
@@ -241,6 +249,7 @@ impl palisade_core::events::RecordMetrics for BulkheadEvent {
                     m.duration[outcome_index(outcome)].record(rtt.as_secs_f64());
                 }
             }
+            BulkheadEvent::ReservationReleased { in_flight } => m.in_flight.set(in_flight as f64),
             BulkheadEvent::LimitChanged { to, .. } => m.limit.set(to as f64),
         }
     }
@@ -279,6 +288,13 @@ impl palisade_core::events::TraceEvent for BulkheadEvent {
                 in_flight,
                 outcome = outcome_label(outcome),
                 rtt_s = rtt.map(|d| d.as_secs_f64()),
+            ),
+            BulkheadEvent::ReservationReleased { in_flight } => tracing::trace!(
+                target: "palisade",
+                layer,
+                name,
+                event = "reservation_released",
+                in_flight,
             ),
             BulkheadEvent::LimitChanged { from, to } => tracing::info!(
                 target: "palisade",

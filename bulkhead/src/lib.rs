@@ -107,8 +107,11 @@
 //!
 //! # Features
 //!
-//! - `metrics`: records [`BulkheadEvent`]s as `palisade_bulkhead_*` metrics.
-//! - `tracing`: emits them as `tracing` events.
+//! - `metrics`: records [`BulkheadEvent`]s as `palisade_bulkhead_*` metrics (calls by
+//!   outcome, rejections by reason, limit and in-flight gauges from build; see
+//!   [`BulkheadEvent`]).
+//! - `tracing`: emits them as `tracing` events (limit changes at `INFO`, per-call events at
+//!   `TRACE`, structured fields).
 
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]

@@ -8,8 +8,7 @@ use palisade_bulkhead::{Bulkhead, BulkheadEvent};
 use palisade_core::clock::Clock;
 use palisade_core::test_util::{MockBackend, Script, Step};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use tokio_test::{assert_pending, assert_ready_ok, task};
@@ -40,19 +39,18 @@ fn poll_ready<S: Service<u32>>(svc: &mut S) -> Poll<Result<(), S::Error>> {
 #[test]
 fn a_ready_service_dropped_without_call_gives_its_slot_back() {
     let bulkhead = Bulkhead::builder().max_concurrent_calls(1).build().unwrap();
-    let seen = Arc::new(AtomicBool::new(false));
-    let flag = seen.clone();
-    // Relaxed: read after the callbacks, on this thread.
-    bulkhead.subscribe(move |_: &BulkheadEvent| flag.store(true, Ordering::Relaxed));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    bulkhead.subscribe(move |e: &BulkheadEvent| sink.lock().unwrap().push(*e));
     let mut svc = bulkhead.layer().layer(MockBackend::healthy());
     assert!(matches!(poll_ready(&mut svc), Poll::Ready(Ok(()))));
     assert_eq!(bulkhead.in_flight(), 1);
     drop(svc);
     assert_eq!(bulkhead.in_flight(), 0);
-    // Relaxed: as above.
-    assert!(
-        !seen.load(Ordering::Relaxed),
-        "an unused reservation is no call"
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![BulkheadEvent::ReservationReleased { in_flight: 0 }],
+        "an unused reservation is no call: no permit, no outcome"
     );
 }
 

@@ -247,7 +247,7 @@ async fn events_report_permits_rejections_finishes_and_limit_changes() {
         .await
         .unwrap_err();
     drop(ready_svc(&mut svc).await.unwrap().call(3)); // cancelled
-    ready_svc(&mut svc).await.unwrap(); // reserved and given back unused: nothing
+    ready_svc(&mut svc).await.unwrap(); // reserved, then given back unused
     drop(svc);
     bulkhead.set_limit(5);
     let permitted = BulkheadEvent::CallPermitted {
@@ -271,6 +271,7 @@ async fn events_report_permits_rejections_finishes_and_limit_changes() {
             finished(Outcome::Failure),
             permitted,
             finished(Outcome::Ignore),
+            BulkheadEvent::ReservationReleased { in_flight: 0 },
             BulkheadEvent::LimitChanged { from: 1, to: 5 },
         ]
     );

@@ -1,0 +1,273 @@
+//! The `metrics` feature: one label scheme (`name`, `outcome`, `reason`), gauges right from
+//! build, calls by outcome so a failure rate can be computed, help text registered.
+
+#![cfg(all(feature = "metrics", not(loom)))]
+
+use metrics::{
+    Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
+    SharedString, Unit,
+};
+use palisade_bulkhead::Bulkhead;
+use palisade_bulkhead::adaptive::{AdaptiveConfig, Aimd};
+use palisade_core::clock::ManualClock;
+use palisade_core::rejection::{Rejection, RejectionKind};
+use palisade_core::test_util::call_now;
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::{Future, Ready};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+use tower::{BoxError, Layer, Service};
+
+/// Counter totals, gauge values and histogram sample counts by `name{sorted labels}`, and
+/// the names that got help text.
+#[derive(Default)]
+struct Memory {
+    values: Mutex<BTreeMap<String, f64>>,
+    described: Mutex<BTreeSet<String>>,
+}
+
+struct Cell {
+    key: String,
+    memory: Arc<Memory>,
+}
+
+impl Cell {
+    fn update(&self, f: impl FnOnce(&mut f64)) {
+        f(self
+            .memory
+            .values
+            .lock()
+            .unwrap()
+            .entry(self.key.clone())
+            .or_default());
+    }
+}
+
+impl CounterFn for Cell {
+    fn increment(&self, value: u64) {
+        self.update(|v| *v += value as f64);
+    }
+    fn absolute(&self, value: u64) {
+        self.update(|v| *v = value as f64);
+    }
+}
+
+impl GaugeFn for Cell {
+    fn increment(&self, value: f64) {
+        self.update(|v| *v += value);
+    }
+    fn decrement(&self, value: f64) {
+        self.update(|v| *v -= value);
+    }
+    fn set(&self, value: f64) {
+        self.update(|v| *v = value);
+    }
+}
+
+impl HistogramFn for Cell {
+    fn record(&self, _value: f64) {
+        self.update(|v| *v += 1.0);
+    }
+}
+
+struct TestRecorder(Arc<Memory>);
+
+impl TestRecorder {
+    fn cell(&self, key: &Key) -> Arc<Cell> {
+        let mut labels: Vec<String> = key
+            .labels()
+            .map(|l| format!("{}={}", l.key(), l.value()))
+            .collect();
+        labels.sort();
+        Arc::new(Cell {
+            key: format!("{}{{{}}}", key.name(), labels.join(",")),
+            memory: self.0.clone(),
+        })
+    }
+
+    fn describe(&self, name: KeyName) {
+        self.0
+            .described
+            .lock()
+            .unwrap()
+            .insert(name.as_str().to_owned());
+    }
+}
+
+impl Recorder for TestRecorder {
+    fn describe_counter(&self, name: KeyName, _: Option<Unit>, _: SharedString) {
+        self.describe(name);
+    }
+    fn describe_gauge(&self, name: KeyName, _: Option<Unit>, _: SharedString) {
+        self.describe(name);
+    }
+    fn describe_histogram(&self, name: KeyName, _: Option<Unit>, _: SharedString) {
+        self.describe(name);
+    }
+    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+        Counter::from_arc(self.cell(key))
+    }
+    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+        Gauge::from_arc(self.cell(key))
+    }
+    fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
+        Histogram::from_arc(self.cell(key))
+    }
+}
+
+/// Request 0 succeeds, 1 fails remotely, 2 is a local rejection from below (an open breaker).
+#[derive(Clone, Copy, Debug)]
+struct Scripted;
+
+impl Service<u32> for Scripted {
+    type Response = u32;
+    type Error = BoxError;
+    type Future = Ready<Result<u32, BoxError>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: u32) -> Self::Future {
+        std::future::ready(match request {
+            0 => Ok(0),
+            1 => Err("connection reset".into()),
+            _ => Err(Box::new(Rejection::new(RejectionKind::CircuitOpen))),
+        })
+    }
+}
+
+fn ready<S: Service<u32>>(svc: &mut S) {
+    let poll = svc.poll_ready(&mut Context::from_waker(Waker::noop()));
+    assert!(matches!(poll, Poll::Ready(Ok(()))));
+}
+
+#[test]
+fn gauges_are_set_at_build_and_calls_are_counted_by_outcome() {
+    let memory = Arc::new(Memory::default());
+    let recorder = TestRecorder(memory.clone());
+    let (named, unnamed) = metrics::with_local_recorder(&recorder, || {
+        let named = Bulkhead::builder()
+            .name("inventory")
+            .max_concurrent_calls(2)
+            .build()
+            .unwrap();
+        (named, Bulkhead::builder().build().unwrap())
+    });
+    let get = |key: &str| memory.values.lock().unwrap().get(key).copied();
+    // Right from build, before any call.
+    assert_eq!(get("palisade_bulkhead_limit{name=inventory}"), Some(2.0));
+    assert_eq!(
+        get("palisade_bulkhead_in_flight{name=inventory}"),
+        Some(0.0)
+    );
+    assert_eq!(get("palisade_bulkhead_limit{name=bulkhead}"), Some(25.0));
+    assert_eq!(
+        unnamed.name(),
+        "bulkhead",
+        "the layer's name is the default"
+    );
+
+    let mut svc = named.layer().layer(Scripted);
+    for request in [0, 0, 1, 2] {
+        assert!(call_now(&mut svc, request).is_some());
+    }
+    ready(&mut svc);
+    drop(svc.call(0)); // cancelled before completion
+    // Two ready services hold both slots: the third call is rejected.
+    let (mut a, mut b) = (named.layer().layer(Scripted), named.layer().layer(Scripted));
+    ready(&mut a);
+    ready(&mut b);
+    assert_eq!(
+        get("palisade_bulkhead_in_flight{name=inventory}"),
+        Some(0.0)
+    );
+    assert!(matches!(call_now(&mut svc, 0), Some(Err(_))));
+    assert!(call_now(&mut a, 0).is_some());
+    drop(b);
+    named.set_limit(5);
+
+    let calls = |outcome: &str| {
+        get(&format!(
+            "palisade_bulkhead_calls_total{{name=inventory,outcome={outcome}}}"
+        ))
+    };
+    assert_eq!(calls("success"), Some(3.0));
+    assert_eq!(calls("failure"), Some(1.0));
+    assert_eq!(
+        calls("ignore"),
+        Some(2.0),
+        "a local rejection below, a cancellation"
+    );
+    assert_eq!(calls("rejected"), Some(1.0));
+    assert_eq!(
+        get("palisade_bulkhead_rejections_total{name=inventory,reason=bulkhead_full}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        get("palisade_bulkhead_rejections_total{name=inventory,reason=wait_timeout}"),
+        None,
+        "no wait-mode rejection happened"
+    );
+    assert_eq!(get("palisade_bulkhead_limit{name=inventory}"), Some(5.0));
+    assert_eq!(
+        get("palisade_bulkhead_in_flight{name=inventory}"),
+        Some(0.0)
+    );
+    assert_eq!(
+        get("palisade_bulkhead_wait_seconds{name=inventory}"),
+        Some(6.0),
+        "one wait sample per started call (four, the cancelled one, `a`'s)"
+    );
+    // A fixed bulkhead reads no clock: no duration histogram.
+    assert_eq!(
+        get("palisade_bulkhead_call_duration_seconds{name=inventory,outcome=success}"),
+        None
+    );
+    let described = memory.described.lock().unwrap();
+    for name in [
+        "palisade_bulkhead_calls_total",
+        "palisade_bulkhead_rejections_total",
+        "palisade_bulkhead_call_duration_seconds",
+        "palisade_bulkhead_wait_seconds",
+        "palisade_bulkhead_in_flight",
+        "palisade_bulkhead_limit",
+    ] {
+        assert!(described.contains(name), "no help text for {name}");
+    }
+}
+
+#[test]
+fn adaptive_bulkheads_record_call_durations_by_outcome() {
+    let memory = Arc::new(Memory::default());
+    let recorder = TestRecorder(memory.clone());
+    let clock = ManualClock::new();
+    let bulkhead = metrics::with_local_recorder(&recorder, || {
+        Bulkhead::builder()
+            .name("search")
+            .adaptive(Aimd::builder().initial_limit(30).build().unwrap())
+            .adaptive_config(AdaptiveConfig::new().min_samples(1_000))
+            .clock(clock.clock())
+            .build()
+            .unwrap()
+    });
+    let get = |key: &str| memory.values.lock().unwrap().get(key).copied();
+    assert_eq!(get("palisade_bulkhead_limit{name=search}"), Some(30.0));
+    let mut svc = bulkhead.layer().layer(Scripted);
+    for request in [0, 1, 1, 2] {
+        ready(&mut svc);
+        let future = svc.call(request);
+        clock.advance(Duration::from_millis(3));
+        let poll = std::pin::pin!(future).poll(&mut Context::from_waker(Waker::noop()));
+        assert!(poll.is_ready());
+    }
+    let duration = |outcome: &str| {
+        get(&format!(
+            "palisade_bulkhead_call_duration_seconds{{name=search,outcome={outcome}}}"
+        ))
+    };
+    assert_eq!(duration("success"), Some(1.0));
+    assert_eq!(duration("failure"), Some(2.0));
+    assert_eq!(duration("ignore"), Some(1.0));
+}

@@ -1,0 +1,92 @@
+//! The `tracing` feature: limit changes at INFO, per-call events at TRACE, target `palisade`,
+//! structured fields (not one Debug string).
+
+#![cfg(all(feature = "tracing", not(loom)))]
+
+use palisade_bulkhead::Bulkhead;
+use palisade_core::test_util::{Echo, call_now};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use tower::Layer;
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Event, Level, Metadata, Subscriber};
+
+type Seen = Arc<Mutex<Vec<(Level, String, BTreeMap<String, String>)>>>;
+
+struct Fields(BTreeMap<String, String>);
+
+impl Visit for Fields {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.0.insert(field.name().to_owned(), format!("{value:?}"));
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.insert(field.name().to_owned(), value.to_owned());
+    }
+}
+
+struct Capture(Seen);
+
+impl Subscriber for Capture {
+    fn enabled(&self, _: &Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &Attributes<'_>) -> Id {
+        Id::from_u64(1)
+    }
+    fn record(&self, _: &Id, _: &Record<'_>) {}
+    fn record_follows_from(&self, _: &Id, _: &Id) {}
+    fn event(&self, event: &Event<'_>) {
+        let mut fields = Fields(BTreeMap::new());
+        event.record(&mut fields);
+        let meta = event.metadata();
+        self.0
+            .lock()
+            .unwrap()
+            .push((*meta.level(), meta.target().to_owned(), fields.0));
+    }
+    fn enter(&self, _: &Id) {}
+    fn exit(&self, _: &Id) {}
+}
+
+#[test]
+fn limit_changes_at_info_per_call_events_at_trace_with_fields() {
+    let seen: Seen = Arc::default();
+    let subscriber = Capture(seen.clone());
+    tracing::subscriber::with_default(subscriber, || {
+        let bulkhead = Bulkhead::builder()
+            .name("inventory")
+            .max_concurrent_calls(1)
+            .build()
+            .unwrap();
+        let mut svc = bulkhead.layer().layer(Echo);
+        assert!(matches!(call_now(&mut svc, 1u32), Some(Ok(1))));
+        bulkhead.set_limit(0);
+        assert!(matches!(call_now(&mut svc, 2u32), Some(Err(_))));
+    });
+    let seen = seen.lock().unwrap();
+    let find = |event: &str| {
+        seen.iter()
+            .filter(|(_, _, f)| f.get("event").map(String::as_str) == Some(event))
+            .collect::<Vec<_>>()
+    };
+    for (level, target, fields) in seen.iter() {
+        assert_eq!(target, "palisade");
+        assert_eq!(fields["layer"], "bulkhead");
+        assert_eq!(fields["name"], "inventory");
+        let info = fields["event"] == "limit_changed";
+        assert_eq!(*level, if info { Level::INFO } else { Level::TRACE });
+    }
+    let limits = find("limit_changed");
+    assert_eq!(limits.len(), 2, "at build, then set_limit");
+    assert_eq!(
+        (limits[1].2["from"].as_str(), limits[1].2["to"].as_str()),
+        ("1", "0")
+    );
+    assert_eq!(find("call_permitted")[0].2["in_flight"], "1");
+    assert_eq!(find("call_finished")[0].2["outcome"], "success");
+    let rejected = find("call_rejected");
+    assert_eq!(rejected[0].2["reason"], "bulkhead_full");
+    assert_eq!(rejected[0].2["detail"], "full");
+}
