@@ -129,17 +129,20 @@ pub struct EndpointSnapshot<K> {
     pub weight: u32,
 }
 
+impl Balancer<(), ()> {
+    /// A builder with the defaults; its [`build`](BalancerBuilder::build) chooses the key and
+    /// service types (`Balancer::builder().build::<K, S>()`, or inferred from the binding).
+    #[must_use]
+    pub fn builder() -> BalancerBuilder {
+        BalancerBuilder::default()
+    }
+}
+
 impl<K, S> Balancer<K, S>
 where
     K: Clone + PartialEq + fmt::Debug + Send + Sync + 'static,
     S: Clone + Send + Sync + 'static,
 {
-    /// A builder with the defaults.
-    #[must_use]
-    pub fn builder() -> BalancerBuilder {
-        BalancerBuilder::default()
-    }
-
     /// A balancer with every default over `endpoints` (weight 1, no zone).
     #[must_use]
     pub fn new(endpoints: impl IntoIterator<Item = (K, S)>) -> Self {

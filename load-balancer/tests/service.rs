@@ -1,0 +1,515 @@
+//! The balancing service: readiness, set changes, health, retries elsewhere, events.
+#![cfg(not(loom))]
+
+use palisade_core::clock::Clock;
+use palisade_core::rejection::{Rejection, RejectionKind};
+use palisade_load_balancer::{
+    Balancer, BalancerEvent, EndpointMeta, NoHealthyEndpoints, OutlierDetection, P2cPeakEwma,
+    Random, RoundRobin,
+};
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tower::{Service, ServiceExt};
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// A test endpoint: answers after `latency`, fails while `failing`, refuses readiness while
+/// `broken`, is never ready while `busy`; counts calls.
+#[derive(Clone)]
+struct Endpoint {
+    id: usize,
+    latency: Duration,
+    failing: Arc<AtomicBool>,
+    reject_locally: Arc<AtomicBool>,
+    broken: Arc<AtomicBool>,
+    busy: Arc<AtomicBool>,
+    calls: Arc<AtomicU64>,
+}
+
+impl Endpoint {
+    fn new(id: usize, latency: Duration) -> Endpoint {
+        Endpoint {
+            id,
+            latency,
+            failing: Arc::default(),
+            reject_locally: Arc::default(),
+            broken: Arc::default(),
+            busy: Arc::default(),
+            calls: Arc::default(),
+        }
+    }
+
+    fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Debug)]
+struct Boom;
+impl std::fmt::Display for Boom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("boom")
+    }
+}
+impl std::error::Error for Boom {}
+
+static LOCAL: Rejection = Rejection::new(RejectionKind::CircuitOpen);
+#[derive(Debug)]
+struct Open;
+impl std::fmt::Display for Open {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("circuit open")
+    }
+}
+impl std::error::Error for Open {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&LOCAL)
+    }
+}
+
+impl Service<u32> for Endpoint {
+    type Response = usize;
+    type Error = palisade_core::BoxError;
+    type Future = BoxFuture<Result<usize, palisade_core::BoxError>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        if self.broken.load(Ordering::Relaxed) {
+            return Poll::Ready(Err(Box::new(Boom)));
+        }
+        if self.busy.load(Ordering::Relaxed) {
+            return Poll::Pending;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _req: u32) -> Self::Future {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let (id, latency) = (self.id, self.latency);
+        let failing = self.failing.load(Ordering::Relaxed);
+        let local = self.reject_locally.load(Ordering::Relaxed);
+        Box::pin(async move {
+            if local {
+                return Err(Box::new(Open) as palisade_core::BoxError);
+            }
+            if failing {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                return Err(Box::new(Boom) as palisade_core::BoxError);
+            }
+            tokio::time::sleep(latency).await;
+            Ok(id)
+        })
+    }
+}
+
+fn fleet(n: usize, latency: Duration) -> Vec<Endpoint> {
+    (0..n).map(|i| Endpoint::new(i, latency)).collect()
+}
+
+fn balancer_over(
+    endpoints: &[Endpoint],
+    builder: palisade_load_balancer::BalancerBuilder,
+) -> Balancer<usize, Endpoint> {
+    let balancer = builder.clock(Clock::tokio()).seed(7).build().unwrap();
+    for e in endpoints {
+        balancer.insert(e.id, e.clone(), EndpointMeta::new());
+    }
+    balancer
+}
+
+async fn call(balancer: &Balancer<usize, Endpoint>) -> Result<usize, palisade_core::BoxError> {
+    balancer.service().oneshot(0).await
+}
+
+#[tokio::test(start_paused = true)]
+async fn spreads_calls_and_clones_share_statistics() {
+    let endpoints = fleet(3, Duration::from_millis(10));
+    let balancer = balancer_over(&endpoints, Balancer::builder());
+    let handle = balancer.clone();
+    let calls: Vec<_> = (0..300).map(|_| handle.service().oneshot(0)).collect();
+    let results = futures::future::join_all(calls).await;
+    assert!(results.iter().all(Result::is_ok));
+    for e in &endpoints {
+        assert!(e.calls() > 60, "endpoint {} got {}", e.id, e.calls());
+    }
+    let snapshot = balancer.snapshot();
+    assert_eq!(snapshot.endpoints.len(), 3);
+    assert_eq!(snapshot.endpoints.iter().map(|e| e.calls).sum::<u64>(), 300);
+    assert!(snapshot.endpoints.iter().all(|e| e.pending == 0));
+    assert_eq!(snapshot.name.as_ref(), "load_balancer");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_empty_set_rejects_from_the_future_and_recovers() {
+    let balancer: Balancer<usize, Endpoint> = Balancer::builder().build().unwrap();
+    let mut svc = balancer.service();
+    // poll_ready is Ready (never an error), the future rejects.
+    let mut ready = tokio_test::task::spawn(std::future::poll_fn(|cx| svc.poll_ready(cx)));
+    tokio_test::assert_ready_ok!(ready.poll());
+    drop(ready);
+    let err = svc.call(0).await.unwrap_err();
+    assert!(err.downcast_ref::<NoHealthyEndpoints>().is_some());
+    assert_eq!(
+        palisade_core::rejection(&*err).unwrap().kind(),
+        RejectionKind::NoHealthyEndpoints
+    );
+    // The same service serves once an endpoint is there.
+    let e = Endpoint::new(4, Duration::from_millis(1));
+    balancer.insert(4, e.clone(), EndpointMeta::new());
+    assert_eq!(svc.ready().await.unwrap().call(0).await.unwrap(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_removed_endpoints_calls_in_flight_finish_normally() {
+    let endpoints = fleet(2, Duration::from_millis(50));
+    let balancer = balancer_over(&endpoints, Balancer::builder());
+    let in_flight: Vec<_> = (0..10).map(|_| balancer.service().oneshot(0)).collect();
+    let joined = tokio::spawn(futures::future::join_all(in_flight));
+    tokio::task::yield_now().await;
+    assert!(balancer.remove(&0));
+    assert!(!balancer.remove(&0), "already gone");
+    let results = joined.await.unwrap();
+    assert!(results.iter().all(Result::is_ok), "no call lost");
+    let before = endpoints[0].calls();
+    for _ in 0..20 {
+        assert_eq!(call(&balancer).await.unwrap(), 1);
+    }
+    assert_eq!(
+        endpoints[0].calls(),
+        before,
+        "no pick of a removed endpoint"
+    );
+    assert_eq!(balancer.keys(), vec![1]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn inserting_an_existing_key_replaces_the_endpoint() {
+    let endpoints = fleet(1, Duration::from_millis(1));
+    let balancer = balancer_over(&endpoints, Balancer::builder());
+    let replacement = Endpoint::new(9, Duration::from_millis(1));
+    balancer.insert(0, replacement.clone(), EndpointMeta::new().weight(3));
+    assert_eq!(balancer.len(), 1);
+    assert_eq!(call(&balancer).await.unwrap(), 9);
+    assert_eq!(balancer.snapshot().endpoints[0].weight, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_busy_endpoint_is_passed_over() {
+    let endpoints = fleet(3, Duration::from_millis(1));
+    endpoints[1].busy.store(true, Ordering::Relaxed);
+    let balancer = balancer_over(&endpoints, Balancer::builder());
+    for _ in 0..100 {
+        assert_ne!(call(&balancer).await.unwrap(), 1);
+    }
+    assert_eq!(endpoints[1].calls(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn all_busy_is_pending_and_wakes_when_one_is_ready() {
+    // tower's ConcurrencyLimit clones share their semaphore: one call at a time per endpoint.
+    let endpoint = tower::limit::ConcurrencyLimit::new(
+        tower::service_fn(|_: u32| async {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            Ok::<_, Infallible>(())
+        }),
+        1,
+    );
+    let balancer: Balancer<u8, _> = Balancer::builder().clock(Clock::tokio()).build().unwrap();
+    balancer.insert(0, endpoint, EndpointMeta::new());
+    let first = balancer.service().oneshot(0);
+    let first = tokio::spawn(first);
+    tokio::task::yield_now().await;
+    let mut svc = balancer.service();
+    let mut ready = tokio_test::task::spawn(std::future::poll_fn(|cx| svc.poll_ready(cx)));
+    tokio_test::assert_pending!(ready.poll());
+    first.await.unwrap().unwrap();
+    assert!(
+        ready.is_woken(),
+        "the waiting endpoint's wake-up reached the balancer"
+    );
+    tokio_test::assert_ready_ok!(ready.poll());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_readiness_check_ejects_but_never_drops_the_endpoint() {
+    let endpoints = fleet(2, Duration::from_millis(1));
+    endpoints[0].broken.store(true, Ordering::Relaxed);
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let balancer = balancer_over(&endpoints, Balancer::builder().strategy(RoundRobin::new()));
+    let sink = events.clone();
+    balancer.subscribe(move |e: &BalancerEvent<usize>| {
+        if matches!(
+            e,
+            BalancerEvent::EndpointEjected { .. } | BalancerEvent::EndpointRestored { .. }
+        ) {
+            sink.lock().unwrap().push(e.clone());
+        }
+    });
+    for _ in 0..20 {
+        assert_eq!(
+            call(&balancer).await.unwrap(),
+            1,
+            "passed over for the other"
+        );
+    }
+    assert_eq!(balancer.len(), 2, "still in the set");
+    let snap = balancer.snapshot();
+    assert!(snap.endpoints[0].ejected_for.is_some(), "{snap:?}");
+    assert!(matches!(
+        events.lock().unwrap()[0],
+        BalancerEvent::EndpointEjected {
+            key: 0,
+            times: 1,
+            ..
+        }
+    ));
+    // It recovers; after its ejection it is a candidate again and serves.
+    endpoints[0].broken.store(false, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut served_by_0 = 0;
+    for _ in 0..20 {
+        if call(&balancer).await.unwrap() == 0 {
+            served_by_0 += 1;
+        }
+    }
+    assert!(served_by_0 >= 5, "{served_by_0}");
+    assert!(
+        events
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| matches!(e, BalancerEvent::EndpointRestored { key: 0, .. }))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn fast_failures_never_look_fast() {
+    // Regression for the fast-failure trap: an endpoint failing in 1 ms beside two that answer
+    // in 20 ms. Without the penalty, P2C over latency prefers the failing one.
+    let endpoints = fleet(3, Duration::from_millis(20));
+    endpoints[2].failing.store(true, Ordering::Relaxed);
+    let balancer = balancer_over(
+        &endpoints,
+        Balancer::builder()
+            .strategy(P2cPeakEwma)
+            .outlier_detection(OutlierDetection::disabled()),
+    );
+    for _ in 0..500 {
+        let _ = call(&balancer).await;
+    }
+    let failing_share = endpoints[2].calls() as f64 / 500.0;
+    assert!(failing_share < 0.03, "failing endpoint got {failing_share}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn local_rejections_from_below_are_penalised_but_do_not_eject() {
+    let endpoints = fleet(2, Duration::from_millis(5));
+    endpoints[0].reject_locally.store(true, Ordering::Relaxed);
+    let balancer = balancer_over(&endpoints, Balancer::builder().strategy(RoundRobin::new()));
+    for _ in 0..20 {
+        let _ = call(&balancer).await;
+    }
+    let snap = balancer.snapshot();
+    assert_eq!(
+        snap.endpoints[0].failures, 0,
+        "not a failure of the endpoint"
+    );
+    assert!(snap.endpoints[0].ejected_for.is_none());
+    assert!(
+        snap.endpoints[0].latency >= Duration::from_millis(900),
+        "charged the penalty: {:?}",
+        snap.endpoints[0].latency
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn at_most_max_ejection_percent_is_ejected_and_panic_uses_all() {
+    let endpoints = fleet(3, Duration::from_millis(1));
+    for e in &endpoints {
+        e.failing.store(true, Ordering::Relaxed);
+    }
+    let balancer = balancer_over(&endpoints, Balancer::builder().strategy(RoundRobin::new()));
+    for _ in 0..60 {
+        assert!(call(&balancer).await.is_err());
+        let snap = balancer.snapshot();
+        assert!(snap.ejected <= 1, "10 % of 3, at least one: {snap:?}");
+    }
+    assert_eq!(balancer.snapshot().ejected, 1);
+
+    // A single endpoint, ejected: below the panic threshold it is used anyway.
+    let single = fleet(1, Duration::from_millis(1));
+    single[0].failing.store(true, Ordering::Relaxed);
+    let balancer = balancer_over(&single, Balancer::builder());
+    for _ in 0..5 {
+        let _ = call(&balancer).await;
+    }
+    let snap = balancer.snapshot();
+    assert_eq!(snap.ejected, 1);
+    assert!(snap.panic);
+    single[0].failing.store(false, Ordering::Relaxed);
+    assert_eq!(call(&balancer).await.unwrap(), 0, "panic mode still sends");
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_go_to_another_endpoint() {
+    // Random ignores load and ejection is off, so only the retry mechanism keeps a retry away
+    // from the failing endpoint: without it, 1 retry in 3 would return there and fail.
+    let endpoints = fleet(3, Duration::from_millis(2));
+    endpoints[0].failing.store(true, Ordering::Relaxed);
+    let balancer = balancer_over(
+        &endpoints,
+        Balancer::builder()
+            .strategy(Random)
+            .outlier_detection(OutlierDetection::disabled()),
+    );
+    let policy = palisade_retry::RetryPolicy::builder()
+        .max_attempts(2)
+        .unlimited()
+        .clock(Clock::tokio())
+        .seed(1)
+        .build()
+        .unwrap();
+    let svc = tower::ServiceBuilder::new()
+        .layer(policy.layer())
+        .service(balancer.service());
+    let mut failed = 0;
+    for _ in 0..300 {
+        if svc.clone().oneshot(0).await.is_err() {
+            failed += 1;
+        }
+    }
+    assert!(
+        endpoints[0].calls() > 50,
+        "the failing endpoint was hit first"
+    );
+    assert_eq!(failed, 0, "every retry went to a healthy endpoint");
+
+    // The same through one service called in sequence (no clone per request).
+    let mut svc = svc;
+    for _ in 0..100 {
+        svc.ready().await.unwrap().call(0).await.unwrap();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_root_service_does_not_avoid_anything() {
+    // One endpoint: the only candidate, whatever a clone avoids.
+    let endpoints = fleet(1, Duration::from_millis(1));
+    let balancer = balancer_over(&endpoints, Balancer::builder());
+    let mut svc = balancer.service();
+    svc.ready().await.unwrap().call(0).await.unwrap();
+    let mut clone = svc.clone();
+    assert_eq!(clone.ready().await.unwrap().call(0).await.unwrap(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancelled_and_panicking_calls_give_their_pending_back() {
+    let endpoints = fleet(2, Duration::from_secs(10));
+    let balancer = balancer_over(&endpoints, Balancer::builder());
+    let mut svc = balancer.service();
+    let mut futures = Vec::new();
+    for _ in 0..10 {
+        svc.ready().await.unwrap();
+        futures.push(svc.call(0));
+    }
+    assert_eq!(
+        balancer
+            .snapshot()
+            .endpoints
+            .iter()
+            .map(|e| e.pending)
+            .sum::<u64>(),
+        10
+    );
+    drop(futures);
+    assert!(balancer.snapshot().endpoints.iter().all(|e| e.pending == 0));
+
+    let panicking = tower::service_fn(|_: u32| async {
+        if true {
+            panic!("endpoint panicked");
+        }
+        Ok::<u32, Infallible>(0)
+    });
+    let balancer: Balancer<u8, _> = Balancer::builder().clock(Clock::tokio()).build().unwrap();
+    balancer.insert(0, panicking, EndpointMeta::new());
+    let result = tokio::spawn(balancer.service().oneshot(0)).await;
+    assert!(result.unwrap_err().is_panic());
+    assert_eq!(balancer.snapshot().endpoints[0].pending, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn set_changes_emit_events() {
+    let balancer: Balancer<&'static str, Endpoint> =
+        Balancer::builder().name("api").build().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    let id = balancer.subscribe(move |e: &BalancerEvent<&'static str>| {
+        sink.lock().unwrap().push(e.clone());
+    });
+    balancer.insert("a", Endpoint::new(0, Duration::ZERO), EndpointMeta::new());
+    balancer.insert("b", Endpoint::new(1, Duration::ZERO), EndpointMeta::new());
+    balancer.remove(&"a");
+    assert!(balancer.unsubscribe(id));
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![
+            BalancerEvent::EndpointAdded {
+                key: "a",
+                endpoints: 1,
+                ejected: 0
+            },
+            BalancerEvent::EndpointAdded {
+                key: "b",
+                endpoints: 2,
+                ejected: 0
+            },
+            BalancerEvent::EndpointRemoved {
+                key: "a",
+                endpoints: 1,
+                ejected: 0
+            },
+        ]
+    );
+    assert_eq!(balancer.name(), "api");
+}
+
+#[test]
+fn bad_configuration_is_refused_by_name() {
+    let field =
+        |b: palisade_load_balancer::BalancerBuilder| b.build::<u8, Endpoint>().unwrap_err().field();
+    assert_eq!(field(Balancer::builder().decay(Duration::ZERO)), "decay");
+    assert_eq!(
+        field(Balancer::builder().failure_penalty(Duration::ZERO)),
+        "failure_penalty"
+    );
+    assert_eq!(
+        field(Balancer::builder().max_ready_tries(0)),
+        "max_ready_tries"
+    );
+    assert_eq!(
+        field(Balancer::builder().max_ready_tries(9)),
+        "max_ready_tries"
+    );
+    assert_eq!(
+        field(
+            Balancer::builder().outlier_detection(OutlierDetection::new().panic_threshold(200.0))
+        ),
+        "panic_threshold"
+    );
+}
+
+#[test]
+fn send_sync_clone() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    fn assert_clone<T: Clone>() {}
+    assert_send_sync::<Balancer<String, Endpoint>>();
+    assert_send_sync::<palisade_load_balancer::BalancerService<String, Endpoint>>();
+    fn assert_send<T: Send>() {}
+    assert_send::<palisade_load_balancer::future::ResponseFuture<BoxFuture<()>>>();
+    assert_clone::<Balancer<String, Endpoint>>();
+    assert_clone::<palisade_load_balancer::BalancerService<String, Endpoint>>();
+}
