@@ -10,15 +10,15 @@ use std::time::Duration;
 
 /// Configures a [`Bulkhead`]: see [`Bulkhead::builder`].
 ///
-/// | setting                | default | meaning |
-/// |------------------------|---------|---------|
-/// | `max_concurrent_calls` | 25      | the fixed limit (resilience4j's default) |
-/// | `max_wait`             | none    | when full: none rejects at once; a duration waits up to that long, FIFO |
-/// | `max_waiting_calls`    | unbounded | with `max_wait`: more waiters are rejected at once |
-/// | `adaptive`             | none    | a [`LimitAlgorithm`] that moves the limit |
-/// | `adaptive_config`      | [`AdaptiveConfig::default`] | how samples are batched for it |
-/// | `clock`                | [`Clock::default`] | read only by adaptive limits and for wait times |
-/// | `name`                 | `"bulkhead"` | the `name` label of events and metrics |
+/// | setting                | default | meaning | why this default |
+/// |------------------------|---------|---------|------------------|
+/// | `max_concurrent_calls` | 25      | the fixed limit | resilience4j's `maxConcurrentCalls` (25); Hystrix's semaphore default is 10. Size it as peak healthy calls per second × p99 latency, plus headroom (Hystrix's rule): 25 covers 250 calls/s at 100 ms |
+/// | `max_wait`             | none    | when full: none rejects at once; a duration waits up to that long, FIFO | resilience4j's `maxWaitDuration` is 0 and Hystrix's semaphore isolation never queues: in an incident, waiting adds latency to every caller and holds their resources, where a fast `BulkheadFull` lets them shed load or fall back. If you wait, keep `max_wait` below the caller's own timeout and backoff cap |
+/// | `max_waiting_calls`    | 1024    | with `max_wait`: more waiters are rejected at once | Envoy's `max_pending_requests` (1024). Without a bound, a stalled dependency queues every arrival for `max_wait` (with `Duration::MAX`, forever), one queue entry and one timer each |
+/// | `adaptive`             | none    | a [`LimitAlgorithm`] that moves the limit | a fixed limit is predictable; adaptive algorithms start from Netflix concurrency-limits' initial limit of 20 (see each) |
+/// | `adaptive_config`      | [`AdaptiveConfig::default`] | how samples are batched for it | Netflix `WindowedLimit`'s 10 samples per window, windows following the RTT (see there) |
+/// | `clock`                | [`Clock::default`] | read only by adaptive limits and for wait times | a fixed limit without waiting reads no clock at all |
+/// | `name`                 | `"bulkhead"` | the `name` label of events and metrics | the layer's name, as every Palisade layer |
 pub struct BulkheadBuilder {
     max_concurrent_calls: usize,
     max_wait: Option<Duration>,
@@ -48,7 +48,8 @@ impl Default for BulkheadBuilder {
         BulkheadBuilder {
             max_concurrent_calls: 25,
             max_wait: None,
-            max_waiting_calls: usize::MAX,
+            // Envoy's `max_pending_requests`; see the table above.
+            max_waiting_calls: 1024,
             algorithm: None,
             adaptive_config: AdaptiveConfig::default(),
             clock: None,
@@ -58,16 +59,24 @@ impl Default for BulkheadBuilder {
 }
 
 impl BulkheadBuilder {
-    /// The fixed limit: at most this many calls in flight (at least 1, at most 2³¹ − 1).
-    /// Ignored when an [`adaptive`](Self::adaptive) algorithm is set (it has its own bounds).
+    /// The fixed limit: at most this many calls in flight (at least 1, at most 2³¹ − 1;
+    /// default 25, resilience4j's). Ignored when an [`adaptive`](Self::adaptive) algorithm is
+    /// set (it has its own bounds).
+    ///
+    /// Size it from the dependency's healthy behaviour (Hystrix's rule, by Little's law):
+    /// peak calls per second × p99 latency in seconds, plus some headroom. A limit far above
+    /// that protects nothing during a stall; one below it rejects healthy traffic.
     #[must_use]
     pub fn max_concurrent_calls(mut self, limit: usize) -> Self {
         self.max_concurrent_calls = limit;
         self
     }
 
-    /// When full, wait up to `max_wait` for a slot, in FIFO order, instead of rejecting.
-    /// `Duration::MAX` waits without a deadline.
+    /// When full, wait up to `max_wait` for a slot, in FIFO order, instead of rejecting
+    /// (default: reject at once, as resilience4j's `maxWaitDuration` of 0 and Hystrix's
+    /// semaphore isolation do). `Duration::MAX` waits without a deadline. Keep it below the
+    /// caller's timeout and its retry backoff cap: a wait longer than those only delays the
+    /// failure.
     ///
     /// A finite `max_wait` is a tokio timer: the service must be polled inside a tokio runtime
     /// with time enabled.
@@ -77,8 +86,10 @@ impl BulkheadBuilder {
         self
     }
 
-    /// With [`max_wait`](Self::max_wait): at most this many callers wait; the next is rejected
-    /// with [`BulkheadFull`](crate::BulkheadFull). Zero rejects every caller that would wait.
+    /// With [`max_wait`](Self::max_wait): at most this many callers wait (default 1024,
+    /// Envoy's `max_pending_requests`); the next is rejected with
+    /// [`BulkheadFull`](crate::BulkheadFull). Zero rejects every caller that would wait;
+    /// `usize::MAX` leaves the queue unbounded.
     #[must_use]
     pub fn max_waiting_calls(mut self, waiters: usize) -> Self {
         self.max_waiting_calls = waiters;

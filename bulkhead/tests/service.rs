@@ -293,3 +293,35 @@ fn builder_rejects_bad_configuration() {
     assert_eq!(b.name(), "db");
     assert!(format!("{b:?}").contains("limit: 25"));
 }
+
+/// §4 defaults: with `max_wait` set, at most 1024 callers queue (Envoy's
+/// `max_pending_requests`); the next one is rejected at once instead of queueing unbounded.
+#[tokio::test(start_paused = true)]
+async fn the_default_queue_holds_1024_waiters() {
+    let bulkhead = Bulkhead::builder()
+        .max_concurrent_calls(1)
+        .max_wait(Duration::MAX)
+        .build()
+        .unwrap();
+    let backend = hanging();
+    let mut holder = bulkhead.layer().layer(backend.clone());
+    let _held = ready_svc(&mut holder).await.unwrap().call(0);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let mut waiters: Vec<_> = (0..1024)
+        .map(|_| bulkhead.layer().layer(backend.clone()))
+        .collect();
+    for w in &mut waiters {
+        assert!(Service::<u32>::poll_ready(w, &mut cx).is_pending());
+    }
+    assert_eq!(bulkhead.waiting(), 1024);
+    let mut late = bulkhead.layer().layer(backend);
+    let err = ready_svc(&mut late)
+        .await
+        .unwrap()
+        .call(1)
+        .await
+        .unwrap_err();
+    assert!(err.is::<BulkheadFull>());
+    drop(waiters);
+    assert_eq!(bulkhead.waiting(), 0);
+}

@@ -17,11 +17,11 @@ use std::time::Duration;
 /// Netflix's `WindowedLimit` uses fixed 1 s windows of at least 10 samples; following the RTT
 /// lets a limit converge in a number of round trips rather than seconds.
 ///
-/// | parameter     | default |
-/// |---------------|---------|
-/// | `min_samples` | 10      |
-/// | `min_window`  | 1 ms    |
-/// | `max_window`  | 1 s     |
+/// | parameter     | default | why |
+/// |---------------|---------|-----|
+/// | `min_samples` | 10      | Netflix `WindowedLimit`'s window size: fewer calls make a mean RTT too noisy to act on |
+/// | `min_window`  | 1 ms    | bounds how often the algorithm runs (at most 1 000 times a second) on very fast dependencies |
+/// | `max_window`  | 1 s     | Netflix `WindowedLimit`'s (fixed) window: a slow dependency still gets a decision every second |
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AdaptiveConfig {
     pub(crate) min_samples: u64,
