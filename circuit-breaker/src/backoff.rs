@@ -113,12 +113,19 @@ mod tests {
     fn jitter_stays_in_bounds_and_depends_only_on_seed_and_generation() {
         let b = backoff(1.0, Duration::from_secs(12), 0.5);
         let base = Duration::from_secs(10);
-        let waits: Vec<_> = (0..50).map(|g| open_wait(base, Some(&b), 0, 42, g)).collect();
-        let again: Vec<_> = (0..50).map(|g| open_wait(base, Some(&b), 0, 42, g)).collect();
+        let waits: Vec<_> = (0..50)
+            .map(|g| open_wait(base, Some(&b), 0, 42, g))
+            .collect();
+        let again: Vec<_> = (0..50)
+            .map(|g| open_wait(base, Some(&b), 0, 42, g))
+            .collect();
         assert_eq!(waits, again);
         assert!(waits.iter().any(|w| *w != waits[0]));
         for w in waits {
-            assert!(w >= Duration::from_secs(5) && w <= Duration::from_secs(12), "{w:?}");
+            assert!(
+                w >= Duration::from_secs(5) && w <= Duration::from_secs(12),
+                "{w:?}"
+            );
         }
     }
 }

@@ -96,16 +96,33 @@ impl CircuitBreaker {
     }
 
     pub(crate) fn from_parts(settings: Settings, window: Window) -> CircuitBreaker {
-        let shared = Shared::new(settings, window);
+        let shared = Arc::new(Shared::new(settings, window));
+        #[cfg(not(loom))]
+        {
+            // The state gauge is set from the current state whenever the handles are
+            // registered: at build with a recorder installed, or at the first event after one is.
+            let weak = Arc::downgrade(&shared);
+            #[cfg(not(feature = "metrics"))]
+            let _ = &weak;
+            palisade_core::subscribe_feature_listeners!(
+                shared.events,
+                "circuit_breaker",
+                shared.settings.name,
+                move |m: &crate::events::CircuitBreakerMetrics| {
+                    if let Some(shared) = weak.upgrade() {
+                        m.set_state(shared.load().state());
+                    }
+                }
+            );
+        }
+        #[cfg(loom)]
         palisade_core::subscribe_feature_listeners!(
             shared.events,
             "circuit_breaker",
             shared.settings.name
         );
         CircuitBreaker {
-            local: Arc::new(CachePadded::new(Local {
-                shared: Arc::new(shared),
-            })),
+            local: Arc::new(CachePadded::new(Local { shared })),
         }
     }
 
@@ -294,7 +311,6 @@ impl fmt::Debug for Local {
         f.debug_struct("Local").finish_non_exhaustive()
     }
 }
-
 
 #[cfg(all(test, not(loom)))]
 mod tests;

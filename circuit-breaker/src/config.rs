@@ -500,7 +500,10 @@ mod tests {
             "open_backoff_jitter"
         );
         assert_eq!(field(b().open_backoff_jitter(-0.1)), "open_backoff_jitter");
-        assert_eq!(field(b().open_backoff_jitter(f64::NAN)), "open_backoff_jitter");
+        assert_eq!(
+            field(b().open_backoff_jitter(f64::NAN)),
+            "open_backoff_jitter"
+        );
         assert_eq!(
             field(b().permitted_calls_in_half_open(0)),
             "permitted_calls_in_half_open"

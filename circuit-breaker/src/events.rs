@@ -97,36 +97,52 @@ impl std::fmt::Debug for CircuitBreakerMetrics {
 
 #[cfg(feature = "metrics")]
 fn describe() {
-    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
-    describe_counter!(
+    use palisade_core::events::{MetricKind, describe};
+    describe(
+        MetricKind::Counter,
         "palisade_circuit_breaker_calls_total",
-        "Calls through the circuit breaker, by outcome (success, failure, ignore, rejected)."
+        "Calls through the circuit breaker, by outcome (success, failure, ignore, rejected).",
     );
-    describe_counter!(
+    describe(
+        MetricKind::Counter,
         "palisade_circuit_breaker_rejections_total",
-        "Calls the circuit breaker rejected without calling the dependency, by reason."
+        "Calls the circuit breaker rejected without calling the dependency, by reason.",
     );
-    describe_histogram!(
+    describe(
+        MetricKind::Histogram,
         "palisade_circuit_breaker_call_duration_seconds",
-        Unit::Seconds,
-        "Duration of the calls the circuit breaker timed (slow-call detection on), by outcome."
+        "Duration of the calls the circuit breaker timed (slow-call detection on), by outcome.",
     );
-    describe_counter!(
+    describe(
+        MetricKind::Counter,
         "palisade_circuit_breaker_slow_calls_total",
-        "Calls slower than the breaker's slow_call_duration."
+        "Calls slower than the breaker's slow_call_duration.",
     );
-    describe_counter!(
+    describe(
+        MetricKind::Counter,
         "palisade_circuit_breaker_transitions_total",
-        "State transitions of the circuit breaker, by the state entered."
+        "State transitions of the circuit breaker, by the state entered.",
     );
-    describe_counter!(
+    describe(
+        MetricKind::Counter,
         "palisade_circuit_breaker_resets_total",
-        "Manual resets of the circuit breaker."
+        "Manual resets of the circuit breaker.",
     );
-    describe_gauge!(
+    describe(
+        MetricKind::Gauge,
         "palisade_circuit_breaker_state",
-        "1 for the circuit breaker's current state, 0 for the others."
+        "1 for the circuit breaker's current state, 0 for the others.",
     );
+}
+
+#[cfg(feature = "metrics")]
+impl CircuitBreakerMetrics {
+    /// Sets the state gauge: 1 for `current`, 0 for the other states.
+    pub(crate) fn set_state(&self, current: State) {
+        for (gauge, state) in self.state.iter().zip(STATES) {
+            gauge.set(if state == current { 1.0 } else { 0.0 });
+        }
+    }
 }
 
 #[cfg(feature = "metrics")]
@@ -136,7 +152,7 @@ impl palisade_core::events::RecordMetrics for CircuitBreakerEvent {
     fn register(name: &str) -> CircuitBreakerMetrics {
         describe();
         let name = name.to_owned();
-        let handles = CircuitBreakerMetrics {
+        CircuitBreakerMetrics {
             transitions: STATES.map(|state| {
                 metrics::counter!("palisade_circuit_breaker_transitions_total", "name" => name.clone(), "state" => state.as_str())
             }),
@@ -156,13 +172,7 @@ impl palisade_core::events::RecordMetrics for CircuitBreakerEvent {
             ),
             slow: metrics::counter!("palisade_circuit_breaker_slow_calls_total", "name" => name.clone()),
             resets: metrics::counter!("palisade_circuit_breaker_resets_total", "name" => name),
-        };
-        // Right from build: a breaker is built closed, so a dashboard reads its state before
-        // the first transition.
-        for (gauge, state) in handles.state.iter().zip(STATES) {
-            gauge.set(if state == State::Closed { 1.0 } else { 0.0 });
         }
-        handles
     }
 
     fn record_metrics(&self, m: &CircuitBreakerMetrics) {

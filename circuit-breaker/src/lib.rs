@@ -114,9 +114,6 @@ mod state;
 mod window;
 
 pub use circuit_breaker::CircuitBreaker;
-#[allow(deprecated, reason = "the old name stays importable, with its deprecation note")]
-pub use snapshot::Metrics;
-pub use snapshot::Snapshot;
 pub use config::{CircuitBreakerBuilder, SlidingWindow};
 pub use error::CircuitOpen;
 pub use events::CircuitBreakerEvent;
@@ -125,6 +122,12 @@ pub use events::CircuitBreakerMetrics;
 pub use layer::CircuitBreakerLayer;
 pub use permit::{OwnedPermit, Permit};
 pub use service::{CircuitBreakerService, Mode};
+#[allow(
+    deprecated,
+    reason = "the old name stays importable, with its deprecation note"
+)]
+pub use snapshot::Metrics;
+pub use snapshot::Snapshot;
 pub use state::State;
 
 /// The README's example, compiled and run as a doctest.

@@ -169,10 +169,7 @@ mod tests {
     fn probe_results_are_per_generation() {
         let p = ProbeResults::new();
         assert_eq!(p.tally(3), Tally::default());
-        assert_eq!(
-            p.record(3, F).map(|t| (t.calls, t.failures)),
-            Some((1, 1))
-        );
+        assert_eq!(p.record(3, F).map(|t| (t.calls, t.failures)), Some((1, 1)));
         assert_eq!(
             p.record(3, Record::SUCCESS).map(|t| (t.calls, t.failures)),
             Some((2, 1))

@@ -15,7 +15,6 @@ use palisade_core::classify::Outcome;
 use palisade_core::clock::{Clock, Instant};
 use palisade_core::events::EventBus;
 use palisade_core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering, fence};
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Mutex;
 use std::task::Waker;
 use std::time::Duration;
@@ -146,8 +145,7 @@ impl Shared {
             // this store lands uses the previous count, which only shortens one wait.
             (State::HalfOpen, State::Open) => {
                 let n = self.reopened.load(Ordering::Relaxed);
-                self.reopened
-                    .store(n.saturating_add(1), Ordering::Relaxed);
+                self.reopened.store(n.saturating_add(1), Ordering::Relaxed);
             }
             (_, State::Closed) => self.reopened.store(0, Ordering::Relaxed),
             _ => {}
@@ -184,20 +182,13 @@ impl Shared {
 
     // ---- events ----------------------------------------------------------------------------
 
-    /// Emits an event, if anyone listens. A listener must never break the breaker: its panic
-    /// is caught here (the panic hook still reports it), after the breaker's own state is
-    /// consistent, so no permit or probe can leak through it.
+    /// Emits an event, if anyone listens. A listener must never break the breaker: the bus
+    /// catches (and counts) a listener's panic, and every emit here comes after the breaker's
+    /// own state is consistent (a probe is taken only by the CAS that admits it, which returns
+    /// the admission to a guard whatever a listener does).
     #[inline]
     pub(crate) fn emit(&self, make: impl FnOnce() -> CircuitBreakerEvent) {
-        if self.events.is_active() {
-            self.dispatch(make());
-        }
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn dispatch(&self, event: CircuitBreakerEvent) {
-        let _ = catch_unwind(AssertUnwindSafe(|| self.events.emit(event)));
+        self.events.emit_with(make);
     }
 
     // ---- gate mode's waiters ----------------------------------------------------------------
@@ -289,7 +280,9 @@ impl Shared {
         let mut verdict = Err((State::Open, None));
         self.transition(current, |word| {
             let (next, result) = match word.state() {
-                State::Closed | State::MetricsOnly => (None, Ok(Admission::Window(word.generation()))),
+                State::Closed | State::MetricsOnly => {
+                    (None, Ok(Admission::Window(word.generation())))
+                }
                 State::Disabled => (None, Ok(Admission::Untracked)),
                 State::ForcedOpen => (None, Err((State::ForcedOpen, None))),
                 State::Open => {
@@ -310,7 +303,10 @@ impl Shared {
                     if expired {
                         let now = clock();
                         let next = self.opened(word, now);
-                        (Some(next), Err((State::Open, Some(next.open_remaining(now)))))
+                        (
+                            Some(next),
+                            Err((State::Open, Some(next.open_remaining(now)))),
+                        )
                     } else if word.probes() < settings.permitted_in_half_open {
                         let next = word.with_probes(word.probes() + 1);
                         (Some(next), Ok(Admission::Probe(word.generation())))
@@ -443,7 +439,10 @@ impl Shared {
         let Some(tally) = self.probes.record(generation, record) else {
             return;
         };
-        let expired = self.settings.max_wait_in_half_open.map(|max| (max, self.clock().now()));
+        let expired = self
+            .settings
+            .max_wait_in_half_open
+            .map(|max| (max, self.clock().now()));
         if tally.calls < self.settings.permitted_in_half_open && expired.is_none() {
             return;
         }

@@ -218,9 +218,36 @@ impl fmt::Debug for CountWindow {
 const STAMP_GEN_SHIFT: u32 = 48;
 const RESETTING: u64 = 1 << 47;
 const STAMP_SLOT_MASK: u64 = RESETTING - 1;
-/// Bucket counts: calls at 42..63, failures at 21..42, slow calls at 0..21.
+/// Bucket counts: calls at 42..63, failures at 21..42, slow calls at 0..21. Each saturates at
+/// `COUNT_MASK` (about two million calls per bucket per stripe): a failure or slow call is
+/// also a call, so neither of the lower fields can exceed the calls field, and no field ever
+/// carries into the next.
 const COUNT_BITS: u32 = 21;
 const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
+
+/// Adds `delta` to a stripe's packed counts unless its calls field is full. Returns whether
+/// it did.
+fn add_saturating(counts: &AtomicU64, delta: u64) -> bool {
+    // Relaxed (load and CAS): a counter; the bucket stamp's Acquire, read before this, already
+    // ordered us after the bucket's reset, and readers tolerate a count that lands a moment
+    // late. A CAS rather than a `fetch_add`, so that a full field saturates instead of carrying
+    // into its neighbour; the stripe is mostly this thread's own, so it rarely retries.
+    let mut current = counts.load(Ordering::Relaxed);
+    loop {
+        if (current >> (2 * COUNT_BITS)) & COUNT_MASK == COUNT_MASK {
+            return false;
+        }
+        match counts.compare_exchange_weak(
+            current,
+            current + delta,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => return true,
+            Err(actual) => current = actual,
+        }
+    }
+}
 /// How often a recorder spins on a bucket being reset before it drops its record.
 const RESET_SPINS: u32 = 1_000;
 
@@ -291,9 +318,11 @@ impl TimeWindow {
             // reset of `counts` is ordered before our addition.
             let stamp = bucket.stamp.load(Ordering::Acquire);
             if stamp == want {
-                // Relaxed: a counter; the stamp's Acquire above already ordered us after the
-                // reset, and readers tolerate a count that lands a moment late.
-                bucket.counts[stripe()].fetch_add(bucket_delta(record), Ordering::Relaxed);
+                if !add_saturating(&bucket.counts[stripe()], bucket_delta(record)) {
+                    // This stripe of the bucket counts its maximum: the bucket's rates stand
+                    // on the calls it holds until the window rolls past it.
+                    return Some(self.tally_at(generation, number));
+                }
                 break;
             }
             if stamp & RESETTING != 0 {
@@ -358,18 +387,16 @@ impl TimeWindow {
             {
                 continue;
             }
-            // Relaxed: a statistic; the stamp's Acquire orders it after the reset.
-            let counts = bucket
-                .counts
-                .iter()
-                .fold(0, |sum, c| sum + c.load(Ordering::Relaxed));
-            tally.calls = tally
-                .calls
-                .saturating_add(((counts >> (2 * COUNT_BITS)) & COUNT_MASK) as u32);
-            tally.failures = tally
-                .failures
-                .saturating_add(((counts >> COUNT_BITS) & COUNT_MASK) as u32);
-            tally.slow = tally.slow.saturating_add((counts & COUNT_MASK) as u32);
+            // Each stripe's fields are decoded on their own and summed as numbers: adding the
+            // packed words would carry one field into the next (and overflow the u64).
+            for stripe in &bucket.counts {
+                // Relaxed: a statistic; the stamp's Acquire orders it after the reset.
+                let counts = stripe.load(Ordering::Relaxed);
+                let field = |shift: u32| ((counts >> shift) & COUNT_MASK) as u32;
+                tally.calls = tally.calls.saturating_add(field(2 * COUNT_BITS));
+                tally.failures = tally.failures.saturating_add(field(COUNT_BITS));
+                tally.slow = tally.slow.saturating_add(field(0));
+            }
         }
         tally
     }
@@ -510,6 +537,48 @@ mod tests {
         assert_eq!(w.record(0, at(0), F), None, "older than the window");
         assert_eq!(w.record(1, at(3), F), Some(t(1, 1, 0)));
         assert_eq!(w.record(0, at(3), F), None, "stale generation");
+    }
+
+    /// Regression (issue 9 §3): a stripe's 21-bit fields had no saturation and the stripes were
+    /// summed as packed words. After 2^21 successes in one bucket the calls field carried out
+    /// and the window read 0 calls, so 100 failures then tripped at "100 %"; with overflow
+    /// checks on, the stripe sum panicked.
+    #[test]
+    fn time_window_counts_saturate_instead_of_wrapping() {
+        let w = TimeWindow::new(2, 1_000_000_000);
+        let now = Instant::ZERO + Duration::from_millis(10);
+        for _ in 0..(1u32 << COUNT_BITS) + 10 {
+            w.record(0, now, Record::SUCCESS).unwrap();
+        }
+        let full = w.tally(0, now);
+        assert_eq!(full, t(COUNT_MASK as u32, 0, 0), "saturated, not wrapped");
+        for _ in 0..100 {
+            w.record(0, now, F);
+        }
+        let after = w.tally(0, now);
+        assert!(after.calls >= COUNT_MASK as u32, "{after:?}");
+        assert!(
+            after.failures <= 100 && after.failures * 100 < after.calls,
+            "{after:?}"
+        );
+        // Four full stripes from four threads sum without overflow.
+        let w = std::sync::Arc::new(TimeWindow::new(2, 1_000_000_000));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let w = w.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..(1u32 << COUNT_BITS) {
+                        w.record(0, now, F);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let tally = w.tally(0, now);
+        assert!(tally.calls >= COUNT_MASK as u32 && tally.calls <= 4 * COUNT_MASK as u32);
+        assert_eq!(tally.failures, tally.calls);
     }
 
     #[test]

@@ -169,7 +169,13 @@ fn the_state_gauge_is_right_from_build_and_the_name_defaults_to_the_layer() {
         get("palisade_circuit_breaker_state{name=circuit_breaker,state=closed}"),
         Some(1.0)
     );
-    for state in ["open", "half_open", "forced_open", "disabled", "metrics_only"] {
+    for state in [
+        "open",
+        "half_open",
+        "forced_open",
+        "disabled",
+        "metrics_only",
+    ] {
         assert_eq!(
             get(&format!(
                 "palisade_circuit_breaker_state{{name=circuit_breaker,state={state}}}"

@@ -165,6 +165,46 @@ async fn panics_count_as_failures_and_free_the_probe() {
     }
 }
 
+/// Regression (issue 9 §3): the permit's `Drop` checked `thread::panicking()`, so every call
+/// whose response future was dropped while the *caller* panicked for its own reasons counted
+/// as a failure, and a task panicking in its own code opened a healthy breaker.
+#[tokio::test(start_paused = true)]
+async fn a_callers_own_panic_is_not_a_failure_of_the_dependency() {
+    let backend = MockBackend::new(Script::always(Step::ok().after(Duration::from_secs(1))));
+    let breaker = CircuitBreaker::builder()
+        .clock(Clock::tokio())
+        .count_window(4)
+        .minimum_calls(1)
+        .build()
+        .unwrap();
+    let svc = breaker.layer().layer(backend.clone());
+    for _ in 0..4 {
+        let mut svc = svc.clone();
+        let joined = tokio::spawn(async move {
+            let future = ServiceExt::<u32>::ready(&mut svc).await.unwrap().call(1u32);
+            let _held = future;
+            panic!("the caller's own bug, with the call in flight");
+        })
+        .await;
+        assert!(joined.unwrap_err().is_panic());
+    }
+    assert_eq!(breaker.state(), State::Closed);
+    let m = breaker.snapshot();
+    assert_eq!(
+        (m.calls, m.failed_calls),
+        (0, 0),
+        "cancelled calls, not failures"
+    );
+    // The dependency's own panic still counts.
+    breaker.transition_to_half_open();
+    let panicking = breaker
+        .layer()
+        .layer(MockBackend::new(Script::always(Step::panic())));
+    let joined = tokio::spawn(async move { panicking.oneshot(1u32).await }).await;
+    assert!(joined.unwrap_err().is_panic());
+    assert_eq!(breaker.snapshot().failed_calls, 1);
+}
+
 #[tokio::test(start_paused = true)]
 async fn slow_calls_are_measured_in_virtual_time() {
     let backend = MockBackend::new(Script::always(Step::ok().after(Duration::from_secs(3))));

@@ -74,13 +74,17 @@ async fn a_user_classifier_can_still_count_local_rejections() {
         Ok(_) => Outcome::Success,
         Err(_) => Outcome::Failure,
     };
-    let svc = breaker.layer_with(every_error_fails).layer(always_limited());
+    let svc = breaker
+        .layer_with(every_error_fails)
+        .layer(always_limited());
     for _ in 0..5 {
         svc.clone().oneshot(1).await.unwrap_err();
     }
     assert_eq!(breaker.state(), State::Open);
     let err = svc.oneshot(1).await.unwrap_err();
-    let open = err.downcast_ref::<CircuitOpen>().expect("rejected by the breaker");
+    let open = err
+        .downcast_ref::<CircuitOpen>()
+        .expect("rejected by the breaker");
     assert_eq!(open.rejection().kind(), RejectionKind::CircuitOpen);
 }
 
@@ -94,7 +98,9 @@ async fn an_open_inner_breaker_does_not_open_the_outer_one() {
     let svc = outer.layer().layer(inner.layer().layer(backend));
     for _ in 0..50 {
         let err = svc.clone().oneshot(1).await.unwrap_err();
-        let open = err.downcast_ref::<CircuitOpen>().expect("the inner rejection");
+        let open = err
+            .downcast_ref::<CircuitOpen>()
+            .expect("the inner rejection");
         assert_eq!(open.state(), State::ForcedOpen);
         assert!(palisade_core::rejection::is_local_rejection(&*err));
     }

@@ -3,9 +3,9 @@
 use super::*;
 use crate::config::SlidingWindow;
 use palisade_core::classify::Outcome;
-use std::time::Duration;
 use palisade_core::clock::ManualClock;
 use std::sync::Mutex;
+use std::time::Duration;
 
 fn manual() -> (ManualClock, CircuitBreakerBuilder) {
     let clock = ManualClock::new();
@@ -609,4 +609,224 @@ fn an_open_breaker_reports_the_window_that_tripped_it() {
     b.failure();
     let m = breaker.snapshot();
     assert_eq!((m.state, m.calls, m.failed_calls), (State::Open, 2, 2));
+}
+
+/// Regression (issue 9 §3): an open-backoff cap below 1 ms panicked on the first trip
+/// (`clamp(0.001, max)` with `max < 0.001`).
+#[test]
+fn an_open_backoff_cap_below_a_millisecond_does_not_panic() {
+    let (clock, builder) = manual();
+    let breaker = builder
+        .wait_duration_in_open(Duration::from_micros(100))
+        .open_backoff(2.0, Duration::from_micros(500))
+        .permitted_calls_in_half_open(1)
+        .build()
+        .unwrap();
+    trip(&breaker);
+    for _ in 0..5 {
+        clock.advance(Duration::from_millis(1));
+        let probe = breaker.try_acquire().expect("the wait is over");
+        probe.failure();
+        assert_eq!(breaker.state(), State::Open);
+    }
+}
+
+/// Regression (issue 9 §3): a wait or cap near `Duration::MAX` panicked in
+/// `Duration::from_secs_f64`, and on a re-open the panic left the breaker half-open with its
+/// probe taken, rejecting forever.
+#[test]
+fn waits_near_duration_max_trip_and_reopen_without_panicking() {
+    let (_, builder) = manual();
+    let breaker = builder
+        .wait_duration_in_open(Duration::MAX)
+        .open_backoff(3.0, Duration::MAX)
+        .open_backoff_jitter(1.0)
+        .permitted_calls_in_half_open(1)
+        .build()
+        .unwrap();
+    trip(&breaker);
+    let open = breaker.try_acquire().unwrap_err();
+    assert!(open.retry_after().unwrap() > Duration::from_secs(100 * 365 * 86_400));
+    breaker.transition_to_half_open();
+    breaker.try_acquire().unwrap().failure();
+    assert_eq!(
+        breaker.state(),
+        State::Open,
+        "re-opened, not stuck half-open"
+    );
+    assert_eq!(breaker.try_acquire().unwrap_err().state(), State::Open);
+}
+
+/// Regression (issue 9 §3): a listener that panicked on Open → HalfOpen unwound out of the
+/// admission after the probe was taken and before a permit held it: the probe leaked and the
+/// breaker rejected forever. Listeners can no longer break the breaker.
+#[test]
+fn a_panicking_listener_cannot_leak_a_probe() {
+    let (clock, builder) = manual();
+    let breaker = builder.permitted_calls_in_half_open(1).build().unwrap();
+    breaker.subscribe(|e: &CircuitBreakerEvent| {
+        if matches!(
+            e,
+            CircuitBreakerEvent::StateTransition { .. } | CircuitBreakerEvent::CallRejected { .. }
+        ) {
+            panic!("a listener's bug");
+        }
+    });
+    trip(&breaker);
+    assert!(breaker.try_acquire().is_err());
+    clock.advance(Duration::from_secs(10));
+    let probe = breaker
+        .try_acquire()
+        .expect("the probe is admitted despite the listener");
+    assert_eq!(breaker.state(), State::HalfOpen);
+    drop(probe); // cancelled: given back
+    assert_eq!(breaker.shared().load().probes(), 0);
+    breaker.try_acquire().unwrap().success();
+    assert_eq!(breaker.state(), State::Closed);
+}
+
+/// Regression (issue 9 §3): `max_wait_in_half_open` applied only once every probe permit was
+/// taken. resilience4j's semantics: after the wait the breaker re-opens even with permits left.
+#[test]
+fn max_wait_in_half_open_reopens_even_with_permits_left() {
+    let (clock, builder) = manual();
+    let breaker = builder
+        .permitted_calls_in_half_open(3)
+        .max_wait_in_half_open(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    trip(&breaker);
+    clock.advance(Duration::from_secs(10));
+    let hung = breaker.try_acquire().unwrap();
+    assert_eq!(breaker.state(), State::HalfOpen);
+    clock.advance(Duration::from_secs(5));
+    let open = breaker.try_acquire().unwrap_err();
+    assert_eq!(
+        open.state(),
+        State::Open,
+        "two permits were left, yet the wait is over"
+    );
+    assert_eq!(breaker.state(), State::Open);
+    hung.success();
+    assert_eq!(breaker.state(), State::Open, "the late probe is stale");
+}
+
+/// A probe that completes after `max_wait_in_half_open` ran out (with nobody asking for a
+/// permit in between) ends the period too: back to Open, not Closed.
+#[test]
+fn a_probe_recorded_after_the_half_open_wait_reopens() {
+    let (clock, builder) = manual();
+    let breaker = builder
+        .permitted_calls_in_half_open(1)
+        .max_wait_in_half_open(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    trip(&breaker);
+    clock.advance(Duration::from_secs(10));
+    let probe = breaker.try_acquire().unwrap();
+    clock.advance(Duration::from_secs(6));
+    probe.success();
+    assert_eq!(breaker.state(), State::Open);
+}
+
+/// Regression (issue 9 §3): `opened()` drew a random number (and bumped the re-open count) on
+/// every attempt of its CAS loop. The wait is now a pure function of the seed, the generation
+/// and the re-open count: the same history gives the same waits, however the calls race.
+#[test]
+fn the_jittered_wait_is_a_function_of_seed_and_history() {
+    let waits = |seed| {
+        let (clock, builder) = manual();
+        let breaker = builder
+            .permitted_calls_in_half_open(1)
+            .open_backoff(2.0, Duration::from_secs(60))
+            .open_backoff_jitter(0.5)
+            .jitter_seed(seed)
+            .build()
+            .unwrap();
+        trip(&breaker);
+        let mut waits = Vec::new();
+        for _ in 0..6 {
+            let wait = breaker.try_acquire().unwrap_err().retry_after().unwrap();
+            // Rejections in between draw nothing and change nothing.
+            for _ in 0..3 {
+                assert_eq!(breaker.try_acquire().unwrap_err().retry_after(), Some(wait));
+            }
+            waits.push(wait);
+            clock.advance(wait);
+            breaker.try_acquire().unwrap().failure();
+        }
+        waits
+    };
+    let a = waits(11);
+    assert_eq!(a, waits(11));
+    for (n, wait) in a.iter().enumerate() {
+        let grown = (10.0 * 2f64.powi(n as i32)).min(60.0);
+        let secs = wait.as_secs_f64();
+        assert!(
+            secs >= grown * 0.5 - 0.001 && secs <= (grown * 1.5).min(60.0) + 0.001,
+            "{n}: {wait:?}"
+        );
+    }
+}
+
+/// The defaults (issue 9 §4): Hystrix's 10 s time window, 20 calls minimum, 50 %, 5 s open,
+/// growing ×2 per re-open up to 30 s with ±20 % jitter, reset by a close.
+#[test]
+fn the_defaults_follow_hystrix_and_back_off() {
+    let clock = ManualClock::new();
+    let breaker = CircuitBreaker::builder()
+        .clock(clock.clock())
+        .jitter_seed(5)
+        .build()
+        .unwrap();
+    assert_eq!(breaker.name(), "circuit_breaker");
+    for _ in 0..19 {
+        call(&breaker, Outcome::Failure).unwrap();
+    }
+    assert_eq!(
+        breaker.state(),
+        State::Closed,
+        "19 calls are below the minimum of 20"
+    );
+    call(&breaker, Outcome::Success).unwrap();
+    assert_eq!(breaker.state(), State::Open, "19 of 20 failed");
+    let mut waits = Vec::new();
+    for _ in 0..6 {
+        let wait = breaker.try_acquire().unwrap_err().retry_after().unwrap();
+        waits.push(wait.as_secs_f64());
+        clock.advance(wait);
+        // Ten probes (resilience4j's default), all failing: re-open.
+        for _ in 0..10 {
+            breaker.try_acquire().unwrap().failure();
+        }
+        assert_eq!(breaker.state(), State::Open);
+    }
+    for (wait, base) in waits.iter().zip([5.0, 10.0, 20.0, 30.0, 30.0, 30.0]) {
+        assert!(
+            *wait >= base * 0.8 - 0.001 && *wait <= (base * 1.2f64).min(30.0) + 0.001,
+            "{waits:?}"
+        );
+    }
+    // A close starts over from 5 s.
+    clock.advance(Duration::from_secs(30));
+    for _ in 0..10 {
+        breaker.try_acquire().unwrap().success();
+    }
+    assert_eq!(breaker.state(), State::Closed);
+    for _ in 0..20 {
+        call(&breaker, Outcome::Failure).unwrap();
+    }
+    let wait = breaker.try_acquire().unwrap_err().retry_after().unwrap();
+    assert!(
+        wait >= Duration::from_secs(4) && wait <= Duration::from_secs(6),
+        "{wait:?}"
+    );
+    // The time window forgets after 10 s.
+    breaker.reset();
+    for _ in 0..19 {
+        call(&breaker, Outcome::Failure).unwrap();
+    }
+    clock.advance(Duration::from_secs(11));
+    call(&breaker, Outcome::Failure).unwrap();
+    assert_eq!(breaker.state(), State::Closed, "the 19 failures aged out");
 }
