@@ -1,0 +1,344 @@
+//! Fault simulations in tokio's paused time: a fleet of three queueing endpoints
+//! (`palisade_core::test_util::QueueingEndpoint`: 4 workers, a FIFO queue of 64, 8–12 ms
+//! service times), four open-loop clients, each with its own stack of the recommended order
+//! with **default configurations**: palisade-retry (default budget) over its own balancer
+//! (default strategy and health). Each request has a 2 s caller deadline.
+//!
+//! The same scenarios run through tower's `p2c::Balance` over `PeakEwma` behind a `Buffer`
+//! (with the same retry above) for comparison; run with `--nocapture` to see both sets of
+//! figures.
+#![cfg(not(loom))]
+
+use palisade_core::BoxError;
+use palisade_core::clock::Clock;
+use palisade_core::rng::SplitMix64;
+use palisade_core::test_util::{FleetReply, Phase, QueueingEndpoint, ServiceTime};
+use palisade_load_balancer::{Balancer, EndpointMeta};
+use palisade_retry::RetryPolicy;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+use tower::util::BoxCloneService;
+use tower::{ServiceBuilder, ServiceExt};
+
+type Stack = BoxCloneService<(), FleetReply, BoxError>;
+
+const CLIENTS: usize = 4;
+const RATE_PER_CLIENT: f64 = 100.0;
+const DEADLINE: Duration = Duration::from_secs(2);
+
+#[derive(Clone, Debug)]
+struct Record {
+    issued: Duration,
+    done: Duration,
+    ok: bool,
+    endpoint: Option<Arc<str>>,
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s)
+}
+
+fn fleet(phases: [&[Phase]; 3]) -> Vec<QueueingEndpoint> {
+    phases
+        .iter()
+        .enumerate()
+        .map(|(i, phases)| {
+            let mut builder = QueueingEndpoint::builder()
+                .name(format!("e{i}"))
+                .workers(4)
+                .queue(64)
+                .service_time(ServiceTime::uniform(
+                    Duration::from_millis(8),
+                    Duration::from_millis(12),
+                ))
+                .seed(100 + i as u64);
+            for phase in phases.iter() {
+                builder = builder.phase(*phase);
+            }
+            builder.build()
+        })
+        .collect()
+}
+
+fn retry(client: usize) -> RetryPolicy {
+    RetryPolicy::builder()
+        .clock(Clock::tokio())
+        .seed(client as u64)
+        .build()
+        .unwrap()
+}
+
+/// Palisade: retry over a default balancer, one per client.
+fn palisade_stacks(
+    endpoints: &[QueueingEndpoint],
+) -> (Vec<Balancer<usize, QueueingEndpoint>>, Vec<Stack>) {
+    (0..CLIENTS)
+        .map(|client| {
+            let balancer = Balancer::builder()
+                .clock(Clock::tokio())
+                .seed(client as u64)
+                .build()
+                .unwrap();
+            for (key, endpoint) in endpoints.iter().enumerate() {
+                balancer.insert(key, endpoint.clone(), EndpointMeta::new());
+            }
+            let stack = ServiceBuilder::new()
+                .layer(retry(client).layer())
+                .service(balancer.service());
+            (balancer, BoxCloneService::new(stack))
+        })
+        .unzip()
+}
+
+/// tower: the same retry over `Buffer(p2c::Balance(PeakEwma))`, one per client.
+fn tower_stacks(endpoints: &[QueueingEndpoint]) -> Vec<Stack> {
+    use tower::balance::p2c::Balance;
+    use tower::discover::ServiceList;
+    use tower::load::{CompleteOnResponse, PeakEwma};
+    (0..CLIENTS)
+        .map(|client| {
+            let list: Vec<_> = endpoints
+                .iter()
+                .map(|e| {
+                    PeakEwma::new(
+                        e.clone(),
+                        Duration::from_millis(30),
+                        10.0e9,
+                        CompleteOnResponse::default(),
+                    )
+                })
+                .collect();
+            let balance: Balance<_, ()> = Balance::new(ServiceList::new::<()>(list));
+            let buffered = tower::buffer::Buffer::new(balance, 1024);
+            let stack = ServiceBuilder::new()
+                .layer(retry(client).layer())
+                .service(buffered);
+            BoxCloneService::new(stack)
+        })
+        .collect()
+}
+
+/// Open-loop traffic: each client issues `RATE_PER_CLIENT` requests a second (jittered
+/// spacing) for `length`, each with the caller deadline. `during(t)` runs between issues.
+async fn drive(
+    stacks: &[Stack],
+    length: Duration,
+    seed: u64,
+    mut during: impl FnMut(Duration),
+) -> Vec<Record> {
+    let start = Instant::now();
+    let records = Arc::new(Mutex::new(Vec::new()));
+    let mut rng = SplitMix64::new(seed);
+    let spacing = 1.0 / (RATE_PER_CLIENT * stacks.len() as f64);
+    let mut next = 0.0f64;
+    let mut tasks = Vec::new();
+    let mut i = 0usize;
+    while secs(next) < length {
+        tokio::time::sleep_until(start + secs(next)).await;
+        during(start.elapsed());
+        let svc = stacks[i % stacks.len()].clone();
+        i += 1;
+        let records = Arc::clone(&records);
+        let issued = start.elapsed();
+        tasks.push(tokio::spawn(async move {
+            let result = tokio::time::timeout(DEADLINE, svc.oneshot(())).await;
+            let (ok, endpoint) = match result {
+                Ok(Ok(reply)) => (true, Some(reply.endpoint)),
+                _ => (false, None),
+            };
+            records.lock().unwrap().push(Record {
+                issued,
+                done: start.elapsed(),
+                ok,
+                endpoint,
+            });
+        }));
+        next += spacing * (0.5 + rng.next_f64());
+    }
+    for task in tasks {
+        task.await.expect("no panic in a request");
+    }
+    let mut records = std::mem::take(&mut *records.lock().unwrap());
+    records.sort_by_key(|r| r.issued);
+    records
+}
+
+fn success_rate(records: &[Record], from: Duration, until: Duration) -> f64 {
+    let window: Vec<_> = records
+        .iter()
+        .filter(|r| r.issued >= from && r.issued < until)
+        .collect();
+    window.iter().filter(|r| r.ok).count() as f64 / window.len().max(1) as f64
+}
+
+fn p99(records: &[Record]) -> Duration {
+    let mut latencies: Vec<_> = records
+        .iter()
+        .filter(|r| r.ok)
+        .map(|r| r.done - r.issued)
+        .collect();
+    latencies.sort();
+    latencies[(latencies.len() * 99 / 100).min(latencies.len() - 1)]
+}
+
+fn share_of(endpoints: &[QueueingEndpoint], index: usize) -> f64 {
+    let total: u64 = endpoints.iter().map(|e| e.stats().calls).sum();
+    endpoints[index].stats().calls as f64 / total as f64
+}
+
+const FOREVER: Duration = Duration::from_secs(1_000_000);
+
+async fn baseline_p99(tower: bool) -> Duration {
+    let endpoints = fleet([&[], &[], &[]]);
+    let stacks = if tower {
+        tower_stacks(&endpoints)
+    } else {
+        palisade_stacks(&endpoints).1
+    };
+    p99(&drive(&stacks, secs(10.0), 1, |_| {}).await)
+}
+
+async fn one_slow_endpoint(tower: bool) -> (f64, f64, Duration) {
+    let slow = [Phase::slow(Duration::ZERO, FOREVER, 10.0)];
+    let endpoints = fleet([&[], &[], &slow]);
+    let stacks = if tower {
+        tower_stacks(&endpoints)
+    } else {
+        palisade_stacks(&endpoints).1
+    };
+    let records = drive(&stacks, secs(10.0), 2, |_| {}).await;
+    (
+        share_of(&endpoints, 2),
+        success_rate(&records, Duration::ZERO, FOREVER),
+        p99(&records),
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_ten_times_slower_endpoint_gets_little_traffic() {
+    let healthy = baseline_p99(false).await;
+    let (share, success, slow_p99) = one_slow_endpoint(false).await;
+    let tower_healthy = baseline_p99(true).await;
+    let (t_share, t_success, t_p99) = one_slow_endpoint(true).await;
+    println!(
+        "(a) one endpoint 10x slow: palisade share {:.2} %, success {:.3} %, p99 {:?} \
+         (all-healthy p99 {:?}, ratio {:.2}); tower p2c+PeakEwma+Buffer share {:.2} %, \
+         success {:.3} %, p99 {:?} (all-healthy {:?}, ratio {:.2})",
+        share * 100.0,
+        success * 100.0,
+        slow_p99,
+        healthy,
+        slow_p99.as_secs_f64() / healthy.as_secs_f64(),
+        t_share * 100.0,
+        t_success * 100.0,
+        t_p99,
+        tower_healthy,
+        t_p99.as_secs_f64() / tower_healthy.as_secs_f64(),
+    );
+    assert!(share <= 0.03, "slow endpoint share {share}");
+    assert!(success >= 0.999, "success {success}");
+    assert!(
+        slow_p99.as_secs_f64() <= 1.3 * healthy.as_secs_f64(),
+        "p99 {slow_p99:?} against {healthy:?} all healthy"
+    );
+}
+
+async fn one_failing_endpoint(tower: bool) -> (f64, Option<Duration>, f64) {
+    // Endpoint 2 fails every call in 1 ms from 5 s to 15 s.
+    let failing = [Phase::failing(
+        secs(5.0),
+        secs(15.0),
+        Duration::from_millis(1),
+    )];
+    let endpoints = fleet([&[], &[], &failing]);
+    let stacks = if tower {
+        tower_stacks(&endpoints)
+    } else {
+        palisade_stacks(&endpoints).1
+    };
+    let records = drive(&stacks, secs(25.0), 3, |_| {}).await;
+    let phase = success_rate(&records, secs(5.0), secs(15.0));
+    let back = records
+        .iter()
+        .filter(|r| r.ok && r.done >= secs(15.0) && r.endpoint.as_deref() == Some("e2"))
+        .map(|r| r.done - secs(15.0))
+        .min();
+    let late: Vec<_> = records.iter().filter(|r| r.issued >= secs(18.0)).collect();
+    let late_share = late
+        .iter()
+        .filter(|r| r.endpoint.as_deref() == Some("e2"))
+        .count() as f64
+        / late.len() as f64;
+    (phase, back, late_share)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fast_failing_endpoint_is_covered_and_comes_back() {
+    let (phase, back, late_share) = one_failing_endpoint(false).await;
+    let (t_phase, t_back, t_late) = one_failing_endpoint(true).await;
+    println!(
+        "(b) one endpoint failing in 1 ms for 10 s: palisade success over the phase {:.3} %, \
+         first success of the recovered endpoint {:?} after recovery, its share from 3 s \
+         after {:.1} %; tower p2c+PeakEwma+Buffer success {:.3} %, back after {:?}, share \
+         {:.1} %",
+        phase * 100.0,
+        back,
+        late_share * 100.0,
+        t_phase * 100.0,
+        t_back,
+        t_late * 100.0,
+    );
+    assert!(phase >= 0.999, "success over the failing phase {phase}");
+    let back = back.expect("the endpoint came back");
+    assert!(back <= Duration::from_secs(2), "back after {back:?}");
+    assert!(late_share > 0.2, "in rotation again: {late_share}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn endpoints_come_and_go_while_traffic_flows() {
+    let endpoints = fleet([&[], &[], &[]]);
+    let spare = QueueingEndpoint::builder()
+        .name("e3")
+        .workers(4)
+        .service_time(ServiceTime::uniform(
+            Duration::from_millis(8),
+            Duration::from_millis(12),
+        ))
+        .build();
+    let (balancers, stacks) = palisade_stacks(&endpoints);
+    let mut step = 0u64;
+    let mut changes = 0;
+    let records = drive(&stacks, secs(10.0), 4, |now| {
+        // Every 100 ms, each client's balancer loses one endpoint and gets another back.
+        let due = now.as_millis() as u64 / 100;
+        while step < due {
+            step += 1;
+            for balancer in &balancers {
+                let out = (step % 4) as usize;
+                let back = ((step + 2) % 4) as usize;
+                balancer.remove(&out);
+                let endpoint = if back == 3 {
+                    spare.clone()
+                } else {
+                    endpoints[back].clone()
+                };
+                balancer.insert(back, endpoint, EndpointMeta::new());
+                changes += 1;
+            }
+        }
+    })
+    .await;
+    let failed = records.iter().filter(|r| !r.ok).count();
+    println!(
+        "(c) {} set changes under traffic: {} calls, {} failed",
+        changes,
+        records.len(),
+        failed
+    );
+    assert!(changes > 300);
+    assert_eq!(failed, 0, "no call lost");
+    for balancer in &balancers {
+        assert!(balancer.snapshot().endpoints.iter().all(|e| e.pending == 0));
+    }
+}
