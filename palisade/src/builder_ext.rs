@@ -7,7 +7,7 @@ use palisade_circuit_breaker::{CircuitBreaker, CircuitBreakerLayer};
 #[cfg(feature = "rate-limit")]
 use palisade_rate_limit::{RateLimiter, RateLimiterLayer};
 #[cfg(feature = "retry")]
-use palisade_retry::{RetryLayer, RetryPolicy};
+use palisade_retry::{RetryPolicy, RetryPolicyLayer};
 use tower::ServiceBuilder;
 #[allow(unused_imports, reason = "used only when a layer feature is on")]
 use tower_layer::Stack;
@@ -95,7 +95,7 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed {
     fn retry_policy<C, Q>(
         self,
         policy: &RetryPolicy<C, Q>,
-    ) -> ServiceBuilder<Stack<RetryLayer<C, Q>, L>>;
+    ) -> ServiceBuilder<Stack<RetryPolicyLayer<C, Q>, L>>;
 }
 
 impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
@@ -139,7 +139,7 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     fn retry_policy<C, Q>(
         self,
         policy: &RetryPolicy<C, Q>,
-    ) -> ServiceBuilder<Stack<RetryLayer<C, Q>, L>> {
+    ) -> ServiceBuilder<Stack<RetryPolicyLayer<C, Q>, L>> {
         self.layer(policy.layer())
     }
 }

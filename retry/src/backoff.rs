@@ -127,7 +127,7 @@ impl Backoff {
     }
 
     /// The delays before retries 1, 2, 3, … drawn with a generator seeded with `seed`: what a
-    /// [`Retry`](crate::Retry) seeded alike waits, for tests and plots.
+    /// [`RetryPolicyService`](crate::RetryPolicyService) seeded alike waits, for tests and plots.
     #[must_use]
     pub fn delays(&self, seed: u64) -> Delays {
         Delays {

@@ -1,17 +1,15 @@
-//! [`RetryPolicy`]: what to retry, how often, how long to wait, and what it may cost.
+//! [`RetryPolicyBuilder`]: what to retry, how often, how long to wait, and what it may cost.
 
 use crate::backoff::Backoff;
 use crate::budget::{RetryBudget, RetryBudgetBuilder};
-use crate::events::RetryEvent;
-use crate::layer::RetryLayer;
 use crate::request::{CloneAll, CloneIf, CloneWith};
+use crate::retry_policy::{RetryPolicy, Shared};
 use crate::throttle::RetryThrottle;
 use palisade_core::classify::{ErrorIsFailure, Outcome};
 use palisade_core::clock::Clock;
 use palisade_core::error::{ConfigError, check_nonzero_duration};
-use palisade_core::events::{EventBus, Listener, ListenerId};
-use palisade_core::sync::atomic::{AtomicU64, Ordering};
-use std::fmt;
+use palisade_core::events::EventBus;
+use palisade_core::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,139 +55,6 @@ impl Spend {
     }
 }
 
-/// The state every clone of a [`Retry`](crate::Retry) shares.
-pub(crate) struct Shared<C, Q> {
-    pub(crate) max_attempts: u32,
-    pub(crate) backoff: Backoff,
-    pub(crate) deadline: Option<Duration>,
-    pub(crate) attempt_timeout: Option<Duration>,
-    /// The longest remote `retry_after` hint waited on; a longer one ends retrying.
-    pub(crate) max_retry_after: Duration,
-    /// `Some(cap)` when local rejections from below are retried, after at most `cap`.
-    pub(crate) local_max_wait: Option<Duration>,
-    pub(crate) classify: C,
-    pub(crate) requests: Q,
-    pub(crate) spend: Spend,
-    pub(crate) clock: Clock,
-    seed: u64,
-    /// How many calls have drawn a random stream (for jitter) so far.
-    streams: AtomicU64,
-    pub(crate) events: EventBus<RetryEvent>,
-    pub(crate) name: Arc<str>,
-}
-
-impl<C, Q> Shared<C, Q> {
-    /// The seed of the next call's jitter stream: the policy's seed for the first call that
-    /// needs one, then distinct, reproducible seeds.
-    pub(crate) fn next_stream_seed(&self) -> u64 {
-        // Relaxed: only uniqueness of the stream number matters, which the RMW gives.
-        let stream = self.streams.fetch_add(1, Ordering::Relaxed);
-        self.seed ^ stream.wrapping_mul(0xd6e8_feb8_6659_fd93)
-    }
-}
-
-/// A retry policy: a handle shared by every [`RetryLayer`] and [`Retry`](crate::Retry) made
-/// from it. Build one with [`RetryPolicy::builder`].
-///
-/// Generic over the classifier `C` (which results are retryable failures; default: every
-/// error, no response) and the request policy `Q` (which requests are retryable and how they
-/// are copied; default: every request, with `Clone`).
-pub struct RetryPolicy<C = ErrorIsFailure, Q = CloneAll> {
-    pub(crate) shared: Arc<Shared<C, Q>>,
-}
-
-impl<C, Q> Clone for RetryPolicy<C, Q> {
-    fn clone(&self) -> Self {
-        RetryPolicy {
-            shared: Arc::clone(&self.shared),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// A builder with the defaults: 3 attempts, exponential backoff with full jitter from
-    /// 50 ms capped at 5 s, no deadline, no per-attempt timeout, errors retryable, every
-    /// request retryable, a default [`RetryBudget`], remote `retry_after` hints honoured up to
-    /// the backoff cap, local rejections returned at once.
-    ///
-    /// Why these numbers: 3 attempts and full jitter are the AWS Architecture Blog's and
-    /// gRPC's defaults (at most two extra attempts per request, spread so that clients that
-    /// failed together do not retry together); 50 ms is a typical intra-datacentre backoff
-    /// base, and the 5 s cap bounds every wait a default policy can impose; the budget is
-    /// Finagle's (retries add at most 20 % load, plus 10 a second).
-    #[must_use]
-    pub fn builder() -> RetryPolicyBuilder {
-        RetryPolicyBuilder {
-            max_attempts: 3,
-            backoff: Backoff::full_jitter(Duration::from_millis(50), Duration::from_secs(5)),
-            deadline: None,
-            attempt_timeout: None,
-            max_retry_after: None,
-            local_max_wait: None,
-            classify: ErrorIsFailure,
-            requests: CloneAll,
-            spend: SpendChoice::DefaultBudget,
-            clock: None,
-            seed: None,
-            name: None,
-        }
-    }
-}
-
-impl<C, Q> RetryPolicy<C, Q> {
-    /// The layer that wraps services with this policy.
-    #[must_use]
-    pub fn layer(&self) -> RetryLayer<C, Q> {
-        RetryLayer::new(self)
-    }
-
-    /// The budget retries draw on, if it is a [`RetryBudget`].
-    #[must_use]
-    pub fn budget(&self) -> Option<&RetryBudget> {
-        match &self.shared.spend {
-            Spend::Budget(budget) => Some(budget),
-            _ => None,
-        }
-    }
-
-    /// Adds a listener for this policy's [`RetryEvent`]s.
-    pub fn subscribe<L: Listener<RetryEvent>>(&self, listener: L) -> ListenerId {
-        self.shared.events.subscribe(listener)
-    }
-
-    /// Removes a listener; `false` if it was not subscribed.
-    pub fn unsubscribe(&self, id: ListenerId) -> bool {
-        self.shared.events.unsubscribe(id)
-    }
-
-    /// Attempts per request, the first included.
-    #[must_use]
-    pub fn max_attempts(&self) -> u32 {
-        self.shared.max_attempts
-    }
-
-    /// The instance name used in metrics and traces.
-    #[must_use]
-    pub fn name(&self) -> &str {
-        &self.shared.name
-    }
-}
-
-impl<C, Q> fmt::Debug for RetryPolicy<C, Q> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let s = &self.shared;
-        f.debug_struct("RetryPolicy")
-            .field("name", &s.name)
-            .field("max_attempts", &s.max_attempts)
-            .field("backoff", &s.backoff)
-            .field("deadline", &s.deadline)
-            .field("attempt_timeout", &s.attempt_timeout)
-            .field("spend", &s.spend)
-            .field("clock", &s.clock)
-            .finish_non_exhaustive()
-    }
-}
-
 #[derive(Clone, Debug)]
 enum SpendChoice {
     DefaultBudget,
@@ -213,6 +78,25 @@ pub struct RetryPolicyBuilder<C = ErrorIsFailure, Q = CloneAll> {
     clock: Option<Clock>,
     seed: Option<u64>,
     name: Option<Arc<str>>,
+}
+
+impl RetryPolicyBuilder {
+    pub(crate) fn new() -> Self {
+        RetryPolicyBuilder {
+            max_attempts: 3,
+            backoff: Backoff::full_jitter(Duration::from_millis(50), Duration::from_secs(5)),
+            deadline: None,
+            attempt_timeout: None,
+            max_retry_after: None,
+            local_max_wait: None,
+            classify: ErrorIsFailure,
+            requests: CloneAll,
+            spend: SpendChoice::DefaultBudget,
+            clock: None,
+            seed: None,
+            name: None,
+        }
+    }
 }
 
 impl<C, Q> RetryPolicyBuilder<C, Q> {

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-/// Why a [`Retry`](crate::Retry) stopped retrying a request whose last attempt failed.
+/// Why a [`RetryPolicyService`](crate::RetryPolicyService) stopped retrying a request whose last attempt failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum GiveUpReason {

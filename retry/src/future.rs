@@ -1,10 +1,10 @@
-//! The response future of [`Retry`](crate::Retry).
+//! The response future of [`RetryPolicyService`](crate::RetryPolicyService).
 
 use crate::backoff::SplitMix64;
-use crate::config::Shared;
 use crate::error::{AttemptTimedOut, DeadlineExceeded};
 use crate::events::{GiveUpReason, RetryEvent};
 use crate::request::RetryRequest;
+use crate::retry_policy::Shared;
 use palisade_core::BoxError;
 use palisade_core::classify::{Classify, Outcome};
 use palisade_core::clock::Instant;
@@ -20,7 +20,7 @@ use std::time::Duration;
 use tokio::time::Sleep;
 use tower_service::Service;
 
-/// The response future of [`Retry`](crate::Retry): runs attempts, waits out backoffs, and
+/// The response future of [`RetryPolicyService`](crate::RetryPolicyService): runs attempts, waits out backoffs, and
 /// resolves to the first result that is not a retryable failure, or to the last one.
 ///
 /// The deadline bounds attempts, backoffs and the wait for the inner service's readiness

@@ -88,6 +88,7 @@ pub mod hedge;
 mod latency;
 mod layer;
 mod request;
+mod retry_policy;
 mod service;
 pub mod throttle;
 
@@ -99,13 +100,28 @@ pub use adaptive::{
 };
 pub use backoff::Backoff;
 pub use budget::{RetryBudget, RetryBudgetBuilder, RetryBudgetSnapshot};
-pub use config::{RetryPolicy, RetryPolicyBuilder};
+pub use config::RetryPolicyBuilder;
 pub use error::{AttemptTimedOut, DeadlineExceeded, Throttled};
 #[cfg(feature = "metrics")]
 pub use events::RetryMetrics;
 pub use events::{AdaptiveThrottleEvent, BudgetEvent, GiveUpReason, RetryEvent};
-pub use hedge::{Hedge, HedgeLayer, HedgePolicy, HedgePolicyBuilder};
-pub use layer::RetryLayer;
+#[allow(deprecated)]
+pub use hedge::{Hedge, HedgeLayer};
+pub use hedge::{
+    HedgePolicy, HedgePolicyBuilder, HedgePolicyLayer, HedgePolicyService, HedgePolicySnapshot,
+};
+pub use layer::RetryPolicyLayer;
 pub use request::{CloneAll, CloneIf, CloneWith, RetryRequest};
-pub use service::Retry;
+pub use retry_policy::{RetryPolicy, RetryPolicySnapshot};
+pub use service::RetryPolicyService;
+
+/// Renamed to [`RetryPolicyService`] (CONVENTIONS rule 3: `<Noun>Service<S>`; no clash with
+/// `tower::retry::Retry`).
+#[deprecated(note = "renamed to RetryPolicyService")]
+pub type Retry<S, C = palisade_core::ErrorIsFailure, Q = CloneAll> = RetryPolicyService<S, C, Q>;
+
+/// Renamed to [`RetryPolicyLayer`] (CONVENTIONS rule 3: `<Noun>Layer`; no clash with
+/// `tower::retry::RetryLayer`).
+#[deprecated(note = "renamed to RetryPolicyLayer")]
+pub type RetryLayer<C = palisade_core::ErrorIsFailure, Q = CloneAll> = RetryPolicyLayer<C, Q>;
 pub use throttle::RetryThrottle;

@@ -1,13 +1,13 @@
-//! [`Retry`]: the service that retries.
+//! [`RetryPolicyService`]: the service that retries.
 
-use crate::config::{RetryPolicy, Shared};
 use crate::future::ResponseFuture;
 use crate::request::{CloneAll, RetryRequest};
+use crate::retry_policy::{RetryPolicy, Shared};
+use palisade_core::BoxError;
 use palisade_core::classify::{Classify, ErrorIsFailure};
 use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use tower::BoxError;
 use tower_service::Service;
 
 /// Retries failed requests to the inner service by its [`RetryPolicy`].
@@ -21,20 +21,20 @@ use tower_service::Service;
 /// The inner service's error (boxed) of the last attempt; [`AttemptTimedOut`](crate::AttemptTimedOut)
 /// if the last attempt timed out; [`DeadlineExceeded`](crate::DeadlineExceeded) if the deadline
 /// passed mid-attempt.
-pub struct Retry<S, C = ErrorIsFailure, Q = CloneAll> {
+pub struct RetryPolicyService<S, C = ErrorIsFailure, Q = CloneAll> {
     inner: S,
     shared: Arc<Shared<C, Q>>,
 }
 
-impl<S, C, Q> Retry<S, C, Q> {
+impl<S, C, Q> RetryPolicyService<S, C, Q> {
     /// Wraps `inner` with `policy`.
     #[must_use]
     pub fn new(inner: S, policy: &RetryPolicy<C, Q>) -> Self {
-        Retry::from_shared(inner, Arc::clone(&policy.shared))
+        RetryPolicyService::from_shared(inner, Arc::clone(&policy.shared))
     }
 
     pub(crate) fn from_shared(inner: S, shared: Arc<Shared<C, Q>>) -> Self {
-        Retry { inner, shared }
+        RetryPolicyService { inner, shared }
     }
 
     /// The inner service.
@@ -53,25 +53,25 @@ impl<S, C, Q> Retry<S, C, Q> {
     }
 }
 
-impl<S: Clone, C, Q> Clone for Retry<S, C, Q> {
+impl<S: Clone, C, Q> Clone for RetryPolicyService<S, C, Q> {
     fn clone(&self) -> Self {
-        Retry {
+        RetryPolicyService {
             inner: self.inner.clone(),
             shared: Arc::clone(&self.shared),
         }
     }
 }
 
-impl<S: fmt::Debug, C, Q> fmt::Debug for Retry<S, C, Q> {
+impl<S: fmt::Debug, C, Q> fmt::Debug for RetryPolicyService<S, C, Q> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Retry")
+        f.debug_struct("RetryPolicyService")
             .field("inner", &self.inner)
             .field("policy", &self.shared.name)
             .finish()
     }
 }
 
-impl<S, C, Q, Req> Service<Req> for Retry<S, C, Q>
+impl<S, C, Q, Req> Service<Req> for RetryPolicyService<S, C, Q>
 where
     S: Service<Req> + Clone,
     S::Error: Into<BoxError>,

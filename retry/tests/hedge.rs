@@ -252,3 +252,103 @@ async fn a_budget_shared_with_retry_is_not_credited_twice() {
         .unwrap();
     assert_eq!(backend.stats().calls, 3);
 }
+
+/// A service that reserves a slot in `poll_ready` (as a bulkhead, a breaker's probe or a
+/// rate limiter's token does) and spends it in `call`; a ready clone dropped without a call
+/// gives it back. `reserved` counts the reservations held and not yet spent.
+struct Reserving {
+    reserved: Arc<std::sync::atomic::AtomicUsize>,
+    holding: bool,
+}
+
+impl Clone for Reserving {
+    /// A clone is not ready (tower's convention): it holds no reservation.
+    fn clone(&self) -> Self {
+        Reserving {
+            reserved: self.reserved.clone(),
+            holding: false,
+        }
+    }
+}
+
+impl Drop for Reserving {
+    fn drop(&mut self) {
+        if self.holding {
+            // Relaxed: a test counter.
+            self.reserved
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+impl tower::Service<()> for Reserving {
+    type Response = ();
+    type Error = std::io::Error;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), std::io::Error>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        if !self.holding {
+            self.holding = true;
+            // Relaxed: a test counter.
+            self.reserved
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, (): ()) -> Self::Future {
+        assert!(self.holding, "poll_ready must be called first");
+        self.holding = false;
+        // Relaxed: a test counter.
+        self.reserved
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        Box::pin(async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            Ok(())
+        })
+    }
+}
+
+/// Regression (issue 9): a hedge made the layers below reserve (poll_ready) before it asked
+/// its budget, and when refused it held the reservation until the primary ended. Now the
+/// budget is asked first, and a refused hedge holds nothing.
+#[tokio::test(start_paused = true)]
+async fn a_hedge_refused_by_its_budget_holds_nothing_below() {
+    let empty = RetryBudget::builder()
+        .min_retries_per_sec(0)
+        .percent_can_retry(0.0)
+        .clock(Clock::tokio())
+        .build()
+        .unwrap();
+    let policy = HedgePolicy::builder()
+        .delay(ms(10))
+        .clock(Clock::tokio())
+        .budget(empty)
+        .build()
+        .unwrap();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let sink = log.clone();
+    policy.subscribe(move |e: &RetryEvent| sink.lock().unwrap().push(*e));
+    let reserved = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let svc = policy.layer().layer(Reserving {
+        reserved: reserved.clone(),
+        holding: false,
+    });
+    let call = tokio::spawn(svc.oneshot(()));
+    tokio::time::sleep(ms(50)).await; // the hedge delay passed; the primary is still running
+    assert_eq!(
+        *log.lock().unwrap(),
+        [RetryEvent::BudgetExhausted { attempt: 2 }]
+    );
+    assert_eq!(
+        reserved.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "the refused hedge reserved nothing below"
+    );
+    call.await.unwrap().unwrap();
+    assert_eq!(reserved.load(std::sync::atomic::Ordering::Relaxed), 0);
+}

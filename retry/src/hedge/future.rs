@@ -1,8 +1,9 @@
-//! The response future of [`Hedge`](super::Hedge).
+//! The response future of [`HedgePolicyService`](super::HedgePolicyService).
 
 use super::HedgeShared;
 use crate::events::RetryEvent;
 use crate::request::RetryRequest;
+use palisade_core::BoxError;
 use palisade_core::classify::{Classify, Outcome};
 use palisade_core::clock::Instant;
 use pin_project::pin_project;
@@ -12,10 +13,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::time::Sleep;
-use tower::BoxError;
 use tower_service::Service;
 
-/// The response future of [`Hedge`](super::Hedge): the first copy to succeed wins.
+/// The response future of [`HedgePolicyService`](super::HedgePolicyService): the first copy to
+/// succeed wins.
 ///
 /// The first copy lives inline; hedges, sent only when it is slow, are boxed.
 ///
@@ -23,8 +24,12 @@ use tower_service::Service;
 ///
 /// Dropping it drops every copy in flight. When one copy wins, the others are dropped before
 /// the result is returned.
+///
+/// A hedge is paid for from the budget *before* the inner service is asked to be ready for it
+/// (its `poll_ready` is what reserves a bulkhead slot, a breaker probe or a rate-limit token
+/// below), so a hedge the budget refuses reserves nothing.
 #[pin_project]
-pub struct HedgeFuture<S, Req, C, Q>
+pub struct ResponseFuture<S, Req, C, Q>
 where
     S: Service<Req>,
 {
@@ -34,6 +39,7 @@ where
     hedges: Vec<(Instant, Pin<Box<S::Future>>)>,
     #[pin]
     timer: Option<Sleep>,
+    /// A hedge is due and already paid for by the budget: it waits only for readiness.
     want_hedge: bool,
     service: S,
     request: Option<Req>,
@@ -42,7 +48,7 @@ where
     shared: Arc<HedgeShared<C, Q>>,
 }
 
-impl<S, Req, C, Q> HedgeFuture<S, Req, C, Q>
+impl<S, Req, C, Q> ResponseFuture<S, Req, C, Q>
 where
     S: Service<Req>,
 {
@@ -54,7 +60,7 @@ where
         shared: Arc<HedgeShared<C, Q>>,
     ) -> Self {
         let timer = request.as_ref().map(|_| tokio::time::sleep(shared.delay()));
-        HedgeFuture {
+        ResponseFuture {
             primary: Some(future),
             primary_start: start,
             hedges: Vec::new(),
@@ -94,7 +100,7 @@ where
     }
 }
 
-impl<S, Req, C, Q> Future for HedgeFuture<S, Req, C, Q>
+impl<S, Req, C, Q> Future for ResponseFuture<S, Req, C, Q>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,
@@ -143,12 +149,24 @@ where
                 return Poll::Ready(last.expect("a copy finished before none was left"));
             }
             if can_hedge && !*this.want_hedge {
-                if !in_flight {
-                    // Every copy failed: the next one goes out now rather than after the delay.
-                    *this.want_hedge = true;
-                } else if let Some(timer) = this.timer.as_mut().as_pin_mut()
-                    && timer.poll(cx).is_ready()
-                {
+                // Every copy failed: the next one goes out now rather than after the delay.
+                let due = !in_flight
+                    || this
+                        .timer
+                        .as_mut()
+                        .as_pin_mut()
+                        .is_some_and(|timer| timer.poll(cx).is_ready());
+                if due {
+                    // The budget first: a refused hedge must not have reserved anything below.
+                    if !shared.spend.try_spend() {
+                        let attempt = *this.sent + 2;
+                        shared
+                            .events
+                            .emit_with(|| RetryEvent::BudgetExhausted { attempt });
+                        *this.request = None;
+                        this.timer.set(None);
+                        continue;
+                    }
                     *this.want_hedge = true;
                 }
             }
@@ -166,15 +184,6 @@ where
                 }
                 Poll::Ready(Ok(())) => {
                     *this.want_hedge = false;
-                    if !shared.spend.try_spend() {
-                        let attempt = *this.sent + 2;
-                        shared
-                            .events
-                            .emit_with(|| RetryEvent::BudgetExhausted { attempt });
-                        *this.request = None;
-                        this.timer.set(None);
-                        continue;
-                    }
                     let request = this
                         .request
                         .take()
@@ -199,12 +208,12 @@ where
     }
 }
 
-impl<S, Req, C, Q> fmt::Debug for HedgeFuture<S, Req, C, Q>
+impl<S, Req, C, Q> fmt::Debug for ResponseFuture<S, Req, C, Q>
 where
     S: Service<Req>,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HedgeFuture")
+        f.debug_struct("ResponseFuture")
             .field("primary_in_flight", &self.primary.is_some())
             .field("hedges_in_flight", &self.hedges.len())
             .field("sent", &self.sent)
