@@ -1,6 +1,6 @@
 //! Quotas and the builders of [`RateLimiter`] and [`KeyedRateLimiter`], validated by `build()`.
 
-use crate::gcra::{CAPACITY_MAX, Gcra, WAIT_MAX};
+use crate::gcra::{Gcra, WAIT_MAX};
 use crate::keyed::KeyedRateLimiter;
 use crate::limiter::RateLimiter;
 use palisade_core::clock::{Clock, duration_to_nanos};
@@ -40,11 +40,11 @@ impl Quota {
     ///
     /// # Errors
     ///
-    /// [`ConfigError`] naming `rate` if it is zero, `period` if it is zero or longer than
-    /// about 584 years, or `burst` if the bucket (`burst · period / rate`) is longer than 2^57 ns
-    /// (about 4.5 years).
+    /// [`ConfigError`] naming `rate` if it is zero, or `period` if it is zero, longer than
+    /// about 584 years, or makes the bucket (`burst · period / rate`, here the period itself)
+    /// longer than 2^57 ns (about 4.5 years).
     pub fn new(rate: u32, period: Duration) -> Result<Quota, ConfigError> {
-        Quota::with_parts(rate, period, rate)
+        Quota::with_parts(rate, period, rate, false)
     }
 
     /// `rate` requests per second, burst `rate`.
@@ -71,10 +71,17 @@ impl Quota {
     ///
     /// [`ConfigError`] naming `burst` if it is zero or the bucket is longer than 2^57 ns.
     pub fn with_burst(self, burst: u32) -> Result<Quota, ConfigError> {
-        Quota::with_parts(self.rate, self.period, burst)
+        Quota::with_parts(self.rate, self.period, burst, true)
     }
 
-    fn with_parts(rate: u32, period: Duration, burst: u32) -> Result<Quota, ConfigError> {
+    /// `explicit_burst`: whether the caller chose the burst, so an oversized bucket is blamed
+    /// on the field the caller actually set (`burst`, or else `period`).
+    fn with_parts(
+        rate: u32,
+        period: Duration,
+        burst: u32,
+        explicit_burst: bool,
+    ) -> Result<Quota, ConfigError> {
         if rate == 0 {
             return Err(ConfigError::new(
                 "rate",
@@ -94,20 +101,21 @@ impl Quota {
             return Err(ConfigError::new("burst", "must be at least one token"));
         }
         let interval = duration_to_nanos(period).div_ceil(u64::from(rate));
-        if interval > CAPACITY_MAX / u64::from(burst) {
-            return Err(ConfigError::new(
-                "burst",
-                format!(
-                    "overflows: the bucket of {burst} tokens at one per {:?} is longer than 2^57 ns",
-                    Duration::from_nanos(interval)
-                ),
-            ));
-        }
-        Ok(Quota {
-            rate,
-            period,
-            gcra: Gcra::new(interval, burst),
-        })
+        let gcra = Gcra::new(interval, burst).map_err(|_| {
+            let bucket = format!(
+                "the bucket of {burst} tokens at one per {:?} is longer than 2^57 ns (about 4.5 years)",
+                Duration::from_nanos(interval)
+            );
+            if explicit_burst {
+                ConfigError::new("burst", format!("overflows: {bucket}; lower the burst"))
+            } else {
+                ConfigError::new(
+                    "period",
+                    format!("too long: {bucket}; shorten the period or set a smaller burst"),
+                )
+            }
+        })?;
+        Ok(Quota { rate, period, gcra })
     }
 
     /// Requests per [`period`](Quota::period).
@@ -158,9 +166,11 @@ pub enum Mode {
     /// Reject at once with [`RateLimited`](crate::RateLimited) (the default).
     #[default]
     Reject,
-    /// Reserve the tokens if they will be there within `max_wait`, sleep until then (on the
-    /// tokio timer), and go; otherwise reject at once. Waiting is fair: reservations are served
-    /// in the order they were made.
+    /// While the bucket is empty, wait (`Pending`, woken by the tokio timer when the next token
+    /// is due) and take the tokens then; reject with [`RateLimited`](crate::RateLimited) at
+    /// once if they are not due within `max_wait`, or once `max_wait` has passed. Nothing is
+    /// taken while waiting, so a waiter that gives up costs nothing; waiters due at the same
+    /// moment compete (no strict first-come order).
     Wait {
         /// The longest a request waits; capped at 2^57 ns (about 4.5 years).
         max_wait: Duration,
@@ -420,6 +430,32 @@ mod tests {
                 .field(),
             "burst"
         );
+    }
+
+    /// Regression (issue 9 §3): `rate(1, 5 years)` was refused naming `burst`, a field the
+    /// caller never set.
+    #[test]
+    fn an_oversized_bucket_names_the_field_the_caller_set() {
+        let five_years = Duration::from_secs(5 * 365 * 24 * 3600);
+        let err = Quota::new(1, five_years).unwrap_err();
+        assert_eq!(err.field(), "period", "{err}");
+        let err = RateLimiter::builder()
+            .rate(1, five_years)
+            .build()
+            .unwrap_err();
+        assert_eq!(err.field(), "period", "{err}");
+        let year = Duration::from_secs(365 * 24 * 3600);
+        let err = RateLimiter::builder()
+            .rate(1, year)
+            .burst(5)
+            .build()
+            .unwrap_err();
+        assert_eq!(err.field(), "burst", "{err}");
+        let err = KeyedRateLimiter::<u8>::builder()
+            .rate(1, five_years)
+            .build::<u8>()
+            .unwrap_err();
+        assert_eq!(err.field(), "period", "{err}");
     }
 
     #[test]

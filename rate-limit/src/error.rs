@@ -1,7 +1,7 @@
 //! The rejections of this layer. Services return them boxed in `tower::BoxError`; find them
 //! with `downcast_ref`.
 
-use palisade_core::error::RetryAfter;
+use palisade_core::rejection::{Rejection, RejectionKind};
 use std::error::Error;
 use std::fmt;
 use std::time::Duration;
@@ -9,24 +9,32 @@ use std::time::Duration;
 /// The request is over the rate limit. Trying again after [`retry_after`](Self::retry_after)
 /// would succeed if nothing else takes the tokens meanwhile.
 ///
-/// Its [`source`](Error::source) is a [`RetryAfter`], so `palisade_core::retry_after` finds the
-/// hint without knowing this type.
+/// A local rejection: its [`source`](Error::source) is a core [`Rejection`] of kind
+/// [`RejectionKind::RateLimited`] (so breakers above ignore it and retries return it at once),
+/// whose own source is the `RetryAfter` hint (so `palisade_core::retry_after` finds it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RateLimited {
-    retry_after: RetryAfter,
+    rejection: Rejection,
 }
 
 impl RateLimited {
     pub(crate) fn new(retry_after: Duration) -> Self {
         RateLimited {
-            retry_after: RetryAfter::new(retry_after),
+            rejection: Rejection::new(RejectionKind::RateLimited).with_retry_after(retry_after),
         }
     }
 
     /// How long until the request would conform.
     #[must_use]
     pub fn retry_after(&self) -> Duration {
-        self.retry_after.duration()
+        self.rejection.retry_after().unwrap_or(Duration::ZERO)
+    }
+
+    /// The core marker this rejection carries.
+    #[must_use]
+    pub fn rejection(&self) -> &Rejection {
+        &self.rejection
     }
 }
 
@@ -38,13 +46,19 @@ impl fmt::Display for RateLimited {
 
 impl Error for RateLimited {
     fn source(&self) -> Option<&(dyn Error + 'static)> {
-        Some(&self.retry_after)
+        Some(&self.rejection)
     }
 }
 
+static COST_EXCEEDS_BURST: Rejection = Rejection::new(RejectionKind::CostExceedsBurst);
+
 /// The request costs more tokens than the bucket holds: it can never be admitted, so it is
 /// rejected at once, whatever the mode.
+///
+/// A local rejection: its [`source`](Error::source) is a core [`Rejection`] of kind
+/// [`RejectionKind::CostExceedsBurst`], with no retry hint (waiting never helps).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CostExceedsBurst {
     cost: u32,
     burst: u32,
@@ -66,6 +80,12 @@ impl CostExceedsBurst {
     pub fn burst(&self) -> u32 {
         self.burst
     }
+
+    /// The core marker this rejection carries.
+    #[must_use]
+    pub fn rejection(&self) -> &Rejection {
+        &COST_EXCEEDS_BURST
+    }
 }
 
 impl fmt::Display for CostExceedsBurst {
@@ -78,25 +98,51 @@ impl fmt::Display for CostExceedsBurst {
     }
 }
 
-impl Error for CostExceedsBurst {}
+impl Error for CostExceedsBurst {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        Some(&COST_EXCEEDS_BURST)
+    }
+}
 
-/// A [`KeyedRateLimiter`](crate::KeyedRateLimiter) holds its maximum number of keys, none of
-/// them idle, so a request of a new key is refused (see
-/// [`WhenFull`](crate::WhenFull)). Keys go idle once their bucket has refilled.
+/// A [`KeyedRateLimiter`](crate::KeyedRateLimiter) holds its maximum number of keys
+/// ([`max_keys`](Self::max_keys), a cap on the whole limiter), so a request of a key it does
+/// not hold is refused (see [`WhenFull`](crate::WhenFull)) until keys go idle (their bucket
+/// refilled) and are swept out; [`retry_after`](Self::retry_after) says when the limiter
+/// expects room.
+///
+/// A local rejection: its [`source`](Error::source) is a core [`Rejection`] of kind
+/// [`RejectionKind::TooManyKeys`] carrying that hint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TooManyKeys {
     max_keys: usize,
+    rejection: Rejection,
 }
 
 impl TooManyKeys {
-    pub(crate) fn new(max_keys: usize) -> Self {
-        TooManyKeys { max_keys }
+    pub(crate) fn new(max_keys: usize, retry_after: Duration) -> Self {
+        TooManyKeys {
+            max_keys,
+            rejection: Rejection::new(RejectionKind::TooManyKeys).with_retry_after(retry_after),
+        }
     }
 
-    /// The configured cap.
+    /// The configured cap on keys, for the whole limiter.
     #[must_use]
     pub fn max_keys(&self) -> usize {
         self.max_keys
+    }
+
+    /// When the limiter expects to have room for a new key.
+    #[must_use]
+    pub fn retry_after(&self) -> Duration {
+        self.rejection.retry_after().unwrap_or(Duration::ZERO)
+    }
+
+    /// The core marker this rejection carries.
+    #[must_use]
+    pub fn rejection(&self) -> &Rejection {
+        &self.rejection
     }
 }
 
@@ -104,16 +150,24 @@ impl fmt::Display for TooManyKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "rate limiter holds its maximum of {} busy keys: new keys are refused",
-            self.max_keys
+            "keyed rate limiter holds its maximum of {} keys: new keys are refused; retry after {:?}",
+            self.max_keys,
+            self.retry_after()
         )
     }
 }
 
-impl Error for TooManyKeys {}
+impl Error for TooManyKeys {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        Some(&self.rejection)
+    }
+}
 
-/// Why a [`KeyedRateLimiter`](crate::KeyedRateLimiter) refused a request.
+/// Why a [`KeyedRateLimiter`](crate::KeyedRateLimiter) refused a request. Its
+/// [`source`](Error::source) is the specific rejection, whose source is the core
+/// [`Rejection`]: `palisade_core::rejection` finds it through either.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum KeyedRejection {
     /// The key is over its rate.
     RateLimited(RateLimited),
@@ -124,6 +178,16 @@ pub enum KeyedRejection {
 }
 
 impl KeyedRejection {
+    /// The core marker of the inner rejection.
+    #[must_use]
+    pub fn rejection(&self) -> &Rejection {
+        match self {
+            KeyedRejection::RateLimited(e) => e.rejection(),
+            KeyedRejection::CostExceedsBurst(e) => e.rejection(),
+            KeyedRejection::TooManyKeys(e) => e.rejection(),
+        }
+    }
+
     /// Boxes the inner rejection, so users downcast to the specific type.
     pub(crate) fn boxed(self) -> BoxError {
         match self {
@@ -154,12 +218,12 @@ impl Error for KeyedRejection {
     }
 }
 
-/// `tower::BoxError`, spelled out so the crate needs no `tower` dependency.
-pub(crate) type BoxError = Box<dyn Error + Send + Sync>;
+pub(crate) use palisade_core::BoxError;
 
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+    use palisade_core::rejection::rejection;
 
     #[test]
     fn rejections_say_what_happened_and_carry_the_hint() {
@@ -176,14 +240,69 @@ mod tests {
             "request cost of 5 tokens exceeds the burst of 3: it can never be admitted"
         );
         assert_eq!(palisade_core::retry_after(&c), None);
-        let k = KeyedRejection::TooManyKeys(TooManyKeys::new(10));
-        assert!(k.to_string().contains("maximum of 10 busy keys"));
+        let k = KeyedRejection::TooManyKeys(TooManyKeys::new(10, Duration::from_secs(2)));
+        assert!(k.to_string().contains("maximum of 10 keys"), "{k}");
+        assert_eq!(palisade_core::retry_after(&k), Some(Duration::from_secs(2)));
         assert!(k.boxed().downcast_ref::<TooManyKeys>().is_some());
         assert!(
             KeyedRejection::RateLimited(e)
                 .boxed()
                 .downcast_ref::<RateLimited>()
                 .is_some()
+        );
+    }
+
+    /// Issue 9 §1: every rejection of this crate is a local rejection of the matching kind,
+    /// found through the source chain, boxed or not, directly or through `KeyedRejection`.
+    #[test]
+    fn every_rejection_carries_a_core_rejection_of_its_kind() {
+        let cases: [(BoxError, RejectionKind, Option<Duration>); 6] = [
+            (
+                Box::new(RateLimited::new(Duration::from_millis(7))),
+                RejectionKind::RateLimited,
+                Some(Duration::from_millis(7)),
+            ),
+            (
+                Box::new(CostExceedsBurst::new(9, 2)),
+                RejectionKind::CostExceedsBurst,
+                None,
+            ),
+            (
+                Box::new(TooManyKeys::new(5, Duration::from_secs(1))),
+                RejectionKind::TooManyKeys,
+                Some(Duration::from_secs(1)),
+            ),
+            (
+                Box::new(KeyedRejection::RateLimited(RateLimited::new(
+                    Duration::from_millis(3),
+                ))),
+                RejectionKind::RateLimited,
+                Some(Duration::from_millis(3)),
+            ),
+            (
+                Box::new(KeyedRejection::CostExceedsBurst(CostExceedsBurst::new(
+                    9, 2,
+                ))),
+                RejectionKind::CostExceedsBurst,
+                None,
+            ),
+            (
+                KeyedRejection::TooManyKeys(TooManyKeys::new(5, Duration::from_secs(4))).boxed(),
+                RejectionKind::TooManyKeys,
+                Some(Duration::from_secs(4)),
+            ),
+        ];
+        for (err, kind, hint) in cases {
+            let found = rejection(&*err).unwrap_or_else(|| panic!("{err} is not local"));
+            assert_eq!(found.kind(), kind, "{err}");
+            assert_eq!(found.layer(), "rate_limit");
+            assert_eq!(found.retry_after(), hint, "{err}");
+            assert_eq!(palisade_core::retry_after(&*err), hint, "{err}");
+        }
+        assert_eq!(
+            std::mem::size_of::<CostExceedsBurst>(),
+            8,
+            "no Rejection stored: a static one is the source"
         );
     }
 }

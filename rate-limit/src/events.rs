@@ -1,6 +1,8 @@
 //! What a limiter tells its listeners.
 
 use crate::config::Quota;
+use palisade_core::classify::Outcome;
+use palisade_core::rejection::RejectionKind;
 use std::time::Duration;
 
 /// An event of a [`RateLimiter`](crate::RateLimiter) or
@@ -9,20 +11,33 @@ use std::time::Duration;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RateLimiterEvent {
-    /// A request was admitted.
+    /// A request took its tokens.
     Permitted {
         /// Tokens it took.
         cost: u32,
-        /// How long it waits before going (zero unless in [`Mode::Wait`](crate::Mode::Wait)).
-        wait: Duration,
     },
     /// A request was refused.
     Rejected {
         /// Tokens it asked for.
         cost: u32,
-        /// When it would conform; `None` when it never can (cost above the burst) or the
-        /// keyed limiter's table is full.
+        /// Why: [`RejectionKind::RateLimited`], [`RejectionKind::CostExceedsBurst`] or
+        /// [`RejectionKind::TooManyKeys`].
+        reason: RejectionKind,
+        /// When it may conform; `None` when it never can (cost above the burst).
         retry_after: Option<Duration>,
+    },
+    /// Tokens taken for a call that never reached the dependency (a ready service dropped
+    /// before `call`, or a layer below rejected the call locally) were given back.
+    Refunded {
+        /// Tokens given back (in part, if they were held long: see the crate docs).
+        cost: u32,
+    },
+    /// A call that a service admitted has completed: [`Outcome::Success`] for `Ok`,
+    /// [`Outcome::Failure`] for an error of the dependency, [`Outcome::Ignore`] for a local
+    /// rejection of a layer below (its tokens were given back).
+    Completed {
+        /// How it ended.
+        outcome: Outcome,
     },
     /// The quota was changed through the handle.
     QuotaChanged {
@@ -35,20 +50,41 @@ pub enum RateLimiterEvent {
 
 /// The `metrics` handles of one limiter, registered once (feature `metrics`).
 ///
-/// Counters `palisade_rate_limit_permitted_total`, `palisade_rate_limit_permitted_tokens_total`,
-/// `palisade_rate_limit_rejected_total` (label `outcome`: `rate_limited` or `refused`),
-/// `palisade_rate_limit_quota_changes_total`, the gauge `palisade_rate_limit_burst` and the
-/// histogram `palisade_rate_limit_wait_seconds`, all labelled `name`.
+/// | metric | kind | labels |
+/// |---|---|---|
+/// | `palisade_rate_limit_calls_total` | counter: calls through a service (`success`, `failure`, `ignore`) and every refusal (`rejected`) | `name`, `outcome` |
+/// | `palisade_rate_limit_rejections_total` | counter | `name`, `reason` (`rate_limited`, `cost_exceeds_burst`, `too_many_keys`) |
+/// | `palisade_rate_limit_permitted_total` | counter: requests that took tokens | `name` |
+/// | `palisade_rate_limit_permitted_tokens_total` | counter | `name` |
+/// | `palisade_rate_limit_refunded_total` | counter: takes given back | `name` |
+/// | `palisade_rate_limit_quota_changes_total` | counter | `name` |
+/// | `palisade_rate_limit_burst` | gauge, set at build and on each quota change | `name` |
+/// | `palisade_rate_limit_rate` | gauge: tokens per second, set likewise | `name` |
+///
+/// The limiter does not time calls, so it records no duration histogram.
 #[cfg(feature = "metrics")]
 pub struct RateLimiterMetrics {
+    /// success, failure, ignore, rejected.
+    calls: [metrics::Counter; 4],
+    /// rate_limited, cost_exceeds_burst, too_many_keys.
+    rejections: [metrics::Counter; 3],
     permitted: metrics::Counter,
     permitted_tokens: metrics::Counter,
-    wait: metrics::Histogram,
-    rate_limited: metrics::Counter,
-    refused: metrics::Counter,
-    burst: metrics::Gauge,
+    refunded: metrics::Counter,
     quota_changes: metrics::Counter,
+    burst: metrics::Gauge,
+    rate: metrics::Gauge,
 }
+
+#[cfg(feature = "metrics")]
+const OUTCOMES: [&str; 4] = ["success", "failure", "ignore", "rejected"];
+
+#[cfg(feature = "metrics")]
+const REASONS: [RejectionKind; 3] = [
+    RejectionKind::RateLimited,
+    RejectionKind::CostExceedsBurst,
+    RejectionKind::TooManyKeys,
+];
 
 #[cfg(feature = "metrics")]
 impl std::fmt::Debug for RateLimiterMetrics {
@@ -58,53 +94,148 @@ impl std::fmt::Debug for RateLimiterMetrics {
 }
 
 #[cfg(feature = "metrics")]
+fn describe() {
+    use metrics::{describe_counter, describe_gauge};
+    describe_counter!(
+        "palisade_rate_limit_calls_total",
+        "Calls through the rate limiter, by outcome (success, failure, ignore, rejected)."
+    );
+    describe_counter!(
+        "palisade_rate_limit_rejections_total",
+        "Requests the rate limiter refused, by reason."
+    );
+    describe_counter!(
+        "palisade_rate_limit_permitted_total",
+        "Requests that took their tokens."
+    );
+    describe_counter!(
+        "palisade_rate_limit_permitted_tokens_total",
+        "Tokens taken by permitted requests."
+    );
+    describe_counter!(
+        "palisade_rate_limit_refunded_total",
+        "Takes given back because the call never reached the dependency."
+    );
+    describe_counter!(
+        "palisade_rate_limit_quota_changes_total",
+        "Run-time quota changes."
+    );
+    describe_gauge!(
+        "palisade_rate_limit_burst",
+        "The bucket's capacity in tokens."
+    );
+    describe_gauge!(
+        "palisade_rate_limit_rate",
+        "Tokens the bucket regains per second."
+    );
+}
+
+/// Sets the quota gauges of the instance `name`: called at build, so a dashboard reads them
+/// before the first quota change.
+#[cfg(feature = "metrics")]
+pub(crate) fn record_quota(name: &str, quota: Quota) {
+    describe();
+    metrics::gauge!("palisade_rate_limit_burst", "name" => name.to_owned())
+        .set(f64::from(quota.burst()));
+    metrics::gauge!("palisade_rate_limit_rate", "name" => name.to_owned())
+        .set(tokens_per_second(quota));
+}
+
+#[cfg(feature = "metrics")]
+fn tokens_per_second(quota: Quota) -> f64 {
+    f64::from(quota.rate()) / quota.period().as_secs_f64()
+}
+
+#[cfg(feature = "metrics")]
 impl palisade_core::events::RecordMetrics for RateLimiterEvent {
     type Handles = RateLimiterMetrics;
 
     fn register(name: &str) -> RateLimiterMetrics {
+        describe();
         let name = name.to_owned();
-        let rejected = |outcome: &'static str| {
-            metrics::counter!(
-                "palisade_rate_limit_rejected_total",
-                "name" => name.clone(),
-                "outcome" => outcome
-            )
-        };
         RateLimiterMetrics {
+            calls: OUTCOMES.map(|outcome| {
+                metrics::counter!("palisade_rate_limit_calls_total", "name" => name.clone(), "outcome" => outcome)
+            }),
+            rejections: REASONS.map(|reason| {
+                metrics::counter!("palisade_rate_limit_rejections_total", "name" => name.clone(), "reason" => reason.as_str())
+            }),
             permitted: metrics::counter!("palisade_rate_limit_permitted_total", "name" => name.clone()),
             permitted_tokens: metrics::counter!("palisade_rate_limit_permitted_tokens_total", "name" => name.clone()),
-            wait: metrics::histogram!("palisade_rate_limit_wait_seconds", "name" => name.clone()),
-            rate_limited: rejected("rate_limited"),
-            refused: rejected("refused"),
+            refunded: metrics::counter!("palisade_rate_limit_refunded_total", "name" => name.clone()),
+            quota_changes: metrics::counter!("palisade_rate_limit_quota_changes_total", "name" => name.clone()),
             burst: metrics::gauge!("palisade_rate_limit_burst", "name" => name.clone()),
-            quota_changes: metrics::counter!("palisade_rate_limit_quota_changes_total", "name" => name),
+            rate: metrics::gauge!("palisade_rate_limit_rate", "name" => name),
         }
     }
 
     fn record_metrics(&self, m: &RateLimiterMetrics) {
         match *self {
-            RateLimiterEvent::Permitted { cost, wait } => {
+            RateLimiterEvent::Permitted { cost } => {
                 m.permitted.increment(1);
                 m.permitted_tokens.increment(u64::from(cost));
-                if !wait.is_zero() {
-                    m.wait.record(wait.as_secs_f64());
+            }
+            RateLimiterEvent::Rejected { reason, .. } => {
+                m.calls[3].increment(1);
+                if let Some(i) = REASONS.iter().position(|r| *r == reason) {
+                    m.rejections[i].increment(1);
                 }
             }
-            RateLimiterEvent::Rejected { retry_after, .. } => {
-                if retry_after.is_some() {
-                    m.rate_limited.increment(1);
-                } else {
-                    m.refused.increment(1);
-                }
+            RateLimiterEvent::Refunded { .. } => m.refunded.increment(1),
+            RateLimiterEvent::Completed { outcome } => {
+                let i = match outcome {
+                    Outcome::Success => 0,
+                    Outcome::Failure => 1,
+                    Outcome::Ignore => 2,
+                };
+                m.calls[i].increment(1);
             }
             RateLimiterEvent::QuotaChanged { to, .. } => {
                 m.burst.set(f64::from(to.burst()));
+                m.rate.set(tokens_per_second(to));
                 m.quota_changes.increment(1);
             }
         }
     }
 }
 
-/// Traced at `DEBUG` with the event's `Debug` form (the default of the trait).
+/// Quota changes at `INFO`, per-call events at `TRACE`; target `palisade`, fields `layer`,
+/// `name` and the event's own.
 #[cfg(feature = "tracing")]
-impl palisade_core::events::TraceEvent for RateLimiterEvent {}
+impl palisade_core::events::TraceEvent for RateLimiterEvent {
+    fn trace(&self, layer: &'static str, name: &str) {
+        match *self {
+            RateLimiterEvent::Permitted { cost } => {
+                tracing::trace!(target: "palisade", layer, name, cost, "request permitted");
+            }
+            RateLimiterEvent::Rejected {
+                cost,
+                reason,
+                retry_after,
+            } => {
+                let retry_after_ms = retry_after.map(|d| d.as_secs_f64() * 1e3);
+                tracing::trace!(target: "palisade", layer, name, cost, reason = reason.as_str(), retry_after_ms, "request rejected");
+            }
+            RateLimiterEvent::Refunded { cost } => {
+                tracing::trace!(target: "palisade", layer, name, cost, "tokens given back");
+            }
+            RateLimiterEvent::Completed { outcome } => {
+                tracing::trace!(target: "palisade", layer, name, outcome = outcome.as_str(), "call completed");
+            }
+            RateLimiterEvent::QuotaChanged { from, to } => {
+                tracing::info!(
+                    target: "palisade",
+                    layer,
+                    name,
+                    from_rate = from.rate(),
+                    from_period_ms = from.period().as_secs_f64() * 1e3,
+                    from_burst = from.burst(),
+                    to_rate = to.rate(),
+                    to_period_ms = to.period().as_secs_f64() * 1e3,
+                    to_burst = to.burst(),
+                    "rate limit quota changed"
+                );
+            }
+        }
+    }
+}

@@ -1,17 +1,61 @@
 //! Response futures of the rate-limit services.
 
-use crate::error::BoxError;
+use crate::error::{BoxError, CostExceedsBurst, KeyedRejection, RateLimited};
+use crate::keyed::{self, KeyedRateLimiter};
+use crate::limiter::RateLimiter;
+use crate::state::{Acquired, Taken};
+use palisade_core::classify::Outcome;
+use palisade_core::rejection::is_local_rejection;
 use pin_project::pin_project;
 use std::fmt;
 use std::future::Future;
+use std::hash::Hash;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 use tokio::time::Sleep;
 use tower_service::Service;
 
-/// The response future of [`RateLimiterService`](crate::RateLimiterService): the inner service's future, or
-/// the rejection decided in `poll_ready`.
+/// A token spent on a call: given back if a layer below rejects the call locally.
+pub(crate) struct Spent {
+    pub(crate) limiter: RateLimiter,
+    pub(crate) taken: Taken,
+    pub(crate) cost: u32,
+}
+
+/// How a call the limiter admitted ended; a local rejection from below gets its tokens back.
+fn finish<T, E: Into<BoxError>>(
+    result: Result<T, E>,
+    give_back: impl FnOnce(),
+    report: impl FnOnce(Outcome),
+) -> Result<T, BoxError> {
+    match result {
+        Ok(response) => {
+            report(Outcome::Success);
+            Ok(response)
+        }
+        Err(error) => {
+            let error = error.into();
+            if is_local_rejection(&*error) {
+                // The call never reached the dependency (a full bulkhead, an open breaker…
+                // below): the tokens were not used.
+                give_back();
+                report(Outcome::Ignore);
+            } else {
+                report(Outcome::Failure);
+            }
+            Err(error)
+        }
+    }
+}
+
+/// The response future of [`RateLimiterService`](crate::RateLimiterService): the inner
+/// service's future, or the rejection decided before calling it.
+///
+/// # Cancel safety
+///
+/// Dropping it after the inner service was called keeps the token spent: the request may have
+/// reached the dependency.
 #[pin_project]
 pub struct ResponseFuture<F> {
     #[pin]
@@ -23,6 +67,7 @@ enum Kind<F> {
     Called {
         #[pin]
         future: F,
+        spent: Option<Spent>,
     },
     Rejected {
         error: Option<BoxError>,
@@ -30,9 +75,12 @@ enum Kind<F> {
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn called(future: F) -> Self {
+    pub(crate) fn called(future: F, spent: Spent) -> Self {
         ResponseFuture {
-            kind: Kind::Called { future },
+            kind: Kind::Called {
+                future,
+                spent: Some(spent),
+            },
         }
     }
 
@@ -52,7 +100,23 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            KindProj::Called { future } => future.poll(cx).map_err(Into::into),
+            KindProj::Called { future, spent } => {
+                let result = ready!(future.poll(cx));
+                let spent = spent.take();
+                Poll::Ready(finish(
+                    result,
+                    || {
+                        if let Some(s) = &spent {
+                            s.limiter.refund(s.taken, s.cost);
+                        }
+                    },
+                    |outcome| {
+                        if let Some(s) = &spent {
+                            s.limiter.completed(outcome);
+                        }
+                    },
+                ))
+            }
             KindProj::Rejected { error } => Poll::Ready(Err(error
                 .take()
                 .expect("ResponseFuture polled after completion"))),
@@ -72,23 +136,95 @@ impl<F> fmt::Debug for ResponseFuture<F> {
     }
 }
 
+/// Where the tokens of a request decided in `call` come from.
+pub(crate) enum Source<K> {
+    Shared(RateLimiter),
+    Keyed(KeyedRateLimiter<K>, K),
+}
+
+enum Token {
+    Shared(Taken),
+    Keyed(keyed::Taken),
+}
+
+enum Drawn {
+    Now(Token),
+    /// Not yet: due after `after` ns; `now` is the limiter's clock reading.
+    Denied {
+        after: u64,
+        now: u64,
+    },
+    Refused(BoxError),
+}
+
+impl<K: Hash + Eq + Clone> Source<K> {
+    fn draw(&self, cost: u32) -> Drawn {
+        match self {
+            Source::Shared(limiter) => match limiter.acquire(cost) {
+                (Acquired::Now(taken), _) => Drawn::Now(Token::Shared(taken)),
+                (Acquired::Denied(after), now) => Drawn::Denied { after, now },
+                (Acquired::TooCostly(burst), _) => {
+                    Drawn::Refused(Box::new(CostExceedsBurst::new(cost, burst)))
+                }
+            },
+            Source::Keyed(limiter, key) => match limiter.draw(key, cost) {
+                (Ok(taken), _) => Drawn::Now(Token::Keyed(taken)),
+                (Err(KeyedRejection::RateLimited(e)), now) => Drawn::Denied {
+                    after: palisade_core::clock::duration_to_nanos(e.retry_after()),
+                    now,
+                },
+                (Err(other), _) => Drawn::Refused(other.boxed()),
+            },
+        }
+    }
+
+    fn give_back(&self, token: Token, cost: u32) {
+        match (self, token) {
+            (Source::Shared(limiter), Token::Shared(taken)) => limiter.refund(taken, cost),
+            (Source::Keyed(limiter, key), Token::Keyed(taken)) => {
+                limiter.refund(key, taken, cost);
+            }
+            _ => {}
+        }
+    }
+
+    fn completed(&self, outcome: Outcome) {
+        match self {
+            Source::Shared(limiter) => limiter.completed(outcome),
+            Source::Keyed(limiter, _) => limiter.completed(outcome),
+        }
+    }
+
+    fn max_wait_nanos(&self) -> u64 {
+        match self {
+            Source::Shared(limiter) => limiter.max_wait_nanos(),
+            Source::Keyed(limiter, _) => limiter.max_wait_nanos(),
+        }
+    }
+}
+
 /// The response future of the services that decide in `call` (per-request cost or key):
-/// [`WeightedRateLimiterService`](crate::WeightedRateLimiterService) and [`KeyedRateLimiterService`](crate::KeyedRateLimiterService).
+/// [`WeightedRateLimiterService`](crate::WeightedRateLimiterService) (`K = ()`) and
+/// [`KeyedRateLimiterService`](crate::KeyedRateLimiterService).
 ///
-/// A request admitted with a wait holds its reservation, the request and the inner service
-/// that was made ready for it, sleeps on the tokio timer, then calls the service.
+/// In [`Mode::Wait`](crate::Mode::Wait), a request whose tokens are not there yet holds the
+/// request and a clone of the inner service (not yet ready, so it holds nothing of the layers
+/// below), sleeps on the tokio timer until the tokens are due, then takes them, readies the
+/// clone and calls it; if they are not due within `max_wait`, it fails with [`RateLimited`].
 ///
 /// # Cancel safety
 ///
-/// Dropping the future while it waits forfeits the reserved tokens: the limiter errs on the
-/// side of admitting less.
+/// Nothing is taken while it waits, so dropping it then costs the limiter nothing. Dropping it
+/// after the inner service was called keeps the tokens spent.
 #[pin_project]
-pub struct DeferredFuture<S, Req>
+pub struct DeferredFuture<S, Req, K = ()>
 where
     S: Service<Req>,
 {
     #[pin]
     kind: Deferred<S, Req>,
+    source: Source<K>,
+    cost: u32,
 }
 
 #[pin_project(project = DeferredProj)]
@@ -99,77 +235,131 @@ where
     Called {
         #[pin]
         future: S::Future,
+        token: Option<Token>,
     },
     Waiting {
         #[pin]
         sleep: Sleep,
         service: Option<S>,
         request: Option<Req>,
-    },
-    Calling {
-        service: S,
-        request: Option<Req>,
+        deadline: u64,
     },
     Rejected {
         error: Option<BoxError>,
     },
 }
 
-impl<S, Req> DeferredFuture<S, Req>
+impl<S, Req, K> DeferredFuture<S, Req, K>
 where
     S: Service<Req> + Clone,
+    K: Hash + Eq + Clone,
 {
-    /// Goes now (`Ok(0)`), after a wait (`Ok(nanos)`) or not at all (`Err`). `service` is the
-    /// ready inner service; for a wait, it moves into the future and a clone takes its place.
-    pub(crate) fn new(decision: Result<u64, BoxError>, service: &mut S, request: Req) -> Self {
-        let kind = match decision {
-            Ok(0) => Deferred::Called {
+    /// Decides the request now: calls the ready `service` if the tokens are there, waits for
+    /// them with a clone of it (wait mode), or rejects.
+    pub(crate) fn new(source: Source<K>, cost: u32, service: &mut S, request: Req) -> Self {
+        let kind = match source.draw(cost) {
+            Drawn::Now(token) => Deferred::Called {
                 future: service.call(request),
+                token: Some(token),
             },
-            Ok(wait) => {
-                let clone = service.clone();
-                Deferred::Waiting {
-                    sleep: tokio::time::sleep(Duration::from_nanos(wait)),
-                    service: Some(std::mem::replace(service, clone)),
-                    request: Some(request),
+            Drawn::Denied { after, now } => {
+                let max_wait = source.max_wait_nanos();
+                if after > max_wait {
+                    Deferred::Rejected {
+                        error: Some(Box::new(RateLimited::new(Duration::from_nanos(after)))),
+                    }
+                } else {
+                    Deferred::Waiting {
+                        sleep: tokio::time::sleep(Duration::from_nanos(after)),
+                        service: Some(service.clone()),
+                        request: Some(request),
+                        deadline: now.saturating_add(max_wait),
+                    }
                 }
             }
-            Err(error) => Deferred::Rejected { error: Some(error) },
+            Drawn::Refused(error) => Deferred::Rejected { error: Some(error) },
         };
-        DeferredFuture { kind }
+        DeferredFuture { kind, source, cost }
     }
 }
 
-impl<S, Req> Future for DeferredFuture<S, Req>
+impl<S, Req, K> Future for DeferredFuture<S, Req, K>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,
+    K: Hash + Eq + Clone,
 {
     type Output = Result<S::Response, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut kind = self.project().kind;
+        let this = self.project();
+        let (source, cost) = (&*this.source, *this.cost);
+        let mut kind = this.kind;
         loop {
             match kind.as_mut().project() {
-                DeferredProj::Called { future } => return future.poll(cx).map_err(Into::into),
+                DeferredProj::Called { future, token } => {
+                    let result = ready!(future.poll(cx));
+                    let token = token.take();
+                    return Poll::Ready(finish(
+                        result,
+                        || {
+                            if let Some(token) = token {
+                                source.give_back(token, cost);
+                            }
+                        },
+                        |outcome| source.completed(outcome),
+                    ));
+                }
                 DeferredProj::Waiting {
-                    sleep,
+                    mut sleep,
                     service,
                     request,
+                    deadline,
                 } => {
-                    ready!(sleep.poll(cx));
-                    let service = service.take().expect("polled after completion");
-                    let request = request.take();
-                    kind.set(Deferred::Calling { service, request });
-                }
-                DeferredProj::Calling { service, request } => {
-                    // Ready before the wait, but readiness may have lapsed while sleeping.
-                    if let Err(error) = ready!(service.poll_ready(cx)) {
-                        return Poll::Ready(Err(error.into()));
+                    ready!(sleep.as_mut().poll(cx));
+                    let token = match source.draw(cost) {
+                        Drawn::Now(token) => token,
+                        Drawn::Denied { after, now } => {
+                            if now.saturating_add(after) > *deadline {
+                                let error = RateLimited::new(Duration::from_nanos(after));
+                                kind.set(Deferred::Rejected {
+                                    error: Some(Box::new(error)),
+                                });
+                            } else {
+                                let until =
+                                    tokio::time::Instant::now() + Duration::from_nanos(after);
+                                sleep.reset(until);
+                            }
+                            continue;
+                        }
+                        Drawn::Refused(error) => {
+                            kind.set(Deferred::Rejected { error: Some(error) });
+                            continue;
+                        }
+                    };
+                    // The tokens are ours: ready the service. If it is not ready, give them
+                    // back and wait for it (its waker is registered), trying again when woken.
+                    let svc = service.as_mut().expect("polled after completion");
+                    match svc.poll_ready(cx) {
+                        Poll::Pending => {
+                            source.give_back(token, cost);
+                            return Poll::Pending;
+                        }
+                        Poll::Ready(Err(error)) => {
+                            source.give_back(token, cost);
+                            let error = error.into();
+                            kind.set(Deferred::Rejected { error: None });
+                            return Poll::Ready(Err(error));
+                        }
+                        Poll::Ready(Ok(())) => {
+                            let request = request.take().expect("polled after completion");
+                            let future = svc.call(request);
+                            kind.set(Deferred::Called {
+                                future,
+                                token: Some(token),
+                            });
+                        }
                     }
-                    let request = request.take().expect("polled after completion");
-                    let future = service.call(request);
-                    kind.set(Deferred::Called { future });
                 }
                 DeferredProj::Rejected { error } => {
                     return Poll::Ready(Err(error.take().expect("polled after completion")));
@@ -179,16 +369,16 @@ where
     }
 }
 
-impl<S: Service<Req>, Req> fmt::Debug for DeferredFuture<S, Req> {
+impl<S: Service<Req>, Req, K> fmt::Debug for DeferredFuture<S, Req, K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match self.kind {
             Deferred::Called { .. } => "called",
             Deferred::Waiting { .. } => "waiting",
-            Deferred::Calling { .. } => "calling",
             Deferred::Rejected { .. } => "rejected",
         };
         f.debug_struct("DeferredFuture")
             .field("state", &state)
+            .field("cost", &self.cost)
             .finish()
     }
 }

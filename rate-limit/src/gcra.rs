@@ -24,13 +24,16 @@
 //! use palisade_rate_limit::gcra::{decide, Decision, Gcra};
 //!
 //! // 1 token per 100 ns, burst 2.
-//! let gcra = Gcra::new(100, 2);
+//! let gcra = Gcra::new(100, 2)?;
 //! let Decision::Admit { tat, wait: 0 } = decide(0, 1_000, 1, gcra, 0) else { panic!() };
 //! let Decision::Admit { tat, wait: 0 } = decide(tat, 1_000, 1, gcra, 0) else { panic!() };
 //! // The bucket is empty: the third call must wait 100 ns for a token.
 //! assert_eq!(decide(tat, 1_000, 1, gcra, 0), Decision::Deny { retry_after: 100 });
 //! assert!(matches!(decide(tat, 1_100, 1, gcra, 0), Decision::Admit { wait: 0, .. }));
+//! # Ok::<(), palisade_core::ConfigError>(())
 //! ```
+
+use palisade_core::error::ConfigError;
 
 /// The largest TAT (and relative time) a limiter keeps: 2^60 - 1 ns, about 36 years. The top
 /// four bits of the state word hold the quota generation.
@@ -39,12 +42,14 @@ pub(crate) const TAT_MAX: u64 = (1 << 60) - 1;
 /// The largest bucket, `burst · interval`, a quota may describe: 2^57 ns, about 4.5 years.
 pub(crate) const CAPACITY_MAX: u64 = 1 << 57;
 
-/// The longest wait a limiter reserves: 2^57 ns, about 4.5 years.
+/// The longest wait a limiter's wait mode allows: 2^57 ns, about 4.5 years.
 pub(crate) const WAIT_MAX: u64 = 1 << 57;
 
-/// Relative time stops here: 2^59 ns, about 18 years after the limiter was built. With the two
-/// caps above, `now + capacity + wait` stays below [`TAT_MAX`], so no arithmetic overflows.
-pub(crate) const NOW_MAX: u64 = 1 << 59;
+/// A limiter moves its time origin forward (a "rebase") once the time since its origin
+/// reaches 2^58 ns (about 9 years), so relative times stay below [`TAT_MAX`] for the life of
+/// any process and any clock, real or virtual. With the bucket capped at [`CAPACITY_MAX`],
+/// `now + capacity` then never exceeds 2^58 + 2^57 < [`TAT_MAX`].
+pub(crate) const REBASE_AT: u64 = 1 << 58;
 
 /// The parameters of one quota: emission interval and burst.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -56,24 +61,30 @@ pub struct Gcra {
 impl Gcra {
     /// A quota of one token every `interval_nanos`, at most `burst` tokens at once.
     ///
-    /// # Panics
+    /// # Errors
     ///
-    /// If `interval_nanos` or `burst` is zero, or the bucket `interval_nanos · burst` exceeds
-    /// 2^57 ns. Validated configuration ([`Quota`](crate::Quota)) never does.
-    #[must_use]
-    pub const fn new(interval_nanos: u64, burst: u32) -> Gcra {
-        assert!(
-            interval_nanos > 0 && burst > 0,
-            "interval and burst must be positive"
-        );
-        assert!(
-            interval_nanos <= CAPACITY_MAX / burst as u64,
-            "the bucket exceeds 2^57 ns"
-        );
-        Gcra {
+    /// [`ConfigError`] naming `interval` if it is zero, `burst` if it is zero or the bucket
+    /// `interval_nanos · burst` exceeds 2^57 ns (about 4.5 years).
+    pub fn new(interval_nanos: u64, burst: u32) -> Result<Gcra, ConfigError> {
+        if interval_nanos == 0 {
+            return Err(ConfigError::new(
+                "interval",
+                "must be at least one nanosecond",
+            ));
+        }
+        if burst == 0 {
+            return Err(ConfigError::new("burst", "must be at least one token"));
+        }
+        if interval_nanos > CAPACITY_MAX / u64::from(burst) {
+            return Err(ConfigError::new(
+                "burst",
+                "overflows: the bucket (interval · burst) is longer than 2^57 ns",
+            ));
+        }
+        Ok(Gcra {
             interval: interval_nanos,
             burst,
-        }
+        })
     }
 
     /// For parameters already validated by the caller.
@@ -97,7 +108,7 @@ impl Gcra {
         self.burst
     }
 
-    /// The bucket's capacity in nanoseconds: `burst · interval`.
+    /// The bucket's capacity in nanoseconds: `burst · interval` (at most 2^57).
     #[must_use]
     pub const fn capacity_nanos(self) -> u64 {
         self.interval * self.burst as u64
@@ -139,15 +150,16 @@ pub enum Decision {
 ///
 /// `max_wait` (nanoseconds) lets a request that does not conform yet reserve the tokens it
 /// will have within that time: it is admitted with a `wait`, and the tokens are taken now.
-/// `now` must not exceed 2^59 and `max_wait` 2^57 (the limiter clamps both).
+/// Every input is accepted. The limiters keep `now` below 2^58 (see [`crate::RateLimiter`]),
+/// where the arithmetic is exact; a TAT that would pass `u64::MAX` saturates there, which
+/// only ever refuses more.
 pub fn decide(tat: u64, now: u64, cost: u32, gcra: Gcra, max_wait: u64) -> Decision {
     if cost > gcra.burst {
         return Decision::TooCostly;
     }
-    debug_assert!(now <= NOW_MAX && max_wait <= WAIT_MAX);
     let start = if tat > now { tat } else { now };
-    // cost <= burst, so cost · interval <= capacity <= 2^57; start <= 2^60: no overflow.
-    let new_tat = start + cost as u64 * gcra.interval;
+    // cost <= burst, so cost · interval <= capacity <= 2^57.
+    let new_tat = start.saturating_add(cost as u64 * gcra.interval);
     let conforms_at = new_tat.saturating_sub(gcra.capacity_nanos());
     if conforms_at <= now {
         return Decision::Admit {
@@ -194,7 +206,7 @@ pub fn rescale(tat: u64, now: u64, old: Gcra, new: Gcra) -> u64 {
     if new_debt == 0 {
         tat.min(now)
     } else {
-        now + new_debt
+        now.saturating_add(new_debt)
     }
 }
 
@@ -202,9 +214,13 @@ pub fn rescale(tat: u64, now: u64, old: Gcra, new: Gcra) -> u64 {
 mod tests {
     use super::*;
 
+    fn g(interval: u64, burst: u32) -> Gcra {
+        Gcra::new(interval, burst).unwrap()
+    }
+
     #[test]
     fn a_fresh_bucket_admits_exactly_the_burst_then_one_per_interval() {
-        let g = Gcra::new(10, 3);
+        let g = super::Gcra::new(10, 3).unwrap();
         let mut tat = 0;
         let mut admitted = 0;
         for _ in 0..5 {
@@ -231,7 +247,7 @@ mod tests {
 
     #[test]
     fn weighted_costs_and_costs_above_the_burst() {
-        let g = Gcra::new(10, 4);
+        let g = super::Gcra::new(10, 4).unwrap();
         assert_eq!(decide(0, 50, 5, g, u64::MAX >> 7), Decision::TooCostly);
         assert_eq!(decide(0, 50, 4, g, 0), Decision::Admit { tat: 90, wait: 0 });
         // Two tokens come back after 20 ns.
@@ -244,7 +260,7 @@ mod tests {
 
     #[test]
     fn waiting_reserves_a_future_slot_within_max_wait() {
-        let g = Gcra::new(10, 1);
+        let g = super::Gcra::new(10, 1).unwrap();
         assert_eq!(decide(0, 0, 1, g, 0), Decision::Admit { tat: 10, wait: 0 });
         assert_eq!(decide(10, 0, 1, g, 9), Decision::Deny { retry_after: 10 });
         assert_eq!(
@@ -259,24 +275,41 @@ mod tests {
 
     #[test]
     fn rescaling_keeps_available_tokens_and_owed_reservations() {
-        let old = Gcra::new(100, 10);
+        let old = g(100, 10);
         // Full bucket, burst raised: still only the 10 tokens that were there.
-        let bigger = Gcra::new(10, 100);
+        let bigger = g(10, 100);
         let tat = rescale(0, 1_000, old, bigger);
         assert_eq!(bigger.remaining(tat, 1_000), 10);
         // Empty bucket: stays empty.
         let tat = rescale(2_000, 1_000, old, bigger);
         assert_eq!(bigger.remaining(tat, 1_000), 0);
         // Full bucket, burst lowered: full at the new size.
-        let smaller = Gcra::new(100, 4);
+        let smaller = g(100, 4);
         assert_eq!(rescale(0, 1_000, old, smaller), 0);
         // Half full (5 tokens), new interval halves: 5 tokens.
-        let tat = rescale(1_500, 1_000, old, Gcra::new(50, 10));
-        assert_eq!(Gcra::new(50, 10).remaining(tat, 1_000), 5);
+        let tat = rescale(1_500, 1_000, old, g(50, 10));
+        assert_eq!(g(50, 10).remaining(tat, 1_000), 5);
         // Reserved 300 ns beyond the bucket under old = 3 tokens owed: 3 new intervals.
         assert_eq!(
             rescale(1_000 + 1_300, 1_000, old, bigger),
             1_000 + 1_000 + 30
         );
+    }
+
+    /// Regression (issue 9 §3): `Gcra::new` was public and panicked on zero or an oversized
+    /// bucket; `decide` had a `debug_assert` on `now`. Both now accept every input.
+    #[test]
+    fn public_constructors_and_decisions_never_panic() {
+        assert_eq!(Gcra::new(0, 1).unwrap_err().field(), "interval");
+        assert_eq!(Gcra::new(1, 0).unwrap_err().field(), "burst");
+        assert_eq!(Gcra::new(u64::MAX, 2).unwrap_err().field(), "burst");
+        assert_eq!(Gcra::new(1 << 57, 1).unwrap().capacity_nanos(), 1 << 57);
+        assert!(Gcra::new((1 << 57) + 1, 1).is_err());
+        let big = g(1 << 56, 2);
+        for (tat, now) in [(u64::MAX, u64::MAX), (0, u64::MAX), (u64::MAX, 0)] {
+            let _ = decide(tat, now, 2, big, u64::MAX);
+            let _ = rescale(tat, now, big, g(1, 1));
+            let _ = big.remaining(tat, now);
+        }
     }
 }

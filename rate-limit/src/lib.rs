@@ -51,20 +51,35 @@
 //!
 //! [`Mode::Reject`] (default) fails at once with [`RateLimited`], whose
 //! [`retry_after`](RateLimited::retry_after) says when to try again (also found generically by
-//! `palisade_core::retry_after`). [`Mode::Wait`] reserves the tokens if they will be there within
-//! `max_wait` and sleeps on the tokio timer until then (so it runs in paused time with
-//! `Clock::tokio()`), first come first served; otherwise it rejects at once.
+//! `palisade_core::retry_after`). [`Mode::Wait`] waits while the bucket is empty (`Pending`,
+//! woken by the tokio timer when the next token is due, so it runs in paused time with
+//! `Clock::tokio()`) and rejects once the token is not due within `max_wait`. Waiting takes
+//! nothing: a waiter that gives up, or is dropped, costs the limiter nothing.
+//!
+//! Every rejection is a *local rejection*: its source is a `palisade_core::Rejection`
+//! (kinds `RateLimited`, `CostExceedsBurst`, `TooManyKeys`), so a breaker above does not count
+//! it as a failure of the dependency and a retry above returns it at once.
 //!
 //! A request may cost several tokens ([`RateLimiterLayer::cost`], [`Cost`]); a cost above the
 //! burst fails with [`CostExceedsBurst`] at once and never waits.
 //!
 //! # Services and readiness
 //!
+//! `poll_ready` never fails because of the limit (tower's contract: an error from
+//! `poll_ready` means the service is broken for good, and `Buffer` or `Balance` would discard
+//! it), and nothing is consumed before it is used:
+//!
 //! | service | tokens taken in | over the limit |
 //! |---|---|---|
-//! | [`RateLimiterService`] (one token) | `poll_ready`, as tower's contract asks | `call` fails, or `poll_ready` waits |
+//! | [`RateLimiterService`] (one token) | reject mode: `call`; wait mode: `poll_ready`, once the inner service is ready | the future fails, or `poll_ready` waits |
 //! | [`WeightedRateLimiterService`] (cost per request) | `call` (the cost needs the request) | the future fails, or waits |
 //! | [`KeyedRateLimiterService`] (key per request) | `call` (the key needs the request) | the future fails, or waits |
+//!
+//! Tokens go back to the bucket when they were taken for a call that never reached the
+//! dependency: a ready service dropped without `call`, an inner service that was not ready
+//! (a full bulkhead below burns no tokens), or a call a layer below rejected locally. A token
+//! given back at once restores the bucket exactly; one held longer comes back less what the
+//! bucket would have refilled anyway, so the `burst + rate · W` bound always holds.
 //!
 //! # Time and its cost
 //!
@@ -72,18 +87,20 @@
 //! TSC-backed (~14 ns a read, nanosecond precision). `Clock::coarse()` costs ~2 ns but is up to
 //! ~1 ms stale: a stale `now` only ever makes the limiter *stricter* (tokens come back up to
 //! 1 ms late, never early), so it is safe for limits of seconds and minutes, but at rates above
-//! ~1000/s it under-admits bursts noticeably. See the crate README for measurements.
+//! ~1000/s it under-admits bursts noticeably. See the crate README for measurements. Time
+//! never runs out: every 2^58 ns (9 years) of clock time the limiter moves its origin forward,
+//! so it works for the whole range of any clock, real or virtual.
 //!
 //! # Events and metrics
 //!
 //! Each decision emits a [`RateLimiterEvent`] to listeners (`subscribe` on the handles); with
-//! nobody listening that is one branch. With the `metrics` feature: counters
-//! `palisade_rate_limit_permitted_total`, `palisade_rate_limit_permitted_tokens_total`,
-//! `palisade_rate_limit_rejected_total` (label `outcome`: `rate_limited` or `refused`),
-//! `palisade_rate_limit_quota_changes_total`, the gauge `palisade_rate_limit_burst` and the
-//! histogram `palisade_rate_limit_wait_seconds`, all labelled `name`. With `tracing`, each event
-//! is a `DEBUG` event on target `palisade`. [`RateLimiter::snapshot`] reads the quota and the
-//! tokens left.
+//! nobody listening that is one branch. With the `metrics` feature: see
+//! `RateLimiterMetrics` for the table (`palisade_rate_limit_calls_total{name, outcome}`,
+//! `palisade_rate_limit_rejections_total{name, reason}`, the gauges
+//! `palisade_rate_limit_burst` and `palisade_rate_limit_rate` set from build, …; the default
+//! `name` is `rate_limit`). With `tracing`, quota changes are `INFO` events and per-call events
+//! `TRACE`, with structured fields, on target `palisade`. [`RateLimiter::snapshot`] reads the
+//! quota and the tokens left.
 
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]

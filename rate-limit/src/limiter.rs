@@ -4,9 +4,11 @@ use crate::config::{Mode, Quota, RateLimiterBuilder};
 use crate::error::{CostExceedsBurst, RateLimited};
 use crate::events::RateLimiterEvent;
 use crate::layer::RateLimiterLayer;
-use crate::state::{Acquired, State};
-use palisade_core::clock::{Clock, Instant};
+use crate::state::{Acquired, State, Taken};
+use palisade_core::classify::Outcome;
+use palisade_core::clock::Clock;
 use palisade_core::events::{EventBus, Listener, ListenerId};
+use palisade_core::rejection::RejectionKind;
 use palisade_core::sync::Arc;
 use parking_lot::Mutex;
 use std::fmt;
@@ -46,7 +48,6 @@ pub struct RateLimiter {
 struct Inner {
     state: State,
     clock: Clock,
-    origin: Instant,
     mode: Mode,
     max_wait: u64,
     quota: Mutex<Quota>,
@@ -72,12 +73,11 @@ impl RateLimiter {
     }
 
     pub(crate) fn from_parts(quota: Quota, mode: Mode, clock: Clock, name: String) -> Self {
-        let origin = clock.now();
+        let origin = clock.now().as_nanos();
         let limiter = RateLimiter {
             inner: Arc::new(Inner {
-                state: State::new(quota.gcra()),
+                state: State::new(quota.gcra(), origin),
                 clock,
-                origin,
                 mode,
                 max_wait: mode.max_wait_nanos(),
                 quota: Mutex::new(quota),
@@ -90,6 +90,8 @@ impl RateLimiter {
             "rate_limit",
             limiter.inner.name.as_str()
         );
+        #[cfg(feature = "metrics")]
+        crate::events::record_quota(&limiter.inner.name, quota);
         limiter
     }
 
@@ -100,7 +102,7 @@ impl RateLimiter {
     /// [`RateLimited`] when the bucket is empty.
     #[inline]
     pub fn check(&self) -> Result<(), RateLimited> {
-        match self.acquire(1, 0) {
+        match self.acquire(1).0 {
             Acquired::Now(_) => Ok(()),
             Acquired::Denied(after) => Err(RateLimited::new(Duration::from_nanos(after))),
             // A burst is at least one token, so this cannot happen; refusing is the safe answer.
@@ -115,20 +117,22 @@ impl RateLimiter {
     /// The outer error, [`CostExceedsBurst`], when `cost` can never pass; the inner
     /// [`RateLimited`] when the tokens are not there yet.
     pub fn check_n(&self, cost: u32) -> Result<Result<(), RateLimited>, CostExceedsBurst> {
-        match self.acquire(cost, 0) {
+        match self.acquire(cost).0 {
             Acquired::Now(_) => Ok(Ok(())),
             Acquired::Denied(after) => Ok(Err(RateLimited::new(Duration::from_nanos(after)))),
             Acquired::TooCostly(burst) => Err(CostExceedsBurst::new(cost, burst)),
         }
     }
 
-    /// Waits (on the tokio timer) until one token is taken. Waiters are served in the order
-    /// they called.
+    /// Waits (on the tokio timer) until one token is taken.
+    ///
+    /// While the bucket is empty it sleeps until the next token is due, then tries again;
+    /// waiters woken at the same moment compete, so the order of service is not guaranteed.
     ///
     /// # Cancel safety
     ///
-    /// The token is reserved when this is first polled; dropping the future while it sleeps
-    /// forfeits the token (the limiter errs on the side of admitting less).
+    /// Cancel safe: nothing is taken until the token is there, so dropping the future while it
+    /// sleeps costs the limiter nothing.
     pub async fn until_ready(&self) {
         // A burst is at least one token, so only the outer error is impossible.
         let _ = self.until_ready_n(1).await;
@@ -145,14 +149,9 @@ impl RateLimiter {
     /// As [`until_ready`](Self::until_ready).
     pub async fn until_ready_n(&self, cost: u32) -> Result<(), CostExceedsBurst> {
         loop {
-            match self.acquire(cost, crate::gcra::WAIT_MAX) {
-                Acquired::Now(0) => return Ok(()),
-                Acquired::Now(wait) => {
-                    tokio::time::sleep(Duration::from_nanos(wait)).await;
-                    return Ok(());
-                }
+            match self.acquire(cost).0 {
+                Acquired::Now(_) => return Ok(()),
                 Acquired::TooCostly(burst) => return Err(CostExceedsBurst::new(cost, burst)),
-                // Only when reservations already reach 4.5 years ahead: wait, then try again.
                 Acquired::Denied(after) => {
                     tokio::time::sleep(Duration::from_nanos(after)).await;
                 }
@@ -174,7 +173,7 @@ impl RateLimiter {
     pub fn set_quota(&self, quota: Quota) {
         let mut current = self.inner.quota.lock();
         let from = *current;
-        self.inner.state.set_quota(self.now(), quota.gcra());
+        self.inner.state.set_quota(self.clock_nanos(), quota.gcra());
         *current = quota;
         drop(current);
         self.inner
@@ -186,7 +185,7 @@ impl RateLimiter {
     #[must_use]
     pub fn snapshot(&self) -> Snapshot {
         let quota = self.quota();
-        let (gcra, remaining_burst) = self.inner.state.snapshot(self.now());
+        let (gcra, remaining_burst) = self.inner.state.snapshot(self.clock_nanos());
         // A change between the two reads: report the quota the tokens were counted with.
         let quota = if quota.gcra() == gcra {
             quota
@@ -202,7 +201,7 @@ impl RateLimiter {
     /// Whole tokens in the bucket now.
     #[must_use]
     pub fn remaining_burst(&self) -> u32 {
-        self.inner.state.snapshot(self.now()).1
+        self.inner.state.snapshot(self.clock_nanos()).1
     }
 
     /// What the layer does over the limit.
@@ -233,40 +232,54 @@ impl RateLimiter {
         RateLimiterLayer::new(self.clone())
     }
 
-    /// Nanoseconds since this limiter was built.
+    /// The clock's reading in nanoseconds (the state converts it to its own origin).
     #[inline]
-    fn now(&self) -> u64 {
-        self.inner
-            .clock
-            .now()
-            .as_nanos()
-            .saturating_sub(self.inner.origin.as_nanos())
+    fn clock_nanos(&self) -> u64 {
+        self.inner.clock.now().as_nanos()
     }
 
-    /// Takes `cost` tokens with the mode's wait, emitting the event.
+    /// The longest a request may wait in [`Mode::Wait`], in nanoseconds (0 in reject mode).
     #[inline]
-    pub(crate) fn acquire_for_mode(&self, cost: u32) -> Acquired {
-        self.acquire(cost, self.inner.max_wait)
+    pub(crate) fn max_wait_nanos(&self) -> u64 {
+        self.inner.max_wait
     }
 
+    /// Takes `cost` tokens now, emitting the event; also returns the clock reading it used.
     #[inline]
-    fn acquire(&self, cost: u32, max_wait: u64) -> Acquired {
-        let acquired = self.inner.state.acquire(self.now(), cost, max_wait);
+    pub(crate) fn acquire(&self, cost: u32) -> (Acquired, u64) {
+        let now = self.clock_nanos();
+        let acquired = self.inner.state.acquire(now, cost);
         self.inner.events.emit_with(|| match acquired {
-            Acquired::Now(wait) => RateLimiterEvent::Permitted {
-                cost,
-                wait: Duration::from_nanos(wait),
-            },
+            Acquired::Now(_) => RateLimiterEvent::Permitted { cost },
             Acquired::Denied(after) => RateLimiterEvent::Rejected {
                 cost,
+                reason: RejectionKind::RateLimited,
                 retry_after: Some(Duration::from_nanos(after)),
             },
             Acquired::TooCostly(_) => RateLimiterEvent::Rejected {
                 cost,
+                reason: RejectionKind::CostExceedsBurst,
                 retry_after: None,
             },
         });
-        acquired
+        (acquired, now)
+    }
+
+    /// Gives back `cost` tokens taken for a call that never reached the dependency.
+    #[cold]
+    pub(crate) fn refund(&self, taken: Taken, cost: u32) {
+        self.inner.state.refund(taken, self.clock_nanos());
+        self.inner
+            .events
+            .emit_with(|| RateLimiterEvent::Refunded { cost });
+    }
+
+    /// Reports how a permitted call ended.
+    #[inline]
+    pub(crate) fn completed(&self, outcome: Outcome) {
+        self.inner
+            .events
+            .emit_with(|| RateLimiterEvent::Completed { outcome });
     }
 }
 

@@ -1,8 +1,9 @@
 //! The rate-limit services.
 
+use crate::config::Mode;
 use crate::cost::{Cost, UnitCost};
-use crate::error::{BoxError, CostExceedsBurst, RateLimited};
-use crate::future::{DeferredFuture, ResponseFuture};
+use crate::error::{BoxError, RateLimited};
+use crate::future::{DeferredFuture, ResponseFuture, Source, Spent};
 use crate::keyed::KeyedRateLimiter;
 use crate::limiter::RateLimiter;
 use crate::state::Acquired;
@@ -17,32 +18,61 @@ use tower_service::Service;
 
 /// Limits the rate of requests to `S` with a shared [`RateLimiter`], one token per request.
 ///
-/// Following tower's readiness contract, `poll_ready` takes the token: a service that reports
-/// ready holds its permit, and `call` spends it. Over the limit, in [`Mode::Reject`] the service
-/// is ready at once and `call` fails with [`RateLimited`]; in [`Mode::Wait`] `poll_ready` is
-/// `Pending` until the reserved token is due (on the tokio timer), or ready with a rejection if
-/// that is further away than `max_wait`.
+/// # Readiness
+///
+/// Following tower's contract, `poll_ready` never fails for "limited" (only when the inner
+/// service fails), and nothing is consumed before it is used:
+///
+/// - In [`Mode::Reject`] (the default) `poll_ready` is the inner service's readiness, and
+///   `call` takes the token: over the limit, the response future fails with [`RateLimited`]
+///   and the inner service is not called (it stays ready for the next call).
+/// - In [`Mode::Wait`] `poll_ready` takes the token first, then readies the inner service; if
+///   the inner service is not ready the token is given back at once and the service waits for
+///   the inner one (so a full bulkhead below burns no tokens). While the bucket is empty,
+///   `poll_ready` is `Pending` and a tokio timer wakes the task when the next token is due; if
+///   no token comes within `max_wait`, it turns ready and `call` fails with [`RateLimited`].
+///   A service dropped ready, holding its token, gives it back.
+///
+/// Either way, a call that a layer below rejects locally (its error carries a
+/// `palisade_core::Rejection`: a full bulkhead, an open breaker) gets its token back, since the
+/// dependency never saw it.
 ///
 /// Errors are `tower::BoxError`: downcast to [`RateLimited`], or to the inner service's error.
-///
-/// # Cancel safety
-///
-/// A token taken by `poll_ready` and never spent (the service dropped before `call`) is lost:
-/// the limiter errs on the side of admitting less. Clones never share a taken token.
 ///
 /// [`Mode::Reject`]: crate::Mode::Reject
 /// [`Mode::Wait`]: crate::Mode::Wait
 pub struct RateLimiterService<S> {
     inner: S,
     limiter: RateLimiter,
-    permit: Permit,
+    state: Ready,
+    /// The wait mode's timer, kept to be reset rather than allocated again.
+    sleep: Option<Pin<Box<Sleep>>>,
+    /// The wait mode's deadline (the limiter's clock, ns) for the current readiness.
+    deadline: Option<u64>,
 }
 
-enum Permit {
-    None,
-    Admitted,
-    Waiting(Pin<Box<Sleep>>),
+enum Ready {
+    /// Not polled since the last call.
+    Idle,
+    /// Reject mode: the inner service reported ready.
+    Polled,
+    /// Wait mode: a token taken for the next call (given back if dropped).
+    Held(Held),
+    /// Wait mode: sleeping until a token is due.
+    Waiting,
+    /// Wait mode: no token within `max_wait`; `call` fails with this.
     Rejected(RateLimited),
+}
+
+/// A token held by a ready service, given back on drop unless spent by `call`.
+struct Held(Option<Spent>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(spent) = self.0.take() {
+            spent.limiter.refund(spent.taken, spent.cost);
+        }
+    }
 }
 
 impl<S> RateLimiterService<S> {
@@ -51,7 +81,9 @@ impl<S> RateLimiterService<S> {
         RateLimiterService {
             inner,
             limiter,
-            permit: Permit::None,
+            state: Ready::Idle,
+            sleep: None,
+            deadline: None,
         }
     }
 
@@ -70,14 +102,14 @@ impl<S> RateLimiterService<S> {
         &mut self.inner
     }
 
-    /// Unwraps the inner service.
+    /// Unwraps the inner service (a token this service holds is given back).
     pub fn into_inner(self) -> S {
         self.inner
     }
 }
 
 impl<S: Clone> Clone for RateLimiterService<S> {
-    /// A clone shares the limiter but not a token this service has taken.
+    /// A clone shares the limiter but not a token this service holds.
     fn clone(&self) -> Self {
         RateLimiterService::new(self.inner.clone(), self.limiter.clone())
     }
@@ -85,17 +117,64 @@ impl<S: Clone> Clone for RateLimiterService<S> {
 
 impl<S: fmt::Debug> fmt::Debug for RateLimiterService<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let permit = match self.permit {
-            Permit::None => "none",
-            Permit::Admitted => "admitted",
-            Permit::Waiting(_) => "waiting",
-            Permit::Rejected(_) => "rejected",
+        let state = match self.state {
+            Ready::Idle => "idle",
+            Ready::Polled => "ready",
+            Ready::Held(_) => "holding a token",
+            Ready::Waiting => "waiting",
+            Ready::Rejected(_) => "rejected",
         };
         f.debug_struct("RateLimiterService")
             .field("inner", &self.inner)
             .field("limiter", &self.limiter)
-            .field("permit", &permit)
+            .field("state", &state)
             .finish()
+    }
+}
+
+impl<S> RateLimiterService<S> {
+    /// Wait mode: takes a token, or sleeps until one is due, or gives up after `max_wait`.
+    /// `Ready` means `self.state` is `Held` or `Rejected`.
+    fn poll_token(&mut self, cx: &mut Context<'_>, max_wait: u64) -> Poll<()> {
+        loop {
+            match self.state {
+                Ready::Held(_) | Ready::Rejected(_) => return Poll::Ready(()),
+                Ready::Waiting => {
+                    let sleep = self.sleep.as_mut().expect("waiting has a timer");
+                    ready!(sleep.as_mut().poll(cx));
+                    self.state = Ready::Idle;
+                }
+                Ready::Idle | Ready::Polled => {
+                    let (acquired, now) = self.limiter.acquire(1);
+                    let after = match acquired {
+                        Acquired::Now(taken) => {
+                            self.deadline = None;
+                            self.state = Ready::Held(Held(Some(Spent {
+                                limiter: self.limiter.clone(),
+                                taken,
+                                cost: 1,
+                            })));
+                            return Poll::Ready(());
+                        }
+                        Acquired::Denied(after) => after,
+                        // A burst is at least one token: cannot happen; refuse safely.
+                        Acquired::TooCostly(_) => u64::MAX,
+                    };
+                    let deadline = *self.deadline.get_or_insert(now.saturating_add(max_wait));
+                    if now.saturating_add(after) > deadline {
+                        self.deadline = None;
+                        self.state = Ready::Rejected(RateLimited::new(Duration::from_nanos(after)));
+                        return Poll::Ready(());
+                    }
+                    let until = tokio::time::Instant::now() + Duration::from_nanos(after);
+                    match &mut self.sleep {
+                        Some(sleep) => sleep.as_mut().reset(until),
+                        None => self.sleep = Some(Box::pin(tokio::time::sleep_until(until))),
+                    }
+                    self.state = Ready::Waiting;
+                }
+            }
+        }
     }
 }
 
@@ -109,42 +188,60 @@ where
     type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        loop {
-            match &mut self.permit {
-                Permit::Admitted => return self.inner.poll_ready(cx).map_err(Into::into),
-                Permit::Waiting(sleep) => {
-                    ready!(sleep.as_mut().poll(cx));
-                    self.permit = Permit::Admitted;
-                }
-                // Polled again before `call`: decide afresh rather than hand out a stale
-                // rejection.
-                Permit::None | Permit::Rejected(_) => {
-                    self.permit = match self.limiter.acquire_for_mode(1) {
-                        Acquired::Now(0) => Permit::Admitted,
-                        Acquired::Now(wait) => Permit::Waiting(Box::pin(tokio::time::sleep(
-                            Duration::from_nanos(wait),
-                        ))),
-                        Acquired::Denied(after) => {
-                            self.permit =
-                                Permit::Rejected(RateLimited::new(Duration::from_nanos(after)));
-                            return Poll::Ready(Ok(()));
-                        }
-                        // A burst is at least one token: cannot happen; refuse safely.
-                        Acquired::TooCostly(_) => {
-                            self.permit = Permit::Rejected(RateLimited::new(Duration::MAX));
-                            return Poll::Ready(Ok(()));
-                        }
-                    };
-                }
+        let max_wait = match self.limiter.mode() {
+            Mode::Reject => {
+                ready!(self.inner.poll_ready(cx)).map_err(Into::into)?;
+                self.state = Ready::Polled;
+                return Poll::Ready(Ok(()));
+            }
+            Mode::Wait { .. } => self.limiter.max_wait_nanos(),
+        };
+        ready!(self.poll_token(cx, max_wait));
+        if let Ready::Rejected(_) = self.state {
+            // `call` fails without calling the inner service: its readiness is not needed.
+            return Poll::Ready(Ok(()));
+        }
+        match self.inner.poll_ready(cx) {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+            Poll::Pending => {
+                // Give the token back (dropping `Held`) while the inner service is not ready:
+                // a full layer below must not burn tokens. Its waker is registered; when it
+                // wakes us, we take a token again.
+                self.state = Ready::Idle;
+                Poll::Pending
+            }
+            Poll::Ready(Err(error)) => {
+                self.state = Ready::Idle;
+                Poll::Ready(Err(error.into()))
             }
         }
     }
 
     fn call(&mut self, request: Req) -> Self::Future {
-        match std::mem::replace(&mut self.permit, Permit::None) {
-            Permit::Admitted => ResponseFuture::called(self.inner.call(request)),
-            Permit::Rejected(error) => ResponseFuture::rejected(Box::new(error)),
-            Permit::None | Permit::Waiting(_) => panic!("poll_ready must be called first"),
+        match std::mem::replace(&mut self.state, Ready::Idle) {
+            Ready::Polled => match self.limiter.acquire(1).0 {
+                Acquired::Now(taken) => ResponseFuture::called(
+                    self.inner.call(request),
+                    Spent {
+                        limiter: self.limiter.clone(),
+                        taken,
+                        cost: 1,
+                    },
+                ),
+                Acquired::Denied(after) => ResponseFuture::rejected(Box::new(RateLimited::new(
+                    Duration::from_nanos(after),
+                ))),
+                // A burst is at least one token: cannot happen; refuse safely.
+                Acquired::TooCostly(_) => {
+                    ResponseFuture::rejected(Box::new(RateLimited::new(Duration::MAX)))
+                }
+            },
+            Ready::Held(mut held) => {
+                let spent = held.0.take().expect("a held token");
+                ResponseFuture::called(self.inner.call(request), spent)
+            }
+            Ready::Rejected(error) => ResponseFuture::rejected(Box::new(error)),
+            Ready::Idle | Ready::Waiting => panic!("poll_ready must be called first"),
         }
     }
 }
@@ -153,11 +250,13 @@ where
 /// tokens its [`Cost`] says.
 ///
 /// The cost is known only from the request, so the tokens are taken in `call` (`poll_ready`
-/// readies the inner service). Over the limit the response future fails with
-/// [`RateLimited`]; a cost above the burst fails at once with [`CostExceedsBurst`], whatever the
-/// mode. In [`Mode::Wait`](crate::Mode::Wait), a request that must wait holds the inner
-/// service that was made ready for it (a clone takes its place, as in tower's `Retry`), so `S`
-/// must be `Clone`.
+/// is the inner service's readiness). Over the limit the response future fails with
+/// [`RateLimited`]; a cost above the burst fails at once with
+/// [`CostExceedsBurst`](crate::CostExceedsBurst), whatever the mode. In
+/// [`Mode::Wait`](crate::Mode::Wait), a request that must wait takes nothing while it waits:
+/// its future sleeps with a clone of the inner service (so `S` must be `Clone`) and takes the
+/// tokens when due (see [`DeferredFuture`]). A call that a layer below rejects locally gets
+/// its tokens back.
 pub struct WeightedRateLimiterService<S, C> {
     inner: S,
     limiter: RateLimiter,
@@ -226,14 +325,12 @@ where
 
     fn call(&mut self, request: Req) -> Self::Future {
         let cost = self.cost.cost(&request);
-        let decision = match self.limiter.acquire_for_mode(cost) {
-            Acquired::Now(wait) => Ok(wait),
-            Acquired::Denied(after) => {
-                Err(Box::new(RateLimited::new(Duration::from_nanos(after))) as BoxError)
-            }
-            Acquired::TooCostly(burst) => Err(Box::new(CostExceedsBurst::new(cost, burst)) as _),
-        };
-        DeferredFuture::new(decision, &mut self.inner, request)
+        DeferredFuture::new(
+            Source::Shared(self.limiter.clone()),
+            cost,
+            &mut self.inner,
+            request,
+        )
     }
 }
 
@@ -241,7 +338,8 @@ where
 /// request, `C` its cost ([`UnitCost`] by default).
 ///
 /// Decided in `call`, like [`WeightedRateLimiterService`]; failures are [`RateLimited`],
-/// [`CostExceedsBurst`] or [`TooManyKeys`](crate::TooManyKeys), boxed.
+/// [`CostExceedsBurst`](crate::CostExceedsBurst) or [`TooManyKeys`](crate::TooManyKeys),
+/// boxed.
 pub struct KeyedRateLimiterService<S, K, F, C = UnitCost> {
     inner: S,
     limiter: KeyedRateLimiter<K>,
@@ -312,7 +410,7 @@ where
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = DeferredFuture<S, Req>;
+    type Future = DeferredFuture<S, Req, K>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -321,10 +419,11 @@ where
     fn call(&mut self, request: Req) -> Self::Future {
         let key = (self.key)(&request);
         let cost = self.cost.cost(&request);
-        let decision = self
-            .limiter
-            .acquire_for_mode(&key, cost)
-            .map_err(|rejection| rejection.boxed());
-        DeferredFuture::new(decision, &mut self.inner, request)
+        DeferredFuture::new(
+            Source::Keyed(self.limiter.clone(), key),
+            cost,
+            &mut self.inner,
+            request,
+        )
     }
 }

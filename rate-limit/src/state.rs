@@ -1,39 +1,55 @@
-//! The shared state of one limiter: the TAT in one atomic word, and the quota it is measured
-//! against, changeable at run time without a lock on the acquiring path.
+//! The shared state of one limiter: the TAT in one atomic word, and the quota and time origin
+//! it is measured against, changeable at run time without a lock on the acquiring path.
 //!
 //! # Layout
 //!
 //! ```text
 //!  63      60 59                                                      0
 //! +----------+---------------------------------------------------------+
-//! |   gen    |  TAT: ns since the limiter's origin (at most 2^60 - 1)   |
+//! |   gen    |  TAT: ns since the generation's origin (< 2^60)          |
 //! +----------+---------------------------------------------------------+
 //! ```
 //!
-//! The quota lives in two slots; generation `g` reads slot `g % 2`. Changing the quota writes
-//! the *other* slot, then installs the rescaled TAT with generation `g + 1` in one CAS. So an
-//! acquirer always decides with the quota of the generation it read the TAT with, and its CAS
-//! (which expects that exact word) fails if the quota changed meanwhile: a decision never mixes
-//! an old TAT with a new quota or the reverse.
+//! The quota and the time origin live in two slots; generation `g` reads slot `g % 2`.
+//! Changing the quota, or moving the origin forward (a *rebase*, once every 2^58 ns ≈ 9 years
+//! of the clock, so relative times never run out), writes the *other* slot, then installs the
+//! converted TAT with generation `g + 1` in one CAS. So an acquirer always decides with the
+//! quota and origin of the generation it read the TAT with, and its CAS (which expects that
+//! exact word) fails if either changed meanwhile: a decision never mixes an old TAT with a new
+//! quota or origin, or the reverse.
+//!
+//! # Tokens given back
+//!
+//! A token taken for a call that never reached the dependency (the service was dropped ready,
+//! or a layer below rejected the call locally) is given back with [`State::refund`]. The
+//! refund is exact when it comes before the bucket would have been full again without that
+//! token, and shrinks by the time elapsed after that: GCRA's update `max(tat, now) + cost·T`
+//! is monotone and 1-Lipschitz in `tat`, so a taken token raises the TAT by `cost·T` at most,
+//! and the raise only shrinks while the bucket would have overflowed without it, by at most
+//! the time since then. Refunding `cost·T` minus that time therefore never leaves the bucket
+//! fuller than if the token had never been taken, whatever happened in between: the
+//! `burst + rate·W` promise holds. (The limiter makes no reservations for the future, which
+//! would break that argument: waiting means sleeping until a token is due, then trying again.)
 //!
 //! # Memory ordering
 //!
 //! - Slot fields are stored `Release` and loaded `Acquire`; the state word is loaded `Acquire`
-//!   and the quota-change CAS is `Release`. An acquirer that reads generation `g` from the word
+//!   and the change CAS is `Release`. An acquirer that reads generation `g` from the word
 //!   therefore sees slot `g % 2` as it was written for `g` (the slot writes happen before the
 //!   CAS that published `g`, and acquirers' CASes continue that release sequence).
 //! - A slot can be rewritten only for generation `g + 2`, after the word left `g`. If a stale
 //!   acquirer's `Acquire` load of a slot sees such a rewrite, the change that published `g + 1`
 //!   happens before everything that acquirer does next, so its CAS (or, for a denial, its
 //!   re-check of the word) sees a word other than the one it expects and it starts over.
-//! - The acquiring CAS succeeds `Relaxed`: admission only needs the word's single modification
-//!   order (no two acquirers take the same tokens), and publishes no other data. It fails
-//!   `Acquire`, because the retry reads the slot of the generation it just saw.
-//! - Quota changers are serialized by a mutex (a cold path). Reusing a generation needs 16
-//!   changes during one acquirer's load-to-CAS window *and* the TAT landing on the very same
-//!   nanosecond, which we accept as impossible in practice.
+//! - The acquiring and refunding CASes succeed `Relaxed`: admission only needs the word's
+//!   single modification order (no two acquirers take the same tokens), and publishes no other
+//!   data. They fail `Acquire`, because the retry reads the slot of the generation it just saw.
+//! - Changers (quota changes and rebases) are serialized by a mutex (a cold path). Reusing a
+//!   generation needs 16 changes during one acquirer's load-to-CAS window *and* the TAT landing
+//!   on the very same nanosecond, which we accept as impossible in practice. A refund also
+//!   checks that the slot still holds the quota and origin its token was taken with.
 
-use crate::gcra::{Decision, Gcra, NOW_MAX, TAT_MAX, decide, rescale};
+use crate::gcra::{CAPACITY_MAX, Decision, Gcra, REBASE_AT, TAT_MAX, decide, rescale};
 use crossbeam_utils::CachePadded;
 use palisade_core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use parking_lot::Mutex;
@@ -41,6 +57,8 @@ use parking_lot::Mutex;
 const GEN_SHIFT: u32 = 60;
 const GEN_MASK: u64 = !TAT_MAX;
 const _: () = assert!(TAT_MAX == (1 << GEN_SHIFT) - 1);
+// A TAT is at most `now + capacity` with `now < REBASE_AT`: it always fits its 60 bits.
+const _: () = assert!(REBASE_AT + CAPACITY_MAX < TAT_MAX);
 
 #[inline]
 fn tat_of(word: u64) -> u64 {
@@ -55,57 +73,91 @@ fn gen_of(word: u64) -> u64 {
 #[inline]
 fn pack(generation: u64, tat: u64) -> u64 {
     debug_assert!(tat <= TAT_MAX);
-    ((generation << GEN_SHIFT) & GEN_MASK) | tat
+    ((generation << GEN_SHIFT) & GEN_MASK) | tat.min(TAT_MAX)
 }
 
 #[derive(Debug)]
 struct Slot {
     interval: AtomicU64,
     burst: AtomicU32,
+    /// Absolute clock nanoseconds that relative time 0 of this generation stands for.
+    origin: AtomicU64,
+}
+
+/// One generation's parameters, read together from a slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Params {
+    gcra: Gcra,
+    origin: u64,
+}
+
+impl Params {
+    /// Relative time of the absolute clock reading `now` (0 if the clock went back).
+    #[inline]
+    fn rel(self, now: u64) -> u64 {
+        now.saturating_sub(self.origin)
+    }
 }
 
 impl Slot {
-    fn new(gcra: Gcra) -> Slot {
+    fn new(gcra: Gcra, origin: u64) -> Slot {
         Slot {
             interval: AtomicU64::new(gcra.interval_nanos()),
             burst: AtomicU32::new(gcra.burst()),
+            origin: AtomicU64::new(origin),
         }
     }
 
     #[inline]
-    fn load(&self) -> Option<Gcra> {
-        // Acquire (both): see "Memory ordering" in the module docs; a rewrite seen here makes
-        // the word's move to a newer generation visible to the caller's next access.
+    fn load(&self) -> Option<Params> {
+        // Acquire (all three): see "Memory ordering" in the module docs; a rewrite seen here
+        // makes the word's move to a newer generation visible to the caller's next access.
         let interval = self.interval.load(Ordering::Acquire);
         let burst = self.burst.load(Ordering::Acquire);
+        let origin = self.origin.load(Ordering::Acquire);
         // A torn read of a slot being rewritten can pair values that do not form a valid
         // quota; the caller's CAS or re-check fails in that case, so only refuse to build one
         // (with a multiplication: a division would cost more than the rest of the decision).
         let capacity = interval.checked_mul(u64::from(burst))?;
-        (interval > 0 && burst > 0 && capacity <= crate::gcra::CAPACITY_MAX)
-            .then_some(Gcra::new_unchecked(interval, burst))
+        (interval > 0 && burst > 0 && capacity <= CAPACITY_MAX).then_some(Params {
+            gcra: Gcra::new_unchecked(interval, burst),
+            origin,
+        })
     }
 
-    fn store(&self, gcra: Gcra) {
-        // Release (both): pairs with the Acquire loads in `load`.
+    fn store(&self, params: Params) {
+        // Release (all three): pairs with the Acquire loads in `load`.
         self.interval
-            .store(gcra.interval_nanos(), Ordering::Release);
-        self.burst.store(gcra.burst(), Ordering::Release);
+            .store(params.gcra.interval_nanos(), Ordering::Release);
+        self.burst.store(params.gcra.burst(), Ordering::Release);
+        self.origin.store(params.origin, Ordering::Release);
     }
+}
+
+/// A token taken from the bucket, with what [`State::refund`] needs to give it back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Taken {
+    /// The quota and origin it was taken under.
+    params: Params,
+    /// Relative time from which the bucket would have refilled without this token:
+    /// `max(tat before, now)`.
+    start: u64,
+    /// `cost · interval`: how far the TAT moved.
+    amount: u64,
 }
 
 /// What an acquirer got.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Acquired {
-    /// Admitted; go after this many nanoseconds (zero: now).
-    Now(u64),
+    /// Admitted; the token may be given back with [`State::refund`] if it goes unused.
+    Now(Taken),
     /// Refused; would conform after this many nanoseconds.
     Denied(u64),
     /// The cost exceeds this burst.
     TooCostly(u32),
 }
 
-/// One limiter's TAT and quota. See the module docs.
+/// One limiter's TAT, quota and origin. See the module docs.
 ///
 /// The word, which every admission writes, has a cache line to itself: the quota slots and the
 /// limiter's other read-mostly fields then stay shared in every core's cache instead of being
@@ -118,39 +170,51 @@ pub(crate) struct State {
 }
 
 impl State {
-    pub(crate) fn new(gcra: Gcra) -> State {
+    /// A full bucket of `gcra`, with relative time 0 at the absolute clock reading `origin`.
+    pub(crate) fn new(gcra: Gcra, origin: u64) -> State {
         State {
             word: CachePadded::new(AtomicU64::new(pack(0, 0))),
-            slots: [Slot::new(gcra), Slot::new(gcra)],
+            slots: [Slot::new(gcra, origin), Slot::new(gcra, origin)],
             change: Mutex::new(()),
         }
     }
 
-    /// Takes `cost` tokens at relative time `now` (clamped), reserving up to `max_wait` ns.
+    /// Takes `cost` tokens at the absolute clock reading `now`, if the bucket holds them.
     #[inline]
-    pub(crate) fn acquire(&self, now: u64, cost: u32, max_wait: u64) -> Acquired {
-        let now = now.min(NOW_MAX);
+    pub(crate) fn acquire(&self, now: u64, cost: u32) -> Acquired {
         // Acquire: makes the slot of this generation visible (see module docs).
         let mut word = self.word.load(Ordering::Acquire);
         loop {
-            let Some(gcra) = self.slots[(gen_of(word) & 1) as usize].load() else {
-                // Torn read during a quota change: the word has moved on.
+            let Some(params) = self.slots[(gen_of(word) & 1) as usize].load() else {
+                // Torn read during a change: the word has moved on.
                 // Acquire: as the first load.
                 word = self.word.load(Ordering::Acquire);
                 continue;
             };
-            let denial = match decide(tat_of(word), now, cost, gcra, max_wait) {
-                Decision::Admit { tat, wait } => {
+            let rel = params.rel(now);
+            if rel >= REBASE_AT {
+                word = self.rebase(now);
+                continue;
+            }
+            let tat = tat_of(word);
+            let denial = match decide(tat, rel, cost, params.gcra, 0) {
+                Decision::Admit { tat: next, .. } => {
                     // Relaxed on success: the word's modification order alone decides who got
                     // which tokens. Acquire on failure: the retry reads the slot of the
                     // generation it sees (module docs).
                     match self.word.compare_exchange_weak(
                         word,
-                        pack(gen_of(word), tat),
+                        pack(gen_of(word), next),
                         Ordering::Relaxed,
                         Ordering::Acquire,
                     ) {
-                        Ok(_) => return Acquired::Now(wait),
+                        Ok(_) => {
+                            return Acquired::Now(Taken {
+                                params,
+                                start: tat.max(rel),
+                                amount: next - tat.max(rel),
+                            });
+                        }
                         Err(actual) => {
                             word = actual;
                             palisade_core::sync::hint::spin_loop();
@@ -159,7 +223,7 @@ impl State {
                     }
                 }
                 Decision::Deny { retry_after } => Acquired::Denied(retry_after),
-                Decision::TooCostly => Acquired::TooCostly(gcra.burst()),
+                Decision::TooCostly => Acquired::TooCostly(params.gcra.burst()),
             };
             // A denial writes nothing, so check that the quota it used is still the word's.
             // Acquire: as the first load; after the Acquire slot loads, this load sees any
@@ -172,25 +236,73 @@ impl State {
         }
     }
 
-    /// The current quota parameters and tokens left at relative time `now`.
+    /// Gives back a token taken by [`acquire`](Self::acquire) and never used, at the absolute
+    /// clock reading `now`, as much of it as is safe (see "Tokens given back" in the module
+    /// docs). Nothing is given back across a quota change or a rebase.
+    pub(crate) fn refund(&self, taken: Taken, now: u64) {
+        // Acquire: as in `acquire`.
+        let mut word = self.word.load(Ordering::Acquire);
+        loop {
+            match self.slots[(gen_of(word) & 1) as usize].load() {
+                Some(params) if params == taken.params => {}
+                // Another quota or origin (or a torn read of a slot being changed, which means
+                // the same): the token's worth in this generation is unknown; keep it.
+                _ => return,
+            }
+            let held = taken.params.rel(now).saturating_sub(taken.start);
+            let credit = taken.amount.saturating_sub(held);
+            if credit == 0 {
+                return;
+            }
+            let tat = tat_of(word).saturating_sub(credit);
+            // Relaxed on success, Acquire on failure: as the acquiring CAS (module docs).
+            match self.word.compare_exchange_weak(
+                word,
+                pack(gen_of(word), tat),
+                Ordering::Relaxed,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return,
+                Err(actual) => word = actual,
+            }
+        }
+    }
+
+    /// The current quota parameters and tokens left at the absolute clock reading `now`.
     pub(crate) fn snapshot(&self, now: u64) -> (Gcra, u32) {
-        let now = now.min(NOW_MAX);
         loop {
             // Acquire: as in `acquire`.
             let word = self.word.load(Ordering::Acquire);
-            if let Some(gcra) = self.slots[(gen_of(word) & 1) as usize].load() {
+            if let Some(params) = self.slots[(gen_of(word) & 1) as usize].load() {
                 // Acquire: as in `acquire`'s denial re-check.
                 if self.word.load(Ordering::Acquire) == word {
-                    return (gcra, gcra.remaining(tat_of(word), now));
+                    let rel = params.rel(now);
+                    return (params.gcra, params.gcra.remaining(tat_of(word), rel));
                 }
             }
         }
     }
 
-    /// Installs `new` at relative time `now`, carrying the available tokens over (see
-    /// [`rescale`]). Returns the previous quota parameters.
+    /// Installs `new` at the absolute clock reading `now`, carrying the available tokens over
+    /// (see [`rescale`]). Returns the previous quota parameters.
     pub(crate) fn set_quota(&self, now: u64, new: Gcra) -> Gcra {
-        let now = now.min(NOW_MAX);
+        self.change(now, Some(new))
+    }
+
+    /// Moves the origin forward to `now` once relative time reached [`REBASE_AT`]; returns
+    /// the word to continue with. Cold: once every 2^58 ns of clock time.
+    #[cold]
+    #[inline(never)]
+    fn rebase(&self, now: u64) -> u64 {
+        self.change(now, None);
+        // Acquire: as in `acquire`.
+        self.word.load(Ordering::Acquire)
+    }
+
+    /// One serialized change: a new quota (`Some`), or a rebase check (`None`: moves the
+    /// origin to `now` if relative time reached [`REBASE_AT`], else changes nothing). A quota
+    /// change rebases too when due.
+    fn change(&self, now: u64, quota: Option<Gcra>) -> Gcra {
         let _serial = self.change.lock();
         // Acquire: as in `acquire`. Only changers (serialized by the lock) write slots, so the
         // slot of this generation is stable while we hold it.
@@ -199,9 +311,27 @@ impl State {
         let old = self.slots[(generation & 1) as usize]
             .load()
             .expect("slots are consistent while the change lock is held");
+        let rel = old.rel(now);
+        let rebase = rel >= REBASE_AT;
+        if quota.is_none() && !rebase {
+            return old.gcra; // another thread rebased first
+        }
+        let new = Params {
+            gcra: quota.unwrap_or(old.gcra),
+            origin: if rebase { now } else { old.origin },
+        };
+        // Relative times move by `shift` (the whole of `rel` when rebasing).
+        let shift = if rebase { rel } else { 0 };
         self.slots[((generation + 1) & 1) as usize].store(new);
         loop {
-            let next = pack(generation + 1, rescale(tat_of(word), now, old, new));
+            let tat = tat_of(word).saturating_sub(shift);
+            let now_rel = rel - shift;
+            let tat = if quota.is_some() {
+                rescale(tat, now_rel, old.gcra, new.gcra)
+            } else {
+                tat
+            };
+            let next = pack(generation + 1, tat);
             // Release on success: publishes the slot just written to acquirers that read the
             // new generation. Acquire on failure: a fresh TAT from an acquirer (same
             // generation, since changers hold the lock).
@@ -209,7 +339,7 @@ impl State {
                 .word
                 .compare_exchange_weak(word, next, Ordering::Release, Ordering::Acquire)
             {
-                Ok(_) => return old,
+                Ok(_) => return old.gcra,
                 Err(actual) => word = actual,
             }
         }
@@ -227,6 +357,17 @@ impl State {
 mod tests {
     use super::*;
 
+    fn g(interval: u64, burst: u32) -> Gcra {
+        Gcra::new(interval, burst).unwrap()
+    }
+
+    fn now_ok(a: Acquired) -> Taken {
+        match a {
+            Acquired::Now(taken) => taken,
+            other => panic!("not admitted: {other:?}"),
+        }
+    }
+
     #[test]
     fn word_layout_round_trips() {
         let w = pack(17, TAT_MAX);
@@ -238,26 +379,98 @@ mod tests {
 
     #[test]
     fn acquiring_matches_the_pure_function() {
-        let s = State::new(Gcra::new(10, 2));
-        assert_eq!(s.acquire(0, 1, 0), Acquired::Now(0));
-        assert_eq!(s.acquire(0, 1, 0), Acquired::Now(0));
-        assert_eq!(s.acquire(0, 1, 0), Acquired::Denied(10));
-        assert_eq!(s.acquire(0, 3, 0), Acquired::TooCostly(2));
-        assert_eq!(s.acquire(0, 1, 15), Acquired::Now(10));
-        assert_eq!(s.tat(), 30);
-        assert_eq!(s.snapshot(30), (Gcra::new(10, 2), 2));
+        let s = State::new(g(10, 2), 1_000);
+        now_ok(s.acquire(1_000, 1));
+        now_ok(s.acquire(1_000, 1));
+        assert_eq!(s.acquire(1_000, 1), Acquired::Denied(10));
+        assert_eq!(s.acquire(1_000, 3), Acquired::TooCostly(2));
+        assert_eq!(s.tat(), 20);
+        assert_eq!(s.snapshot(1_020), (g(10, 2), 2));
+        // A clock reading before the origin counts as the origin.
+        assert_eq!(s.acquire(0, 1), Acquired::Denied(10));
     }
 
     #[test]
     fn quota_changes_flip_generations_and_keep_tokens() {
-        let s = State::new(Gcra::new(10, 2));
-        assert_eq!(s.acquire(0, 1, 0), Acquired::Now(0));
+        let s = State::new(g(10, 2), 0);
+        now_ok(s.acquire(0, 1));
         for round in 0..40u32 {
             let burst = 2 + round % 3;
             let before = s.snapshot(0).1;
-            s.set_quota(0, Gcra::new(10, burst));
-            assert_eq!(s.snapshot(0), (Gcra::new(10, burst), before.min(burst)));
+            s.set_quota(0, g(10, burst));
+            assert_eq!(s.snapshot(0), (g(10, burst), before.min(burst)));
         }
+    }
+
+    /// A token given back at once restores the bucket exactly, even after others took tokens
+    /// behind it; one held for a while comes back only in part (what the bucket would have
+    /// refilled anyway is not credited twice); nothing comes back across a quota change.
+    #[test]
+    fn refunds_give_back_exactly_what_is_safe() {
+        let s = State::new(g(10, 3), 0);
+        let mine = now_ok(s.acquire(100, 1));
+        let theirs = now_ok(s.acquire(100, 1));
+        assert_eq!(s.snapshot(100).1, 1);
+        s.refund(mine, 100);
+        assert_eq!(s.snapshot(100).1, 2);
+        s.refund(theirs, 100);
+        assert_eq!(s.snapshot(100).1, 3);
+        assert_eq!(s.tat(), 100, "as if nothing had been taken");
+
+        // Full bucket at 100, token taken, held 4 ns: the bucket would have been full anyway
+        // from 100 on, so only 10 - 4 = 6 ns come back.
+        let held = now_ok(s.acquire(100, 1));
+        assert_eq!(s.tat(), 110);
+        s.refund(held, 104);
+        assert_eq!(s.tat(), 104);
+        // Held for a whole interval: nothing comes back.
+        let held = now_ok(s.acquire(104, 1));
+        s.refund(held, 200);
+        assert_eq!(s.tat(), 114);
+
+        // Across a quota change: kept.
+        let held = now_ok(s.acquire(114, 1));
+        s.set_quota(114, g(10, 4));
+        let before = s.tat();
+        s.refund(held, 114);
+        assert_eq!(s.tat(), before);
+    }
+
+    /// Regression (issue 9 §3): relative time was clamped at 2^59 ns, so after 18 years of
+    /// uptime (or a virtual clock set that far) tokens never came back. Now the origin moves
+    /// forward, and the limiter works up to the end of the clock's range.
+    #[test]
+    fn time_never_runs_out_even_at_the_end_of_the_clock() {
+        for start in [0, 1 << 59, (1 << 60) + 7, u64::MAX - (1 << 40)] {
+            let s = State::new(g(10, 1), start);
+            let mut last = None;
+            for t in [
+                start,
+                start.saturating_add((1 << 58) - 100),
+                start.saturating_add((1 << 58) + 100),
+                start.saturating_add(1 << 59),
+                start.saturating_add(1 << 61),
+                u64::MAX - 100,
+            ] {
+                let t = t.min(u64::MAX - 100);
+                if last.is_some_and(|last| t < last + 20) {
+                    continue;
+                }
+                last = Some(t);
+                now_ok(s.acquire(t, 1));
+                assert_eq!(s.acquire(t, 1), Acquired::Denied(10), "at {t}");
+                assert_eq!(s.acquire(t + 9, 1), Acquired::Denied(1), "at {t}");
+                now_ok(s.acquire(t + 10, 1));
+                assert_eq!(s.snapshot(t + 10).1, 0);
+                assert_eq!(s.snapshot(t + 20).1, 1);
+            }
+        }
+        // A token taken before a rebase is not credited after it.
+        let s = State::new(g(10, 1), 0);
+        let old = now_ok(s.acquire((1 << 58) - 5, 1));
+        now_ok(s.acquire((1 << 58) + 5, 1));
+        s.refund(old, (1 << 58) + 5);
+        assert_eq!(s.acquire((1 << 58) + 5, 1), Acquired::Denied(10));
     }
 }
 
@@ -271,18 +484,21 @@ mod loom_tests {
     #[test]
     fn loom_concurrent_acquirers_never_exceed_the_burst() {
         loom::model(|| {
-            let state = Arc::new(State::new(Gcra::new(10, 2)));
+            let state = Arc::new(State::new(Gcra::new(10, 2).unwrap(), 0));
             let threads: Vec<_> = (0..2)
                 .map(|_| {
                     let state = state.clone();
-                    loom::thread::spawn(move || state.acquire(0, 1, 0))
+                    loom::thread::spawn(move || state.acquire(0, 1))
                 })
                 .collect();
-            let mine = state.acquire(0, 1, 0);
+            let mine = state.acquire(0, 1);
             let mut results: Vec<Acquired> =
                 threads.into_iter().map(|t| t.join().unwrap()).collect();
             results.push(mine);
-            let admitted = results.iter().filter(|r| **r == Acquired::Now(0)).count();
+            let admitted = results
+                .iter()
+                .filter(|r| matches!(r, Acquired::Now(_)))
+                .count();
             assert_eq!(admitted, 2, "{results:?}");
             assert!(results.contains(&Acquired::Denied(10)));
             assert_eq!(state.tat(), 20);
@@ -296,32 +512,61 @@ mod loom_tests {
     #[test]
     fn loom_quota_change_is_atomic() {
         loom::model(|| {
-            let state = Arc::new(State::new(Gcra::new(10, 2)));
-            assert_eq!(state.acquire(0, 1, 0), Acquired::Now(0));
+            let state = Arc::new(State::new(Gcra::new(10, 2).unwrap(), 0));
+            assert!(matches!(state.acquire(0, 1), Acquired::Now(_)));
             let changer = {
                 let state = state.clone();
-                loom::thread::spawn(move || state.set_quota(0, Gcra::new(5, 4)))
+                loom::thread::spawn(move || state.set_quota(0, Gcra::new(5, 4).unwrap()))
             };
             let acquirer = {
                 let state = state.clone();
-                loom::thread::spawn(move || state.acquire(0, 1, 0))
+                loom::thread::spawn(move || state.acquire(0, 1))
             };
-            let mine = state.acquire(0, 1, 0);
-            assert_eq!(changer.join().unwrap(), Gcra::new(10, 2));
+            let mine = state.acquire(0, 1);
+            assert_eq!(changer.join().unwrap(), Gcra::new(10, 2).unwrap());
             let theirs = acquirer.join().unwrap();
             let admitted = [mine, theirs]
                 .iter()
-                .filter(|r| matches!(r, Acquired::Now(0)))
+                .filter(|r| matches!(r, Acquired::Now(_)))
                 .count();
             assert_eq!(admitted, 1, "{mine:?} {theirs:?}");
             // The denial names the wait of whichever quota decided it: 10 ns (old) or 5 ns.
             for r in [mine, theirs] {
                 assert!(
-                    matches!(r, Acquired::Now(0) | Acquired::Denied(5 | 10)),
+                    matches!(r, Acquired::Now(_) | Acquired::Denied(5 | 10)),
                     "{r:?}"
                 );
             }
-            assert_eq!(state.snapshot(0), (Gcra::new(5, 4), 0));
+            assert_eq!(state.snapshot(0), (Gcra::new(5, 4).unwrap(), 0));
+        });
+    }
+
+    /// A refund races two acquirers for a bucket of one whose token is held: the token is
+    /// handed out at most once more, and the final TAT matches whoever got it.
+    #[test]
+    fn loom_a_refund_hands_the_token_out_at_most_once() {
+        loom::model(|| {
+            let state = Arc::new(State::new(Gcra::new(10, 1).unwrap(), 0));
+            let Acquired::Now(held) = state.acquire(0, 1) else {
+                panic!("a full bucket admits");
+            };
+            let refunder = {
+                let state = state.clone();
+                loom::thread::spawn(move || state.refund(held, 0))
+            };
+            let acquirer = {
+                let state = state.clone();
+                loom::thread::spawn(move || state.acquire(0, 1))
+            };
+            let mine = state.acquire(0, 1);
+            refunder.join().unwrap();
+            let theirs = acquirer.join().unwrap();
+            let admitted = [mine, theirs]
+                .iter()
+                .filter(|r| matches!(r, Acquired::Now(_)))
+                .count();
+            assert!(admitted <= 1, "{mine:?} {theirs:?}");
+            assert_eq!(state.tat(), 10 * admitted as u64);
         });
     }
 }

@@ -143,6 +143,7 @@ proptest! {
                     prop_assert!(!model.clone().try_take(now, cost), "refused within the quota");
                 }
                 Err(KeyedRejection::CostExceedsBurst(_)) => prop_assert!(cost > burst),
+                Err(other) => prop_assert!(false, "unexpected {}", other),
             }
         }
     }

@@ -6,15 +6,17 @@
 mod support;
 
 use palisade_core::clock::{Clock, ManualClock};
+use palisade_core::rejection::RejectionKind;
 use palisade_core::test_util::{MockBackend, Script, Step};
 use palisade_rate_limit::{
     CostExceedsBurst, KeyedRateLimiter, Mode, RateLimited, RateLimiter, RateLimiterEvent,
     TooManyKeys,
 };
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Waker};
 use std::time::Duration;
-use support::{Echo, call_now};
+use support::{Echo, Gate, RejectsLocally, call_now};
 use tokio_test::{assert_pending, assert_ready_ok};
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 
@@ -51,36 +53,91 @@ fn every_clone_and_every_layered_service_shares_one_bucket() {
     assert_eq!(limiter.remaining_burst(), 0);
 }
 
+/// Regression (issue 9 §2/§3): `poll_ready` took the token, so a ready service dropped
+/// without `call` burned it. Now, in reject mode, `poll_ready` is the inner service's
+/// readiness, never an error for "limited", and only `call` takes a token.
 #[test]
-fn poll_ready_takes_the_token_and_call_spends_it() {
+fn reject_mode_takes_the_token_in_call_and_never_fails_poll_ready() {
     let (limiter, manual) = manual_limiter(1, 1);
     let mut svc = limiter.layer().layer(Echo);
     let mut cx = Context::from_waker(Waker::noop());
-    assert!(Service::<u32>::poll_ready(&mut svc, &mut cx).is_ready());
-    assert_eq!(
-        limiter.remaining_burst(),
-        0,
-        "the ready service holds the token"
-    );
-    // Ready again before call: still holds exactly one token, takes no second.
-    assert!(Service::<u32>::poll_ready(&mut svc, &mut cx).is_ready());
+    for _ in 0..3 {
+        assert!(matches!(
+            Service::<u32>::poll_ready(&mut svc, &mut cx),
+            std::task::Poll::Ready(Ok(()))
+        ));
+    }
+    assert_eq!(limiter.remaining_burst(), 1, "ready takes nothing");
     let mut clone = svc.clone();
-    assert!(
-        call_now(&mut clone, 0).unwrap().is_err(),
-        "a clone does not share the permit"
-    );
-    manual.advance(Duration::from_secs(5));
+    drop(svc); // a ready service dropped without call
     assert_eq!(limiter.remaining_burst(), 1);
-    assert!(call_now(&mut svc, 7).unwrap().is_ok());
-    assert_eq!(
-        limiter.remaining_burst(),
-        1,
-        "the token was taken before the refill"
-    );
-    assert!(format!("{svc:?}").contains("RateLimiterService"));
-    let _: &Echo = svc.get_ref();
-    let _: &mut Echo = svc.get_mut();
-    let _: Echo = svc.into_inner();
+    assert!(call_now(&mut clone, 7).unwrap().is_ok());
+    assert_eq!(limiter.remaining_burst(), 0);
+    // Limited: still ready (no error from poll_ready), and the response future fails.
+    for _ in 0..3 {
+        let err = call_now(&mut clone, 0).unwrap().unwrap_err();
+        assert!(err.is::<RateLimited>());
+    }
+    manual.advance(Duration::from_secs(1));
+    assert!(call_now(&mut clone, 8).unwrap().is_ok());
+    assert!(format!("{clone:?}").contains("RateLimiterService"));
+    let _: &Echo = clone.get_ref();
+    let _: &mut Echo = clone.get_mut();
+    let _: Echo = clone.into_inner();
+}
+
+/// Regression (issue 9 §3): the token was taken before the inner service was ready, so a full
+/// layer below burned tokens. In both modes, an inner service that is not ready costs none,
+/// and a call a layer below rejects locally gets its token back.
+#[tokio::test(start_paused = true)]
+async fn a_layer_below_that_is_full_or_rejects_burns_no_tokens() {
+    for wait in [false, true] {
+        let mut builder = RateLimiter::builder()
+            .rate(1, Duration::from_secs(1))
+            .burst(2)
+            .clock(Clock::tokio());
+        if wait {
+            builder = builder.wait(Duration::from_secs(10));
+        }
+        let limiter = builder.build().unwrap();
+        let gate = Gate::default();
+        let mut svc = ServiceBuilder::new()
+            .layer(limiter.layer())
+            .service(gate.clone());
+        let mut task = tokio_test::task::spawn(());
+        for _ in 0..100 {
+            task.enter(|cx, _| assert_pending!(Service::<u32>::poll_ready(&mut svc, cx)));
+        }
+        assert_eq!(limiter.remaining_burst(), 2, "wait={wait}: nothing taken");
+        gate.set_open(true);
+        assert!(task.is_woken());
+        task.enter(|cx, _| assert_ready_ok!(Service::<u32>::poll_ready(&mut svc, cx)));
+        if wait {
+            assert_eq!(limiter.remaining_burst(), 1, "held for the call");
+            drop(svc); // dropped ready, holding its token: given back
+            assert_eq!(limiter.remaining_burst(), 2);
+        } else {
+            drop(svc);
+            assert_eq!(limiter.remaining_burst(), 2);
+        }
+        assert_eq!(gate.calls(), 0);
+
+        // A layer below that rejects locally (a full bulkhead in reject mode).
+        let mut svc = ServiceBuilder::new()
+            .layer(limiter.layer())
+            .service(RejectsLocally);
+        for _ in 0..50 {
+            let err = ServiceExt::<u32>::ready(&mut svc)
+                .await
+                .unwrap()
+                .call(1)
+                .await
+                .unwrap_err();
+            assert!(palisade_core::is_local_rejection(&*err));
+            assert!(!err.is::<RateLimited>(), "the limiter itself never refused");
+        }
+        assert_eq!(limiter.remaining_burst(), 2, "wait={wait}: all given back");
+    }
 }
 
 #[test]
@@ -143,26 +200,39 @@ async fn wait_mode_sleeps_in_tokio_time_until_the_token_is_due() {
     task.enter(|cx, _| assert_ready_ok!(Service::<u32>::poll_ready(&mut svc, cx)));
     assert_eq!(svc.call(3).await.unwrap(), 3);
 
-    // The bucket is due to be full at 300 ms. Two waiters reserve the next two slots (100 and
-    // 200 ms away), first come first served; a third would wait 300 ms > max_wait and is
-    // rejected at once.
+    // Nothing is reserved: three waiters all sleep until the next token (100 ms), one takes
+    // it, the others sleep again. A waiter whose token is not due within max_wait (250 ms)
+    // gives up: ready, and its call fails.
     let mut clones: Vec<_> = (0..3).map(|_| svc.clone()).collect();
-    let mut cx = Context::from_waker(Waker::noop());
-    for c in clones.iter_mut().take(2) {
-        assert!(Service::<u32>::poll_ready(c, &mut cx).is_pending());
+    let mut task = tokio_test::task::spawn(());
+    for c in clones.iter_mut() {
+        task.enter(|cx, _| assert_pending!(Service::<u32>::poll_ready(c, cx)));
     }
-    assert!(Service::<u32>::poll_ready(&mut clones[2], &mut cx).is_ready());
-    let err = clones[2].call(9).await.unwrap_err();
-    assert_eq!(
-        err.downcast_ref::<RateLimited>().unwrap().retry_after(),
-        Duration::from_millis(300)
-    );
+    assert_eq!(limiter.remaining_burst(), 0);
     let t0 = tokio::time::Instant::now();
-    for (i, c) in clones.iter_mut().take(2).enumerate() {
-        ServiceExt::<u32>::ready(c).await.unwrap();
-        assert_eq!(t0.elapsed(), Duration::from_millis(100 * (i as u64 + 1)));
-        c.call(i as u32).await.unwrap();
+    let mut done = Vec::new();
+    let mut rejected = Vec::new();
+    while done.len() + rejected.len() < 3 {
+        tokio::time::advance(Duration::from_millis(1)).await;
+        for (i, c) in clones.iter_mut().enumerate() {
+            if done.contains(&i) || rejected.contains(&i) {
+                continue;
+            }
+            let polled = task.enter(|cx, _| Service::<u32>::poll_ready(c, cx));
+            if polled.is_ready() {
+                match c.call(i as u32).await {
+                    Ok(_) => done.push(i),
+                    Err(e) => {
+                        assert!(e.is::<RateLimited>());
+                        rejected.push(i);
+                    }
+                }
+            }
+        }
     }
+    assert_eq!(done.len(), 2, "one token at 100 ms, one at 200 ms");
+    assert_eq!(rejected.len(), 1, "the third is not due within 250 ms");
+    assert!(t0.elapsed() <= Duration::from_millis(251));
 }
 
 #[tokio::test(start_paused = true)]
@@ -223,16 +293,15 @@ fn events_report_permits_rejections_and_quota_changes() {
     assert_eq!(
         *seen,
         vec![
-            RateLimiterEvent::Permitted {
-                cost: 1,
-                wait: Duration::ZERO
-            },
+            RateLimiterEvent::Permitted { cost: 1 },
             RateLimiterEvent::Rejected {
                 cost: 1,
+                reason: RejectionKind::RateLimited,
                 retry_after: Some(Duration::from_secs(1))
             },
             RateLimiterEvent::Rejected {
                 cost: 2,
+                reason: RejectionKind::CostExceedsBurst,
                 retry_after: None
             },
             RateLimiterEvent::QuotaChanged {
@@ -375,10 +444,10 @@ async fn simulated_clients_never_push_the_backend_over_the_quota() {
     );
 }
 
-/// A waiter dropped before its turn forfeits its reservation: the limiter errs on the side of
-/// admitting less, never more.
+/// Regression (issue 9 §3): a waiter dropped before its turn forfeited its reserved token.
+/// Now waiting takes nothing: after a dropped waiter the next token is still at 100 ms.
 #[tokio::test(start_paused = true)]
-async fn a_cancelled_waiter_never_lets_extra_requests_through() {
+async fn a_cancelled_waiter_forfeits_nothing() {
     let limiter = RateLimiter::builder()
         .rate(10, Duration::from_secs(1))
         .burst(1)
@@ -389,16 +458,109 @@ async fn a_cancelled_waiter_never_lets_extra_requests_through() {
     let mut svc = ServiceBuilder::new().layer(limiter.layer()).service(Echo);
     ServiceExt::<u32>::ready(&mut svc).await.unwrap();
     svc.call(1).await.unwrap();
-    let mut waiter = svc.clone();
-    let mut cx = Context::from_waker(Waker::noop());
-    assert!(Service::<u32>::poll_ready(&mut waiter, &mut cx).is_pending());
-    drop(waiter); // its slot at 100 ms is forfeited
+    for _ in 0..1_000 {
+        let mut waiter = svc.clone();
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(Service::<u32>::poll_ready(&mut waiter, &mut cx).is_pending());
+        drop(waiter);
+    }
     let start = tokio::time::Instant::now();
     ServiceExt::<u32>::ready(&mut svc).await.unwrap();
     assert_eq!(
         start.elapsed(),
-        Duration::from_millis(200),
-        "the next slot, not a reused one"
+        Duration::from_millis(100),
+        "the next token, not a later one"
     );
     svc.call(2).await.unwrap();
+}
+
+/// Regression (issue 9 §3): 100 000 cancelled `until_ready` calls made a 100/s limiter refuse
+/// everyone for 999 s. Now a cancelled wait costs nothing.
+#[tokio::test(start_paused = true)]
+async fn cancelled_until_ready_calls_forfeit_no_tokens() {
+    let limiter = RateLimiter::builder()
+        .rate(100, Duration::from_secs(1))
+        .burst(1)
+        .clock(Clock::tokio())
+        .build()
+        .unwrap();
+    limiter.check().unwrap();
+    let mut cx = Context::from_waker(Waker::noop());
+    for _ in 0..100_000 {
+        let mut waiter = Box::pin(limiter.until_ready());
+        assert!(waiter.as_mut().poll(&mut cx).is_pending());
+    }
+    tokio::time::advance(Duration::from_millis(10)).await;
+    assert!(limiter.check().is_ok(), "the next token is due after 10 ms");
+    let start = tokio::time::Instant::now();
+    limiter.until_ready().await;
+    assert_eq!(start.elapsed(), Duration::from_millis(10));
+}
+
+/// The weighted and keyed services in wait mode take nothing while their futures wait, so
+/// dropped waiting futures forfeit nothing either.
+#[tokio::test(start_paused = true)]
+async fn dropped_waiting_futures_of_the_call_time_services_forfeit_nothing() {
+    let limiter = RateLimiter::builder()
+        .rate(10, Duration::from_secs(1))
+        .burst(2)
+        .wait(Duration::from_secs(10))
+        .clock(Clock::tokio())
+        .build()
+        .unwrap();
+    let mut svc = ServiceBuilder::new()
+        .layer(limiter.layer().cost(|req: &u32| *req))
+        .service(Echo);
+    assert_eq!(svc.ready().await.unwrap().call(2).await.unwrap(), 2);
+    let mut cx = Context::from_waker(Waker::noop());
+    for _ in 0..1_000 {
+        let mut waiting = Box::pin(svc.ready().await.unwrap().call(2));
+        assert!(waiting.as_mut().poll(&mut cx).is_pending());
+    }
+    tokio::time::advance(Duration::from_millis(200)).await;
+    assert_eq!(
+        limiter.remaining_burst(),
+        2,
+        "the bucket refilled as if no one had waited"
+    );
+
+    let keyed = KeyedRateLimiter::<u8>::builder()
+        .rate(10, Duration::from_secs(1))
+        .wait(Duration::from_secs(10))
+        .burst(1)
+        .clock(Clock::tokio())
+        .build()
+        .unwrap();
+    let mut svc = ServiceBuilder::new()
+        .layer(keyed.layer(|req: &u8| *req))
+        .service(Echo);
+    svc.ready().await.unwrap().call(1).await.unwrap();
+    for _ in 0..1_000 {
+        let mut waiting = Box::pin(svc.ready().await.unwrap().call(1));
+        assert!(waiting.as_mut().poll(&mut cx).is_pending());
+    }
+    tokio::time::advance(Duration::from_millis(100)).await;
+    assert_eq!(keyed.remaining_burst(&1), 1);
+    // A waiting keyed future whose inner service is not ready gives its token back.
+    let gate = Gate::default();
+    let mut svc = ServiceBuilder::new()
+        .layer(keyed.layer(|req: &u8| *req))
+        .service(gate.clone());
+    gate.set_open(true);
+    let mut first = Box::pin(svc.ready().await.unwrap().call(2));
+    assert!(first.as_mut().poll(&mut cx).is_ready());
+    let mut waiting = Box::pin(svc.ready().await.unwrap().call(2));
+    gate.set_open(false);
+    assert!(waiting.as_mut().poll(&mut cx).is_pending());
+    tokio::time::advance(Duration::from_millis(150)).await;
+    assert!(waiting.as_mut().poll(&mut cx).is_pending());
+    assert_eq!(
+        keyed.remaining_burst(&2),
+        1,
+        "given back while the gate is closed"
+    );
+    gate.set_open(true);
+    assert!(waiting.as_mut().poll(&mut cx).is_ready());
+    assert_eq!(keyed.remaining_burst(&2), 0);
+    assert_eq!(gate.calls(), 2);
 }

@@ -62,3 +62,78 @@ impl ModelBucket {
 }
 
 pub use palisade_core::test_util::{Echo, call_now};
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll, Waker};
+
+/// A service whose readiness is switched from outside (a full bulkhead below, a connection
+/// not yet up): `Pending` while closed, waking the last poller when opened. Counts calls.
+#[derive(Clone, Debug, Default)]
+pub struct Gate {
+    open: Arc<AtomicBool>,
+    calls: Arc<AtomicU64>,
+    waker: Arc<std::sync::Mutex<Option<Waker>>>,
+}
+
+impl Gate {
+    pub fn set_open(&self, open: bool) {
+        // SeqCst: test code, simplest to reason about.
+        self.open.store(open, Ordering::SeqCst);
+        let waker = if open {
+            self.waker.lock().unwrap().take()
+        } else {
+            None
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    pub fn calls(&self) -> u64 {
+        // SeqCst: test code.
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+impl<Req: Send + 'static> tower::Service<Req> for Gate {
+    type Response = Req;
+    type Error = tower::BoxError;
+    type Future = std::future::Ready<Result<Req, tower::BoxError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), tower::BoxError>> {
+        // SeqCst: test code.
+        if self.open.load(Ordering::SeqCst) {
+            Poll::Ready(Ok(()))
+        } else {
+            *self.waker.lock().unwrap() = Some(cx.waker().clone());
+            Poll::Pending
+        }
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        // SeqCst: test code.
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        std::future::ready(Ok(req))
+    }
+}
+
+/// A layer below that rejects every call locally (as a full bulkhead in reject mode does):
+/// its error carries a core `Rejection`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RejectsLocally;
+
+impl<Req> tower::Service<Req> for RejectsLocally {
+    type Response = Req;
+    type Error = tower::BoxError;
+    type Future = std::future::Ready<Result<Req, tower::BoxError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), tower::BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Req) -> Self::Future {
+        use palisade_core::rejection::{Rejection, RejectionKind};
+        std::future::ready(Err(Box::new(Rejection::new(RejectionKind::BulkheadFull))))
+    }
+}
