@@ -8,6 +8,7 @@
 //! | [`bulkhead`] | `bulkhead` | fixed and adaptive (AIMD, Gradient2, Vegas) concurrency limits |
 //! | [`rate_limit`] | `rate-limit` | GCRA in one atomic, shared across clones, keyed with bounded memory |
 //! | [`retry`] | `retry` | backoff with jitter, lock-free retry budget, throttles, hedging |
+//! | [`load_balancer`] | `load-balancer` | cloneable, lock-free P2C + peak EWMA with failure penalties, outlier ejection, retries to another endpoint |
 //! | [`common`] | always | `palisade-core`: clocks, outcome classification, local rejections, events, errors, `test-util` mock backend |
 //!
 //! The four layer features are on by default; `full` adds `metrics` and `tracing`.
@@ -140,6 +141,8 @@ pub use palisade_core as common;
 pub use palisade_bulkhead as bulkhead;
 #[cfg(feature = "circuit-breaker")]
 pub use palisade_circuit_breaker as circuit_breaker;
+#[cfg(feature = "load-balancer")]
+pub use palisade_load_balancer as load_balancer;
 #[cfg(feature = "rate-limit")]
 pub use palisade_rate_limit as rate_limit;
 #[cfg(feature = "retry")]
@@ -158,6 +161,8 @@ pub mod prelude {
     pub use palisade_bulkhead::{Bulkhead, BulkheadFull, WaitTimeout};
     #[cfg(feature = "circuit-breaker")]
     pub use palisade_circuit_breaker::{CircuitBreaker, CircuitOpen};
+    #[cfg(feature = "load-balancer")]
+    pub use palisade_load_balancer::{Balancer, NoHealthyEndpoints};
     #[cfg(feature = "rate-limit")]
     pub use palisade_rate_limit::{KeyedRateLimiter, RateLimited, RateLimiter};
     #[cfg(feature = "retry")]
