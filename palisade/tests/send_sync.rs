@@ -18,6 +18,12 @@
 //! The inner service is the core mock backend (its future holds a tokio `Sleep`, so it is not
 //! `Unpin`) or the core `Echo` (whose future is `std::future::Ready`, `Unpin`).
 
+#![cfg(all(
+    feature = "circuit-breaker",
+    feature = "bulkhead",
+    feature = "rate-limit",
+    feature = "retry"
+))]
 #![allow(
     clippy::extra_unused_type_parameters,
     reason = "the type parameter is the whole point of each assertion function"
@@ -156,35 +162,43 @@ fn rate_limit() {
 fn retry() {
     use palisade_retry::adaptive::future::ResponseFuture as ThrottleFuture;
     use palisade_retry::future::ResponseFuture;
-    use palisade_retry::hedge::HedgeFuture;
+    use palisade_retry::hedge::future::ResponseFuture as HedgeFuture;
     use palisade_retry::{
-        AdaptiveThrottle, AdaptiveThrottleLayer, AdaptiveThrottleService, AttemptTimedOut, Backoff,
-        CloneAll, DeadlineExceeded, Hedge, HedgeLayer, HedgePolicy, Retry, RetryBudget,
-        RetryBudgetBuilder, RetryEvent, RetryLayer, RetryPolicy, RetryPolicyBuilder, RetryThrottle,
-        Throttled,
+        AdaptiveThrottle, AdaptiveThrottleEvent, AdaptiveThrottleLayer, AdaptiveThrottleService,
+        AdaptiveThrottleSnapshot, AttemptTimedOut, Backoff, BudgetEvent, CloneAll,
+        DeadlineExceeded, HedgePolicy, HedgePolicyLayer, HedgePolicyService, HedgePolicySnapshot,
+        RetryBudget, RetryBudgetBuilder, RetryBudgetSnapshot, RetryEvent, RetryPolicy,
+        RetryPolicyBuilder, RetryPolicyLayer, RetryPolicyService, RetryPolicySnapshot,
+        RetryThrottle, Throttled,
     };
     assert_traits! {
         RetryPolicy: send sync unpin clone debug;
         RetryPolicyBuilder: send unpin debug;
-        RetryLayer: send sync unpin clone debug;
-        Retry<MockBackend>: send sync unpin clone debug;
-        Retry<Echo>: send sync unpin clone debug;
+        RetryPolicyLayer: send sync unpin clone debug;
+        RetryPolicyService<MockBackend>: send sync unpin clone debug;
+        RetryPolicyService<Echo>: send sync unpin clone debug;
         ResponseFuture<MockBackend, u32, ErrorIsFailure, CloneAll>: send sync;
+        RetryPolicySnapshot: send sync unpin clone debug;
         RetryBudget: send sync unpin clone debug;
         RetryBudgetBuilder: send unpin debug;
+        RetryBudgetSnapshot: send sync unpin clone debug;
         RetryThrottle: send sync unpin clone debug;
         Backoff: send sync unpin clone debug;
         RetryEvent: send sync unpin clone debug;
+        BudgetEvent: send sync unpin clone debug;
         AttemptTimedOut: send sync unpin clone debug error;
         DeadlineExceeded: send sync unpin clone debug error;
         Throttled: send sync unpin clone debug error;
         HedgePolicy: send sync unpin clone debug;
-        HedgeLayer: send sync unpin clone debug;
-        Hedge<MockBackend>: send sync unpin clone debug;
+        HedgePolicyLayer: send sync unpin clone debug;
+        HedgePolicyService<MockBackend>: send sync unpin clone debug;
+        HedgePolicySnapshot: send sync unpin clone debug;
         HedgeFuture<MockBackend, u32, ErrorIsFailure, CloneAll>: send sync;
         AdaptiveThrottle: send sync unpin clone debug;
         AdaptiveThrottleLayer: send sync unpin clone debug;
         AdaptiveThrottleService<MockBackend>: send sync unpin clone debug;
+        AdaptiveThrottleSnapshot: send sync unpin clone debug;
+        AdaptiveThrottleEvent: send sync unpin clone debug;
         ThrottleFuture<MockFut, ErrorIsFailure>: send sync;
         ThrottleFuture<EchoFuture, ErrorIsFailure>: send sync unpin;
     }
