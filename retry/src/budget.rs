@@ -20,7 +20,7 @@
 //! # How it counts
 //!
 //! The `ttl` is cut into [`BUCKETS`] buckets of `ttl / BUCKETS` each, kept in core's lock-free
-//! [`EpochRing`](palisade_core::ring::EpochRing) (one `AtomicU64` per bucket: an epoch tag, a
+//! [`palisade_core::ring::EpochRing`] (one `AtomicU64` per bucket: an epoch tag, a
 //! deposit count and a withdrawal count, 20 bits each); one more `AtomicU64` holds what the live
 //! buckets' withdrawals cost in total (`spent`). A deposit is one CAS on the current bucket
 //! (plus a clock read): that is the hot path. A withdrawal sums the live buckets' deposits and

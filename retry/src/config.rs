@@ -2,6 +2,7 @@
 
 use crate::backoff::Backoff;
 use crate::budget::{RetryBudget, RetryBudgetBuilder};
+use crate::events::RetryEvent;
 use crate::request::{CloneAll, CloneIf, CloneWith};
 use crate::retry_policy::{RetryPolicy, Shared};
 use crate::throttle::RetryThrottle;
@@ -42,6 +43,16 @@ impl Spend {
                 Outcome::Failure => throttle.on_failure(),
                 Outcome::Ignore => {}
             }
+        }
+    }
+
+    /// Reports a refused retry or hedge: [`RetryEvent::RetryThrottled`] when a throttle
+    /// refused it, [`RetryEvent::BudgetExhausted`] otherwise.
+    pub(crate) fn emit_refusal(&self, events: &EventBus<RetryEvent>, attempt: u32) {
+        if let Spend::Throttle(_) = self {
+            events.emit_with(|| RetryEvent::RetryThrottled { attempt });
+        } else {
+            events.emit_with(|| RetryEvent::BudgetExhausted { attempt });
         }
     }
 

@@ -4,7 +4,7 @@
 //! [`BoxError`](palisade_core::BoxError); find them with `downcast_ref`. The two that are
 //! *local rejections* ([`DeadlineExceeded`], [`Throttled`]) return a core
 //! [`Rejection`] from [`source`](std::error::Error::source), so layers above recognise them
-//! with [`palisade_core::rejection`] and do not count them as failures of the dependency.
+//! with [`palisade_core::rejection()`] and do not count them as failures of the dependency.
 //! [`AttemptTimedOut`] is not one: an attempt that took too long is the dependency's failure.
 
 use palisade_core::rejection::{Rejection, RejectionKind};

@@ -1,4 +1,14 @@
-//! [`RetryEvent`]: what the retry and hedge layers report to listeners and metrics.
+//! The events of this crate's handles, and how they are recorded as metrics and traces.
+//!
+//! | handle | event | metrics (feature `metrics`, all labelled `name`) |
+//! |---|---|---|
+//! | [`RetryPolicy`](crate::RetryPolicy), [`HedgePolicy`](crate::HedgePolicy) | [`RetryEvent`] | `palisade_retry_calls_total{outcome}` (`success`, `failure`, `ignore`, `rejected`), `palisade_retry_attempts_total`, `palisade_retry_retries_total`, `palisade_retry_backoff_seconds`, `palisade_retry_rejections_total{reason}` (`budget_exhausted`, `throttled`, `deadline_exceeded`), `palisade_retry_gave_up_total{reason}`, `palisade_retry_hedges_total` |
+//! | [`RetryBudget`](crate::RetryBudget) | [`BudgetEvent`] | `palisade_retry_budget_withdrawals_total`, `palisade_retry_budget_refusals_total` |
+//! | [`RetryThrottle`](crate::RetryThrottle) | [`ThrottleEvent`] | gauge `palisade_retry_throttle_engaged` (1 while retries are stopped), `palisade_retry_throttle_transitions_total{state}` (`engaged`, `disengaged`) |
+//! | [`AdaptiveThrottle`](crate::AdaptiveThrottle) | [`AdaptiveThrottleEvent`] | `palisade_retry_rejections_total{reason="throttled"}` |
+//!
+//! With `tracing`, per-call events are `TRACE`, a call that gave up is `DEBUG`, and a throttle
+//! engaging or disengaging is `WARN` / `INFO`, all with structured fields, target `palisade`.
 
 use std::time::Duration;
 
@@ -54,6 +64,51 @@ impl GiveUpReason {
     }
 }
 
+/// How a call through a retry policy (or hedge) ended: the `outcome` label of
+/// `palisade_retry_calls_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CallOutcome {
+    /// The classifier called the final result a success.
+    Success,
+    /// The final result was a failure (retrying gave up, or the inner service broke).
+    Failure,
+    /// The classifier ignored the final result, or it was a local rejection from a layer below
+    /// (not the dependency's outcome).
+    Ignore,
+    /// The retry layer refused the call itself: its deadline passed
+    /// ([`DeadlineExceeded`](crate::DeadlineExceeded)).
+    Rejected,
+}
+
+impl CallOutcome {
+    /// `success`, `failure`, `ignore` or `rejected`.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            CallOutcome::Success => "success",
+            CallOutcome::Failure => "failure",
+            CallOutcome::Ignore => "ignore",
+            CallOutcome::Rejected => "rejected",
+        }
+    }
+
+    #[cfg(feature = "metrics")]
+    const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl From<palisade_core::Outcome> for CallOutcome {
+    fn from(outcome: palisade_core::Outcome) -> Self {
+        match outcome {
+            palisade_core::Outcome::Success => CallOutcome::Success,
+            palisade_core::Outcome::Failure => CallOutcome::Failure,
+            palisade_core::Outcome::Ignore => CallOutcome::Ignore,
+        }
+    }
+}
+
 /// An event of the retry or hedge layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -62,11 +117,16 @@ pub enum RetryEvent {
     RetryScheduled {
         /// The number of the attempt scheduled, counting the first as 1.
         attempt: u32,
-        /// The wait before it (backoff, or a downstream `retry_after` hint if longer).
+        /// The wait before it (backoff, or a remote `retry_after` hint if longer).
         delay: Duration,
     },
     /// A retry or hedge was refused by the budget; the last result is returned as it was.
     BudgetExhausted {
+        /// The attempt that would have been made.
+        attempt: u32,
+    },
+    /// A retry or hedge was refused by a [`RetryThrottle`](crate::RetryThrottle).
+    RetryThrottled {
         /// The attempt that would have been made.
         attempt: u32,
     },
@@ -82,18 +142,27 @@ pub enum RetryEvent {
         /// Why no further attempt was made.
         reason: GiveUpReason,
     },
+    /// A call through a retry policy ended (emitted once per call).
+    CallFinished {
+        /// How it ended.
+        outcome: CallOutcome,
+        /// Attempts sent for it, the first included.
+        attempts: u32,
+    },
 }
 
-/// The `metrics` handles of one retry policy or hedge, registered once (feature `metrics`).
-///
-/// Counters `palisade_retry_retries_total`, `palisade_retry_budget_exhausted_total`,
-/// `palisade_retry_hedges_total`, `palisade_retry_gave_up_total` (label `outcome`: the
-/// [`GiveUpReason`]), and the histogram `palisade_retry_backoff_seconds`, all labelled `name`.
+/// The `metrics` handles of one retry policy or hedge, registered once (feature `metrics`);
+/// see the [crate docs](crate) for the names.
 #[cfg(feature = "metrics")]
 pub struct RetryMetrics {
+    /// One per `CallOutcome`, in declaration order.
+    calls: [metrics::Counter; 4],
+    attempts: metrics::Counter,
     retries: metrics::Counter,
     backoff: metrics::Histogram,
     budget_exhausted: metrics::Counter,
+    throttled: metrics::Counter,
+    deadline_exceeded: metrics::Counter,
     hedges: metrics::Counter,
     /// One per `GiveUpReason`, in declaration order.
     gave_up: [metrics::Counter; 6],
@@ -113,17 +182,41 @@ impl palisade_core::events::RecordMetrics for RetryEvent {
     fn register(name: &str) -> RetryMetrics {
         describe();
         let name = name.to_owned();
+        let rejections = |kind: palisade_core::RejectionKind| {
+            metrics::counter!(
+                "palisade_retry_rejections_total",
+                "name" => name.clone(),
+                "reason" => kind.as_str()
+            )
+        };
+        let calls = |outcome: CallOutcome| {
+            metrics::counter!(
+                "palisade_retry_calls_total",
+                "name" => name.clone(),
+                "outcome" => outcome.as_str()
+            )
+        };
         let gave_up = |reason: GiveUpReason| {
             metrics::counter!(
                 "palisade_retry_gave_up_total",
                 "name" => name.clone(),
-                "outcome" => reason.as_str()
+                "reason" => reason.as_str()
             )
         };
         RetryMetrics {
+            calls: [
+                CallOutcome::Success,
+                CallOutcome::Failure,
+                CallOutcome::Ignore,
+                CallOutcome::Rejected,
+            ]
+            .map(calls),
+            attempts: metrics::counter!("palisade_retry_attempts_total", "name" => name.clone()),
             retries: metrics::counter!("palisade_retry_retries_total", "name" => name.clone()),
             backoff: metrics::histogram!("palisade_retry_backoff_seconds", "name" => name.clone()),
-            budget_exhausted: metrics::counter!("palisade_retry_budget_exhausted_total", "name" => name.clone()),
+            budget_exhausted: rejections(palisade_core::RejectionKind::BudgetExhausted),
+            throttled: rejections(palisade_core::RejectionKind::Throttled),
+            deadline_exceeded: rejections(palisade_core::RejectionKind::DeadlineExceeded),
             hedges: metrics::counter!("palisade_retry_hedges_total", "name" => name.clone()),
             gave_up: GiveUpReason::ALL.map(gave_up),
         }
@@ -136,15 +229,47 @@ impl palisade_core::events::RecordMetrics for RetryEvent {
                 m.backoff.record(delay.as_secs_f64());
             }
             RetryEvent::BudgetExhausted { .. } => m.budget_exhausted.increment(1),
+            RetryEvent::RetryThrottled { .. } => m.throttled.increment(1),
             RetryEvent::HedgeSent { .. } => m.hedges.increment(1),
             RetryEvent::GaveUp { reason, .. } => m.gave_up[reason.index()].increment(1),
+            RetryEvent::CallFinished { outcome, attempts } => {
+                m.calls[outcome.index()].increment(1);
+                m.attempts.increment(u64::from(attempts));
+                if outcome == CallOutcome::Rejected {
+                    m.deadline_exceeded.increment(1);
+                }
+            }
         }
     }
 }
 
-/// Traced at `DEBUG` with the event's `Debug` form (the default of the trait).
+/// Per-call events at `TRACE`, a call that gave up at `DEBUG`; fields `layer`, `name`,
+/// `event` and the event's own.
 #[cfg(feature = "tracing")]
-impl palisade_core::events::TraceEvent for RetryEvent {}
+impl palisade_core::events::TraceEvent for RetryEvent {
+    fn trace(&self, layer: &'static str, name: &str) {
+        match *self {
+            RetryEvent::RetryScheduled { attempt, delay } => {
+                tracing::trace!(target: "palisade", layer, name, event = "retry_scheduled", attempt, delay_s = delay.as_secs_f64());
+            }
+            RetryEvent::BudgetExhausted { attempt } => {
+                tracing::trace!(target: "palisade", layer, name, event = "budget_exhausted", attempt);
+            }
+            RetryEvent::RetryThrottled { attempt } => {
+                tracing::trace!(target: "palisade", layer, name, event = "retry_throttled", attempt);
+            }
+            RetryEvent::HedgeSent { hedge } => {
+                tracing::trace!(target: "palisade", layer, name, event = "hedge_sent", hedge);
+            }
+            RetryEvent::GaveUp { attempts, reason } => {
+                tracing::debug!(target: "palisade", layer, name, event = "gave_up", attempts, reason = reason.as_str());
+            }
+            RetryEvent::CallFinished { outcome, attempts } => {
+                tracing::trace!(target: "palisade", layer, name, event = "call_finished", outcome = outcome.as_str(), attempts);
+            }
+        }
+    }
+}
 
 /// An event of a [`RetryBudget`](crate::RetryBudget): one per withdrawal asked of it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -158,7 +283,8 @@ pub enum BudgetEvent {
 
 /// The `metrics` handles of one retry budget (feature `metrics`): the counters
 /// `palisade_retry_budget_withdrawals_total{name}` (granted) and
-/// `palisade_retry_rejections_total{name, reason="budget_exhausted"}` (refused).
+/// `palisade_retry_budget_refusals_total{name}` (refused; the policy that asked counts it as
+/// `palisade_retry_rejections_total{reason="budget_exhausted"}`).
 #[cfg(feature = "metrics")]
 pub struct BudgetMetrics {
     withdrawn: metrics::Counter,
@@ -181,11 +307,7 @@ impl palisade_core::events::RecordMetrics for BudgetEvent {
         let name = name.to_owned();
         BudgetMetrics {
             withdrawn: metrics::counter!("palisade_retry_budget_withdrawals_total", "name" => name.clone()),
-            exhausted: metrics::counter!(
-                "palisade_retry_rejections_total",
-                "name" => name,
-                "reason" => palisade_core::RejectionKind::BudgetExhausted.as_str()
-            ),
+            exhausted: metrics::counter!("palisade_retry_budget_refusals_total", "name" => name),
         }
     }
 
@@ -209,45 +331,70 @@ impl palisade_core::events::TraceEvent for BudgetEvent {
     }
 }
 
-/// The help text of every metric of this crate, given once per process.
+/// The help text of every metric of this crate, given to each recorder once (core's
+/// [`describe`](palisade_core::events::describe)).
 #[cfg(feature = "metrics")]
 pub(crate) fn describe() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        metrics::describe_counter!(
+    use palisade_core::events::{MetricKind, describe};
+    for (kind, name, help) in [
+        (
+            MetricKind::Counter,
             "palisade_retry_calls_total",
-            "Calls through a retry policy, by final outcome (success, failure, ignore, rejected)."
-        );
-        metrics::describe_counter!(
+            "Calls through a retry policy, by how they ended (success, failure, ignore, rejected).",
+        ),
+        (
+            MetricKind::Counter,
             "palisade_retry_attempts_total",
-            "Attempts sent by retry policies and hedges, first attempts included."
-        );
-        metrics::describe_counter!(
+            "Attempts sent by retry policies and hedges, first attempts included.",
+        ),
+        (
+            MetricKind::Counter,
             "palisade_retry_retries_total",
-            "Retries scheduled by a retry policy."
-        );
-        metrics::describe_histogram!(
+            "Retries scheduled by a retry policy.",
+        ),
+        (
+            MetricKind::Histogram,
             "palisade_retry_backoff_seconds",
-            metrics::Unit::Seconds,
-            "The wait before each retry (backoff, or a remote retry_after hint)."
-        );
-        metrics::describe_counter!(
+            "The wait before each retry (backoff, or a remote retry_after hint).",
+        ),
+        (
+            MetricKind::Counter,
             "palisade_retry_rejections_total",
-            "Local rejections by the retry layer, by reason (budget_exhausted, throttled, deadline_exceeded)."
-        );
-        metrics::describe_counter!(
+            "Refusals of the retry layer, by reason (budget_exhausted, throttled, deadline_exceeded).",
+        ),
+        (
+            MetricKind::Counter,
             "palisade_retry_gave_up_total",
-            "Requests whose retrying stopped with a failed result, by reason."
-        );
-        metrics::describe_counter!(
+            "Calls whose retrying stopped with a failed result, by reason.",
+        ),
+        (
+            MetricKind::Counter,
             "palisade_retry_hedges_total",
-            "Hedged copies sent."
-        );
-        metrics::describe_counter!(
+            "Hedged copies sent.",
+        ),
+        (
+            MetricKind::Counter,
             "palisade_retry_budget_withdrawals_total",
-            "Retries and hedges granted by a retry budget."
-        );
-    });
+            "Retries and hedges a retry budget granted.",
+        ),
+        (
+            MetricKind::Counter,
+            "palisade_retry_budget_refusals_total",
+            "Retries and hedges a retry budget refused.",
+        ),
+        (
+            MetricKind::Gauge,
+            "palisade_retry_throttle_engaged",
+            "1 while a gRPC-style retry throttle stops retries (half its tokens or fewer left), else 0.",
+        ),
+        (
+            MetricKind::Counter,
+            "palisade_retry_throttle_transitions_total",
+            "A retry throttle engaging (retries stop) or disengaging.",
+        ),
+    ] {
+        describe(kind, name, help);
+    }
 }
 
 /// An event of an [`AdaptiveThrottle`](crate::AdaptiveThrottle).
@@ -305,6 +452,95 @@ impl palisade_core::events::TraceEvent for AdaptiveThrottleEvent {
         match self {
             AdaptiveThrottleEvent::Throttled { probability } => {
                 tracing::trace!(target: "palisade", layer, name, event = "throttled", probability);
+            }
+        }
+    }
+}
+
+/// An event of a [`RetryThrottle`](crate::RetryThrottle): a transition.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum ThrottleEvent {
+    /// The tokens fell to half of the bucket or below: retries stop.
+    Engaged {
+        /// Tokens left.
+        tokens: f64,
+    },
+    /// Successes brought the tokens back above half: retries resume.
+    Disengaged {
+        /// Tokens now.
+        tokens: f64,
+    },
+}
+
+/// The `metrics` handles of one retry throttle (feature `metrics`): the gauge
+/// `palisade_retry_throttle_engaged{name}` (1 while retries are stopped) and the counter
+/// `palisade_retry_throttle_transitions_total{name, state}` (`engaged`, `disengaged`).
+#[cfg(feature = "metrics")]
+pub struct ThrottleMetrics {
+    engaged: metrics::Gauge,
+    transitions: [metrics::Counter; 2],
+}
+
+#[cfg(feature = "metrics")]
+impl std::fmt::Debug for ThrottleMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ThrottleMetrics").finish_non_exhaustive()
+    }
+}
+
+#[cfg(feature = "metrics")]
+impl ThrottleMetrics {
+    pub(crate) fn set_engaged(&self, engaged: bool) {
+        self.engaged.set(if engaged { 1.0 } else { 0.0 });
+    }
+}
+
+#[cfg(feature = "metrics")]
+impl palisade_core::events::RecordMetrics for ThrottleEvent {
+    type Handles = ThrottleMetrics;
+
+    fn register(name: &str) -> ThrottleMetrics {
+        describe();
+        let name = name.to_owned();
+        let transition = |state: &'static str| {
+            metrics::counter!(
+                "palisade_retry_throttle_transitions_total",
+                "name" => name.clone(),
+                "state" => state
+            )
+        };
+        ThrottleMetrics {
+            engaged: metrics::gauge!("palisade_retry_throttle_engaged", "name" => name.clone()),
+            transitions: [transition("engaged"), transition("disengaged")],
+        }
+    }
+
+    fn record_metrics(&self, m: &ThrottleMetrics) {
+        match self {
+            ThrottleEvent::Engaged { .. } => {
+                m.engaged.set(1.0);
+                m.transitions[0].increment(1);
+            }
+            ThrottleEvent::Disengaged { .. } => {
+                m.engaged.set(0.0);
+                m.transitions[1].increment(1);
+            }
+        }
+    }
+}
+
+/// Transitions: engaging at `WARN`, disengaging at `INFO`; fields `layer`, `name`, `event`,
+/// `tokens`.
+#[cfg(feature = "tracing")]
+impl palisade_core::events::TraceEvent for ThrottleEvent {
+    fn trace(&self, layer: &'static str, name: &str) {
+        match *self {
+            ThrottleEvent::Engaged { tokens } => {
+                tracing::warn!(target: "palisade", layer, name, event = "throttle_engaged", tokens);
+            }
+            ThrottleEvent::Disengaged { tokens } => {
+                tracing::info!(target: "palisade", layer, name, event = "throttle_disengaged", tokens);
             }
         }
     }

@@ -2,7 +2,7 @@
 
 use crate::backoff::SplitMix64;
 use crate::error::{AttemptTimedOut, DeadlineExceeded};
-use crate::events::{GiveUpReason, RetryEvent};
+use crate::events::{CallOutcome, GiveUpReason, RetryEvent};
 use crate::request::RetryRequest;
 use crate::retry_policy::Shared;
 use palisade_core::BoxError;
@@ -148,12 +148,22 @@ where
                                         attempts,
                                         reason: GiveUpReason::LocalRejection,
                                     });
-                                    return Poll::Ready(result);
+                                    return finished(
+                                        this.shared,
+                                        attempts,
+                                        CallOutcome::Ignore,
+                                        result,
+                                    );
                                 }
                             } else {
                                 this.shared.spend.on_outcome(outcome);
                                 if outcome != Outcome::Failure {
-                                    return Poll::Ready(result);
+                                    return finished(
+                                        this.shared,
+                                        *this.attempt,
+                                        CallOutcome::from(outcome),
+                                        result,
+                                    );
                                 }
                             }
                             result
@@ -201,7 +211,12 @@ where
                             this.shared
                                 .events
                                 .emit_with(|| RetryEvent::GaveUp { attempts, reason });
-                            return Poll::Ready(result);
+                            let outcome = if matches!(&result, Err(e) if is_local_rejection(&**e)) {
+                                CallOutcome::Ignore
+                            } else {
+                                CallOutcome::Failure
+                            };
+                            return finished(this.shared, attempts, outcome, result);
                         }
                     }
                 }
@@ -220,7 +235,15 @@ where
                 StateProj::Ready => {
                     match this.service.poll_ready(cx) {
                         Poll::Ready(Ok(())) => {}
-                        Poll::Ready(Err(err)) => return Poll::Ready(Err(err.into())),
+                        Poll::Ready(Err(err)) => {
+                            let attempts = *this.attempt;
+                            return finished(
+                                this.shared,
+                                attempts,
+                                CallOutcome::Failure,
+                                Err(err.into()),
+                            );
+                        }
                         Poll::Pending => {
                             let Some(timer) = this.timer.as_mut().as_pin_mut() else {
                                 return Poll::Pending;
@@ -255,7 +278,12 @@ where
                                     this.shared
                                         .events
                                         .emit_with(|| RetryEvent::GaveUp { attempts, reason });
-                                    return Poll::Ready(result);
+                                    return finished(
+                                        this.shared,
+                                        attempts,
+                                        CallOutcome::Failure,
+                                        result,
+                                    );
                                 }
                             }
                         }
@@ -294,13 +322,31 @@ fn start_ready<C, Q>(
     timer.set(limit.map(tokio::time::sleep));
 }
 
-/// The deadline passed: the event, and the error.
+/// The deadline passed: the events, and the error (the layer's own rejection).
 fn give_up_at_deadline<C, Q, Res>(shared: &Shared<C, Q>, attempts: u32) -> Result<Res, BoxError> {
     shared.events.emit_with(|| RetryEvent::GaveUp {
         attempts,
         reason: GiveUpReason::Deadline,
     });
+    shared.events.emit_with(|| RetryEvent::CallFinished {
+        outcome: CallOutcome::Rejected,
+        attempts,
+    });
     Err(DeadlineExceeded.into())
+}
+
+/// The call ends with `result`: the one event every call emits at its end.
+#[inline]
+fn finished<C, Q, Res>(
+    shared: &Shared<C, Q>,
+    attempts: u32,
+    outcome: CallOutcome,
+    result: Result<Res, BoxError>,
+) -> Poll<Result<Res, BoxError>> {
+    shared
+        .events
+        .emit_with(|| RetryEvent::CallFinished { outcome, attempts });
+    Poll::Ready(result)
 }
 
 /// Whether to retry after a failed attempt, and after what delay.
@@ -343,9 +389,7 @@ fn decide<C, Q, Res>(
         return Err(GiveUpReason::Deadline);
     }
     if !shared.spend.try_spend() {
-        shared.events.emit_with(|| RetryEvent::BudgetExhausted {
-            attempt: attempt + 1,
-        });
+        shared.spend.emit_refusal(&shared.events, attempt + 1);
         return Err(GiveUpReason::BudgetExhausted);
     }
     shared.events.emit_with(|| RetryEvent::RetryScheduled {

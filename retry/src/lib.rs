@@ -68,11 +68,24 @@
 //!
 //! # Events and metrics
 //!
-//! [`RetryPolicy::subscribe`] delivers [`RetryEvent`]s. With the `metrics` feature they are
-//! recorded as `palisade_retry_retries_total`, `palisade_retry_backoff_seconds`,
-//! `palisade_retry_budget_exhausted_total`, `palisade_retry_hedges_total` and
-//! `palisade_retry_gave_up_total{outcome=<reason>}`, labelled `name`; with `tracing`, each is a
-//! `DEBUG` event.
+//! Every handle has `subscribe`/`unsubscribe` and `snapshot()`: [`RetryPolicy`] and
+//! [`HedgePolicy`] deliver [`RetryEvent`]s (one [`RetryEvent::CallFinished`] per call, with its
+//! [`CallOutcome`]), [`RetryBudget`] [`BudgetEvent`]s, [`RetryThrottle`] [`ThrottleEvent`]s
+//! (engaged, disengaged) and [`AdaptiveThrottle`] [`AdaptiveThrottleEvent`]s. With the
+//! `metrics` feature they are recorded under core's label scheme (`name`, `outcome`,
+//! `reason`): `palisade_retry_calls_total{outcome}`, `palisade_retry_attempts_total`,
+//! `palisade_retry_retries_total`, `palisade_retry_rejections_total{reason}`
+//! (`budget_exhausted`, `throttled`, `deadline_exceeded`) and more, listed in the `events`
+//! table of each event type's docs; with `tracing`, per-call events are `TRACE` events with
+//! structured fields, throttle transitions `WARN`/`INFO`. Default names: `"retry"`,
+//! `"hedge"`, `"retry_budget"`, `"retry_throttle"`, `"adaptive_throttle"`.
+//!
+//! # Names
+//!
+//! CONVENTIONS rule 3, so nothing clashes with tower's own `Retry` in a `use` list: handle
+//! [`RetryPolicy`], service [`RetryPolicyService`], layer [`RetryPolicyLayer`]; the same for
+//! [`HedgePolicy`] and [`AdaptiveThrottle`]. The old names (`Retry`, `RetryLayer`, `Hedge`,
+//! `HedgeLayer`, `AdaptiveThrottled`) remain as deprecated aliases.
 
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -104,7 +117,9 @@ pub use config::RetryPolicyBuilder;
 pub use error::{AttemptTimedOut, DeadlineExceeded, Throttled};
 #[cfg(feature = "metrics")]
 pub use events::RetryMetrics;
-pub use events::{AdaptiveThrottleEvent, BudgetEvent, GiveUpReason, RetryEvent};
+pub use events::{
+    AdaptiveThrottleEvent, BudgetEvent, CallOutcome, GiveUpReason, RetryEvent, ThrottleEvent,
+};
 #[allow(deprecated)]
 pub use hedge::{Hedge, HedgeLayer};
 pub use hedge::{
@@ -124,4 +139,4 @@ pub type Retry<S, C = palisade_core::ErrorIsFailure, Q = CloneAll> = RetryPolicy
 /// `tower::retry::RetryLayer`).
 #[deprecated(note = "renamed to RetryPolicyLayer")]
 pub type RetryLayer<C = palisade_core::ErrorIsFailure, Q = CloneAll> = RetryPolicyLayer<C, Q>;
-pub use throttle::RetryThrottle;
+pub use throttle::{RetryThrottle, RetryThrottleBuilder, RetryThrottleSnapshot};

@@ -4,7 +4,7 @@
 
 use palisade_core::clock::Clock;
 use palisade_core::test_util::{MockBackend, RandomProfile, Script, Step};
-use palisade_retry::{HedgePolicy, HedgePolicyBuilder, RetryBudget, RetryEvent};
+use palisade_retry::{CallOutcome, HedgePolicy, HedgePolicyBuilder, RetryBudget, RetryEvent};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -42,7 +42,16 @@ async fn a_slow_first_copy_loses_to_the_hedge_and_is_cancelled() {
     assert_eq!(start.elapsed(), ms(30));
     let stats = backend.stats();
     assert_eq!((stats.calls, stats.cancelled, stats.in_flight), (2, 1, 0));
-    assert_eq!(*log.lock().unwrap(), [RetryEvent::HedgeSent { hedge: 1 }]);
+    assert_eq!(
+        *log.lock().unwrap(),
+        [
+            RetryEvent::HedgeSent { hedge: 1 },
+            RetryEvent::CallFinished {
+                outcome: CallOutcome::Success,
+                attempts: 2
+            }
+        ]
+    );
 }
 
 #[tokio::test(start_paused = true)]

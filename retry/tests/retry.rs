@@ -7,8 +7,8 @@ use palisade_core::clock::Clock;
 use palisade_core::error::RetryAfter;
 use palisade_core::test_util::{MockBackend, MockError, Reply, Script, Step};
 use palisade_retry::{
-    AttemptTimedOut, Backoff, DeadlineExceeded, GiveUpReason, RetryBudget, RetryEvent, RetryPolicy,
-    RetryThrottle,
+    AttemptTimedOut, Backoff, CallOutcome, DeadlineExceeded, GiveUpReason, RetryBudget, RetryEvent,
+    RetryPolicy, RetryThrottle,
 };
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -419,6 +419,10 @@ async fn an_empty_budget_ends_retrying_with_the_last_error() {
             RetryEvent::GaveUp {
                 attempts: 1,
                 reason: GiveUpReason::BudgetExhausted
+            },
+            RetryEvent::CallFinished {
+                outcome: CallOutcome::Failure,
+                attempts: 1
             }
         ]
     );

@@ -12,7 +12,7 @@
 //!
 //! so that it sends only about `K` times what the backend accepts. `K = 2` (the default) lets a
 //! recovering backend see twice what it can currently take; lower is more aggressive. A local
-//! rejection is a [`Throttled`] error (a core local rejection), and counts as a request.
+//! rejection is a [`Throttled`](crate::Throttled) error (a core local rejection), and counts as a request.
 //!
 //! A request counts when it is sent, and an accept when its answer comes: a request that never
 //! completes (it hangs, times out above, or is cancelled) counts as one that was not
@@ -20,7 +20,7 @@
 //! fails.
 //!
 //! What "accepted" means is the classifier's call: results it calls
-//! [`Outcome::Failure`] were rejected (default: every error).
+//! [`Outcome::Failure`](palisade_core::Outcome::Failure) were rejected (default: every error).
 //!
 //! # Example
 //!

@@ -1,7 +1,7 @@
 //! The response future of [`HedgePolicyService`](super::HedgePolicyService).
 
 use super::HedgeShared;
-use crate::events::RetryEvent;
+use crate::events::{CallOutcome, RetryEvent};
 use crate::request::RetryRequest;
 use palisade_core::BoxError;
 use palisade_core::classify::{Classify, Outcome};
@@ -77,7 +77,8 @@ where
 
 /// A finished copy: it won, or it failed and the others are awaited.
 enum Finished<T> {
-    Won(T),
+    /// With how the classifier saw it (a success, or an ignored result).
+    Won(T, Outcome),
     Failed(T),
 }
 
@@ -96,7 +97,7 @@ where
         Finished::Failed(result.map_err(Into::into))
     } else {
         shared.record(start);
-        Finished::Won(result.map_err(Into::into))
+        Finished::Won(result.map_err(Into::into), outcome)
     }
 }
 
@@ -118,9 +119,9 @@ where
             {
                 this.primary.set(None);
                 match finish(shared, result, *this.primary_start) {
-                    Finished::Won(result) => {
+                    Finished::Won(result, outcome) => {
                         this.hedges.clear();
-                        return Poll::Ready(result);
+                        return finished(shared, *this.sent, outcome.into(), result);
                     }
                     Finished::Failed(result) => *this.last = Some(result),
                 }
@@ -130,10 +131,10 @@ where
                 if let Poll::Ready(result) = this.hedges[i].1.as_mut().poll(cx) {
                     let (start, _) = this.hedges.swap_remove(i);
                     match finish(shared, result, start) {
-                        Finished::Won(result) => {
+                        Finished::Won(result, outcome) => {
                             this.primary.set(None);
                             this.hedges.clear();
-                            return Poll::Ready(result);
+                            return finished(shared, *this.sent, outcome.into(), result);
                         }
                         Finished::Failed(result) => *this.last = Some(result),
                     }
@@ -146,7 +147,8 @@ where
             let can_hedge = this.request.is_some() && *this.sent < shared.max_hedges;
             if !in_flight && !can_hedge {
                 let last = this.last.take();
-                return Poll::Ready(last.expect("a copy finished before none was left"));
+                let last = last.expect("a copy finished before none was left");
+                return finished(shared, *this.sent, CallOutcome::Failure, last);
             }
             if can_hedge && !*this.want_hedge {
                 // Every copy failed: the next one goes out now rather than after the delay.
@@ -159,10 +161,7 @@ where
                 if due {
                     // The budget first: a refused hedge must not have reserved anything below.
                     if !shared.spend.try_spend() {
-                        let attempt = *this.sent + 2;
-                        shared
-                            .events
-                            .emit_with(|| RetryEvent::BudgetExhausted { attempt });
+                        shared.spend.emit_refusal(&shared.events, *this.sent + 2);
                         *this.request = None;
                         this.timer.set(None);
                         continue;
@@ -179,7 +178,7 @@ where
                     *this.want_hedge = false;
                     *this.request = None;
                     if !in_flight {
-                        return Poll::Ready(Err(err.into()));
+                        return finished(shared, *this.sent, CallOutcome::Failure, Err(err.into()));
                     }
                 }
                 Poll::Ready(Ok(())) => {
@@ -206,6 +205,22 @@ where
             }
         }
     }
+}
+
+/// The call ends with `result` after `hedges` hedges: the one event every call emits at its
+/// end.
+#[inline]
+fn finished<C, Q, T>(
+    shared: &HedgeShared<C, Q>,
+    hedges: u32,
+    outcome: CallOutcome,
+    result: T,
+) -> Poll<T> {
+    shared.events.emit_with(|| RetryEvent::CallFinished {
+        outcome,
+        attempts: hedges + 1,
+    });
+    Poll::Ready(result)
 }
 
 impl<S, Req, C, Q> fmt::Debug for ResponseFuture<S, Req, C, Q>

@@ -59,7 +59,7 @@ impl<C, Q> HedgeShared<C, Q> {
     }
 }
 
-/// A hedging policy: a handle shared by every [`HedgePolicyLayer`] and [`HedgePolicyService`]
+/// A hedging policy: a handle shared by every [`HedgePolicyLayer`] and [`HedgePolicyService`](super::HedgePolicyService)
 /// made from it. See the [module docs](super).
 pub struct HedgePolicy<C = ErrorIsFailure, Q = CloneAll> {
     pub(crate) shared: Arc<HedgeShared<C, Q>>,

@@ -6,7 +6,7 @@
 //! are dropped, which cancels them. The delay is fixed, or the p-th percentile of recent
 //! latencies (a lock-free histogram, see [`HedgePolicyBuilder::percentile`]), so only about
 //! `100 - p` percent of requests are hedged. Hedges withdraw from the same
-//! [`RetryBudget`] as retries (pass the same one to both), so hedging
+//! [`RetryBudget`](crate::RetryBudget) as retries (pass the same one to both), so hedging
 //! cannot double the load on a struggling backend. A hedge asks the budget *before* it
 //! reserves anything in the layers below (a bulkhead slot, a breaker probe, a rate-limit token,
 //! all taken by the inner service's `poll_ready`): a refused hedge holds nothing. (Each layer deposits once per request it
