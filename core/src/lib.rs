@@ -4,18 +4,24 @@
 //! separate crates; what two or more of them share lives here, and nothing else:
 //!
 //! - [`clock`]: monotonic time as a `u64` [`Instant`], a fast production
-//!   [`Clock`], tokio's paused time for simulations, and a
-//!   [`ManualClock`] for runtime-free tests.
+//!   [`Clock`] that starts no thread, tokio's paused time for simulations, and a
+//!   [`ManualClock`] for runtime-free tests. Builders take [`Clock::default()`], which a test
+//!   points at tokio's paused clock for a whole stack with one
+//!   [`clock::set_default`]`(Clock::tokio())`.
 //! - [`classify`]: which results count as failures ([`Classify`],
 //!   [`Outcome`]).
-//! - [`events`]: typed events to listeners at the cost of one branch when nobody listens, with
-//!   `metrics` and `tracing` bridges behind features of the same names.
+//! - [`events`]: typed events to listeners at the cost of one branch when nobody listens, and
+//!   lock-free and allocation-free when someone does, with `metrics` and `tracing` bridges
+//!   behind features of the same names; the metric names and labels of every layer.
 //! - [`error`]: [`ConfigError`] for refused configuration, and the
 //!   [`RetryAfter`] hint rejections carry.
 //! - [`mod@rejection`]: the *local rejection* every layer's refusal carries ([`Rejection`]), so a
 //!   stack tells "a layer said no" from "the dependency failed" ([`rejection()`]).
-//! - [`sync`]: the std/loom switch for atomics, so every state machine is model-checked.
-//! - `test_util` (feature `test-util`): a fault-injecting mock backend for tests and demos.
+//! - `test_util` (feature `test-util`): a fault-injecting mock backend for tests and demos, a
+//!   paused-time runtime and the shared proptest configuration.
+//!
+//! Modules for the layer crates only (the loom shim `sync`, the seedable `rng`, the bucket
+//! `ring`) are public for them but hidden from these docs: they are not a stable API.
 //!
 //! # Example
 //!
@@ -48,6 +54,7 @@ pub mod clock;
 pub mod error;
 pub mod events;
 pub mod rejection;
+#[doc(hidden)] // for the layer crates (retry budget, adaptive throttle), not a stable API
 pub mod ring;
 pub mod rng;
 pub mod sync;
