@@ -123,7 +123,7 @@ pub use error::{CostExceedsBurst, KeyedRejection, RateLimited, TooManyKeys};
 pub use events::RateLimiterEvent;
 #[cfg(feature = "metrics")]
 pub use events::RateLimiterMetrics;
-pub use keyed::KeyedRateLimiter;
+pub use keyed::{KeyedRateLimiter, KeyedSnapshot};
 pub use layer::{KeyedRateLimiterLayer, RateLimiterLayer, WeightedRateLimiterLayer};
 pub use limiter::{RateLimiter, Snapshot};
 pub use service::{KeyedRateLimiterService, RateLimiterService, WeightedRateLimiterService};

@@ -90,6 +90,92 @@ fn at_the_cap_new_keys_are_refused_and_known_keys_unaffected() {
     assert_eq!(limiter.check(&1_000_000), Ok(()));
 }
 
+/// Regression (issue 9 §3): the cap was split per shard (`max_keys / shards`), so with
+/// `max_keys(127)` and 64 shards the first refusal came at 4 to 24 keys, while `TooManyKeys`
+/// claimed the maximum of 127 was held. The cap is now the limiter's: the first refusal comes
+/// at key 128, when 127 busy keys are held, and it says when a key goes idle.
+#[test]
+fn the_cap_is_max_keys_for_the_whole_limiter() {
+    let manual = ManualClock::new();
+    let limiter = KeyedRateLimiter::<u64>::builder()
+        .rate(1, Duration::from_secs(1))
+        .max_keys(127)
+        .clock(manual.clock())
+        .build()
+        .unwrap();
+    for key in 0..127u64 {
+        assert_eq!(limiter.check(&key), Ok(()), "key {key} of 127 refused");
+    }
+    assert_eq!(limiter.len(), 127);
+    assert_eq!(limiter.snapshot().keys, 127);
+    assert_eq!(limiter.snapshot().max_keys, 127);
+    match limiter.check(&1_000) {
+        Err(KeyedRejection::TooManyKeys(e)) => {
+            assert_eq!(e.max_keys(), 127);
+            assert_eq!(
+                e.retry_after(),
+                Duration::from_secs(1),
+                "when the first key goes idle"
+            );
+            assert_eq!(palisade_core::retry_after(&e), Some(Duration::from_secs(1)));
+        }
+        other => panic!("expected TooManyKeys, got {other:?}"),
+    }
+    manual.advance(Duration::from_secs(1));
+    assert_eq!(limiter.check(&1_000), Ok(()), "idle keys make room at once");
+}
+
+/// Regression (issue 9 §3): under a flood of new keys, a key that stayed within its quota
+/// and went idle was swept and then refused `TooManyKeys` 9 times in 10. A key whose state
+/// equals a fresh key's is now admitted exactly as a fresh key would be: while fewer than
+/// `max_keys` keys are busy, never refused.
+#[test]
+fn an_idle_key_returning_during_a_flood_below_the_cap_is_always_admitted() {
+    let manual = ManualClock::new();
+    let limiter = KeyedRateLimiter::<u64>::builder()
+        .rate(1, Duration::from_secs(1)) // each flood key is busy for 1 s
+        .max_keys(127)
+        .clock(manual.clock())
+        .build()
+        .unwrap();
+    let legit = u64::MAX;
+    // 60 s of a flood of 100 new keys per second (about 100 busy at once, under the cap of
+    // 127), and a well-behaved key asking once every 2 s.
+    for (flood, ms) in (0..60_000u64).step_by(10).enumerate() {
+        let flood = flood as u64;
+        manual.set(Instant::from_nanos(ms * 1_000_000));
+        assert_eq!(
+            limiter.check(&flood),
+            Ok(()),
+            "flood key {flood} at {ms} ms"
+        );
+        if ms % 2_000 == 0 {
+            assert_eq!(limiter.check(&legit), Ok(()), "the idle key at {ms} ms");
+        }
+        assert!(limiter.len() <= 127);
+    }
+}
+
+/// A keyed call that a layer below rejects locally gets its key's token back.
+#[tokio::test(start_paused = true)]
+async fn a_keyed_call_rejected_below_gets_its_token_back() {
+    use tower::{Service, ServiceBuilder, ServiceExt};
+    let limiter = KeyedRateLimiter::<u8>::builder()
+        .rate(1, Duration::from_secs(1))
+        .clock(palisade_core::Clock::tokio())
+        .build()
+        .unwrap();
+    let mut svc = ServiceBuilder::new()
+        .layer(limiter.layer(|req: &u8| *req))
+        .service(support::RejectsLocally);
+    for _ in 0..10 {
+        let err = svc.ready().await.unwrap().call(7).await.unwrap_err();
+        assert!(palisade_core::is_local_rejection(&*err));
+        assert!(!err.is::<palisade_rate_limit::RateLimited>());
+    }
+    assert_eq!(limiter.remaining_burst(&7), 1);
+}
+
 fn config() -> ProptestConfig {
     ProptestConfig {
         cases: 200,

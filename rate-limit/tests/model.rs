@@ -202,3 +202,27 @@ proptest! {
         }
     }
 }
+
+/// Regression (issue 9 §3): the limiter froze after 2^59 ns (18 years) of uptime or virtual
+/// time: tokens never came back. With a manual clock set near the limits of its range, the
+/// handle still admits exactly one token per interval.
+#[test]
+fn the_limiter_works_for_the_whole_range_of_the_clock() {
+    let (limiter, manual) = limiter(10, Duration::from_secs(1), 1);
+    for at in [
+        1u64 << 59,
+        (1 << 59) + 1_000 * MS,
+        1 << 60,
+        1 << 63,
+        u64::MAX - 1_000 * MS,
+    ] {
+        manual.set(palisade_core::Instant::from_nanos(at));
+        let first = limiter.check();
+        assert!(first.is_ok(), "at {at}: {first:?}");
+        let refused = limiter.check().unwrap_err();
+        assert_eq!(refused.retry_after(), Duration::from_millis(100));
+        manual.set(palisade_core::Instant::from_nanos(at + 100 * MS));
+        assert!(limiter.check().is_ok(), "100 ms after {at}");
+        assert_eq!(limiter.remaining_burst(), 0);
+    }
+}
