@@ -1,0 +1,294 @@
+//! Regression tests for the headline defects of issue 9, through whole stacks as a user
+//! builds them (each layer's own crate tests its own fixes).
+//!
+//! - With every default, a retry over an open breaker hung 60 s and then succeeded, instead of
+//!   failing fast with `CircuitOpen`.
+//! - Our own rate limiter below our own breaker tripped it on a 100 % healthy backend: the
+//!   default classifier counted `RateLimited` as a failure of the dependency.
+//! - The retry's deadline did not bound the wait for the inner service's readiness (a 1 s
+//!   deadline still pending after 3 600 s).
+
+#![cfg(all(
+    feature = "circuit-breaker",
+    feature = "bulkhead",
+    feature = "rate-limit",
+    feature = "retry"
+))]
+
+mod support;
+
+use palisade_bulkhead::{Bulkhead, BulkheadFull};
+use palisade_circuit_breaker::{CircuitBreaker, CircuitBreakerEvent, CircuitOpen, State};
+use palisade_core::Clock;
+use palisade_core::test_util::{MockBackend, Script, Step, run_paused};
+use palisade_rate_limit::{RateLimited, RateLimiter};
+use palisade_retry::{Backoff, RetryPolicy};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use support::describe;
+use tokio::time::Instant;
+use tower::{Layer, ServiceBuilder, ServiceExt};
+
+/// Counts the breaker's state transitions.
+fn count_transitions(breaker: &CircuitBreaker) -> Arc<AtomicU64> {
+    let transitions = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&transitions);
+    breaker.subscribe(move |event: &CircuitBreakerEvent| {
+        if matches!(event, CircuitBreakerEvent::StateTransition { .. }) {
+            // Relaxed: a statistic, read on the test task after the calls it counts.
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    transitions
+}
+
+/// Issue 9, first bullet: `RetryPolicy::builder().build()` over a default breaker that is
+/// open answers `CircuitOpen` at once. Before, the retry slept on the rejection's
+/// `retry_after` (60 s, the old open wait) and then succeeded. Every default here, the clock
+/// included; tokio's paused time would jump over any sleep, and the elapsed virtual time
+/// shows it.
+#[tokio::test(start_paused = true)]
+async fn default_retry_over_an_open_default_breaker_fails_fast() {
+    let retry = RetryPolicy::builder().build().expect("the default policy");
+    let breaker = CircuitBreaker::builder()
+        .build()
+        .expect("the default breaker");
+    let backend = MockBackend::healthy();
+    let svc = ServiceBuilder::new()
+        .layer(retry.layer())
+        .layer(breaker.layer())
+        .service(backend.clone());
+    breaker.transition_to_open();
+
+    let start = Instant::now();
+    let err = svc
+        .oneshot(1u32)
+        .await
+        .expect_err("an open breaker refuses");
+    assert!(
+        err.is::<CircuitOpen>(),
+        "expected CircuitOpen, got {}",
+        describe(&err)
+    );
+    assert_eq!(start.elapsed(), Duration::ZERO, "the call waited");
+    assert_eq!(backend.stats().calls, 0, "the backend was called");
+    assert_eq!(breaker.state(), State::Open);
+}
+
+/// The same, with the whole stack of the README (retry → breaker → rate limit → bulkhead),
+/// every layer on its defaults and the paused tokio clock the default clock of the thread.
+#[test]
+fn default_readme_stack_over_an_open_breaker_fails_fast() {
+    run_paused(async {
+        let retry = RetryPolicy::builder().build().expect("the default policy");
+        let breaker = CircuitBreaker::builder()
+            .build()
+            .expect("the default breaker");
+        let limiter = RateLimiter::builder()
+            .rate(500, Duration::from_secs(1))
+            .build()
+            .expect("a limiter");
+        let bulkhead = Bulkhead::builder().build().expect("the default bulkhead");
+        let backend = MockBackend::healthy();
+        let svc = ServiceBuilder::new()
+            .layer(retry.layer())
+            .layer(breaker.layer())
+            .layer(limiter.layer())
+            .layer(bulkhead.layer())
+            .service(backend.clone());
+        breaker.transition_to_open();
+
+        for i in 0..10 {
+            let start = Instant::now();
+            let err = svc
+                .clone()
+                .oneshot(i)
+                .await
+                .expect_err("an open breaker refuses");
+            assert!(
+                err.is::<CircuitOpen>(),
+                "call {i}: expected CircuitOpen, got {}",
+                describe(&err)
+            );
+            assert_eq!(start.elapsed(), Duration::ZERO, "call {i} waited");
+        }
+        assert_eq!(backend.stats().calls, 0);
+        assert_eq!(bulkhead.snapshot().in_flight, 0);
+    });
+}
+
+/// Issue 9, second bullet: our own rate limiter below a default breaker does not trip it on a
+/// 100 % healthy backend. 200 calls in five bursts of 40, a second apart, through a limiter
+/// of 100/s with a burst of 10: 30 of each 40 are `RateLimited`. Counted as failures, that is
+/// 75 % of a window of 40 calls, past the default breaker's 50 % over 20: it opened.
+#[tokio::test(start_paused = true)]
+async fn our_rate_limiter_below_our_breaker_never_trips_it() {
+    let breaker = CircuitBreaker::builder()
+        .name("inventory")
+        .clock(Clock::tokio())
+        .build()
+        .expect("the default breaker");
+    let limiter = RateLimiter::builder()
+        .name("inventory")
+        .rate(100, Duration::from_secs(1))
+        .burst(10)
+        .clock(Clock::tokio())
+        .build()
+        .expect("a limiter");
+    let transitions = count_transitions(&breaker);
+    let backend = MockBackend::healthy();
+    let svc = ServiceBuilder::new()
+        .layer(breaker.layer())
+        .layer(limiter.layer())
+        .service(backend.clone());
+
+    let (mut ok, mut limited) = (0, 0);
+    for _ in 0..5 {
+        for answer in support::burst(&svc, 40).await {
+            match answer {
+                Ok(_) => ok += 1,
+                Err(e) if e.is::<RateLimited>() => limited += 1,
+                Err(e) => panic!("a healthy backend answered {}", describe(&e)),
+            }
+        }
+        assert_eq!(breaker.state(), State::Closed);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert_eq!((ok, limited), (50, 150));
+    // Relaxed: see `count_transitions`.
+    assert_eq!(transitions.load(Ordering::Relaxed), 0, "the breaker moved");
+    let stats = backend.stats();
+    assert_eq!((stats.calls, stats.failed), (50, 0));
+}
+
+/// The same for a full bulkhead below the breaker: `BulkheadFull` is no failure of the
+/// dependency either.
+#[tokio::test(start_paused = true)]
+async fn our_full_bulkhead_below_our_breaker_never_trips_it() {
+    let breaker = CircuitBreaker::builder()
+        .name("inventory")
+        .clock(Clock::tokio())
+        .build()
+        .expect("the default breaker");
+    let bulkhead = Bulkhead::builder()
+        .name("inventory")
+        .max_concurrent_calls(5)
+        .clock(Clock::tokio())
+        .build()
+        .expect("a bulkhead");
+    let transitions = count_transitions(&breaker);
+    let backend = MockBackend::new(Script::always(Step::ok().after(Duration::from_millis(50))));
+    let svc = ServiceBuilder::new()
+        .layer(breaker.layer())
+        .layer(bulkhead.layer())
+        .service(backend.clone());
+
+    let (mut ok, mut full) = (0, 0);
+    for _ in 0..5 {
+        for answer in support::burst(&svc, 40).await {
+            match answer {
+                Ok(_) => ok += 1,
+                Err(e) if e.is::<BulkheadFull>() => full += 1,
+                Err(e) => panic!("a healthy backend answered {}", describe(&e)),
+            }
+        }
+        assert_eq!(breaker.state(), State::Closed);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert_eq!((ok, full), (25, 175));
+    // Relaxed: see `count_transitions`.
+    assert_eq!(transitions.load(Ordering::Relaxed), 0, "the breaker moved");
+    assert_eq!(bulkhead.snapshot().in_flight, 0);
+}
+
+/// Issue 9 §3: the retry's deadline bounds the wait for the inner service's readiness before
+/// a retry. The first attempt fails; the bulkhead below is then full in wait mode (an hour's
+/// `max_wait`); a 1 s deadline answers within 1 s, not after the hour.
+#[tokio::test(start_paused = true)]
+async fn retry_deadline_bounds_the_readiness_wait_of_a_retry() {
+    let retry = RetryPolicy::builder()
+        .max_attempts(3)
+        .backoff(Backoff::constant(Duration::from_millis(10)))
+        .deadline(Duration::from_secs(1))
+        .clock(Clock::tokio())
+        .build()
+        .expect("a policy");
+    let bulkhead = Bulkhead::builder()
+        .max_concurrent_calls(1)
+        .max_wait(Duration::from_secs(3600))
+        .clock(Clock::tokio())
+        .build()
+        .expect("a bulkhead");
+    // The first call fails after 5 ms; the holder's call takes an hour.
+    let backend = MockBackend::new(Script::sequence([
+        Step::fail().after(Duration::from_millis(5)),
+        Step::ok().after(Duration::from_secs(3600)),
+    ]));
+    let svc = ServiceBuilder::new()
+        .layer(retry.layer())
+        .layer(bulkhead.layer())
+        .service(backend.clone());
+    let holder = bulkhead.layer().layer(backend.clone());
+
+    let start = Instant::now();
+    let call = tokio::spawn(svc.oneshot(1u32));
+    // Once the first attempt has reached the backend, a holder takes the only slot as soon as
+    // that attempt gives it back.
+    while backend.stats().calls < 1 {
+        tokio::task::yield_now().await;
+    }
+    let hold = tokio::spawn(holder.oneshot(2u32));
+    let answer = tokio::time::timeout(Duration::from_secs(7200), call)
+        .await
+        .expect("the call answers before the holder's hour is up")
+        .expect("the call does not panic");
+    let took = start.elapsed();
+    assert!(answer.is_err(), "the retry cannot have succeeded");
+    assert!(
+        took <= Duration::from_secs(1),
+        "a 1 s deadline answered after {took:?}"
+    );
+    hold.abort();
+}
+
+/// The deadline also bounds the very first readiness wait: a caller of a retry with a 1 s
+/// deadline over a bulkhead that is full for an hour hears back within 1 s.
+#[tokio::test(start_paused = true)]
+#[ignore = "waits on retry: the deadline starts at call, so the caller's first poll_ready \
+    (delegated to the inner service) is unbounded: answered after 3600 s, the bulkhead's max_wait"]
+async fn retry_deadline_bounds_the_first_readiness_wait() {
+    let retry = RetryPolicy::builder()
+        .max_attempts(3)
+        .deadline(Duration::from_secs(1))
+        .clock(Clock::tokio())
+        .build()
+        .expect("a policy");
+    let bulkhead = Bulkhead::builder()
+        .max_concurrent_calls(1)
+        .max_wait(Duration::from_secs(3600))
+        .clock(Clock::tokio())
+        .build()
+        .expect("a bulkhead");
+    let slow = MockBackend::new(Script::always(Step::ok().after(Duration::from_secs(3600))));
+    let hold = tokio::spawn(bulkhead.layer().layer(slow.clone()).oneshot(0u32));
+    while bulkhead.snapshot().in_flight < 1 {
+        tokio::task::yield_now().await;
+    }
+    let svc = ServiceBuilder::new()
+        .layer(retry.layer())
+        .layer(bulkhead.layer())
+        .service(slow);
+
+    let start = Instant::now();
+    let answer = tokio::time::timeout(Duration::from_secs(7200), svc.oneshot(1u32))
+        .await
+        .expect("the call answers before the holder's hour is up");
+    let took = start.elapsed();
+    assert!(answer.is_err(), "the bulkhead is full for an hour");
+    assert!(
+        took <= Duration::from_secs(1),
+        "a 1 s deadline answered after {took:?}"
+    );
+    hold.abort();
+}
