@@ -6,6 +6,7 @@ use crate::events::BalancerEvent;
 use crate::service::BalancerService;
 use crate::strategy::Strategy;
 use arc_swap::ArcSwap;
+use palisade_core::classify::ErrorIsFailure;
 use palisade_core::clock::{Clock, Instant};
 use palisade_core::events::{EventBus, Listener, ListenerId};
 use palisade_core::rng::random_seed;
@@ -182,10 +183,20 @@ where
         }
     }
 
-    /// A tower `Service` over this balancer's endpoints.
+    /// A tower `Service` over this balancer's endpoints, with the default classification
+    /// ([`ErrorIsFailure`]: every error is an endpoint's failure, except a local rejection
+    /// from below).
     #[must_use]
     pub fn service(&self) -> BalancerService<K, S> {
-        BalancerService::new(Arc::clone(&self.shared))
+        BalancerService::new(Arc::clone(&self.shared), ErrorIsFailure)
+    }
+
+    /// A tower `Service` over this balancer's endpoints whose results `classify` judges for
+    /// the endpoints' health (e.g. an HTTP 5xx answer as a failure, a 4xx as `Ignore`). Any
+    /// `Fn(Result<&Res, &Err>) -> Outcome + Clone` closure is a classifier.
+    #[must_use]
+    pub fn service_with<C: Clone>(&self, classify: C) -> BalancerService<K, S, C> {
+        BalancerService::new(Arc::clone(&self.shared), classify)
     }
 
     /// Adds an endpoint, or replaces the one with the same key (whose calls in flight finish
@@ -229,6 +240,34 @@ where
             }
         };
         core.events.emit(event);
+    }
+
+    /// Applies the changes of a [`Discover`](tower::discover::Discover) stream (tower's
+    /// service discovery: `Change::Insert` and `Change::Remove`) to this balancer until the
+    /// stream ends, with default [`EndpointMeta`]. Spawn it beside the traffic:
+    /// `tokio::spawn(balancer.clone().follow(discover))`; picks never wait for it.
+    ///
+    /// # Errors
+    ///
+    /// The stream's error, which ends the following (the set keeps its endpoints).
+    pub async fn follow<D>(self, discover: D) -> Result<(), D::Error>
+    where
+        D: tower::discover::Discover<Key = K, Service = S>,
+    {
+        let mut discover = std::pin::pin!(discover);
+        while let Some(change) =
+            std::future::poll_fn(|cx| discover.as_mut().poll_discover(cx)).await
+        {
+            match change? {
+                tower::discover::Change::Insert(key, service) => {
+                    self.insert(key, service, EndpointMeta::default());
+                }
+                tower::discover::Change::Remove(key) => {
+                    self.remove(&key);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Removes the endpoint with this key; its calls in flight finish normally. Returns

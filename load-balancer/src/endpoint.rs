@@ -36,6 +36,9 @@ pub(crate) enum CallResult {
     /// A local rejection from a layer below (a per-endpoint breaker, limiter…): charged the
     /// penalty so the endpoint does not look fast, but not a failure of the endpoint.
     Rejected,
+    /// The classifier said `Ignore` (not a local rejection): the latency counts, health does
+    /// not change.
+    Ignored,
 }
 
 /// The atomics of one endpoint.
@@ -256,6 +259,7 @@ impl<K: Clone + Send + Sync + 'static> Node<K> {
                 }
             }
             CallResult::Rejected => stats.observe(rtt_ns.max(core.penalty_ns), now, core.tau_ns),
+            CallResult::Ignored => stats.observe(rtt_ns, now, core.tau_ns),
             CallResult::Failure => {
                 stats.observe(rtt_ns.max(core.penalty_ns), now, core.tau_ns);
                 // Relaxed: a counter read by snapshot() only.
@@ -400,7 +404,7 @@ impl<K: Clone + Send + Sync + 'static> Record for Node<K> {
             outcome: match result {
                 CallResult::Success => palisade_core::Outcome::Success,
                 CallResult::Failure => palisade_core::Outcome::Failure,
-                CallResult::Rejected => palisade_core::Outcome::Ignore,
+                CallResult::Rejected | CallResult::Ignored => palisade_core::Outcome::Ignore,
             },
             duration: elapsed,
         });

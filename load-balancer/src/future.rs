@@ -3,7 +3,7 @@
 use crate::endpoint::{CallResult, Record};
 use crate::error::NoHealthyEndpoints;
 use palisade_core::BoxError;
-use palisade_core::classify::is_local_rejection_any;
+use palisade_core::classify::{Classify, ErrorIsFailure, Outcome, is_local_rejection_any};
 use palisade_core::clock::Instant;
 use pin_project::pin_project;
 use std::fmt;
@@ -47,33 +47,38 @@ impl Drop for InFlight {
 }
 
 /// The response future of a [`BalancerService`](crate::BalancerService): the endpoint's
-/// future, recording the outcome and latency in the endpoint's statistics when it ends, or the
-/// balancer's [`NoHealthyEndpoints`] rejection.
+/// future, recording the outcome (classified by `C`) and latency in the endpoint's statistics
+/// when it ends, or the balancer's [`NoHealthyEndpoints`] rejection.
 ///
 /// # Cancel safety
 ///
 /// Dropping it before it finishes gives the endpoint's pending count back and records no
 /// latency sample.
 #[pin_project]
-pub struct ResponseFuture<F> {
+pub struct ResponseFuture<F, C = ErrorIsFailure> {
     #[pin]
-    state: State<F>,
+    state: State<F, C>,
 }
 
 #[pin_project(project = StateProj)]
-enum State<F> {
+enum State<F, C> {
     Called {
         #[pin]
         future: F,
         guard: InFlight,
+        classify: C,
     },
     Rejected,
 }
 
-impl<F> ResponseFuture<F> {
-    pub(crate) fn called(future: F, guard: InFlight) -> Self {
+impl<F, C> ResponseFuture<F, C> {
+    pub(crate) fn called(future: F, guard: InFlight, classify: C) -> Self {
         ResponseFuture {
-            state: State::Called { future, guard },
+            state: State::Called {
+                future,
+                guard,
+                classify,
+            },
         }
     }
 
@@ -84,7 +89,7 @@ impl<F> ResponseFuture<F> {
     }
 }
 
-impl<F> fmt::Debug for ResponseFuture<F> {
+impl<F, C> fmt::Debug for ResponseFuture<F, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match self.state {
             State::Called { .. } => "called",
@@ -96,21 +101,29 @@ impl<F> fmt::Debug for ResponseFuture<F> {
     }
 }
 
-impl<F, T, E> Future for ResponseFuture<F>
+impl<F, C, T, E> Future for ResponseFuture<F, C>
 where
     F: Future<Output = Result<T, E>>,
     E: Into<BoxError> + 'static,
+    C: Classify<T, E>,
 {
     type Output = Result<T, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
-            StateProj::Called { future, guard } => {
+            StateProj::Called {
+                future,
+                guard,
+                classify,
+            } => {
                 let output = ready!(future.poll(cx));
-                guard.finish(match &output {
-                    Ok(_) => CallResult::Success,
-                    Err(err) if is_local_rejection_any(err) => CallResult::Rejected,
-                    Err(_) => CallResult::Failure,
+                guard.finish(match classify.classify(output.as_ref()) {
+                    Outcome::Success => CallResult::Success,
+                    Outcome::Failure => CallResult::Failure,
+                    Outcome::Ignore => match &output {
+                        Err(err) if is_local_rejection_any(err) => CallResult::Rejected,
+                        _ => CallResult::Ignored,
+                    },
                 });
                 Poll::Ready(output.map_err(Into::into))
             }

@@ -6,6 +6,7 @@ use crate::endpoint::{Node, Record};
 use crate::events::BalancerEvent;
 use crate::future::{InFlight, ResponseFuture};
 use palisade_core::BoxError;
+use palisade_core::classify::{Classify, ErrorIsFailure};
 use palisade_core::clock::Instant;
 use palisade_core::rejection::RejectionKind;
 use palisade_core::rng::{GAMMA, SplitMix64};
@@ -62,6 +63,14 @@ enum Slot<K, S> {
 /// anything, so the strategy's choice is untouched for first attempts. No request type,
 /// extension or change to the retry layer is needed.
 ///
+/// # Classification
+///
+/// `C` decides what counts as an endpoint's failure (default [`ErrorIsFailure`]: every error,
+/// except a local rejection from a layer below, which is charged the failure penalty but never
+/// ejects). An `Ignore` outcome (say, an HTTP 404 from a classifier of yours) records the
+/// latency and leaves health alone. Set one with
+/// [`Balancer::service_with`](crate::Balancer::service_with).
+///
 /// # Errors
 ///
 /// The endpoint's error, boxed; [`NoHealthyEndpoints`](crate::NoHealthyEndpoints) when no
@@ -70,8 +79,9 @@ enum Slot<K, S> {
 /// # Panics
 ///
 /// `call` panics when `poll_ready` did not return `Ready` first (tower's contract).
-pub struct BalancerService<K, S> {
+pub struct BalancerService<K, S, C = ErrorIsFailure> {
     shared: Arc<Shared<K, S>>,
+    classify: C,
     rng: SplitMix64,
     slot: Slot<K, S>,
     /// The endpoint this service last reserved or called (identity, not index).
@@ -80,12 +90,13 @@ pub struct BalancerService<K, S> {
     avoid: Option<u64>,
 }
 
-impl<K, S> BalancerService<K, S> {
-    pub(crate) fn new(shared: Arc<Shared<K, S>>) -> Self {
+impl<K, S, C> BalancerService<K, S, C> {
+    pub(crate) fn new(shared: Arc<Shared<K, S>>, classify: C) -> Self {
         // Relaxed: the seed stream only needs distinct values.
         let seed = shared.seeds.fetch_add(GAMMA, Ordering::Relaxed);
         BalancerService {
             shared,
+            classify,
             rng: SplitMix64::new(seed),
             slot: Slot::Empty,
             last: None,
@@ -128,7 +139,7 @@ impl<K, S> BalancerService<K, S> {
     }
 }
 
-impl<K, S> Clone for BalancerService<K, S> {
+impl<K, S, C: Clone> Clone for BalancerService<K, S, C> {
     /// A clone shares the balancer; it does not share a reservation (tower's contract). It
     /// remembers the endpoint its parent had reserved or last called, and avoids it: see
     /// "Retries go to another endpoint".
@@ -137,14 +148,14 @@ impl<K, S> Clone for BalancerService<K, S> {
             Slot::Ready { node, .. } | Slot::Waiting { node, .. } => Some(node.id),
             _ => self.last,
         };
-        let mut clone = BalancerService::new(Arc::clone(&self.shared));
+        let mut clone = BalancerService::new(Arc::clone(&self.shared), self.classify.clone());
         clone.last = lineage;
         clone.avoid = lineage;
         clone
     }
 }
 
-impl<K: fmt::Debug, S> fmt::Debug for BalancerService<K, S> {
+impl<K: fmt::Debug, S, C> fmt::Debug for BalancerService<K, S, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let slot = match &self.slot {
             Slot::Empty => "empty",
@@ -160,7 +171,7 @@ impl<K: fmt::Debug, S> fmt::Debug for BalancerService<K, S> {
     }
 }
 
-impl<K, S> BalancerService<K, S>
+impl<K, S, C> BalancerService<K, S, C>
 where
     K: Clone + Send + Sync + 'static,
 {
@@ -200,15 +211,16 @@ where
     }
 }
 
-impl<K, S, Req> Service<Req> for BalancerService<K, S>
+impl<K, S, C, Req> Service<Req> for BalancerService<K, S, C>
 where
     K: Clone + Send + Sync + 'static,
     S: Service<Req> + Clone,
     S::Error: Into<BoxError> + 'static,
+    C: Classify<S::Response, S::Error> + Clone,
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = ResponseFuture<S::Future>;
+    type Future = ResponseFuture<S::Future, C>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         let clock = &self.shared.core.clock;
@@ -277,7 +289,7 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Req) -> ResponseFuture<S::Future> {
+    fn call(&mut self, request: Req) -> ResponseFuture<S::Future, C> {
         match std::mem::replace(&mut self.slot, Slot::Empty) {
             Slot::Ready {
                 node,
@@ -292,7 +304,7 @@ where
                 }
                 let future = service.call(request);
                 let record: Arc<dyn Record> = node;
-                ResponseFuture::called(future, InFlight::new(record, picked))
+                ResponseFuture::called(future, InFlight::new(record, picked), self.classify.clone())
             }
             Slot::Reject => {
                 self.shared

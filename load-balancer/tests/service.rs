@@ -513,3 +513,47 @@ fn send_sync_clone() {
     assert_clone::<Balancer<String, Endpoint>>();
     assert_clone::<palisade_load_balancer::BalancerService<String, Endpoint>>();
 }
+
+#[tokio::test(start_paused = true)]
+async fn follows_a_discover_stream() {
+    use tower::discover::Change;
+    let a = Endpoint::new(0, Duration::from_millis(1));
+    let b = Endpoint::new(1, Duration::from_millis(1));
+    let changes = futures::stream::iter(vec![
+        Ok::<_, Infallible>(Change::Insert(0usize, a)),
+        Ok(Change::Insert(1, b)),
+        Ok(Change::Remove(0)),
+    ]);
+    let balancer: Balancer<usize, Endpoint> = Balancer::builder().build().unwrap();
+    balancer.clone().follow(changes).await.unwrap();
+    assert_eq!(balancer.keys(), vec![1]);
+    assert_eq!(call(&balancer).await.unwrap(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_classifier_of_ours_decides_what_fails() {
+    use palisade_core::classify::Outcome;
+    // Endpoint 0 answers `Ok(0)`, which this classifier calls a failure (think HTTP 503);
+    // endpoint 1's answers are ignored (think 404): they neither fail nor heal it.
+    let endpoints = fleet(2, Duration::from_millis(1));
+    let balancer = balancer_over(&endpoints, Balancer::builder().strategy(RoundRobin::new()));
+    let classify = |result: Result<&usize, &palisade_core::BoxError>| match result {
+        Ok(0) => Outcome::Failure,
+        Ok(_) => Outcome::Ignore,
+        Err(_) => Outcome::Failure,
+    };
+    for _ in 0..10 {
+        let _ = balancer.service_with(classify).oneshot(0).await;
+    }
+    let snap = balancer.snapshot();
+    assert_eq!(snap.endpoints[0].failures, 5);
+    assert!(
+        snap.endpoints[0].ejected_for.is_some(),
+        "five failures in a row"
+    );
+    assert_eq!(snap.endpoints[1].failures, 0);
+    assert!(
+        snap.endpoints[1].latency < Duration::from_millis(100),
+        "no penalty for Ignore"
+    );
+}
