@@ -60,38 +60,69 @@
 //! call's outcome ([`CircuitBreaker::try_acquire_owned`] an [`OwnedPermit`] that can move
 //! into a task).
 //!
+//! # Reject or gate
+//!
+//! By default ([`Mode::Reject`]) an open breaker's service is *ready* and its call fails at
+//! once with [`CircuitOpen`], like tower's `LoadShed`: use it at the top of a stack (under the
+//! retry layer, above the client), where a caller must hear "no" at once — waiting would
+//! defeat the point of a breaker, and [`CircuitOpen`] is a local rejection that the retry
+//! layer returns at once instead of sleeping on. In [`Mode::Gate`] (linkerd2-proxy's `Gate`,
+//! `breaker.layer().gate()`) an open breaker's service is *not ready*: `poll_ready` returns
+//! `Pending` and a tokio timer wakes the task when probes may start; half-open with every
+//! probe taken, it waits for a probe to be given back or for the probes to decide. Use it per
+//! endpoint inside a readiness-aware balancer (tower's p2c `Balance`), which then routes around
+//! an open endpoint instead of preferring its instant rejections.
+//!
 //! # Behaviour
 //!
 //! - **Windows.** Rates are computed over a [`SlidingWindow`]: the last N calls, or the calls
 //!   of the last T in buckets that roll with the clock (no timer task). Rules are evaluated
 //!   once `minimum_calls` are in the window.
+//! - **Defaults** follow Hystrix, a seed of this project: a 10 s time window, 20 calls
+//!   minimum, 50 %, 5 s open; the open wait doubles on each re-open in a row from half-open, up
+//!   to 30 s, with ±20 % jitter, and starts over after a close. See [`CircuitBreakerBuilder`]
+//!   for every default, its source, and its resilience4j and Hystrix equivalents.
 //! - **Outcomes** come from a [`Classify`](palisade_core::Classify) (default: `Err` is a
-//!   failure). `Ignore` does not count. A cancelled call (its future dropped) counts as
-//!   `Ignore` and gives its half-open permit back; a panic in the inner service is a failure.
-//!   A call slower than `slow_call_duration` is slow, whether it succeeded or not.
-//! - **Generations.** Every transition starts a new generation; permits remember theirs, and
-//!   a result of an older generation never counts in a newer one, so a slow call admitted
-//!   before a trip cannot re-trip or close the breaker afterwards.
+//!   failure, except a *local rejection* of a Palisade layer below, such as a rate limiter's
+//!   `RateLimited` or another breaker's [`CircuitOpen`], which is `Ignore`). `Ignore` does not
+//!   count. A cancelled call (its future or permit dropped) counts as `Ignore` and gives its
+//!   half-open permit back, also while the caller panics; a panic of the inner service (in
+//!   `call` or while its future is polled) is a failure. A call slower than
+//!   `slow_call_duration` is slow, whether it succeeded or not.
+//! - **Generations.** Every transition starts a new generation (49 bits: it would take 2^49
+//!   transitions to wrap); permits remember theirs, and a result of an older generation never
+//!   counts in a newer one, so a slow call admitted before a trip cannot re-trip or close the
+//!   breaker afterwards.
 //! - **Half-open** admits `permitted_calls_in_half_open` probes; once all are recorded the
-//!   rate rules (or, with the rates off, any failed probe) decide `Closed` or `Open`.
+//!   rate rules (or, with the rates off, any failed probe) decide `Closed` or `Open`. With
+//!   `max_wait_in_half_open`, the period ends (back to `Open`) when the wait is over, whether
+//!   or not probe permits remain (resilience4j's semantics).
+//! - **Listeners** cannot break the breaker: a listener's panic is caught, and every event is
+//!   emitted after the state it reports is consistent.
 //!
 //! # Hot path
 //!
-//! The state (tag, generation, half-open probes, open-until time) lives in one `AtomicU64`;
-//! transitions are CAS loops. An admitted call in `Closed` reads the state word once; a
-//! success recorded into a count window that holds only successes is one load, so threads
-//! sharing a healthy breaker write no common cache line. Through tower, the response future
-//! owns a reference to the breaker (one uncontended increment and decrement of a count that
-//! each clone keeps on its own cache line); [`CircuitBreaker::try_acquire`] borrows instead.
-//! No lock, no allocation, no boxing; the clock is read only for a time window, slow-call
-//! detection, or an open breaker. A rejection through tower allocates the boxed
-//! [`CircuitOpen`].
+//! The state (tag, generation, half-open probes) lives in one `AtomicU64`, the time of an open
+//! or half-open period in a second word read only then; transitions are CAS loops over pure
+//! closures. An admitted call in `Closed` reads the state word once; a success recorded into
+//! a count window that holds only successes is one load, so threads sharing a healthy breaker
+//! write no common cache line. Through tower, the response future owns a reference to the
+//! breaker (one uncontended increment and decrement of a count that each clone keeps on its
+//! own cache line); [`CircuitBreaker::try_acquire`] borrows instead. No lock, no allocation,
+//! no boxing; the clock is read only for a time window, slow-call detection, or an open
+//! breaker. A rejection through tower allocates the boxed [`CircuitOpen`].
 //!
 //! # Features
 //!
-//! - `metrics`: counters and gauges `palisade_circuit_breaker_*` through the `metrics` facade
-//!   (see [`CircuitBreakerEvent`]).
-//! - `tracing`: every event as a `tracing` event.
+//! - `metrics`: through the `metrics` facade, `palisade_circuit_breaker_calls_total{name,
+//!   outcome}` (`success`, `failure`, `ignore`, `rejected`),
+//!   `palisade_circuit_breaker_rejections_total{name, reason}`,
+//!   `palisade_circuit_breaker_call_duration_seconds{name, outcome}` (with slow-call
+//!   detection, which times calls anyway), `palisade_circuit_breaker_state{name, state}` (set
+//!   from build), transitions, slow calls and resets (see `CircuitBreakerMetrics`). The
+//!   `name` label defaults to `"circuit_breaker"`.
+//! - `tracing`: transitions at `INFO` (into `Open` or `ForcedOpen` at `WARN`), per-call
+//!   events at `TRACE`, with structured fields; target `palisade`.
 //!
 //! [tower]: https://docs.rs/tower
 

@@ -10,7 +10,7 @@
 //! checks the generation again; a count that lands a moment late changes which recorder makes
 //! the decision, never whether a stale period can decide.
 
-use crate::state::{Generation, Tally, is_newer};
+use crate::state::{Tag, Tally, tag_is_newer};
 use crate::window::Record;
 use crossbeam_utils::CachePadded;
 use palisade_core::sync::atomic::{AtomicU64, Ordering};
@@ -23,8 +23,8 @@ const LOW_MASK: u64 = (1 << TAG_SHIFT) - 1;
 const PROBE_FIELD: u32 = 16;
 const PROBE_FIELD_MASK: u64 = (1 << PROBE_FIELD) - 1;
 
-const fn tag(word: u64) -> Generation {
-    (word >> TAG_SHIFT) as Generation
+const fn tag(word: u64) -> Tag {
+    (word >> TAG_SHIFT) as Tag
 }
 
 /// The recorded results of one half-open period's probes.
@@ -49,7 +49,7 @@ impl ProbeResults {
     }
 
     /// What `generation`'s probes have recorded so far.
-    pub(crate) fn tally(&self, generation: Generation) -> Tally {
+    pub(crate) fn tally(&self, generation: Tag) -> Tally {
         // Acquire: pairs with the AcqRel CAS of `record`.
         let word = self.word.load(Ordering::Acquire);
         if tag(word) == generation {
@@ -61,7 +61,7 @@ impl ProbeResults {
 
     /// Adds one probe result of `generation`; returns the tally after it, or `None` when a
     /// newer generation already owns the word (the probe is stale).
-    pub(crate) fn record(&self, generation: Generation, record: Record) -> Option<Tally> {
+    pub(crate) fn record(&self, generation: Tag, record: Record) -> Option<Tally> {
         let delta = (1 << (2 * PROBE_FIELD))
             | (u64::from(record.failure) << PROBE_FIELD)
             | u64::from(record.slow);
@@ -70,7 +70,7 @@ impl ProbeResults {
         loop {
             let next = if tag(word) == generation {
                 word + delta
-            } else if is_newer(generation, tag(word)) || word == 0 {
+            } else if tag_is_newer(generation, tag(word)) || word == 0 {
                 (u64::from(generation) << TAG_SHIFT) | delta
             } else {
                 return None;
@@ -103,13 +103,13 @@ impl Streak {
 
     /// Whether `generation` has no failure streak (the healthy path's check).
     #[inline]
-    pub(crate) fn is_zero(&self, generation: Generation) -> bool {
+    pub(crate) fn is_zero(&self, generation: Tag) -> bool {
         // Acquire: pairs with the AcqRel CAS of `count`.
         self.word.load(Ordering::Acquire) == u64::from(generation) << TAG_SHIFT
     }
 
     /// Failures in a row of `generation` now.
-    pub(crate) fn get(&self, generation: Generation) -> u32 {
+    pub(crate) fn get(&self, generation: Tag) -> u32 {
         // Acquire: pairs with the AcqRel CAS of `count`; a statistic.
         let word = self.word.load(Ordering::Acquire);
         if tag(word) == generation {
@@ -121,13 +121,13 @@ impl Streak {
 
     /// Counts one outcome of `generation`; returns the failures in a row after it (0 for a
     /// stale record).
-    pub(crate) fn count(&self, generation: Generation, failure: bool) -> u32 {
+    pub(crate) fn count(&self, generation: Tag, failure: bool) -> u32 {
         // Acquire: pairs with the AcqRel CAS below.
         let mut current = self.word.load(Ordering::Acquire);
         loop {
             let count = if tag(current) == generation {
                 current & LOW_MASK
-            } else if is_newer(generation, tag(current)) {
+            } else if tag_is_newer(generation, tag(current)) {
                 0
             } else {
                 return 0;

@@ -4,6 +4,7 @@ use crate::circuit_breaker::CircuitBreaker;
 use crate::error::CircuitOpen;
 use crate::future::ResponseFuture;
 use crate::permit::OwnedPermit;
+use crate::state::State;
 use palisade_core::classify::{Classify, ErrorIsFailure, Outcome};
 use std::fmt;
 use std::future::Future;
@@ -98,6 +99,7 @@ impl<S, C> CircuitBreakerService<S, C> {
     /// transition, a returned probe, or the timer at the end of the wait).
     fn poll_gate(&mut self, cx: &mut Context<'_>) -> Poll<OwnedPermit> {
         let shared = self.breaker.shared();
+        let mut looked_again = false;
         loop {
             let seen = shared.load();
             let open = match self.breaker.acquire_quietly() {
@@ -105,8 +107,12 @@ impl<S, C> CircuitBreakerService<S, C> {
                 Err(open) => open,
             };
             // Register, then look again: a change between our look and the registration
-            // would otherwise wake nobody.
-            if shared.register_waiter(cx.waker()) != seen {
+            // would otherwise wake nobody. An `Open` without a known wait was rejected in the
+            // instant between its transition and the publication of its wait, which wakes the
+            // registered waiters: one more look after registering sees it or gets woken.
+            let unknown_wait = open.state() == State::Open && open.retry_after().is_none();
+            if shared.register_waiter(cx.waker()) != seen || (unknown_wait && !looked_again) {
+                looked_again = true;
                 continue;
             }
             if let Some(after) = shared.recheck_after(&open) {

@@ -8,7 +8,7 @@ use crate::error::CircuitOpen;
 use crate::events::CircuitBreakerEvent;
 use crate::permit::Admission;
 use crate::probes::{ProbeResults, Streak};
-use crate::state::{Generation, State, Tally, Word};
+use crate::state::{Generation, State, Tally, Timing, Word, tag_of};
 use crate::window::{Record, Window};
 use crossbeam_utils::CachePadded;
 use palisade_core::classify::Outcome;
@@ -23,6 +23,9 @@ use std::time::Duration;
 pub(crate) struct Shared {
     /// The state word, see [`crate::state`]. Read by every call, written on transitions.
     state: CachePadded<AtomicU64>,
+    /// The timing word of the current Open or HalfOpen generation, see [`crate::state`].
+    /// Written by a transition's winner right after its CAS; read only when not closed.
+    timing: AtomicU64,
     /// Probe results of the current half-open generation.
     pub(crate) probes: ProbeResults,
     /// Failures in a row, tagged with the generation.
@@ -51,6 +54,7 @@ impl Shared {
         let success_may_skip = settings.slow_call_nanos.is_none() && !window.needs_time();
         Shared {
             state: CachePadded::new(AtomicU64::new(Word::initial().bits())),
+            timing: AtomicU64::new(Timing::new(0, Instant::ZERO).bits()),
             probes: ProbeResults::new(),
             streak: Streak::new(),
             rejected: CachePadded::new(AtomicU64::new(0)),
@@ -103,16 +107,18 @@ impl Shared {
 
     /// Moves the state word from what `f` is given to what it returns, in a CAS loop: `f` must
     /// be pure, since it runs once per attempt (again after every lost race, with the word that
-    /// won). `None` from `f` means "nothing to do from this word" and ends the loop. Returns
-    /// the winning `(from, to)`. After the winning CAS, and only then, the side effects of a
-    /// change of generation run once: the re-open count, waking gated callers, the event.
+    /// won). It returns the next word and its time (for `Open` when the wait ends, for
+    /// `HalfOpen` now; ignored otherwise), or `None`, "nothing to do from this word", which ends
+    /// the loop. Returns the winning `(from, to)`. After the winning CAS, and only then, the
+    /// side effects of a change of generation run once: publishing its time, the re-open
+    /// count, waking gated callers, the event.
     pub(crate) fn transition(
         &self,
         mut current: Word,
-        mut f: impl FnMut(Word) -> Option<Word>,
+        mut f: impl FnMut(Word) -> Option<(Word, Instant)>,
     ) -> Option<(Word, Word)> {
         loop {
-            let next = f(current)?;
+            let (next, at) = f(current)?;
             // AcqRel: Release publishes the transition (and the generation its records carry)
             // to threads that Acquire the state; Acquire orders us after the previous
             // transition. Acquire on failure: we retry from the value we read.
@@ -124,6 +130,9 @@ impl Shared {
             ) {
                 Ok(_) => {
                     if next.generation() != current.generation() {
+                        if matches!(next.state(), State::Open | State::HalfOpen) {
+                            self.publish_timing(next.generation(), at);
+                        }
                         self.transitioned(current, next);
                     } else {
                         // A probe count changed (a probe given back): a gated caller may take it.
@@ -134,6 +143,70 @@ impl Shared {
                 Err(actual) => current = Word::from_bits(actual),
             }
         }
+    }
+
+    /// Publishes the time of `generation`, unless a later generation already published its own
+    /// (this winner was descheduled between its CAS and here).
+    fn publish_timing(&self, generation: Generation, at: Instant) {
+        let new = Timing::new(generation, at);
+        // Acquire: pairs with the AcqRel CAS below, to compare with the latest tag.
+        let mut current = self.timing.load(Ordering::Acquire);
+        loop {
+            if Timing::from_bits(current).is_newer_than(generation) {
+                return;
+            }
+            // AcqRel: Release publishes the time to readers that Acquire the timing word after
+            // seeing the generation in the state word; Acquire orders us after earlier writers.
+            match self.timing.compare_exchange_weak(
+                current,
+                new.bits(),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return,
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    /// Publishes a time for `word`'s generation when its winner has not (it is descheduled
+    /// between its CAS and its publication, or so long that a later winner's time came first
+    /// and its own was then refused): an open breaker that never learnt its wait would never
+    /// half-open. The stand-in errs long: the base wait from `now`, or entered `now`. A CAS
+    /// from the stale value, so the real winner's time, published since, is kept.
+    #[cold]
+    fn help_publish(&self, word: Word, now: Instant) {
+        // Acquire: pairs with the AcqRel CAS of `publish_timing`.
+        let stale = self.timing.load(Ordering::Acquire);
+        if Timing::from_bits(stale).is_of(word.generation()) || self.load() != word {
+            return;
+        }
+        let at = match word.state() {
+            State::Open => now + self.settings.wait_in_open,
+            _ => now,
+        };
+        // AcqRel, Relaxed on failure: as in `publish_timing`; a failure means someone else
+        // published meanwhile, which is all we wanted.
+        let _ = self.timing.compare_exchange(
+            stale,
+            Timing::new(word.generation(), at).bits(),
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// The time of `generation`, once its winner has published it.
+    #[inline]
+    fn timing_of(&self, generation: Generation) -> Option<Timing> {
+        // Acquire: pairs with the AcqRel CAS of `publish_timing`.
+        let timing = Timing::from_bits(self.timing.load(Ordering::Acquire));
+        timing.is_of(generation).then_some(timing)
+    }
+
+    /// HalfOpen: how long `word` has been half-open (zero until its time is published).
+    fn half_open_for(&self, word: Word, now: Instant) -> Duration {
+        self.timing_of(word.generation())
+            .map_or(Duration::ZERO, |t| t.since(now))
     }
 
     /// The side effects of the transition `from → to`, run once by its winner.
@@ -159,9 +232,9 @@ impl Shared {
         }
     }
 
-    /// The `Open` word that follows `current` at `now`, with the backed-off, jittered wait.
-    /// Pure: reads the re-open count, writes nothing.
-    fn opened(&self, current: Word, now: Instant) -> Word {
+    /// The `Open` word that follows `current` at `now`, and when its backed-off, jittered wait
+    /// ends. Pure: reads the re-open count, writes nothing.
+    fn opened(&self, current: Word, now: Instant) -> (Word, Instant) {
         let settings = &self.settings;
         let reopens = if current.state() == State::HalfOpen {
             // Relaxed: see `transitioned`.
@@ -169,15 +242,15 @@ impl Shared {
         } else {
             0
         };
-        let generation = u64::from(current.generation().wrapping_add(1));
+        let next = current.next(State::Open);
         let wait = open_wait(
             settings.wait_in_open,
             settings.backoff.as_ref(),
             reopens,
             settings.seed,
-            generation,
+            next.generation(),
         );
-        current.next(State::Open, now, now + wait)
+        (next, now + wait)
     }
 
     // ---- events ----------------------------------------------------------------------------
@@ -242,7 +315,7 @@ impl Shared {
                 if current.state() != State::HalfOpen {
                     return Some(Duration::ZERO);
                 }
-                Some(max.saturating_sub(current.half_open_for(self.clock().now())))
+                Some(max.saturating_sub(self.half_open_for(current, self.clock().now())))
             }
             _ => None,
         }
@@ -278,7 +351,9 @@ impl Shared {
         let mut now = None;
         let mut clock = || *now.get_or_insert_with(|| self.clock().now());
         let mut verdict = Err((State::Open, None));
+        let mut unpublished = None;
         self.transition(current, |word| {
+            unpublished = None;
             let (next, result) = match word.state() {
                 State::Closed | State::MetricsOnly => {
                     (None, Ok(Admission::Window(word.generation())))
@@ -287,11 +362,17 @@ impl Shared {
                 State::ForcedOpen => (None, Err((State::ForcedOpen, None))),
                 State::Open => {
                     let now = clock();
-                    if word.open_wait_over(now) {
-                        let next = word.next(State::HalfOpen, now, now).with_probes(1);
-                        (Some(next), Ok(Admission::Probe(next.generation())))
-                    } else {
-                        (None, Err((State::Open, Some(word.open_remaining(now)))))
+                    match self.timing_of(word.generation()) {
+                        Some(until) if until.wait_over(now) => {
+                            let next = word.next(State::HalfOpen).with_probes(1);
+                            (Some((next, now)), Ok(Admission::Probe(next.generation())))
+                        }
+                        Some(until) => (None, Err((State::Open, Some(until.remaining(now))))),
+                        // Its winner has not published the wait yet: it has only just begun.
+                        None => {
+                            unpublished = Some(word);
+                            (None, Err((State::Open, None)))
+                        }
                     }
                 }
                 State::HalfOpen => {
@@ -299,18 +380,23 @@ impl Shared {
                     // period is over whether or not probe permits remain.
                     let expired = settings
                         .max_wait_in_half_open
-                        .is_some_and(|max| word.half_open_for(clock()) >= max);
-                    if expired {
-                        let now = clock();
-                        let next = self.opened(word, now);
-                        (
-                            Some(next),
-                            Err((State::Open, Some(next.open_remaining(now)))),
-                        )
+                        .map(|max| (max, clock()))
+                        .filter(|&(max, now)| self.half_open_for(word, now) >= max);
+                    if let Some((_, now)) = expired {
+                        let (next, until) = self.opened(word, now);
+                        let remaining = until.saturating_duration_since(now);
+                        (Some((next, until)), Err((State::Open, Some(remaining))))
                     } else if word.probes() < settings.permitted_in_half_open {
                         let next = word.with_probes(word.probes() + 1);
-                        (Some(next), Ok(Admission::Probe(word.generation())))
+                        // Same generation: the time is not published again.
+                        (
+                            Some((next, Instant::ZERO)),
+                            Ok(Admission::Probe(word.generation())),
+                        )
                     } else {
+                        if self.timing_of(word.generation()).is_none() {
+                            unpublished = Some(word);
+                        }
                         (None, Err((State::HalfOpen, None)))
                     }
                 }
@@ -318,6 +404,9 @@ impl Shared {
             verdict = result;
             next
         });
+        if let Some(word) = unpublished {
+            self.help_publish(word, clock());
+        }
         verdict.map_err(|(state, retry_after)| {
             if count_rejection {
                 self.reject(state, retry_after)
@@ -352,11 +441,12 @@ impl Shared {
         if outcome == Outcome::Success
             && self.success_may_skip
             && let Admission::Window(generation) = admission
-            && self.window.full_of_successes(generation)
+            && self.window.full_of_successes(tag_of(generation))
             && (self.settings.rules.consecutive_failures.is_none()
-                || self.streak.is_zero(generation))
+                || self.streak.is_zero(tag_of(generation)))
         {
-            // The healthy path: recording this success would change nothing.
+            // The healthy path: recording this success would change nothing (and writes
+            // nothing, so a stale permit whose tag matches cannot do harm here either).
             self.emit(|| CircuitBreakerEvent::SuccessRecorded { elapsed });
             return;
         }
@@ -395,20 +485,28 @@ impl Shared {
         if slow && let Some(elapsed) = elapsed {
             self.emit(|| CircuitBreakerEvent::SlowCallRecorded { elapsed });
         }
+        // The full generation, checked before any write into a window or probe word: those
+        // carry only its low 16 bits, and a permit held across 65 536 transitions would
+        // otherwise match a newer period's tag.
+        let current = self.load();
+        if current.generation() != generation {
+            return; // stale: the period this call belonged to is over
+        }
         let record = Record { failure, slow };
         match admission {
             Admission::Window(generation) => self.record_closed(generation, now, record),
-            _ => self.record_probe(generation, record),
+            _ => self.record_probe(current, record),
         }
     }
 
     #[inline]
     fn record_closed(&self, generation: Generation, now: Instant, record: Record) {
-        let Some(tally) = self.window.record(generation, now, record) else {
+        let tag = tag_of(generation);
+        let Some(tally) = self.window.record(tag, now, record) else {
             return;
         };
         let consecutive = match self.settings.rules.consecutive_failures {
-            Some(_) => self.streak.count(generation, record.failure),
+            Some(_) => self.streak.count(tag, record.failure),
             None => 0,
         };
         if !record.failure && !record.slow && tally.failures == 0 && tally.slow == 0 {
@@ -430,28 +528,29 @@ impl Shared {
         });
     }
 
-    /// Records a probe's result; the probe that completes the set decides Closed or Open.
-    fn record_probe(&self, generation: Generation, record: Record) {
-        let current = self.load();
-        if current.state() != State::HalfOpen || current.generation() != generation {
+    /// Records the result of a probe of the half-open `current`; the probe that completes the
+    /// set decides Closed or Open.
+    fn record_probe(&self, current: Word, record: Record) {
+        if current.state() != State::HalfOpen {
             return; // stale: the half-open period this probe belonged to is over
         }
-        let Some(tally) = self.probes.record(generation, record) else {
+        let generation = current.generation();
+        let Some(tally) = self.probes.record(tag_of(generation), record) else {
             return;
         };
-        let expired = self
+        let expiry = self
             .settings
             .max_wait_in_half_open
             .map(|max| (max, self.clock().now()));
-        if tally.calls < self.settings.permitted_in_half_open && expired.is_none() {
+        if tally.calls < self.settings.permitted_in_half_open && expiry.is_none() {
             return;
         }
-        let now = expired.map_or_else(|| self.clock().now(), |(_, now)| now);
+        let now = expiry.map_or_else(|| self.clock().now(), |(_, now)| now);
         self.transition(self.load(), |word| {
             if word.state() != State::HalfOpen || word.generation() != generation {
                 return None;
             }
-            let over = expired.is_some_and(|(max, now)| word.half_open_for(now) >= max);
+            let over = expiry.is_some_and(|(max, now)| self.half_open_for(word, now) >= max);
             if over {
                 // The half-open period ran out before its probes decided: back to Open.
                 return Some(self.opened(word, now));
@@ -462,7 +561,7 @@ impl Shared {
             Some(if self.settings.rules.probes_fail(tally) {
                 self.opened(word, now)
             } else {
-                word.next(State::Closed, now, now)
+                (word.next(State::Closed), now)
             })
         });
     }
@@ -473,15 +572,19 @@ impl Shared {
             (word.state() == State::HalfOpen
                 && word.generation() == generation
                 && word.probes() > 0)
-                .then(|| word.with_probes(word.probes() - 1))
+                .then(|| (word.with_probes(word.probes() - 1), Instant::ZERO))
         });
     }
 
     /// A manual transition: always moves to a new generation, so windows start empty.
     pub(crate) fn transition_to(&self, state: State) {
         let now = self.clock().now();
-        let wait = self.settings.wait_in_open;
-        self.transition(self.load(), |word| Some(word.next(state, now, now + wait)));
+        let at = if state == State::Open {
+            now + self.settings.wait_in_open
+        } else {
+            now
+        };
+        self.transition(self.load(), |word| Some((word.next(state), at)));
     }
 
     /// Forgets the re-open count (on `reset`).
@@ -495,15 +598,15 @@ impl Shared {
     /// The tally behind a snapshot of `word`: the window, the probes, or (open) the period
     /// that ended in this state.
     pub(crate) fn tally(&self, word: Word) -> Tally {
-        let generation = word.generation();
+        let tag = tag_of(word.generation());
         match word.state() {
             State::Closed | State::MetricsOnly => {
                 let now = self.now_if(self.window.needs_time());
-                self.window.tally(generation, now)
+                self.window.tally(tag, now)
             }
-            State::HalfOpen => self.probes.tally(generation),
+            State::HalfOpen => self.probes.tally(tag),
             State::Open | State::ForcedOpen => {
-                let previous = generation.wrapping_sub(1);
+                let previous = tag_of(word.previous_generation());
                 let now = self.now_if(self.window.needs_time());
                 let window = self.window.tally(previous, now);
                 if window == Tally::default() {

@@ -55,7 +55,7 @@ impl Snapshot {
             slow_call_rate: rate(tally.slow),
             // Relaxed: a statistic.
             rejected_calls: shared.rejected.load(Ordering::Relaxed),
-            consecutive_failures: shared.streak.get(word.generation()),
+            consecutive_failures: shared.streak.get(crate::state::tag_of(word.generation())),
         }
     }
 }

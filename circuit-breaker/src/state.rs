@@ -1,24 +1,33 @@
-//! The breaker's state machine packed into one `u64`, and the pure functions that decide its
-//! transitions. No atomics and no tower types here: [`crate::shared`] applies these in CAS
-//! loops.
+//! The breaker's state machine packed into one `u64`, the generation-tagged timing word
+//! beside it, and the pure functions that decide transitions. No atomics and no tower types
+//! here: [`crate::shared`] applies these in CAS loops.
 //!
 //! # Bit layout
 //!
 //! ```text
-//!  63                                    19 18            3 2     0
-//! +----------------------------------------+---------------+-------+
-//! |            payload (45 bits)           | generation 16 |  tag  |
-//! +----------------------------------------+---------------+-------+
+//! state word
+//!  63                                             15 14          3 2     0
+//! +-------------------------------------------------+-------------+-------+
+//! |               generation (49 bits)              | probes (12) |  tag  |
+//! +-------------------------------------------------+-------------+-------+
+//!   probes: HalfOpen only, probes admitted and not given back (≤ 4095)
 //!
-//! payload, by tag:
-//!   Open       open-until, whole milliseconds since the clock's origin (rounded up)
-//!   HalfOpen   bits 0..12: probes admitted (≤ 4095) | bits 12..45: entered-at ms, mod 2^33
-//!   others     zero
+//! timing word (a time of one generation, published by its transition's winner)
+//!  63                  45 44                                               0
+//! +----------------------+--------------------------------------------------+
+//! | generation mod 2^19  |  milliseconds since the clock's origin (45 bits) |
+//! +----------------------+--------------------------------------------------+
+//!   Open: when the open wait ends (rounded up); HalfOpen: when it was entered
 //! ```
 //!
-//! The generation grows by one (wrapping) on every transition. Permits remember the generation
-//! that admitted them, so a result that arrives after the state moved on is recognised as stale
-//! and cannot count against the new period.
+//! The generation grows by one on every transition. Permits remember the generation that
+//! admitted them, so a result that arrives after the state moved on is recognised as stale
+//! and cannot count against the new period. With 49 bits it wraps after 2^49 ≈ 5.6·10^14
+//! transitions (at one transition every 10 ns, 65 days of nothing else): a permit held across
+//! any number of transitions a process can make is stale, and every decision (trip, close,
+//! re-open, returning a probe) is a CAS on the full generation.
+//!
+//! The 45 bits of milliseconds hold any [`Instant`] (which saturates at 2^64 ns, 584 years).
 
 use palisade_core::clock::Instant;
 use std::fmt;
@@ -26,21 +35,20 @@ use std::time::Duration;
 
 const TAG_BITS: u32 = 3;
 const TAG_MASK: u64 = (1 << TAG_BITS) - 1;
-const GEN_SHIFT: u32 = TAG_BITS;
-const GEN_BITS: u32 = 16;
-const GEN_MASK: u64 = ((1 << GEN_BITS) - 1) << GEN_SHIFT;
-const PAYLOAD_SHIFT: u32 = GEN_SHIFT + GEN_BITS;
-const PAYLOAD_BITS: u32 = 64 - PAYLOAD_SHIFT;
-const PAYLOAD_MAX: u64 = (1 << PAYLOAD_BITS) - 1;
+const PROBE_SHIFT: u32 = TAG_BITS;
 const PROBE_BITS: u32 = 12;
-const PROBE_MASK: u64 = (1 << PROBE_BITS) - 1;
-const ENTERED_BITS: u32 = PAYLOAD_BITS - PROBE_BITS;
-const ENTERED_MASK: u64 = (1 << ENTERED_BITS) - 1;
+const PROBE_MASK: u64 = ((1 << PROBE_BITS) - 1) << PROBE_SHIFT;
+const GEN_SHIFT: u32 = PROBE_SHIFT + PROBE_BITS;
+const GEN_BITS: u32 = 64 - GEN_SHIFT;
+const GEN_MAX: u64 = (1 << GEN_BITS) - 1;
+
+const TIME_BITS: u32 = 45;
+const TIME_MASK: u64 = (1 << TIME_BITS) - 1;
+const TIME_TAG_BITS: u32 = 64 - TIME_BITS;
+const TIME_TAG_MASK: u64 = (1 << TIME_TAG_BITS) - 1;
 
 /// The most probes a half-open breaker can admit (the width of the probe field).
-pub(crate) const MAX_PROBES: u32 = PROBE_MASK as u32;
-/// The longest `max_wait_in_half_open` the wrapping entered-at field measures correctly.
-pub(crate) const MAX_HALF_OPEN_WAIT: Duration = Duration::from_millis(1 << (ENTERED_BITS - 1));
+pub(crate) const MAX_PROBES: u32 = (PROBE_MASK >> PROBE_SHIFT) as u32;
 
 const NANOS_PER_MS: u64 = 1_000_000;
 
@@ -102,12 +110,23 @@ impl fmt::Display for State {
     }
 }
 
-/// A generation number, 16 bits, compared with wrapping arithmetic.
-pub(crate) type Generation = u16;
+/// A generation number, 49 bits, compared with wrapping arithmetic.
+pub(crate) type Generation = u64;
 
-/// `a` was created after `b` (within half the wrapping range).
+/// The low 16 bits of a generation: the tag of the windows' and probe words' entries, where a
+/// word has no room for more. Every write into them is preceded by a check of the full
+/// generation against the state word (see `Shared::complete_slow`).
+pub(crate) type Tag = u16;
+
+/// The tag of `generation`.
 #[inline]
-pub(crate) const fn is_newer(a: Generation, b: Generation) -> bool {
+pub(crate) const fn tag_of(generation: Generation) -> Tag {
+    generation as Tag
+}
+
+/// Tag `a` was created after tag `b` (within half the wrapping range).
+#[inline]
+pub(crate) const fn tag_is_newer(a: Tag, b: Tag) -> bool {
     let d = a.wrapping_sub(b);
     d != 0 && d < (1 << 15)
 }
@@ -133,11 +152,11 @@ impl Word {
         self.0
     }
 
-    const fn pack(state: State, generation: Generation, payload: u64) -> Word {
+    const fn pack(state: State, generation: Generation, probes: u32) -> Word {
         Word(
             (state as u64)
-                | ((generation as u64) << GEN_SHIFT)
-                | ((payload & PAYLOAD_MAX) << PAYLOAD_SHIFT),
+                | (((probes as u64) << PROBE_SHIFT) & PROBE_MASK)
+                | ((generation & GEN_MAX) << GEN_SHIFT),
         )
     }
 
@@ -153,69 +172,31 @@ impl Word {
 
     #[inline]
     pub(crate) const fn generation(self) -> Generation {
-        ((self.0 & GEN_MASK) >> GEN_SHIFT) as Generation
-    }
-
-    #[inline]
-    const fn payload(self) -> u64 {
-        self.0 >> PAYLOAD_SHIFT
-    }
-
-    /// Open: when the open wait ends, in ms since the clock's origin.
-    #[inline]
-    pub(crate) const fn open_until_ms(self) -> u64 {
-        self.payload()
+        self.0 >> GEN_SHIFT
     }
 
     /// HalfOpen: probes admitted and not given back.
     #[inline]
     pub(crate) const fn probes(self) -> u32 {
-        (self.payload() & PROBE_MASK) as u32
+        ((self.0 & PROBE_MASK) >> PROBE_SHIFT) as u32
     }
 
-    /// HalfOpen: the millisecond it was entered, modulo 2^33.
-    #[inline]
-    const fn entered_ms(self) -> u64 {
-        (self.payload() >> PROBE_BITS) & ENTERED_MASK
-    }
-
-    /// The same generation with one more (`+1`) or one fewer (`-1`) probe. Half-open only.
+    /// The same generation with `probes` probes out. Half-open only.
     #[inline]
     pub(crate) const fn with_probes(self, probes: u32) -> Word {
-        let payload = (self.payload() & !PROBE_MASK) | (probes as u64 & PROBE_MASK);
-        Word::pack(self.state(), self.generation(), payload)
+        Word::pack(self.state(), self.generation(), probes)
     }
 
-    /// `state` in the next generation. `open_until` is used by `Open`, `now` by `HalfOpen`.
+    /// `state` in the next generation, with no probe out.
     #[inline]
-    pub(crate) const fn next(self, state: State, now: Instant, open_until: Instant) -> Word {
-        let payload = match state {
-            State::Open => ceil_ms(open_until),
-            State::HalfOpen => (ceil_ms(now) & ENTERED_MASK) << PROBE_BITS,
-            _ => 0,
-        };
-        Word::pack(state, self.generation().wrapping_add(1), payload)
+    pub(crate) const fn next(self, state: State) -> Word {
+        Word::pack(state, self.generation().wrapping_add(1) & GEN_MAX, 0)
     }
 
-    /// Open: whether the wait is over at `now`.
+    /// The generation before this one.
     #[inline]
-    pub(crate) const fn open_wait_over(self, now: Instant) -> bool {
-        now.as_nanos() >= self.open_until_ms().saturating_mul(NANOS_PER_MS)
-    }
-
-    /// Open: how long until the wait is over.
-    pub(crate) const fn open_remaining(self, now: Instant) -> Duration {
-        Duration::from_nanos(
-            self.open_until_ms()
-                .saturating_mul(NANOS_PER_MS)
-                .saturating_sub(now.as_nanos()),
-        )
-    }
-
-    /// HalfOpen: how long it has been half-open (exact below `MAX_HALF_OPEN_WAIT`·2).
-    pub(crate) const fn half_open_for(self, now: Instant) -> Duration {
-        let now_ms = (now.as_nanos() / NANOS_PER_MS) & ENTERED_MASK;
-        Duration::from_millis(now_ms.wrapping_sub(self.entered_ms()) & ENTERED_MASK)
+    pub(crate) const fn previous_generation(self) -> Generation {
+        self.generation().wrapping_sub(1) & GEN_MAX
     }
 }
 
@@ -224,12 +205,71 @@ impl fmt::Debug for Word {
         let mut d = f.debug_struct("Word");
         d.field("state", &self.state())
             .field("generation", &self.generation());
-        match self.state() {
-            State::Open => d.field("open_until_ms", &self.open_until_ms()),
-            State::HalfOpen => d.field("probes", &self.probes()),
-            _ => &mut d,
-        };
+        if self.state() == State::HalfOpen {
+            d.field("probes", &self.probes());
+        }
         d.finish()
+    }
+}
+
+/// A decoded copy of the timing word: a time of one generation (see the module docs).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct Timing(u64);
+
+impl Timing {
+    /// The timing word that says "`at`, for `generation`".
+    #[inline]
+    pub(crate) const fn new(generation: Generation, at: Instant) -> Timing {
+        Timing(((generation & TIME_TAG_MASK) << TIME_BITS) | (ceil_ms(at) & TIME_MASK))
+    }
+
+    #[inline]
+    pub(crate) const fn from_bits(bits: u64) -> Timing {
+        Timing(bits)
+    }
+
+    #[inline]
+    pub(crate) const fn bits(self) -> u64 {
+        self.0
+    }
+
+    /// Whether this is the time of `generation` (rather than of an earlier one whose
+    /// successor's winner has not published yet).
+    #[inline]
+    pub(crate) const fn is_of(self, generation: Generation) -> bool {
+        self.0 >> TIME_BITS == generation & TIME_TAG_MASK
+    }
+
+    /// Whether this timing belongs to a generation newer than `generation` (19-bit wrapping).
+    #[inline]
+    pub(crate) const fn is_newer_than(self, generation: Generation) -> bool {
+        let d = (self.0 >> TIME_BITS).wrapping_sub(generation) & TIME_TAG_MASK;
+        d != 0 && d < (1 << (TIME_TAG_BITS - 1))
+    }
+
+    #[inline]
+    const fn ms(self) -> u64 {
+        self.0 & TIME_MASK
+    }
+
+    /// Open: whether the wait is over at `now`.
+    #[inline]
+    pub(crate) const fn wait_over(self, now: Instant) -> bool {
+        now.as_nanos() >= self.ms().saturating_mul(NANOS_PER_MS)
+    }
+
+    /// Open: how long until the wait is over.
+    pub(crate) const fn remaining(self, now: Instant) -> Duration {
+        Duration::from_nanos(
+            self.ms()
+                .saturating_mul(NANOS_PER_MS)
+                .saturating_sub(now.as_nanos()),
+        )
+    }
+
+    /// HalfOpen: how long since it was entered (rounded up then, so at most 1 ms short).
+    pub(crate) const fn since(self, now: Instant) -> Duration {
+        Duration::from_millis((now.as_nanos() / NANOS_PER_MS).saturating_sub(self.ms()))
     }
 }
 
@@ -294,40 +334,54 @@ mod tests {
         let s = Word::initial();
         assert_eq!(s.state(), State::Closed);
         assert_eq!(s.generation(), 0);
-        let now = Instant::from_nanos(5_500_000);
-        let open = s.next(State::Open, now, now + Duration::from_secs(60));
+        let open = s.next(State::Open);
         assert_eq!(open.state(), State::Open);
         assert_eq!(open.generation(), 1);
-        assert_eq!(open.open_until_ms(), 60_006);
-        assert!(!open.open_wait_over(now));
-        assert!(!open.open_wait_over(Instant::from_nanos(60_005_999_999)));
-        assert!(open.open_wait_over(Instant::from_nanos(60_006_000_000)));
-        assert_eq!(open.open_remaining(now), Duration::from_micros(60_000_500));
-        let half = open.next(State::HalfOpen, now, now);
-        assert_eq!(half.state(), State::HalfOpen);
-        assert_eq!(half.probes(), 0);
-        let half = half.with_probes(MAX_PROBES);
+        let half = open.next(State::HalfOpen).with_probes(MAX_PROBES);
         assert_eq!(half.probes(), MAX_PROBES);
         assert_eq!(half.generation(), 2);
         assert_eq!(half.state(), State::HalfOpen);
+        assert_eq!(half.with_probes(3).probes(), 3);
+        assert_eq!(half.next(State::Closed).probes(), 0);
+
+        let now = Instant::from_nanos(5_500_000);
+        let until = Timing::new(1, now + Duration::from_secs(60));
+        assert!(until.is_of(1) && !until.is_of(2));
+        assert!(!until.wait_over(now));
+        assert!(!until.wait_over(Instant::from_nanos(60_005_999_999)));
+        assert!(until.wait_over(Instant::from_nanos(60_006_000_000)));
+        assert_eq!(until.remaining(now), Duration::from_micros(60_000_500));
+        let entered = Timing::new(2, now);
         assert_eq!(
-            half.half_open_for(now + Duration::from_millis(300)),
+            entered.since(now + Duration::from_millis(300)),
             Duration::from_millis(299),
             "entered-at rounds up, so the measured time is at most 1 ms short"
         );
+        let forever = Timing::new(3, Instant::MAX);
+        assert!(!forever.wait_over(Instant::from_nanos(u64::MAX - 1)));
+        assert!(Timing::new(5, now).is_newer_than(4));
+        assert!(!Timing::new(4, now).is_newer_than(4));
+        assert!(!Timing::new(3, now).is_newer_than(4));
     }
 
+    /// Regression (issue 9 §3): generations were 16 bits, so 65 536 transitions later a permit
+    /// of an old period carried the current generation again.
     #[test]
-    fn generations_wrap_and_compare() {
+    fn generations_are_49_bits_wide() {
         let mut s = Word::initial();
         for _ in 0..70_000 {
-            s = s.next(State::Closed, Instant::ZERO, Instant::ZERO);
+            s = s.next(State::Closed);
         }
-        assert_eq!(s.generation(), (70_000 % 65_536) as u16);
-        assert!(is_newer(1, 0));
-        assert!(is_newer(0, u16::MAX));
-        assert!(!is_newer(5, 5));
-        assert!(!is_newer(0, 1));
+        assert_eq!(s.generation(), 70_000);
+        let last = Word::pack(State::HalfOpen, GEN_MAX, 7);
+        assert_eq!(last.generation(), GEN_MAX);
+        assert_eq!(last.probes(), 7);
+        assert_eq!(last.next(State::Open).generation(), 0, "wraps at 2^49");
+        assert_eq!(GEN_BITS, 49);
+        assert!(tag_is_newer(1, 0));
+        assert!(tag_is_newer(0, u16::MAX));
+        assert!(!tag_is_newer(5, 5));
+        assert!(!tag_is_newer(0, 1));
     }
 
     #[test]
@@ -340,7 +394,7 @@ mod tests {
             State::Disabled,
             State::MetricsOnly,
         ] {
-            let s = Word::initial().next(state, Instant::ZERO, Instant::ZERO);
+            let s = Word::initial().next(state);
             assert_eq!(s.state(), state);
             assert_eq!(format!("{state}"), state.as_str());
         }

@@ -14,7 +14,7 @@
 //! reader who sees a tag also sees the counts written before it (`Release` on publishing a
 //! tag, `Acquire` on reading it).
 
-use crate::state::{Generation, Tally, is_newer};
+use crate::state::{Tag, Tally, tag_is_newer};
 use crossbeam_utils::CachePadded;
 use palisade_core::clock::Instant;
 use palisade_core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -105,10 +105,10 @@ impl CountWindow {
     }
 
     /// What generation `generation` holds now.
-    pub(crate) fn tally(&self, generation: Generation) -> Tally {
+    pub(crate) fn tally(&self, generation: Tag) -> Tally {
         // Acquire: pairs with the AcqRel CAS in `record`; a statistic read.
         let aggregate = self.aggregate.load(Ordering::Acquire);
-        if (aggregate >> AGG_GEN_SHIFT) as Generation == generation {
+        if (aggregate >> AGG_GEN_SHIFT) as Tag == generation {
             self.decode(aggregate)
         } else {
             Tally::default()
@@ -118,7 +118,7 @@ impl CountWindow {
     /// Whether generation `generation`'s window is full and holds only successes: then one
     /// more success changes nothing.
     #[inline]
-    pub(crate) fn full_of_successes(&self, generation: Generation) -> bool {
+    pub(crate) fn full_of_successes(&self, generation: Tag) -> bool {
         // Acquire: pairs with the AcqRel CAS in `record`.
         self.aggregate.load(Ordering::Acquire)
             == self.healthy | (u64::from(generation) << AGG_GEN_SHIFT)
@@ -126,12 +126,12 @@ impl CountWindow {
 
     /// Records one outcome of `generation`. Returns the window's tally after it, or `None` if
     /// the record is stale (a newer generation owns the window).
-    pub(crate) fn record(&self, generation: Generation, record: Record) -> Option<Tally> {
+    pub(crate) fn record(&self, generation: Tag, record: Record) -> Option<Tally> {
         let new = record.bits();
         // Acquire: pairs with the AcqRel CAS below.
         let aggregate = self.aggregate.load(Ordering::Acquire);
-        let tag = (aggregate >> AGG_GEN_SHIFT) as Generation;
-        if is_newer(tag, generation) {
+        let tag = (aggregate >> AGG_GEN_SHIFT) as Tag;
+        if tag_is_newer(tag, generation) {
             // Stale, and it must not take a slot from the newer generation's ring.
             return None;
         }
@@ -155,8 +155,8 @@ impl CountWindow {
         // Acquire: pairs with the AcqRel CAS that wrote the slot, to read its tag.
         let mut old = slot.load(Ordering::Acquire);
         loop {
-            let old_generation = (old >> SLOT_GEN_SHIFT) as Generation;
-            if old & COUNTED != 0 && is_newer(old_generation, generation) {
+            let old_generation = (old >> SLOT_GEN_SHIFT) as Tag;
+            if old & COUNTED != 0 && tag_is_newer(old_generation, generation) {
                 return None;
             }
             // AcqRel: publishes our tag to the next writer of this slot and reads the previous
@@ -167,7 +167,7 @@ impl CountWindow {
             }
         }
         // An entry of an older generation counts as empty in ours.
-        let replaced = if (old >> SLOT_GEN_SHIFT) as Generation == generation {
+        let replaced = if (old >> SLOT_GEN_SHIFT) as Tag == generation {
             old & 0xffff
         } else {
             0
@@ -176,10 +176,10 @@ impl CountWindow {
         // Acquire: as above.
         let mut aggregate = self.aggregate.load(Ordering::Acquire);
         loop {
-            let tag = (aggregate >> AGG_GEN_SHIFT) as Generation;
+            let tag = (aggregate >> AGG_GEN_SHIFT) as Tag;
             let next = if tag == generation {
                 aggregate.wrapping_add(delta)
-            } else if is_newer(generation, tag) {
+            } else if tag_is_newer(generation, tag) {
                 // First record of our generation: start from an empty window.
                 ((u64::from(generation)) << AGG_GEN_SHIFT) | EMPTY_FIELDS.wrapping_add(delta)
             } else {
@@ -303,12 +303,7 @@ impl TimeWindow {
 
     /// Records one outcome of `generation` at `now`. Returns the window's tally, or `None` if
     /// the record is stale (a newer generation, or older than the window).
-    pub(crate) fn record(
-        &self,
-        generation: Generation,
-        now: Instant,
-        record: Record,
-    ) -> Option<Tally> {
+    pub(crate) fn record(&self, generation: Tag, now: Instant, record: Record) -> Option<Tally> {
         let number = self.number(now);
         let want = (u64::from(generation) << STAMP_GEN_SHIFT) | number;
         let bucket = &self.buckets[(number % self.buckets.len() as u64) as usize];
@@ -335,9 +330,9 @@ impl TimeWindow {
                 spin_loop();
                 continue;
             }
-            let stamp_generation = (stamp >> STAMP_GEN_SHIFT) as Generation;
+            let stamp_generation = (stamp >> STAMP_GEN_SHIFT) as Tag;
             if stamp != 0
-                && (is_newer(stamp_generation, generation)
+                && (tag_is_newer(stamp_generation, generation)
                     || (stamp_generation == generation && stamp & STAMP_SLOT_MASK > number))
             {
                 return None;
@@ -368,11 +363,11 @@ impl TimeWindow {
     }
 
     /// What generation `generation` holds at `now`.
-    pub(crate) fn tally(&self, generation: Generation, now: Instant) -> Tally {
+    pub(crate) fn tally(&self, generation: Tag, now: Instant) -> Tally {
         self.tally_at(generation, self.number(now))
     }
 
-    fn tally_at(&self, generation: Generation, number: u64) -> Tally {
+    fn tally_at(&self, generation: Tag, number: u64) -> Tally {
         let oldest = number.saturating_sub(self.buckets.len() as u64 - 1);
         let mut tally = Tally::default();
         for bucket in &*self.buckets {
@@ -380,7 +375,7 @@ impl TimeWindow {
             let stamp = bucket.stamp.load(Ordering::Acquire);
             let slot = stamp & STAMP_SLOT_MASK;
             if stamp & RESETTING != 0
-                || (stamp >> STAMP_GEN_SHIFT) as Generation != generation
+                || (stamp >> STAMP_GEN_SHIFT) as Tag != generation
                 || slot < oldest
                 || slot > number
                 || slot == 0
@@ -428,12 +423,7 @@ impl Window {
         matches!(self, Window::Time(_))
     }
 
-    pub(crate) fn record(
-        &self,
-        generation: Generation,
-        now: Instant,
-        record: Record,
-    ) -> Option<Tally> {
+    pub(crate) fn record(&self, generation: Tag, now: Instant, record: Record) -> Option<Tally> {
         match self {
             Window::Count(w) => w.record(generation, record),
             Window::Time(w) => w.record(generation, now, record),
@@ -442,14 +432,14 @@ impl Window {
 
     /// Count window only: see [`CountWindow::full_of_successes`].
     #[inline]
-    pub(crate) fn full_of_successes(&self, generation: Generation) -> bool {
+    pub(crate) fn full_of_successes(&self, generation: Tag) -> bool {
         match self {
             Window::Count(w) => w.full_of_successes(generation),
             Window::Time(_) => false,
         }
     }
 
-    pub(crate) fn tally(&self, generation: Generation, now: Instant) -> Tally {
+    pub(crate) fn tally(&self, generation: Tag, now: Instant) -> Tally {
         match self {
             Window::Count(w) => w.tally(generation),
             Window::Time(w) => w.tally(generation, now),

@@ -185,3 +185,36 @@ fn the_state_gauge_is_right_from_build_and_the_name_defaults_to_the_layer() {
         );
     }
 }
+
+/// A breaker built before the recorder is installed still exports: its handles register at
+/// the first event after the recorder arrives, and the state gauge is set from the state it
+/// is in then.
+#[test]
+fn a_breaker_built_before_the_recorder_still_exports_its_state() {
+    let breaker = CircuitBreaker::builder()
+        .name("early")
+        .count_window(2)
+        .minimum_calls(2)
+        .build()
+        .unwrap();
+    breaker.force_open();
+    let memory = Arc::new(Memory::default());
+    let recorder = TestRecorder(memory.clone());
+    metrics::with_local_recorder(&recorder, || {
+        assert!(breaker.try_acquire().is_err());
+    });
+    let values = memory.values.lock().unwrap();
+    let get = |key: &str| values.get(key).copied();
+    assert_eq!(
+        get("palisade_circuit_breaker_state{name=early,state=forced_open}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        get("palisade_circuit_breaker_state{name=early,state=closed}"),
+        Some(0.0)
+    );
+    assert_eq!(
+        get("palisade_circuit_breaker_calls_total{name=early,outcome=rejected}"),
+        Some(1.0)
+    );
+}

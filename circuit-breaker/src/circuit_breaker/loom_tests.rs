@@ -1,10 +1,11 @@
 //! loom models of the state machine: run with
-//! `RUSTFLAGS="--cfg loom" cargo test --release -p palisade-circuit-breaker --lib -- loom`.
+//! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release -p palisade-circuit-breaker --lib -- loom`.
 
 use super::*;
 use palisade_core::clock::ManualClock;
 use palisade_core::sync::atomic::AtomicUsize;
 use palisade_core::sync::loom;
+use std::time::Duration;
 
 fn breaker(probes: u32, window: u32) -> CircuitBreaker {
     CircuitBreaker::builder()
@@ -150,5 +151,83 @@ fn loom_racing_callers_half_open_once() {
         // Relaxed: after join.
         assert_eq!(half_opened.load(Ordering::Relaxed), 1);
         assert_eq!(breaker.state(), State::HalfOpen);
+    });
+}
+
+/// (d) Two failures racing to trip a breaker with a jittered backoff: the CAS loop's closure
+/// is pure, so the winner's wait is the one a single thread computes for that generation (the
+/// old loop drew a random number on every attempt, lost ones included), and the wait is
+/// published for the Open generation.
+#[test]
+fn loom_racing_trips_draw_one_wait_and_publish_it() {
+    loom::model(|| {
+        let clock = ManualClock::new();
+        let breaker = CircuitBreaker::builder()
+            .clock(clock.clock())
+            .count_window(2)
+            .minimum_calls(1)
+            .wait_duration_in_open(Duration::from_secs(10))
+            .open_backoff(2.0, Duration::from_secs(60))
+            .open_backoff_jitter(0.5)
+            .jitter_seed(99)
+            .build()
+            .unwrap();
+        let permits: Vec<_> = (0..2)
+            .map(|_| breaker.try_acquire_owned().unwrap())
+            .collect();
+        let threads: Vec<_> = permits
+            .into_iter()
+            .map(|permit| loom::thread::spawn(move || permit.failure()))
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let word = breaker.shared().load();
+        assert_eq!(word.state(), State::Open);
+        let settings = breaker.settings();
+        let expected = crate::backoff::open_wait(
+            settings.wait_in_open,
+            settings.backoff.as_ref(),
+            0,
+            settings.seed,
+            word.generation(),
+        );
+        // The open-until time is kept in whole milliseconds, rounded up (the clock is at 0).
+        let expected = Duration::from_millis(expected.as_nanos().div_ceil(1_000_000) as u64);
+        let open = breaker.try_acquire().unwrap_err();
+        assert_eq!(open.retry_after(), Some(expected));
+    });
+}
+
+/// (e) A trip racing a manual transition: whichever generation is current after both, its
+/// time is the one published (a descheduled winner of an older generation never overwrites a
+/// newer one's), so an open breaker always knows its wait and a half-open one its age.
+#[test]
+fn loom_the_current_generation_has_its_time_published() {
+    loom::model(|| {
+        let clock = ManualClock::new();
+        let breaker = CircuitBreaker::builder()
+            .clock(clock.clock())
+            .count_window(2)
+            .minimum_calls(1)
+            .wait_duration_in_open(Duration::from_secs(10))
+            .fixed_open_wait()
+            .build()
+            .unwrap();
+        let permit = breaker.try_acquire_owned().unwrap();
+        let tripper = loom::thread::spawn(move || permit.failure());
+        let other = breaker.clone();
+        let manual = loom::thread::spawn(move || other.transition_to_half_open());
+        tripper.join().unwrap();
+        manual.join().unwrap();
+        let word = breaker.shared().load();
+        match word.state() {
+            State::Open => {
+                let open = breaker.try_acquire().unwrap_err();
+                assert_eq!(open.retry_after(), Some(Duration::from_secs(10)));
+            }
+            State::HalfOpen => assert!(breaker.try_acquire().unwrap().is_probe()),
+            other => panic!("unexpected {other:?}"),
+        }
     });
 }

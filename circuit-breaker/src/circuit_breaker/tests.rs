@@ -830,3 +830,47 @@ fn the_defaults_follow_hystrix_and_back_off() {
     call(&breaker, Outcome::Failure).unwrap();
     assert_eq!(breaker.state(), State::Closed, "the 19 failures aged out");
 }
+
+/// Regression (issue 9 §3): generations were 16 bits, so a permit held across 65 536
+/// transitions carried the current generation again: a probe of a long-gone half-open period
+/// closed a fresh one, and a failure of a long-gone closed period tripped a fresh window.
+#[test]
+fn a_permit_from_65_536_transitions_ago_is_stale() {
+    let (_, builder) = manual();
+    let breaker = builder
+        .permitted_calls_in_half_open(1)
+        .minimum_calls(1)
+        .build()
+        .unwrap();
+    breaker.transition_to_half_open();
+    let old_probe = breaker.try_acquire().unwrap();
+    for _ in 0..65_536 {
+        breaker.transition_to_half_open();
+    }
+    assert_eq!(breaker.state(), State::HalfOpen);
+    old_probe.success();
+    assert_eq!(
+        breaker.state(),
+        State::HalfOpen,
+        "the old probe must not decide the fresh half-open period"
+    );
+    assert_eq!(breaker.shared().load().probes(), 0);
+    let fresh = breaker
+        .try_acquire()
+        .expect("the fresh period's probe is still free");
+    fresh.failure();
+    assert_eq!(breaker.state(), State::Open);
+
+    breaker.transition_to_closed();
+    let old_call = breaker.try_acquire().unwrap();
+    for _ in 0..65_536 {
+        breaker.transition_to_closed();
+    }
+    old_call.failure();
+    assert_eq!(
+        breaker.state(),
+        State::Closed,
+        "a stale failure cannot trip"
+    );
+    assert_eq!(breaker.snapshot().calls, 0);
+}
