@@ -32,7 +32,7 @@ fn duration() -> impl Strategy<Value = Duration> {
 
 fn float() -> impl Strategy<Value = f64> {
     prop_oneof![
-        6 => (0.0f64..1.0),
+        6 => 0.0f64..1.0,
         1 => prop_oneof![
         Just(f64::NAN),
         Just(f64::INFINITY),
@@ -87,7 +87,7 @@ fn backend(
         // Relaxed: a test counter.
         let n = calls.fetch_add(1, Ordering::Relaxed);
         async move {
-            if fail_every != 0 && n % fail_every == 0 {
+            if fail_every != 0 && n.is_multiple_of(fail_every) {
                 Err::<u64, BoxError>("boom".into())
             } else {
                 Ok(req)
