@@ -13,7 +13,7 @@ static NO_HEALTHY_ENDPOINTS: Rejection = Rejection::new(RejectionKind::NoHealthy
 /// back. Zero-sized: boxing it allocates nothing.
 ///
 /// Find it in a `BoxError` with `err.downcast_ref::<NoHealthyEndpoints>()`, or, knowing no
-/// layer, with [`palisade_core::rejection`].
+/// layer, with [`palisade_core::rejection()`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct NoHealthyEndpoints;

@@ -29,6 +29,23 @@
 //! Strategies ([`strategy`]): [`P2cPeakEwma`] (default), [`P2cPending`], [`LeastPending`]
 //! (Ribbon `BestAvailableRule`), [`RoundRobin`], [`Random`], or your own [`Strategy`].
 //!
+//! The set is built from a list ([`Balancer::new`]), changed through the handle, or follows a
+//! tower `Discover` stream ([`Balancer::follow`]). What counts as an endpoint's failure is the
+//! classifier's choice ([`Balancer::service_with`]; default: every error except a local
+//! rejection). Per-endpoint circuit breakers compose: wrap an endpoint in a breaker in gate
+//! mode (open = not ready) and the balancer passes it over; in reject mode its `CircuitOpen`
+//! answers are charged the failure penalty.
+//!
+//! # Guarantees
+//!
+//! - An endpoint's pending count returns to zero however its calls end: answered, cancelled
+//!   (future dropped), or unwound by a panic of the endpoint; also after its removal.
+//! - At most `max_ejection_percent` of the set is ejected at once (at least one endpoint may
+//!   be), and below the panic threshold every endpoint is a candidate.
+//! - `poll_ready` never returns an error; `Pending` only with a wake-up registered with a busy
+//!   endpoint.
+//! - No lock and no allocation on a successful call's path (pick, call, record).
+//!
 //! # Example
 //!
 //! ```
