@@ -11,7 +11,8 @@
 //! | [`load_balancer`] | `load-balancer` | cloneable, lock-free P2C + peak EWMA with failure penalties, outlier ejection, retries to another endpoint |
 //! | [`common`] | always | `palisade-core`: clocks, outcome classification, local rejections, events, errors, `test-util` mock backend |
 //!
-//! The four layer features are on by default; `full` adds `metrics` and `tracing`.
+//! The four layer features are on by default; `full` adds `load-balancer`, `metrics` and
+//! `tracing`.
 //! [`ServiceBuilderExt`] adds a method per layer to `ServiceBuilder`, and [`prelude`] imports
 //! the handles and the shared vocabulary. (The shared crate is re-exported as `common`, not
 //! `core`: a module named `core` would make `core::fmt` ambiguous after `use palisade::*;`.)
@@ -60,27 +61,29 @@
 //! 4. **Bulkhead or adaptive concurrency limit.** Caps the attempts in flight to the
 //!    dependency, retries included, across all its endpoints; its rejection is local, so the
 //!    breaker below never sees it and the breaker's rejections never shrink an adaptive limit.
-//! 5. **Balancer**, over the endpoints of the dependency: spreads attempts and skips
-//!    endpoints that are not ready.
-//! 6. **Per endpoint: breaker or outlier health**, inside the balancer, so one failing
-//!    endpoint is routed around instead of a breaker opening for the whole dependency.
+//! 5. **Balancer** (feature `load-balancer`, or tower's p2c `Balance`), over the endpoints of
+//!    the dependency: spreads attempts and skips endpoints that are not ready or not healthy.
+//! 6. **Per endpoint: breaker (gate mode) or outlier health**, inside the balancer, so one
+//!    failing endpoint is routed around instead of a breaker opening for the whole dependency.
 //! 7. **The client** of one endpoint.
 //!
 //! Without a balancer (one endpoint, or one client that balances by itself), steps 5 and 6
-//! become one circuit breaker between the bulkhead and the client.
+//! become one circuit breaker in reject mode between the bulkhead and the client.
 //!
 //! ## The breaker's two modes
 //!
-//! - **Reject mode** (the default): an open breaker answers each call at once with
-//!   `CircuitOpen`, from the response future; `poll_ready` stays ready. Use it wherever a
-//!   caller, a retry or a bulkhead is directly above, the top of a stack in the sense that
-//!   nothing above can route elsewhere: there, waiting for the breaker would defeat failing
-//!   fast, and a fast local rejection is what the layers above know how to handle.
-//! - **Gate mode**: an open breaker is `Pending` in `poll_ready` until its half-open probes
-//!   may start (a timer wakes the task). Use it per endpoint inside a balancer (Palisade's
-//!   or tower's p2c `Balance`): a readiness-aware balancer then routes around the open
-//!   endpoint instead of preferring its instant rejections as the fastest answers. Never at
-//!   the top of a stack, where `Pending` makes the caller wait out the open state.
+//! - **Reject mode** (the default, `circuit_breaker::Mode::Reject`): an open breaker answers
+//!   each call at once with `CircuitOpen`, from the response future; `poll_ready` stays
+//!   ready. Use it wherever a caller, a retry or a bulkhead is directly above, the top of a
+//!   stack in the sense that nothing above can route elsewhere: there, waiting for the breaker
+//!   would defeat failing fast, and a fast local rejection is what the layers above know how
+//!   to handle.
+//! - **Gate mode** (`breaker.layer().gate()`, `circuit_breaker::Mode::Gate`): an open breaker
+//!   is `Pending` in `poll_ready` until its half-open probes may start (a timer wakes the
+//!   task). Use it per endpoint inside a balancer (Palisade's or tower's p2c `Balance`): a
+//!   readiness-aware balancer then routes around the open endpoint instead of preferring its
+//!   instant rejections as the fastest answers. Never at the top of a stack, where `Pending`
+//!   makes the caller wait out the open state.
 //!
 //! ```
 //! # #[cfg(all(feature = "circuit-breaker", feature = "bulkhead", feature = "rate-limit", feature = "retry"))]
@@ -150,6 +153,29 @@ pub use palisade_retry as retry;
 
 /// The handles, the rejections to `downcast_ref` to, the shared vocabulary (local
 /// rejections, classification, clock, errors) and [`ServiceBuilderExt`].
+///
+/// ```
+/// # #[cfg(feature = "circuit-breaker")]
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), palisade::common::BoxError> {
+/// use palisade::prelude::*;
+/// use tower::{ServiceBuilder, ServiceExt};
+///
+/// let breaker = CircuitBreaker::builder().name("search").build()?;
+/// breaker.force_open();
+/// let client = ServiceBuilder::new()
+///     .circuit_breaker(&breaker)
+///     .service_fn(|q: &'static str| async move { Ok::<_, BoxError>(q.len()) });
+/// let error: BoxError = client.oneshot("rust").await.unwrap_err();
+/// // A layer said no (the dependency was never asked): found without naming the layer.
+/// assert!(is_local_rejection(&*error));
+/// assert_eq!(rejection(&*error).map(Rejection::kind), Some(RejectionKind::CircuitOpen));
+/// assert!(error.downcast_ref::<CircuitOpen>().is_some());
+/// # Ok(())
+/// # }
+/// # #[cfg(not(feature = "circuit-breaker"))]
+/// # fn main() {}
+/// ```
 pub mod prelude {
     pub use crate::ServiceBuilderExt;
     pub use palisade_core::{
