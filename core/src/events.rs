@@ -41,7 +41,8 @@
 //!
 //! `name` is the instance name the user gave, and the layer's own name (`circuit_breaker`, …)
 //! when they gave none. `outcome` always means how a call ended and `reason` always why a
-//! layer refused one; no label takes both meanings.
+//! layer refused one; no label takes both meanings. Help text is given once per metric name
+//! with `describe` (feature `metrics`), from `RecordMetrics::register`.
 //!
 //! # Example
 //!
