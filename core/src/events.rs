@@ -21,7 +21,8 @@
 //! one event and nothing else; the layer and the other listeners go on. The panic hook still
 //! reports the panic (to stderr by default), the bus counts it ([`EventBus::listener_panics`])
 //! and, with the `tracing` feature, logs it at `ERROR`. Without a panic the guard costs no
-//! allocation (the same counting-allocator test).
+//! allocation (the same counting-allocator test). In a build with `panic = "abort"` there is
+//! nothing to catch: a panic ends the process there, as everywhere else.
 //!
 //! With the `metrics` feature, [`MetricsListener`] forwards events that implement
 //! [`RecordMetrics`] to the `metrics` facade; with the `tracing` feature, [`TracingListener`]
