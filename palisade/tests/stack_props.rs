@@ -8,16 +8,19 @@
 //!
 //! - A: retry → bulkhead → breaker → client (the design's recommended order);
 //! - B: retry → breaker → rate limit → bulkhead → client (the README's stack);
-//! - C: retry → rate limit → breaker → client (a partner's quota counted per attempt).
+//! - C: retry → rate limit → breaker → client (a partner's quota counted per attempt);
+//! - D: retry → bulkhead → balancer → per endpoint: breaker in gate mode → client, three
+//!   endpoints, the outage on one (the design's full recommended order).
 //!
 //! Properties, for every case:
 //!
 //! 1. every caller gets exactly one answer (a result, or its own cancellation), within the
 //!    retry's deadline;
 //! 2. every permit comes back: the bulkhead has nothing in flight and nobody waiting, the
-//!    backend has no call left in flight, the breaker admits its full set of probes once its
-//!    open wait has passed, and the limiter's bucket refills to its burst;
-//! 3. the backend never sees more concurrent calls than the bulkhead's limit (A, B);
+//!    backend has no call left in flight, the balancer counts nothing pending, every breaker
+//!    takes and decides its probes once its open wait has passed, and the limiter's bucket
+//!    refills to its burst;
+//! 3. no backend sees more concurrent calls than the bulkhead's limit (A, B, D);
 //! 4. the backend never sees more calls than the limiter admits: `burst + rate · T` (B, C);
 //! 5. a healthy backend never trips the breaker, however tight the limiter or the bulkhead
 //!    below it;
@@ -34,11 +37,12 @@
 mod support;
 
 use palisade_bulkhead::Bulkhead;
-use palisade_circuit_breaker::{CircuitBreaker, CircuitBreakerEvent, State};
+use palisade_circuit_breaker::{CircuitBreaker, CircuitBreakerEvent, CircuitBreakerService, State};
 use palisade_core::BoxError;
 use palisade_core::Clock;
 use palisade_core::rejection::RejectionKind;
 use palisade_core::test_util::{MockBackend, Reply, Script, Step, proptest_config, run_paused};
+use palisade_load_balancer::{Balancer, EndpointMeta};
 use palisade_rate_limit::RateLimiter;
 use palisade_retry::{Backoff, RetryPolicy};
 use proptest::prelude::*;
@@ -48,7 +52,7 @@ use std::sync::{Arc, Mutex, Once};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::Instant;
-use tower::{Service, ServiceBuilder, ServiceExt};
+use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 
 /// Which stack below the retry (always outermost), outer to inner.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,6 +63,9 @@ enum Order {
     BreakerLimiterBulkhead,
     /// retry → rate limit → breaker → client
     LimiterBreaker,
+    /// retry → bulkhead → balancer → per endpoint: breaker (gate mode) → client, over three
+    /// endpoints (the design's full recommended order)
+    BulkheadBalancerBreakers,
 }
 
 impl Order {
@@ -67,7 +74,15 @@ impl Order {
     }
 
     fn has_limiter(self) -> bool {
-        !matches!(self, Order::BulkheadBreaker)
+        matches!(self, Order::BreakerLimiterBulkhead | Order::LimiterBreaker)
+    }
+
+    fn endpoints(self) -> usize {
+        if self == Order::BulkheadBalancerBreakers {
+            3
+        } else {
+            1
+        }
     }
 }
 
@@ -274,15 +289,34 @@ fn quiet_scripted_panics() {
     });
 }
 
+/// The cap of the breakers' growing open wait.
+const MAX_OPEN_WAIT: Duration = Duration::from_secs(8);
+
 /// The handles of one case.
 struct Handles {
     retry: RetryPolicy,
-    breaker: CircuitBreaker,
+    /// One per endpoint.
+    breakers: Vec<CircuitBreaker>,
     limiter: RateLimiter,
     bulkhead: Bulkhead,
 }
 
-fn build(case: &Case) -> Handles {
+fn build_breaker(case: &Case, endpoint: usize) -> CircuitBreaker {
+    CircuitBreaker::builder()
+        .name("stack")
+        .count_window(case.breaker_window)
+        .minimum_calls(case.breaker_minimum)
+        .failure_rate_threshold(case.breaker_threshold)
+        .wait_duration_in_open(Duration::from_millis(case.breaker_open_ms))
+        .open_backoff(2.0, MAX_OPEN_WAIT)
+        .permitted_calls_in_half_open(case.breaker_probes)
+        .jitter_seed(case.seed ^ endpoint as u64)
+        .clock(Clock::tokio())
+        .build()
+        .expect("valid breaker")
+}
+
+fn build(case: &Case, endpoints: usize) -> Handles {
     let mut retry = RetryPolicy::builder()
         .name("stack")
         .max_attempts(case.attempts)
@@ -293,18 +327,6 @@ fn build(case: &Case) -> Handles {
     if let Some(ms) = case.attempt_timeout_ms {
         retry = retry.attempt_timeout(Duration::from_millis(ms));
     }
-    let breaker = CircuitBreaker::builder()
-        .name("stack")
-        .count_window(case.breaker_window)
-        .minimum_calls(case.breaker_minimum)
-        .failure_rate_threshold(case.breaker_threshold)
-        .wait_duration_in_open(Duration::from_millis(case.breaker_open_ms))
-        .open_backoff(2.0, Duration::from_secs(8))
-        .permitted_calls_in_half_open(case.breaker_probes)
-        .jitter_seed(case.seed)
-        .clock(Clock::tokio())
-        .build()
-        .expect("valid breaker");
     let mut limiter = RateLimiter::builder()
         .name("stack")
         .rate(case.limiter_rate, Duration::from_secs(1))
@@ -322,7 +344,7 @@ fn build(case: &Case) -> Handles {
     }
     Handles {
         retry: retry.build().expect("valid retry policy"),
-        breaker,
+        breakers: (0..endpoints).map(|i| build_breaker(case, i)).collect(),
         limiter: limiter.build().expect("valid limiter"),
         bulkhead: bulkhead.build().expect("valid bulkhead"),
     }
@@ -384,8 +406,10 @@ where
     Ok(answers)
 }
 
-fn make_backend(case: &Case) -> MockBackend {
-    let rng = Mutex::new(Rng(case.seed));
+/// The backend of endpoint `endpoint`; the outage, if any, hits endpoint 0 only (with one
+/// endpoint, the only one).
+fn make_backend(case: &Case, endpoint: usize) -> MockBackend {
+    let rng = Mutex::new(Rng(case.seed ^ (endpoint as u64).wrapping_mul(0x5851_f42d)));
     let cfg = case.backend.clone();
     let script = Script::from_fn(move |_ctx| {
         let mut rng = rng.lock().unwrap();
@@ -408,7 +432,7 @@ fn make_backend(case: &Case) -> MockBackend {
         step.after(latency)
     });
     let mut backend = MockBackend::new(script);
-    if let Some((from, len)) = case.backend.outage {
+    if let (0, Some((from, len))) = (endpoint, case.backend.outage) {
         backend = backend.with_outage(
             Duration::from_millis(from),
             Duration::from_millis(from + len),
@@ -420,31 +444,43 @@ fn make_backend(case: &Case) -> MockBackend {
 fn run_case(order: Order, case: &Case) -> Result<(), TestCaseError> {
     quiet_scripted_panics();
     run_paused(async {
-        let handles = build(case);
-        let backend = make_backend(case);
-        let tap = Tap {
-            inner: backend.clone(),
-            seen: Arc::default(),
-            arrivals: Arc::default(),
-        };
+        let endpoints = order.endpoints();
+        let handles = build(case, endpoints);
+        let backends: Vec<MockBackend> = (0..endpoints).map(|i| make_backend(case, i)).collect();
+        let seen: Arc<Mutex<HashSet<u32>>> = Arc::default();
+        let arrivals: Arc<Mutex<Vec<Instant>>> = Arc::default();
+        let taps: Vec<Tap> = backends
+            .iter()
+            .map(|backend| Tap {
+                inner: backend.clone(),
+                seen: Arc::clone(&seen),
+                arrivals: Arc::clone(&arrivals),
+            })
+            .collect();
         let transitions = Arc::new(AtomicU64::new(0));
-        {
+        for breaker in &handles.breakers {
             let transitions = Arc::clone(&transitions);
-            handles
-                .breaker
-                .subscribe(move |event: &CircuitBreakerEvent| {
-                    if matches!(event, CircuitBreakerEvent::StateTransition { .. }) {
-                        // Relaxed: a statistic, read after every caller has answered.
-                        transitions.fetch_add(1, Ordering::Relaxed);
-                    }
-                });
+            breaker.subscribe(move |event: &CircuitBreakerEvent| {
+                if matches!(event, CircuitBreakerEvent::StateTransition { .. }) {
+                    // Relaxed: a statistic, read after every caller has answered.
+                    transitions.fetch_add(1, Ordering::Relaxed);
+                }
+            });
         }
         let Handles {
             retry,
-            breaker,
+            breakers,
             limiter,
             bulkhead,
         } = &handles;
+        let breaker = &breakers[0];
+        let tap = &taps[0];
+        let balancer = Balancer::builder()
+            .name("stack")
+            .clock(Clock::tokio())
+            .seed(case.seed)
+            .build::<usize, CircuitBreakerService<Tap>>()
+            .expect("a balancer");
 
         let answers = match order {
             Order::BulkheadBreaker => {
@@ -472,12 +508,28 @@ fn run_case(order: Order, case: &Case) -> Result<(), TestCaseError> {
                     .service(tap.clone());
                 drive(case, svc).await?
             }
+            Order::BulkheadBalancerBreakers => {
+                for (i, (breaker, tap)) in breakers.iter().zip(&taps).enumerate() {
+                    let endpoint = breaker.layer().gate().layer(tap.clone());
+                    balancer.insert(i, endpoint, EndpointMeta::new());
+                }
+                let svc = ServiceBuilder::new()
+                    .layer(retry.layer())
+                    .layer(bulkhead.layer())
+                    .service(balancer.service());
+                drive(case, svc).await?
+            }
         };
+
+        // Read before the probe check below moves the breakers.
+        // Relaxed: see the listener.
+        let transitions = transitions.load(Ordering::Relaxed);
+        let states: Vec<State> = breakers.iter().map(CircuitBreaker::state).collect();
 
         // 1. One answer per caller, none later than the deadline.
         prop_assert_eq!(answers.len(), case.calls as usize);
         let deadline = Duration::from_millis(case.deadline_ms);
-        let seen = tap.seen.lock().unwrap().clone();
+        let seen = seen.lock().unwrap().clone();
         let local_wait = Duration::from_millis(
             case.bulkhead_wait_ms
                 .filter(|_| order.has_bulkhead())
@@ -487,12 +539,21 @@ fn run_case(order: Order, case: &Case) -> Result<(), TestCaseError> {
                     .filter(|_| order.has_limiter())
                     .unwrap_or(0),
         );
+        let first_ready = local_wait
+            + if order == Order::BulkheadBalancerBreakers {
+                MAX_OPEN_WAIT
+            } else {
+                Duration::ZERO
+            };
         for answer in &answers {
-            // The deadline starts at `call`; the caller's first `poll_ready` (a wait-mode layer
-            // below, bounded by its own `max_wait`) comes before it.
+            // The deadline starts at `call`; the caller's first `poll_ready` comes before it
+            // (tests/regressions.rs, `retry_deadline_bounds_the_first_readiness_wait`, waits on
+            // the retry for that). It waits for a wait-mode layer below (bounded by its
+            // `max_wait`) and, with gate-mode breakers under the balancer, for a gate to open
+            // (bounded by the longest open wait).
             if !matches!(answer.end, End::Cancelled | End::Panicked) {
                 prop_assert!(
-                    answer.took <= deadline + local_wait + Duration::from_millis(1),
+                    answer.took <= deadline + first_ready + Duration::from_millis(1),
                     "caller {} answered after {:?}, past the {:?} deadline: {:?}",
                     answer.id,
                     answer.took,
@@ -514,13 +575,35 @@ fn run_case(order: Order, case: &Case) -> Result<(), TestCaseError> {
 
         // 2. Every permit comes back, once every timer has run out.
         tokio::time::sleep(Duration::from_secs(30)).await;
-        let stats = backend.stats();
-        prop_assert_eq!(
-            stats.in_flight,
-            0,
-            "backend calls still in flight: {:?}",
-            stats
-        );
+        for backend in &backends {
+            let stats = backend.stats();
+            prop_assert_eq!(
+                stats.in_flight,
+                0,
+                "backend calls still in flight: {:?}",
+                stats
+            );
+            // 3. The bulkhead's limit held at the backend.
+            if order.has_bulkhead() {
+                prop_assert!(
+                    stats.peak_in_flight <= case.bulkhead_limit as u64,
+                    "the backend saw {} calls at once through a bulkhead of {}",
+                    stats.peak_in_flight,
+                    case.bulkhead_limit
+                );
+            }
+        }
+        if order == Order::BulkheadBalancerBreakers {
+            let snapshot = balancer.snapshot();
+            for endpoint in &snapshot.endpoints {
+                prop_assert_eq!(
+                    endpoint.pending,
+                    0,
+                    "balancer pending leaked: {:?}",
+                    endpoint
+                );
+            }
+        }
         if order.has_bulkhead() {
             let snapshot = bulkhead.snapshot();
             prop_assert_eq!(
@@ -530,13 +613,6 @@ fn run_case(order: Order, case: &Case) -> Result<(), TestCaseError> {
                 snapshot
             );
             prop_assert_eq!(snapshot.waiting, 0, "bulkhead waiters left: {:?}", snapshot);
-            // 3. The bulkhead's limit held at the backend.
-            prop_assert!(
-                stats.peak_in_flight <= case.bulkhead_limit as u64,
-                "the backend saw {} calls at once through a bulkhead of {}",
-                stats.peak_in_flight,
-                case.bulkhead_limit
-            );
         }
         if order.has_limiter() {
             let snapshot = limiter.snapshot();
@@ -549,7 +625,7 @@ fn run_case(order: Order, case: &Case) -> Result<(), TestCaseError> {
             // 4. No more calls than the limiter admits over the run. (A waiting bulkhead
             // between the limiter and the backend may bunch admitted calls up: then the
             // arrivals at the backend say nothing about the limiter.)
-            let arrivals = tap.arrivals.lock().unwrap();
+            let arrivals = arrivals.lock().unwrap();
             let direct = order == Order::LimiterBreaker || case.bulkhead_wait_ms.is_none();
             if let (true, Some(first), Some(last)) = (direct, arrivals.first(), arrivals.last()) {
                 let span = last.duration_since(*first).as_secs_f64();
@@ -569,29 +645,31 @@ fn run_case(order: Order, case: &Case) -> Result<(), TestCaseError> {
         // and recorded as successes decide the half-open state (closed, or re-opened by the
         // failures recorded before). A probe held by a lost call would leave it half-open,
         // refusing, for good.
-        let mut decided = false;
-        for i in 0..case.breaker_probes {
-            let permit = breaker.try_acquire();
+        for breaker in breakers {
+            let mut decided = false;
+            for i in 0..case.breaker_probes {
+                let permit = breaker.try_acquire();
+                prop_assert!(
+                    permit.is_ok(),
+                    "breaker probe {} refused after the run ({:?}): a probe leaked",
+                    i + 1,
+                    breaker.snapshot()
+                );
+                if let Ok(permit) = permit {
+                    permit.success();
+                }
+                if breaker.state() != State::HalfOpen {
+                    decided = true;
+                    break;
+                }
+            }
             prop_assert!(
-                permit.is_ok(),
-                "breaker probe {} refused after the run ({:?}): a probe leaked",
-                i + 1,
+                decided,
+                "{} successful probes left the breaker half-open ({:?}): a probe leaked",
+                case.breaker_probes,
                 breaker.snapshot()
             );
-            if let Ok(permit) = permit {
-                permit.success();
-            }
-            if breaker.state() != State::HalfOpen {
-                decided = true;
-                break;
-            }
         }
-        prop_assert!(
-            decided,
-            "{} successful probes left the breaker half-open ({:?}): a probe leaked",
-            case.breaker_probes,
-            breaker.snapshot()
-        );
 
         // 5. A healthy backend never trips the breaker.
         let healthy = case.backend.failure_pct == 0
@@ -602,8 +680,6 @@ fn run_case(order: Order, case: &Case) -> Result<(), TestCaseError> {
                 .attempt_timeout_ms
                 .is_none_or(|t| t > case.backend.max_latency_ms);
         if healthy {
-            // Relaxed: see the listener.
-            let transitions = transitions.load(Ordering::Relaxed);
             prop_assert_eq!(
                 transitions,
                 0,
@@ -615,7 +691,7 @@ fn run_case(order: Order, case: &Case) -> Result<(), TestCaseError> {
                     .filter(|a| matches!(a.end, End::Rejected))
                     .count()
             );
-            prop_assert_eq!(breaker.state(), State::Closed);
+            prop_assert!(states.iter().all(|s| *s == State::Closed), "{:?}", states);
             for answer in &answers {
                 if let End::Failed(why) = &answer.end {
                     prop_assert!(
@@ -659,12 +735,20 @@ proptest! {
     }
 
     #[test]
+    #[ignore = "waits on load-balancer: a panic inside an endpoint's call leaks its pending \
+        count (pending stays 1 after the call; see tests/regressions.rs)"]
+    fn retry_bulkhead_balancer_breakers(case in case_strategy(faulty())) {
+        run_case(Order::BulkheadBalancerBreakers, &case)?;
+    }
+
+    #[test]
     fn healthy_backend_never_trips_the_breaker(
         case in case_strategy(healthy()),
         order in prop_oneof![
             Just(Order::BulkheadBreaker),
             Just(Order::BreakerLimiterBulkhead),
             Just(Order::LimiterBreaker),
+            Just(Order::BulkheadBalancerBreakers),
         ],
     ) {
         run_case(order, &case)?;
