@@ -17,6 +17,7 @@
 
 mod support;
 
+use futures::FutureExt;
 use palisade_bulkhead::Bulkhead;
 use palisade_circuit_breaker::CircuitBreaker;
 use palisade_core::BoxError;
@@ -778,6 +779,146 @@ async fn gate_mode_balancer_routes_around_an_open_endpoint() {
         );
         assert_eq!(balance.len(), 3);
         assert_no_ready_errors("gate in Balance", &counts);
+    })
+    .await;
+}
+
+/// Nothing is consumed before it is used (issue 9 §2): a whole stack polled ready and dropped
+/// without a call gives back the half-open probe, the token and the slot its layers reserved,
+/// so the next caller finds each of them.
+#[tokio::test(start_paused = true)]
+async fn a_ready_stack_dropped_without_a_call_gives_everything_back() {
+    within_a_minute(async {
+        let breaker = CircuitBreaker::builder()
+            .wait_duration_in_open(Duration::from_secs(1))
+            .permitted_calls_in_half_open(1)
+            .clock(Clock::tokio())
+            .build()
+            .expect("valid breaker");
+        let limiter = RateLimiter::builder()
+            .rate(1, Duration::from_secs(3600))
+            .burst(1)
+            .clock(Clock::tokio())
+            .build()
+            .expect("valid limiter");
+        let bulkhead = Bulkhead::builder()
+            .max_concurrent_calls(1)
+            .clock(Clock::tokio())
+            .build()
+            .expect("valid bulkhead");
+        let retry = RetryPolicy::builder()
+            .max_attempts(2)
+            .clock(Clock::tokio())
+            .build()
+            .expect("valid retry policy");
+        let backend = MockBackend::healthy();
+        let stack = tower::ServiceBuilder::new()
+            .layer(retry.layer())
+            .layer(breaker.layer())
+            .layer(limiter.layer())
+            .layer(bulkhead.layer())
+            .service(backend.clone());
+        breaker.transition_to_open();
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+
+        for round in 0..100 {
+            let mut ready = stack.clone();
+            ServiceExt::<u32>::ready(&mut ready)
+                .await
+                .unwrap_or_else(|e| panic!("round {round}: not ready: {}", describe(&e)));
+            drop(ready);
+        }
+        assert_eq!(bulkhead.snapshot().in_flight, 0, "a slot stayed reserved");
+        assert_eq!(limiter.snapshot().remaining_burst, 1, "a token was spent");
+        let answer = stack.clone().oneshot(7).await;
+        assert!(
+            answer.is_ok(),
+            "the probe, the token and the slot were there: {:?}",
+            answer.map_err(|e| describe(&e))
+        );
+        assert_eq!(
+            breaker.state(),
+            palisade_circuit_breaker::State::Closed,
+            "the one probe closed the breaker"
+        );
+        assert_eq!(backend.stats().calls, 1);
+    })
+    .await;
+}
+
+/// A dropped waiter releases its place (issue 9 §2): a thousand callers that queue on a full
+/// bulkhead, or wait for tokens, and give up, leave the next caller served as if they had
+/// never come. (Before, 100 000 dropped waiters made a 100/s limiter refuse everyone for 999 s.)
+#[tokio::test(start_paused = true)]
+async fn dropped_waiters_release_their_places() {
+    within_a_minute(async {
+        let bulkhead = Bulkhead::builder()
+            .max_concurrent_calls(1)
+            .max_wait(Duration::from_secs(3600))
+            .max_waiting_calls(2000)
+            .clock(Clock::tokio())
+            .build()
+            .expect("valid bulkhead");
+        let limiter = RateLimiter::builder()
+            .rate(100, Duration::from_secs(1))
+            .burst(10)
+            .wait(Duration::from_secs(3600))
+            .clock(Clock::tokio())
+            .build()
+            .expect("valid limiter");
+        let backend = MockBackend::healthy();
+        let queued = bulkhead.layer().layer(backend.clone());
+        let metered = limiter.layer().layer(backend.clone());
+
+        let mut holders = fill(&bulkhead, Duration::from_secs(1)).await;
+        while limiter.check().is_ok() {}
+        let waiters: Vec<_> = (0..1000)
+            .flat_map(|i| {
+                [
+                    tokio::spawn(queued.clone().oneshot(i).map(drop)),
+                    tokio::spawn(metered.clone().oneshot(i).map(drop)),
+                ]
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert!(bulkhead.snapshot().waiting > 0, "the callers queue");
+        for waiter in &waiters {
+            waiter.abort();
+        }
+        for waiter in waiters {
+            let _ = waiter.await;
+        }
+        assert_eq!(
+            bulkhead.snapshot().waiting,
+            0,
+            "cancelled waiters left the queue"
+        );
+
+        join_all(&mut holders).await;
+        let start = Instant::now();
+        queued
+            .clone()
+            .oneshot(0)
+            .await
+            .expect("a free slot after the holders");
+        assert_eq!(
+            start.elapsed(),
+            Duration::ZERO,
+            "the free slot was not handed to a ghost"
+        );
+
+        // A second later the bucket is full again: the waiters reserved nothing for good.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(
+            limiter.snapshot().remaining_burst,
+            10,
+            "cancelled waiters kept their tokens"
+        );
+        let start = Instant::now();
+        for i in 0..10 {
+            metered.clone().oneshot(i).await.expect("a token");
+        }
+        assert_eq!(start.elapsed(), Duration::ZERO, "the burst was there");
     })
     .await;
 }
