@@ -345,6 +345,9 @@ impl<K: Clone + Send + Sync + 'static> Node<K> {
             if !self.stats.ejected.load(Ordering::Relaxed) {
                 return;
             }
+            // Relaxed: pick threads that still see `true` treat the endpoint as ejected one pick
+            // longer; the deadline they read with it has passed, so they try to restore it and
+            // find it restored under the lock.
             self.stats.ejected.store(false, Ordering::Relaxed);
             // Relaxed: under the lock.
             let ejected = core.ejected.load(Ordering::Relaxed).saturating_sub(1);
@@ -365,7 +368,10 @@ impl<K: Clone + Send + Sync + 'static> Node<K> {
     pub(crate) fn mark_removed(&self) {
         // Relaxed: under the health lock, held by the caller.
         self.removed.store(true, Ordering::Relaxed);
+        // Relaxed: the flag and the count change only under the health lock; the endpoint is
+        // leaving the set, so no later pick of this set reads its flag.
         if self.stats.ejected.swap(false, Ordering::Relaxed) {
+            // Relaxed: under the health lock, as above.
             let ejected = self.core.ejected.load(Ordering::Relaxed).saturating_sub(1);
             self.core.ejected.store(ejected, Ordering::Relaxed);
         }
@@ -383,7 +389,7 @@ impl<K: Clone + Send + Sync + 'static> Node<K> {
             key: self.key.clone(),
             pending: stats.pending(),
             latency: Duration::from_nanos(latency.min(u64::MAX as f64) as u64),
-            // Relaxed: statistics for display.
+            // Relaxed, these four: statistics for display; a snapshot is not atomic as a whole.
             calls: stats.calls.load(Ordering::Relaxed),
             failures: stats.failures.load(Ordering::Relaxed),
             consecutive_failures: stats.consecutive_failures.load(Ordering::Relaxed),

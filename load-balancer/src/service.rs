@@ -296,15 +296,18 @@ where
                 mut service,
                 picked,
             } => {
-                node.stats.begin();
                 self.last = Some(node.id);
                 if self.avoid.is_some() {
                     // A retry clone: its next attempt avoids this endpoint.
                     self.avoid = Some(node.id);
                 }
-                let future = service.call(request);
+                node.stats.begin();
+                // The guard exists before the endpoint's `call` runs, so a panic in it gives the
+                // pending count back.
                 let record: Arc<dyn Record> = node;
-                ResponseFuture::called(future, InFlight::new(record, picked), self.classify.clone())
+                let guard = InFlight::new(record, picked);
+                let future = service.call(request);
+                ResponseFuture::called(future, guard, self.classify.clone())
             }
             Slot::Reject => {
                 self.shared

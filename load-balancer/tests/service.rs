@@ -439,6 +439,28 @@ async fn cancelled_and_panicking_calls_give_their_pending_back() {
     let result = tokio::spawn(balancer.service().oneshot(0)).await;
     assert!(result.unwrap_err().is_panic());
     assert_eq!(balancer.snapshot().endpoints[0].pending, 0);
+
+    // Regression: a panic in the endpoint's `call` itself (not in its future) leaked a
+    // pending count, because the guard was made after `call` returned.
+    #[derive(Clone)]
+    struct PanicsInCall;
+    impl Service<u32> for PanicsInCall {
+        type Response = ();
+        type Error = Infallible;
+        type Future = std::future::Ready<Result<(), Infallible>>;
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, _: u32) -> Self::Future {
+            panic!("call panicked")
+        }
+    }
+    let balancer: Balancer<u8, PanicsInCall> =
+        Balancer::builder().clock(Clock::tokio()).build().unwrap();
+    balancer.insert(0, PanicsInCall, EndpointMeta::new());
+    let result = tokio::spawn(balancer.service().oneshot(0)).await;
+    assert!(result.unwrap_err().is_panic());
+    assert_eq!(balancer.snapshot().endpoints[0].pending, 0);
 }
 
 #[tokio::test(start_paused = true)]
