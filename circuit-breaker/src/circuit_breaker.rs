@@ -41,10 +41,15 @@ pub(crate) struct Local {
 /// The state word is read with `Acquire` and changed by `AcqRel` compare-and-swap, so a thread
 /// that sees a state also sees what the transition to it published (the generation its windows
 /// are tagged with). Every transition is a single CAS from a state of generation `g` to one of
-/// `g + 1`: of any number of threads racing to make the same transition exactly one succeeds,
-/// and only it emits the transition event. Window counters and statistics use the weakest
-/// ordering that keeps each update atomic: a stale or late count is tolerated, because the
-/// decision it feeds is itself a generation-checked CAS on the state word.
+/// `g + 1`, computed by a pure closure: of any number of threads racing to make the same
+/// transition exactly one succeeds, and only it runs the side effects (the event, the re-open
+/// count, waking gated callers) and publishes the period's time in the timing word (`AcqRel`;
+/// read with `Acquire` after the state word, and a reader that finds it not yet published
+/// treats the period as just begun). Window counters and statistics use the weakest ordering
+/// that keeps each update atomic: a stale or late count is tolerated, because the decision it
+/// feeds is itself a generation-checked CAS on the state word. Gate mode's waiters are a
+/// mutex-guarded list behind a flag; a `SeqCst` fence on each side (after registering, after a
+/// transition) makes sure a waiter either sees the transition or is woken by it.
 pub struct CircuitBreaker {
     local: Arc<CachePadded<Local>>,
 }

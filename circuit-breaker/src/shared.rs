@@ -14,8 +14,8 @@ use crossbeam_utils::CachePadded;
 use palisade_core::classify::Outcome;
 use palisade_core::clock::{Clock, Instant};
 use palisade_core::events::EventBus;
+use palisade_core::sync::Mutex;
 use palisade_core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering, fence};
-use std::sync::Mutex;
 use std::task::Waker;
 use std::time::Duration;
 
@@ -271,7 +271,7 @@ impl Shared {
     /// rejected by, the caller must try again (the change may have woken nobody).
     pub(crate) fn register_waiter(&self, waker: &Waker) -> Word {
         {
-            let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+            let mut waiters = self.waiters.lock();
             if !waiters.iter().any(|w| w.will_wake(waker)) {
                 waiters.push(waker.clone());
             }
@@ -294,7 +294,7 @@ impl Shared {
             return;
         }
         let waiters = {
-            let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+            let mut waiters = self.waiters.lock();
             // Relaxed: under the lock that guards the list it describes.
             self.has_waiters.store(false, Ordering::Relaxed);
             std::mem::take(&mut *waiters)

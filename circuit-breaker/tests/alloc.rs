@@ -92,3 +92,95 @@ fn a_window_with_failures_records_without_allocating() {
     });
     assert_eq!(info.count_total, 0);
 }
+
+/// With the `metrics` feature and a recorder installed, every call emits an outcome event
+/// recorded on handles registered once: still no allocation per call, success or failure,
+/// admitted or rejected (issue 9 §6).
+#[cfg(feature = "metrics")]
+#[test]
+fn recording_metrics_per_call_allocates_nothing() {
+    use metrics::{
+        Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
+    };
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// Counters and gauges as plain atomics: recording allocates nothing.
+    #[derive(Default)]
+    struct Cell(AtomicU64);
+    impl metrics::CounterFn for Cell {
+        fn increment(&self, value: u64) {
+            // Relaxed: a test counter.
+            self.0.fetch_add(value, Ordering::Relaxed);
+        }
+        fn absolute(&self, value: u64) {
+            // Relaxed: a test counter.
+            self.0.store(value, Ordering::Relaxed);
+        }
+    }
+    impl metrics::GaugeFn for Cell {
+        fn increment(&self, _: f64) {}
+        fn decrement(&self, _: f64) {}
+        fn set(&self, value: f64) {
+            // Relaxed: a test value.
+            self.0.store(value.to_bits(), Ordering::Relaxed);
+        }
+    }
+    impl metrics::HistogramFn for Cell {
+        fn record(&self, _: f64) {
+            // Relaxed: a test counter.
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    struct Atomics(Arc<Cell>);
+    impl Recorder for Atomics {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+            if key.name() == "palisade_circuit_breaker_calls_total" {
+                Counter::from_arc(self.0.clone())
+            } else {
+                Counter::from_arc(Arc::new(Cell::default()))
+            }
+        }
+        fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+            Gauge::from_arc(Arc::new(Cell::default()))
+        }
+        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+            Histogram::from_arc(Arc::new(Cell::default()))
+        }
+    }
+
+    let calls = Arc::new(Cell::default());
+    let recorder = Atomics(calls.clone());
+    metrics::with_local_recorder(&recorder, || {
+        let breaker = CircuitBreaker::builder()
+            .count_window(100)
+            .failure_rate_threshold(90.0)
+            .slow_call_duration(Duration::from_secs(1))
+            .build()
+            .unwrap();
+        let mut svc = breaker.layer().layer(Echo);
+        for i in 0..300 {
+            assert!(call_ok(&mut svc, i));
+        }
+        let info = allocation_counter::measure(|| {
+            for i in 0..10_000 {
+                assert!(call_ok(&mut svc, i));
+                let permit = breaker.try_acquire().unwrap();
+                if i % 10 == 0 {
+                    permit.failure();
+                } else {
+                    permit.success();
+                }
+            }
+        });
+        assert_eq!(info.count_total, 0, "recording a call's metrics allocated");
+    });
+    // Relaxed: read after the calls, on this thread.
+    assert!(
+        calls.0.load(Ordering::Relaxed) >= 20_300,
+        "the calls were recorded"
+    );
+}

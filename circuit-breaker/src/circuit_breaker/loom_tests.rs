@@ -231,3 +231,40 @@ fn loom_the_current_generation_has_its_time_published() {
         }
     });
 }
+
+/// A waker that raises a flag.
+struct Flag(std::sync::atomic::AtomicBool);
+
+impl futures::task::ArcWake for Flag {
+    fn wake_by_ref(arc_self: &std::sync::Arc<Self>) {
+        // SeqCst: test bookkeeping, read after join.
+        arc_self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// (f) Gate mode: a gated caller that finds every probe taken registers its waker and looks
+/// again, while another thread gives the probe back. Whatever the interleaving, the caller
+/// either got the probe, saw the change when it looked again, or was woken: no lost wake-up,
+/// so a half-open gate cannot hang.
+#[test]
+fn loom_a_gated_waiter_is_never_forgotten() {
+    loom::model(|| {
+        let breaker = breaker(1, 4);
+        breaker.transition_to_half_open();
+        let probe = breaker.try_acquire_owned().unwrap();
+        let returner = loom::thread::spawn(move || drop(probe));
+        let flag = std::sync::Arc::new(Flag(std::sync::atomic::AtomicBool::new(false)));
+        let waker = futures::task::waker(flag.clone());
+        // The gated caller's steps, as `CircuitBreakerService::poll_gate` takes them.
+        let shared = breaker.shared();
+        let seen = shared.load();
+        let progressed = match breaker.acquire_quietly() {
+            Ok(_permit) => true,
+            Err(_) => shared.register_waiter(&waker) != seen,
+        };
+        returner.join().unwrap();
+        // SeqCst: as above.
+        let woken = flag.0.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(progressed || woken, "lost wake-up");
+    });
+}
