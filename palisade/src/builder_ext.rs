@@ -4,6 +4,8 @@
 use palisade_bulkhead::{Bulkhead, BulkheadLayer};
 #[cfg(feature = "circuit-breaker")]
 use palisade_circuit_breaker::{CircuitBreaker, CircuitBreakerLayer};
+#[cfg(feature = "load-balancer")]
+use palisade_load_balancer::{Balancer, BalancerService};
 #[cfg(feature = "rate-limit")]
 use palisade_rate_limit::{RateLimiter, RateLimiterLayer};
 #[cfg(feature = "retry")]
@@ -96,6 +98,35 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed {
         self,
         policy: &RetryPolicy<C, Q>,
     ) -> ServiceBuilder<Stack<RetryPolicyLayer<C, Q>, L>>;
+
+    /// Ends the stack with `balancer` as its service: `.service(balancer.service())`. A
+    /// balancer is the leaf of a client stack (it owns the endpoints), so this is the last
+    /// call of the builder; per-endpoint layers wrap each endpoint's service before
+    /// [`Balancer::insert`].
+    ///
+    /// ```
+    /// # #[cfg(all(feature = "load-balancer", feature = "retry"))]
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tower::BoxError> {
+    /// use palisade::prelude::*;
+    /// use tower::{ServiceBuilder, ServiceExt, service_fn};
+    ///
+    /// let endpoint = service_fn(|x: u32| async move { Ok::<_, std::io::Error>(x) });
+    /// let balancer = Balancer::new([("a", endpoint), ("b", endpoint)]);
+    /// let retry = RetryPolicy::builder().build()?;
+    /// let client = ServiceBuilder::new().retry_policy(&retry).balancer(&balancer);
+    /// assert_eq!(client.oneshot(7).await?, 7);
+    /// # Ok(())
+    /// # }
+    /// # #[cfg(not(all(feature = "load-balancer", feature = "retry")))]
+    /// # fn main() {}
+    /// ```
+    #[cfg(feature = "load-balancer")]
+    fn balancer<K, S>(self, balancer: &Balancer<K, S>) -> L::Service
+    where
+        L: tower_layer::Layer<BalancerService<K, S>>,
+        K: Clone + PartialEq + std::fmt::Debug + Send + Sync + 'static,
+        S: Clone + Send + Sync + 'static;
 }
 
 impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
@@ -141,6 +172,16 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
         policy: &RetryPolicy<C, Q>,
     ) -> ServiceBuilder<Stack<RetryPolicyLayer<C, Q>, L>> {
         self.layer(policy.layer())
+    }
+
+    #[cfg(feature = "load-balancer")]
+    fn balancer<K, S>(self, balancer: &Balancer<K, S>) -> L::Service
+    where
+        L: tower_layer::Layer<BalancerService<K, S>>,
+        K: Clone + PartialEq + std::fmt::Debug + Send + Sync + 'static,
+        S: Clone + Send + Sync + 'static,
+    {
+        self.service(balancer.service())
     }
 }
 
