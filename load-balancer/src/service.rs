@@ -226,10 +226,12 @@ where
         let clock = &self.shared.core.clock;
         let mut waiting = None;
         match std::mem::replace(&mut self.slot, Slot::Empty) {
-            slot @ (Slot::Ready { .. } | Slot::Reject) => {
+            slot @ Slot::Ready { .. } => {
                 self.slot = slot;
                 return Poll::Ready(Ok(()));
             }
+            // A rejection decided earlier and not spent: decide again, endpoints may be back.
+            Slot::Reject | Slot::Empty => {}
             Slot::Waiting { node, mut service } => match service.poll_ready(cx) {
                 Poll::Ready(Ok(())) => {
                     self.slot = Slot::Ready {
@@ -242,7 +244,6 @@ where
                 Poll::Ready(Err(_)) => node.readiness_failed(clock.now()),
                 Poll::Pending => waiting = Some((node, service)),
             },
-            Slot::Empty => {}
         }
 
         let set = self.shared.set.load();

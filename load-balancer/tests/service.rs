@@ -157,7 +157,11 @@ async fn an_empty_set_rejects_from_the_future_and_recovers() {
         palisade_core::rejection(&*err).unwrap().kind(),
         RejectionKind::NoHealthyEndpoints
     );
-    // The same service serves once an endpoint is there.
+    // The same service serves once an endpoint is there, even after a readiness that
+    // decided to reject and was not spent.
+    let mut ready = tokio_test::task::spawn(std::future::poll_fn(|cx| svc.poll_ready(cx)));
+    tokio_test::assert_ready_ok!(ready.poll());
+    drop(ready);
     let e = Endpoint::new(4, Duration::from_millis(1));
     balancer.insert(4, e.clone(), EndpointMeta::new());
     assert_eq!(svc.ready().await.unwrap().call(0).await.unwrap(), 4);
