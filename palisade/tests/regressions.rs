@@ -322,3 +322,42 @@ async fn balancer_pending_returns_after_a_panic_in_call() {
         );
     }
 }
+
+/// No call waits on a local rejection (issue 9 §7): an empty rate limiter in reject mode
+/// refuses at once, whatever the service below it is doing. Its refusal needs nothing from
+/// the inner service, so it must not wait for the inner service's readiness (here a bulkhead
+/// queue of 50 ms) before it answers; a breaker in reject mode is ready at once for the same
+/// reason.
+#[tokio::test(start_paused = true)]
+#[ignore = "waits on rate-limit: the refusal is answered only once the inner service is ready \
+    (after the bulkhead's 50 ms queue)"]
+async fn an_empty_limiter_refuses_without_waiting_for_the_layer_below() {
+    let limiter = RateLimiter::builder()
+        .rate(1, Duration::from_secs(3600))
+        .burst(1)
+        .clock(Clock::tokio())
+        .build()
+        .expect("a limiter");
+    let bulkhead = Bulkhead::builder()
+        .max_concurrent_calls(1)
+        .max_wait(Duration::from_millis(50))
+        .clock(Clock::tokio())
+        .build()
+        .expect("a bulkhead");
+    let slow = MockBackend::new(Script::always(Step::ok().after(Duration::from_secs(10))));
+    let hold = tokio::spawn(bulkhead.layer().layer(slow.clone()).oneshot(0u32));
+    while bulkhead.snapshot().in_flight < 1 {
+        tokio::task::yield_now().await;
+    }
+    while limiter.check().is_ok() {}
+
+    let svc = ServiceBuilder::new()
+        .layer(limiter.layer())
+        .layer(bulkhead.layer())
+        .service(slow);
+    let start = Instant::now();
+    let err = svc.oneshot(1u32).await.expect_err("the limiter is empty");
+    assert!(err.is::<RateLimited>(), "got {}", describe(&err));
+    assert_eq!(start.elapsed(), Duration::ZERO, "the refusal waited");
+    hold.abort();
+}
