@@ -259,6 +259,10 @@ impl Service<u32> for Tap {
 
 /// How one caller ended.
 #[derive(Debug)]
+#[allow(
+    dead_code,
+    reason = "the descriptions are read through `Debug`, in assertion messages"
+)]
 enum End {
     Ok,
     /// A local rejection of a Palisade layer (other than the retry's deadline).
