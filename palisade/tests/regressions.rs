@@ -297,7 +297,6 @@ async fn retry_deadline_bounds_the_first_readiness_wait() {
 /// inner service. The balancer's pending count of an endpoint whose `call` panics must return
 /// to zero, or that endpoint looks loaded for good to every pending-based pick.
 #[tokio::test(start_paused = true)]
-#[ignore = "waits on load-balancer: a panic inside the endpoint's call leaves pending at 1"]
 async fn balancer_pending_returns_after_a_panic_in_call() {
     use palisade_load_balancer::{Balancer, EndpointMeta};
     for step in [Step::panic(), Step::panic_in_call()] {
