@@ -15,8 +15,9 @@ pub(crate) const MAX_READY_TRIES: usize = 8;
 
 /// What the balancer knows of an endpoint besides its service.
 ///
-/// `weight` and `zone` are recorded and reported in snapshots; the strategies of this release
-/// do not read them yet (weighted and zone-aware strategies are future work).
+/// `weight` is read by the weighted strategies ([`WeightedP2cPeakEwma`](crate::WeightedP2cPeakEwma),
+/// [`WeightedRandom`](crate::WeightedRandom)); `zone` is recorded only (zone-aware routing is
+/// future work).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct EndpointMeta {

@@ -27,7 +27,9 @@
 //! latency estimate with atomic operations. Nothing is allocated per call.
 //!
 //! Strategies ([`strategy`]): [`P2cPeakEwma`] (default), [`P2cPending`], [`LeastPending`]
-//! (Ribbon `BestAvailableRule`), [`RoundRobin`], [`Random`], or your own [`Strategy`].
+//! (Ribbon `BestAvailableRule`), [`RoundRobin`], [`Random`], the weighted
+//! [`WeightedP2cPeakEwma`], [`WeightedRandom`] and [`WeightedResponseTime`] (Ribbon), or your
+//! own [`Strategy`].
 //!
 //! The set is built from a list ([`Balancer::new`]), changed through the handle, or follows a
 //! tower `Discover` stream ([`Balancer::follow`]). What counts as an endpoint's failure is the
@@ -134,4 +136,7 @@ pub use events::BalancerEvent;
 pub use events::BalancerMetrics;
 pub use health::OutlierDetection;
 pub use service::BalancerService;
-pub use strategy::{LeastPending, Load, P2cPeakEwma, P2cPending, Random, RoundRobin, Strategy};
+pub use strategy::{
+    LeastPending, Load, P2cPeakEwma, P2cPending, Random, RoundRobin, Strategy, WeightedP2cPeakEwma,
+    WeightedRandom, WeightedResponseTime,
+};

@@ -201,6 +201,7 @@ where
                 Some(crate::strategy::Load {
                     pending: node.stats.pending(),
                     latency_ns: node.stats.latency_ns(now, core.tau_ns),
+                    weight: node.meta.weight,
                 })
             };
             if let Some(i) = self.shared.strategy.pick(n, &probe, self.rng.next_u64()) {

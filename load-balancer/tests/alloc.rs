@@ -4,7 +4,8 @@
 
 use palisade_core::test_util::{Echo, call_now};
 use palisade_load_balancer::{
-    Balancer, BalancerService, EndpointMeta, LeastPending, P2cPending, Random, RoundRobin, Strategy,
+    Balancer, BalancerService, EndpointMeta, LeastPending, P2cPending, Random, RoundRobin,
+    Strategy, WeightedP2cPeakEwma, WeightedRandom, WeightedResponseTime,
 };
 use tower::Service;
 
@@ -57,6 +58,9 @@ fn other_strategies_allocate_nothing() {
     assert_no_allocations(&balancer_of(10, LeastPending));
     assert_no_allocations(&balancer_of(10, RoundRobin::new()));
     assert_no_allocations(&balancer_of(10, Random));
+    assert_no_allocations(&balancer_of(10, WeightedP2cPeakEwma));
+    assert_no_allocations(&balancer_of(10, WeightedRandom));
+    assert_no_allocations(&balancer_of(10, WeightedResponseTime));
 }
 
 #[test]
