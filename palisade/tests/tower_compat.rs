@@ -201,6 +201,103 @@ impl Fixture for BreakerGate {
     }
 }
 
+/// An adaptive (AIMD) bulkhead, full: its slots held by slow calls on the same handle.
+struct BulkheadAdaptive {
+    bulkhead: Bulkhead,
+    holders: Vec<JoinHandle<()>>,
+}
+
+impl Fixture for BulkheadAdaptive {
+    fn new() -> Self {
+        let aimd = palisade_bulkhead::adaptive::Aimd::builder()
+            .initial_limit(3)
+            .min_limit(1)
+            .max_limit(8)
+            .build()
+            .expect("valid AIMD");
+        let bulkhead = Bulkhead::builder()
+            .name("compat")
+            .adaptive(aimd)
+            .clock(Clock::tokio())
+            .build()
+            .expect("valid bulkhead");
+        BulkheadAdaptive {
+            bulkhead,
+            holders: Vec::new(),
+        }
+    }
+
+    fn endpoint(&mut self, backend: &MockBackend) -> Endpoint {
+        BoxCloneSyncService::new(self.bulkhead.layer().layer(backend.clone()))
+    }
+
+    async fn impair(&mut self) {
+        self.holders = fill(&self.bulkhead, Duration::from_secs(1)).await;
+    }
+
+    async fn clear(&mut self) {
+        join_all(&mut self.holders).await;
+    }
+
+    fn expect(&self) -> Expect {
+        Expect::Local(&[RejectionKind::BulkheadFull])
+    }
+
+    fn waits(&self) -> bool {
+        false
+    }
+}
+
+/// Palisade's own balancer with its only endpoint removed: `NoHealthyEndpoints` from the
+/// future; healed by putting the endpoint back.
+struct BalancerEmpty {
+    balancer: palisade_load_balancer::Balancer<usize, MockBackend>,
+    backends: Vec<MockBackend>,
+}
+
+impl Fixture for BalancerEmpty {
+    fn new() -> Self {
+        let balancer = palisade_load_balancer::Balancer::builder()
+            .name("compat")
+            .clock(Clock::tokio())
+            .seed(3)
+            .build()
+            .expect("valid balancer");
+        BalancerEmpty {
+            balancer,
+            backends: Vec::new(),
+        }
+    }
+
+    fn endpoint(&mut self, backend: &MockBackend) -> Endpoint {
+        self.backends.push(backend.clone());
+        self.balancer.insert(
+            0,
+            backend.clone(),
+            palisade_load_balancer::EndpointMeta::new(),
+        );
+        BoxCloneSyncService::new(self.balancer.service())
+    }
+
+    async fn impair(&mut self) {
+        self.balancer.remove(&0);
+    }
+
+    async fn clear(&mut self) {
+        let backend = self.backends[0].clone();
+        self.balancer
+            .insert(0, backend, palisade_load_balancer::EndpointMeta::new());
+    }
+
+    fn expect(&self) -> Expect {
+        Expect::Local(&[RejectionKind::NoHealthyEndpoints])
+    }
+
+    fn waits(&self) -> bool {
+        false
+    }
+}
+
 /// A full bulkhead in reject mode (its slots held by slow calls on the same handle).
 struct BulkheadReject {
     bulkhead: Bulkhead,
@@ -969,6 +1066,8 @@ compat_cases! {
     breaker_gate: BreakerGate;
     bulkhead_reject: BulkheadReject;
     bulkhead_wait: BulkheadWait;
+    bulkhead_adaptive: BulkheadAdaptive;
+    palisade_balancer_empty: BalancerEmpty;
     rate_limiter_reject: LimiterReject;
     rate_limiter_wait: LimiterWait, balance: #[ignore = "waits on rate-limit: a service polled \
         ready while the bucket was empty keeps that refusal and answers RateLimited from a call \
