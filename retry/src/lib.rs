@@ -4,8 +4,8 @@
 //! Retries save single requests and can kill whole systems: when a dependency is down, every
 //! client retrying three times triples the load on it just when it can least take it. So in
 //! this crate a retry costs something. Every [`RetryPolicy`] draws on a [`RetryBudget`] by
-//! default (Finagle's: retries may add 20 % to the original requests over a 10 s window, with a
-//! floor of 10 retries a second), which is lock-free: a deposit per request is one CAS, and
+//! default (Finagle's: retries may add 20 % to the original requests over a 10 s window, plus a
+//! reserve of 10 retries a second), which is lock-free: a deposit per request is one CAS, and
 //! concurrent withdrawals can never overdraw it. A gRPC-style [`RetryThrottle`] is the
 //! alternative.
 //!
