@@ -755,11 +755,27 @@ mod tests {
         Withdraw(u32),
     }
 
+    /// Idle gaps, in ms, around the lengths where 24-bit bucket tags used to alias at the
+    /// 100 ms width of the property below: 2²³ widths ("ahead"), 2²⁴ and 5·2²⁴ (the tag and the
+    /// bucket index both repeat).
+    fn long_gap() -> impl Strategy<Value = u64> {
+        let width = 100u64;
+        prop_oneof![
+            Just(width << 23),
+            Just((width << 23) + 150),
+            Just((width << 24) - 250),
+            Just(5 * (width << 24)),
+            Just(5 * (width << 24) + 99),
+            Just(5 * (width << 24) - 900),
+        ]
+    }
+
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            (1u64..3_000).prop_map(Op::Advance),
-            (1u32..20).prop_map(Op::Deposit),
-            (1u32..20).prop_map(Op::Withdraw),
+            10 => (1u64..3_000).prop_map(Op::Advance),
+            1 => long_gap().prop_map(Op::Advance),
+            10 => (1u32..20).prop_map(Op::Deposit),
+            10 => (1u32..20).prop_map(Op::Withdraw),
         ]
     }
 
@@ -772,7 +788,8 @@ mod tests {
         })]
 
         /// Over any interval of `ttl - width` ending at a granted retry, retries are at most
-        /// `min · ttl + ratio · deposits in the ttl before` (rounded down).
+        /// `min · ttl + ratio · deposits in the ttl before` (rounded down), across idle gaps of
+        /// any length (issue 9: tags used to alias after long gaps).
         #[test]
         fn retries_stay_within_the_window_bound(
             min in 0u32..3,
