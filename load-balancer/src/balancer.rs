@@ -169,6 +169,7 @@ where
             builder.outlier,
             events,
             seed ^ 0x6a09_e667_f3bc_c908,
+            (builder.local_zone, builder.remote_zone_factor),
         );
         Balancer {
             shared: Arc::new(Shared {

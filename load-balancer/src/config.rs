@@ -16,8 +16,8 @@ pub(crate) const MAX_READY_TRIES: usize = 8;
 /// What the balancer knows of an endpoint besides its service.
 ///
 /// `weight` is read by the weighted strategies ([`WeightedP2cPeakEwma`](crate::WeightedP2cPeakEwma),
-/// [`WeightedRandom`](crate::WeightedRandom)); `zone` is recorded only (zone-aware routing is
-/// future work).
+/// [`WeightedRandom`](crate::WeightedRandom)); `zone` against the balancer's
+/// [`local_zone`](BalancerBuilder::local_zone).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct EndpointMeta {
@@ -70,6 +70,8 @@ pub struct BalancerBuilder {
     pub(crate) max_ready_tries: usize,
     pub(crate) clock: Option<Clock>,
     pub(crate) seed: Option<u64>,
+    pub(crate) local_zone: Option<Arc<str>>,
+    pub(crate) remote_zone_factor: f64,
 }
 
 impl Default for BalancerBuilder {
@@ -84,6 +86,8 @@ impl Default for BalancerBuilder {
             max_ready_tries: 3,
             clock: None,
             seed: None,
+            local_zone: None,
+            remote_zone_factor: 2.0,
         }
     }
 }
@@ -98,6 +102,8 @@ impl fmt::Debug for BalancerBuilder {
             .field("default_rtt", &self.default_rtt)
             .field("outlier", &self.outlier)
             .field("max_ready_tries", &self.max_ready_tries)
+            .field("local_zone", &self.local_zone)
+            .field("remote_zone_factor", &self.remote_zone_factor)
             .finish_non_exhaustive()
     }
 }
@@ -171,6 +177,27 @@ impl BalancerBuilder {
         self
     }
 
+    /// The zone this client runs in (default none: zones are ignored). Endpoints whose
+    /// [`EndpointMeta::zone`] differs are charged [`remote_zone_factor`](Self::remote_zone_factor)
+    /// times their latency estimate in every comparison.
+    ///
+    /// The spill-over rule that follows: the local zone takes the traffic while its endpoints
+    /// cost less than `factor ×` the remote ones. A zone that slows down, fails (its failures
+    /// are charged the failure penalty) or is ejected loses its preference at once, and
+    /// traffic spills to the other zones; it comes back as the local estimates recover.
+    #[must_use]
+    pub fn local_zone(mut self, zone: impl Into<Arc<str>>) -> Self {
+        self.local_zone = Some(zone.into());
+        self
+    }
+
+    /// The latency multiplier of an endpoint outside the local zone (default 2, at least 1).
+    #[must_use]
+    pub fn remote_zone_factor(mut self, factor: f64) -> Self {
+        self.remote_zone_factor = factor;
+        self
+    }
+
     /// Seeds the endpoint sampling and the ejection jitter, for reproducible simulations
     /// (default: a random seed).
     #[must_use]
@@ -199,6 +226,16 @@ impl BalancerBuilder {
                 format!(
                     "must be between 1 and {MAX_READY_TRIES}, got {}",
                     self.max_ready_tries
+                ),
+            ));
+        }
+        let factor = self.remote_zone_factor;
+        if factor.is_nan() || factor.is_infinite() || factor < 1.0 {
+            return Err(ConfigError::new(
+                "remote_zone_factor",
+                format!(
+                    "must be a finite factor of at least 1, got {}",
+                    self.remote_zone_factor
                 ),
             ));
         }

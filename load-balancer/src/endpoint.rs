@@ -153,6 +153,10 @@ pub(crate) struct Core<K> {
     pub(crate) clock: Clock,
     pub(crate) tau_ns: f64,
     pub(crate) penalty_ns: f64,
+    /// The zone this client runs in, if the user set one.
+    pub(crate) local_zone: Option<Arc<str>>,
+    /// The cost multiplier of an endpoint outside `local_zone`.
+    pub(crate) remote_factor: f64,
     pub(crate) default_rtt_ns: f64,
     pub(crate) outlier: OutlierDetection,
     pub(crate) events: EventBus<BalancerEvent<K>>,
@@ -176,9 +180,12 @@ impl<K> Core<K> {
         outlier: OutlierDetection,
         events: EventBus<BalancerEvent<K>>,
         seed: u64,
+        zone: (Option<Arc<str>>, f64),
     ) -> Core<K> {
         Core {
             name,
+            local_zone: zone.0,
+            remote_factor: zone.1,
             clock,
             tau_ns: duration_to_nanos(decay) as f64,
             penalty_ns: duration_to_nanos(penalty) as f64,
@@ -206,6 +213,9 @@ pub(crate) struct Node<K> {
     /// Unique per insertion, so a retry avoids "that endpoint" even across set changes.
     pub(crate) id: u64,
     pub(crate) meta: crate::EndpointMeta,
+    /// The cost multiplier of this endpoint: 1, or the remote-zone factor when a local zone is
+    /// set and this endpoint is not in it.
+    pub(crate) zone_factor: f64,
     pub(crate) stats: EndpointStats,
     /// Set (under the health lock) when the endpoint leaves the set.
     removed: AtomicBool,
@@ -228,9 +238,14 @@ impl<K: Clone + Send + Sync + 'static> Node<K> {
         core: Arc<Core<K>>,
     ) -> Node<K> {
         let now = core.clock.now();
+        let zone_factor = match &core.local_zone {
+            Some(local) if meta.zone.as_deref() != Some(&**local) => core.remote_factor,
+            _ => 1.0,
+        };
         Node {
             key,
             id,
+            zone_factor,
             meta,
             stats: EndpointStats::with_estimate(estimate_ns, now),
             removed: AtomicBool::new(false),
@@ -485,6 +500,7 @@ mod loom_tests {
                 OutlierDetection::new().consecutive_failures(1),
                 EventBus::new(),
                 1,
+                (None, 2.0),
             ));
             core.total.store(3, Ordering::Relaxed);
             let nodes: Vec<_> = (0..3u8)

@@ -520,6 +520,12 @@ fn bad_configuration_is_refused_by_name() {
         field(Balancer::builder().max_ready_tries(9)),
         "max_ready_tries"
     );
+    for factor in [0.5, f64::NAN, f64::INFINITY] {
+        assert_eq!(
+            field(Balancer::builder().remote_zone_factor(factor)),
+            "remote_zone_factor"
+        );
+    }
     assert_eq!(
         field(
             Balancer::builder().outlier_detection(OutlierDetection::new().panic_threshold(200.0))

@@ -4,6 +4,8 @@
 //! with **default configurations**: palisade-retry (default budget) over its own balancer
 //! (default strategy and health). Each request has a 2 s caller deadline.
 //!
+//! (d) adds zones: two endpoints in the clients' local zone, two in another.
+//!
 //! The same scenarios run through tower's `p2c::Balance` over `PeakEwma` behind a `Buffer`
 //! (with the same retry above) for comparison; run with `--nocapture` to see both sets of
 //! figures.
@@ -341,4 +343,64 @@ async fn endpoints_come_and_go_while_traffic_flows() {
     for balancer in &balancers {
         assert!(balancer.snapshot().endpoints.iter().all(|e| e.pending == 0));
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_whole_zone_down_spills_to_the_other_zone() {
+    // Zone "a" (local to every client): e0, e1; zone "b": e2, e3. Zone a refuses every call
+    // from 5 s to 15 s.
+    let down = [Phase::down(secs(5.0), secs(15.0))];
+    let endpoints: Vec<_> = fleet([&down, &down, &[]])
+        .into_iter()
+        .chain(fleet([&[], &[], &[]]).into_iter().skip(2))
+        .collect();
+    let zone = |i: usize| if i < 2 { "a" } else { "b" };
+    let stacks: Vec<Stack> = (0..CLIENTS)
+        .map(|client| {
+            let balancer = Balancer::builder()
+                .clock(Clock::tokio())
+                .seed(client as u64)
+                .local_zone("a")
+                .build()
+                .unwrap();
+            for (key, endpoint) in endpoints.iter().enumerate() {
+                balancer.insert(key, endpoint.clone(), EndpointMeta::new().zone(zone(key)));
+            }
+            BoxCloneService::new(
+                ServiceBuilder::new()
+                    .layer(retry(client).layer())
+                    .service(balancer.service()),
+            )
+        })
+        .collect();
+    let records = drive(&stacks, secs(25.0), 5, |_| {}).await;
+    // Zone b's two endpoints are both named "e2" (each the third of a fleet of three); zone a
+    // answers only as "e0" or "e1".
+    let local_share = |from: f64, until: f64| {
+        let window: Vec<_> = records
+            .iter()
+            .filter(|r| r.ok && r.issued >= secs(from) && r.issued < secs(until))
+            .collect();
+        window
+            .iter()
+            .filter(|r| matches!(r.endpoint.as_deref(), Some("e0" | "e1")))
+            .count() as f64
+            / window.len() as f64
+    };
+    let before = local_share(1.0, 5.0);
+    let during = local_share(6.0, 15.0);
+    let after = local_share(18.0, 25.0);
+    let success = success_rate(&records, secs(5.0), secs(15.0));
+    println!(
+        "(d) zone a (local) down for 10 s: local share before {:.1} %, during {:.2} %, 3 s \
+         after {:.1} %; success over the outage {:.3} %",
+        before * 100.0,
+        during * 100.0,
+        after * 100.0,
+        success * 100.0
+    );
+    assert!(before > 0.6, "the local zone is preferred: {before}");
+    assert!(during < 0.01, "traffic spilled to zone b: {during}");
+    assert!(success >= 0.999, "{success}");
+    assert!(after > 0.6, "the local zone is preferred again: {after}");
 }
