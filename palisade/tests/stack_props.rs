@@ -27,7 +27,9 @@
 //! 5. a healthy backend never trips the breaker, however tight the limiter or the bulkhead
 //!    below it;
 //! 6. no call waits on a local rejection: a call refused by a layer before it reached the
-//!    backend answers in zero virtual time (or the wait-mode layers' own `max_wait`).
+//!    backend answers in zero virtual time (or the wait-mode layers' own `max_wait`);
+//! 7. the retry budget holds: the attempts that reach the backends exceed the callers by no
+//!    more retries than the budget's reserve and share allow.
 
 #![cfg(all(
     feature = "circuit-breaker",
@@ -46,7 +48,7 @@ use palisade_core::rejection::RejectionKind;
 use palisade_core::test_util::{MockBackend, Reply, Script, Step, proptest_config, run_paused};
 use palisade_load_balancer::{Balancer, EndpointMeta};
 use palisade_rate_limit::RateLimiter;
-use palisade_retry::{Backoff, RetryPolicy};
+use palisade_retry::{Backoff, RetryBudget, RetryPolicy};
 use proptest::prelude::*;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -130,6 +132,10 @@ struct Case {
     limiter_burst: u32,
     limiter_wait_ms: Option<u64>,
     attempts: u32,
+    /// The retry budget (1 s window): a reserve of this many retries a second…
+    budget_min_rps: u32,
+    /// …plus this share (in %) of the requests.
+    budget_percent: u32,
     backoff_ms: u64,
     deadline_ms: u64,
     attempt_timeout_ms: Option<u64>,
@@ -170,6 +176,7 @@ fn case_strategy(backend: BoxedStrategy<BackendCfg>) -> impl Strategy<Value = Ca
     );
     let retry = (
         1u32..=4,
+        (0u32..=5, 0u32..=20),
         0u64..=50,
         200u64..=2_000,
         proptest::option::of(20u64..=400),
@@ -180,7 +187,13 @@ fn case_strategy(backend: BoxedStrategy<BackendCfg>) -> impl Strategy<Value = Ca
             backend,
             (seed, calls, max_gap_ms, cancel_pct),
             (bulkhead_limit, bulkhead_wait_ms, limiter_rate, limiter_burst, limiter_wait_ms),
-            (attempts, backoff_ms, deadline_ms, attempt_timeout_ms),
+            (
+                attempts,
+                (budget_min_rps, budget_percent),
+                backoff_ms,
+                deadline_ms,
+                attempt_timeout_ms,
+            ),
             (breaker_window, breaker_minimum, threshold, breaker_open_ms, breaker_probes),
         )| Case {
             seed,
@@ -194,6 +207,8 @@ fn case_strategy(backend: BoxedStrategy<BackendCfg>) -> impl Strategy<Value = Ca
             limiter_burst,
             limiter_wait_ms,
             attempts,
+            budget_min_rps,
+            budget_percent,
             backoff_ms,
             deadline_ms,
             attempt_timeout_ms,
@@ -298,6 +313,9 @@ fn quiet_scripted_panics() {
     });
 }
 
+/// The window of the retry budget.
+const BUDGET_TTL: Duration = Duration::from_secs(1);
+
 /// The cap of the breakers' growing open wait.
 const MAX_OPEN_WAIT: Duration = Duration::from_secs(8);
 
@@ -331,6 +349,15 @@ fn build(case: &Case, endpoints: usize) -> Handles {
         .max_attempts(case.attempts)
         .backoff(Backoff::constant(Duration::from_millis(case.backoff_ms)))
         .deadline(Duration::from_millis(case.deadline_ms))
+        .budget(
+            RetryBudget::builder()
+                .ttl(BUDGET_TTL)
+                .min_retries_per_sec(case.budget_min_rps)
+                .percent_can_retry(f64::from(case.budget_percent) / 100.0)
+                .clock(Clock::tokio())
+                .build()
+                .expect("valid budget"),
+        )
         .clock(Clock::tokio())
         .seed(case.seed);
     if let Some(ms) = case.attempt_timeout_ms {
@@ -661,6 +688,33 @@ fn run_case(order: Order, case: &Case) -> Result<(), TestCaseError> {
                 );
             }
         }
+        // 7. The retry budget bounds the attempts: at most one first attempt per caller, and
+        // retries within the budget's reserve per window plus its share of the requests. (Its
+        // window moves in steps of a tenth of the ttl and a share can be credited in two
+        // windows: the bound is loose by that much, never tighter than the budget's.)
+        {
+            let arrivals = arrivals.lock().unwrap();
+            if let (Some(first), Some(last)) = (arrivals.first(), arrivals.last()) {
+                let span = last.duration_since(*first).as_secs_f64();
+                let windows = (span / (BUDGET_TTL.as_secs_f64() * 0.9)).floor() + 2.0;
+                let reserve = f64::from(case.budget_min_rps) * BUDGET_TTL.as_secs_f64();
+                let share = f64::from(case.budget_percent) / 100.0 * f64::from(case.calls);
+                let retries = windows * reserve + 2.0 * share;
+                let allowed = u64::from(case.calls) + retries.floor() as u64;
+                prop_assert!(
+                    arrivals.len() as u64 <= allowed,
+                    "{} attempts reached the backend for {} callers in {:.3} s: more retries than \
+                     a budget of {}/s + {} % allows ({})",
+                    arrivals.len(),
+                    case.calls,
+                    span,
+                    case.budget_min_rps,
+                    case.budget_percent,
+                    allowed
+                );
+            }
+        }
+
         // The breaker's probes are all free: once its open wait has passed, probes taken now
         // and recorded as successes decide the half-open state (closed, or re-opened by the
         // failures recorded before). A probe held by a lost call would leave it half-open,
