@@ -161,6 +161,8 @@ impl<C, Q> fmt::Debug for RetryPolicy<C, Q> {
             .field("backoff", &s.backoff)
             .field("deadline", &s.deadline)
             .field("attempt_timeout", &s.attempt_timeout)
+            .field("max_retry_after", &s.max_retry_after)
+            .field("retry_local_rejections", &s.local_max_wait)
             .field("spend", &s.spend)
             .field("clock", &s.clock)
             .finish_non_exhaustive()
