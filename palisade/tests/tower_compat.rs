@@ -55,6 +55,9 @@ enum Expect {
     Local(&'static [RejectionKind]),
     /// The backend's own error (its outage), after the retries.
     Backend,
+    /// One of these local rejections, or the backend's own error (a probabilistic throttle
+    /// lets some calls through to a backend that is down).
+    LocalOrBackend(&'static [RejectionKind]),
     /// No refusal at all: the layer makes callers wait (`Pending`) and then serves them; only a
     /// wrapper that sheds on `Pending` (`LoadShed`) answers `Overloaded`.
     Gated,
@@ -291,6 +294,67 @@ impl Fixture for BalancerEmpty {
 
     fn expect(&self) -> Expect {
         Expect::Local(&[RejectionKind::NoHealthyEndpoints])
+    }
+
+    fn waits(&self) -> bool {
+        false
+    }
+}
+
+/// The SRE adaptive throttle (retry crate) after 200 failed calls against its backend, which
+/// is down: it refuses most calls itself (`Throttled`, from the future), lets a few through.
+/// Healed by the backend coming back and the throttle's 1 s window passing.
+struct ThrottleEngaged {
+    throttle: palisade_retry::AdaptiveThrottle,
+    backends: Vec<MockBackend>,
+}
+
+impl Fixture for ThrottleEngaged {
+    fn new() -> Self {
+        let throttle = palisade_retry::AdaptiveThrottle::builder()
+            .name("compat")
+            .k(1.0)
+            .window(Duration::from_secs(1))
+            .seed(5)
+            .clock(Clock::tokio())
+            .build()
+            .expect("valid throttle");
+        ThrottleEngaged {
+            throttle,
+            backends: Vec::new(),
+        }
+    }
+
+    fn endpoint(&mut self, backend: &MockBackend) -> Endpoint {
+        self.backends.push(backend.clone());
+        BoxCloneSyncService::new(self.throttle.layer().layer(backend.clone()))
+    }
+
+    async fn impair(&mut self) {
+        let down = MockBackend::healthy();
+        down.set_down(true);
+        let side = self.throttle.layer().layer(down);
+        for i in 0..200 {
+            let _ = side.clone().oneshot(i).await;
+        }
+        assert!(
+            self.throttle.reject_probability() > 0.5,
+            "the throttle engaged"
+        );
+        for backend in &self.backends {
+            backend.set_down(true);
+        }
+    }
+
+    async fn clear(&mut self) {
+        for backend in &self.backends {
+            backend.set_down(false);
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+
+    fn expect(&self) -> Expect {
+        Expect::LocalOrBackend(&[RejectionKind::Throttled])
     }
 
     fn waits(&self) -> bool {
@@ -618,6 +682,10 @@ fn check_answers<R: std::fmt::Debug>(
                 support::rejection_kind(e).is_some_and(|kind| kinds.contains(&kind))
             }
             Expect::Backend => chain_has::<MockError>(e),
+            Expect::LocalOrBackend(kinds) => {
+                chain_has::<MockError>(e)
+                    || support::rejection_kind(e).is_some_and(|kind| kinds.contains(&kind))
+            }
             Expect::Gated => false,
         };
         assert!(
@@ -1074,4 +1142,5 @@ compat_cases! {
         made 1 s later, with the bucket full (tower's p2c keeps endpoints ready for long)"];
     retry_over_full_bulkhead: RetryOverFullBulkhead;
     retry_over_outage: RetryOverOutage;
+    adaptive_throttle_engaged: ThrottleEngaged;
 }
