@@ -100,6 +100,7 @@ impl<S, C> CircuitBreakerService<S, C> {
     fn poll_gate(&mut self, cx: &mut Context<'_>) -> Poll<OwnedPermit> {
         let shared = self.breaker.shared();
         let mut looked_again = false;
+        let mut timer_fired = false;
         loop {
             let seen = shared.load();
             let open = match self.breaker.acquire_quietly() {
@@ -127,6 +128,13 @@ impl<S, C> CircuitBreakerService<S, C> {
                         .insert(Box::pin(tokio::time::sleep_until(deadline))),
                 };
                 if sleep.as_mut().poll(cx).is_ready() {
+                    if timer_fired {
+                        // The timer's clock ran ahead of the breaker's (a breaker clock other
+                        // than tokio's): yield instead of spinning inside this poll.
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
+                    timer_fired = true;
                     continue;
                 }
             }

@@ -587,6 +587,15 @@ impl Shared {
         self.transition(self.load(), |word| Some((word.next(state), at)));
     }
 
+    /// Test only: moves the state word to `word` as a transition's winner would, without
+    /// publishing its time or running its side effects (a winner descheduled right after its
+    /// CAS).
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn cas_only(&self, word: Word) {
+        // Release: as a transition CAS publishes its word.
+        self.state.store(word.bits(), Ordering::Release);
+    }
+
     /// Forgets the re-open count (on `reset`).
     pub(crate) fn forget_reopens(&self) {
         // Relaxed: see `transitioned`.

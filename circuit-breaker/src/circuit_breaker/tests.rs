@@ -874,3 +874,41 @@ fn a_permit_from_65_536_transitions_ago_is_stale() {
     );
     assert_eq!(breaker.snapshot().calls, 0);
 }
+
+/// A transition's winner descheduled between its CAS and publishing the period's time (or
+/// refused because a later time came first) must not leave an open breaker that never learns
+/// its wait: the next caller fills in a stand-in (the base wait from now), and the breaker
+/// half-opens after it.
+#[test]
+fn an_open_period_whose_time_was_never_published_still_ends() {
+    let (clock, builder) = manual();
+    let breaker = builder.permitted_calls_in_half_open(1).build().unwrap();
+    let shared = breaker.shared();
+    shared.cas_only(shared.load().next(State::Open));
+    let open = breaker.try_acquire().unwrap_err();
+    assert_eq!(open.state(), State::Open);
+    assert_eq!(open.retry_after(), None, "its wait is not known yet");
+    assert_eq!(
+        breaker.try_acquire().unwrap_err().retry_after(),
+        Some(Duration::from_secs(10)),
+        "the first caller published a stand-in"
+    );
+    clock.advance(Duration::from_secs(10));
+    assert!(breaker.try_acquire().unwrap().is_probe());
+    // The same for a half-open period's entry time (max_wait_in_half_open needs it).
+    let (clock, builder) = manual();
+    let breaker = builder
+        .max_wait_in_half_open(Duration::from_secs(1))
+        .permitted_calls_in_half_open(1)
+        .build()
+        .unwrap();
+    let shared = breaker.shared();
+    shared.cas_only(shared.load().next(State::HalfOpen).with_probes(1));
+    assert_eq!(breaker.try_acquire().unwrap_err().state(), State::HalfOpen);
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(
+        breaker.try_acquire().unwrap_err().state(),
+        State::Open,
+        "the hung half-open period ends after max_wait_in_half_open"
+    );
+}
