@@ -128,8 +128,8 @@ fn rate_limit() {
     use palisade_rate_limit::future::{DeferredFuture, ResponseFuture};
     use palisade_rate_limit::{
         CostExceedsBurst, KeyedRateLimiter, KeyedRateLimiterLayer, KeyedRateLimiterService,
-        KeyedRejection, Quota, RateLimited, RateLimiter, RateLimiterBuilder, RateLimiterEvent,
-        RateLimiterLayer, RateLimiterService, Snapshot, TooManyKeys, UnitCost,
+        KeyedRejection, KeyedSnapshot, Quota, RateLimited, RateLimiter, RateLimiterBuilder,
+        RateLimiterEvent, RateLimiterLayer, RateLimiterService, Snapshot, TooManyKeys, UnitCost,
         WeightedRateLimiterLayer, WeightedRateLimiterService,
     };
     type Keyed<S> = KeyedRateLimiterService<S, u32, KeyFn>;
@@ -154,6 +154,7 @@ fn rate_limit() {
         KeyedRejection: send sync unpin clone debug error;
         RateLimiterEvent: send sync unpin clone debug;
         Snapshot: send sync unpin clone debug;
+        KeyedSnapshot: send sync unpin clone debug;
         Quota: send sync unpin clone debug;
     }
 }
@@ -169,7 +170,7 @@ fn retry() {
         DeadlineExceeded, HedgePolicy, HedgePolicyLayer, HedgePolicyService, HedgePolicySnapshot,
         RetryBudget, RetryBudgetBuilder, RetryBudgetSnapshot, RetryEvent, RetryPolicy,
         RetryPolicyBuilder, RetryPolicyLayer, RetryPolicyService, RetryPolicySnapshot,
-        RetryThrottle, Throttled,
+        RetryThrottle, RetryThrottleBuilder, RetryThrottleSnapshot, Throttled,
     };
     assert_traits! {
         RetryPolicy: send sync unpin clone debug;
@@ -183,6 +184,8 @@ fn retry() {
         RetryBudgetBuilder: send unpin debug;
         RetryBudgetSnapshot: send sync unpin clone debug;
         RetryThrottle: send sync unpin clone debug;
+        RetryThrottleBuilder: send unpin debug;
+        RetryThrottleSnapshot: send sync unpin clone debug;
         Backoff: send sync unpin clone debug;
         RetryEvent: send sync unpin clone debug;
         BudgetEvent: send sync unpin clone debug;
@@ -208,8 +211,9 @@ fn retry() {
 fn load_balancer() {
     use palisade_load_balancer::future::ResponseFuture;
     use palisade_load_balancer::{
-        Balancer, BalancerBuilder, BalancerEvent, BalancerService, BalancerSnapshot,
-        NoHealthyEndpoints, OutlierDetection, P2cPeakEwma,
+        Balancer, BalancerBuilder, BalancerEvent, BalancerService, BalancerSnapshot, EndpointMeta,
+        EndpointSnapshot, LeastPending, NoHealthyEndpoints, OutlierDetection, P2cPeakEwma,
+        P2cPending, Random, RoundRobin, WeightedP2cPeakEwma, WeightedRandom, WeightedResponseTime,
     };
     assert_traits! {
         Balancer<u32, MockBackend>: send sync unpin clone debug;
@@ -221,7 +225,16 @@ fn load_balancer() {
         BalancerEvent<u32>: send sync unpin clone debug;
         BalancerSnapshot<u32>: send sync unpin clone debug;
         OutlierDetection: send sync unpin clone debug;
+        EndpointSnapshot<u32>: send sync unpin clone debug;
+        EndpointMeta: send sync unpin clone debug;
         P2cPeakEwma: send sync unpin clone debug;
+        P2cPending: send sync unpin clone debug;
+        LeastPending: send sync unpin clone debug;
+        RoundRobin: send sync unpin debug;
+        Random: send sync unpin clone debug;
+        WeightedP2cPeakEwma: send sync unpin debug;
+        WeightedRandom: send sync unpin debug;
+        WeightedResponseTime: send sync unpin debug;
     }
 }
 
