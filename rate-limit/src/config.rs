@@ -351,8 +351,9 @@ impl Default for KeyedRateLimiterBuilder {
 impl KeyedRateLimiterBuilder {
     common_setters!();
 
-    /// The most keys held at once (default 100 000). Memory is at most about
-    /// `4 · max_keys · (size of K + 9 bytes)` (see [`KeyedRateLimiter::capacity`]).
+    /// The most keys held at once by the whole limiter (default 100 000). Memory is at most
+    /// about `4 · max_keys · (size of K + 9 bytes)` (see [`KeyedRateLimiter::capacity`]), plus
+    /// 8 bytes per key of a shard's sweep buffer.
     #[must_use]
     pub fn max_keys(mut self, max_keys: usize) -> Self {
         self.max_keys = max_keys;
