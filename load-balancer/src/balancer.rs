@@ -170,6 +170,11 @@ where
             events,
             seed ^ 0x6a09_e667_f3bc_c908,
             (builder.local_zone, builder.remote_zone_factor),
+            builder.slow_start.map(|window| crate::endpoint::SlowStart {
+                window_ns: palisade_core::clock::duration_to_nanos(window) as f64,
+                aggression: 1.0,
+                min_factor: 0.1,
+            }),
         );
         Balancer {
             shared: Arc::new(Shared {

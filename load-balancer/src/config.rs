@@ -72,6 +72,7 @@ pub struct BalancerBuilder {
     pub(crate) seed: Option<u64>,
     pub(crate) local_zone: Option<Arc<str>>,
     pub(crate) remote_zone_factor: f64,
+    pub(crate) slow_start: Option<Duration>,
 }
 
 impl Default for BalancerBuilder {
@@ -88,6 +89,7 @@ impl Default for BalancerBuilder {
             seed: None,
             local_zone: None,
             remote_zone_factor: 2.0,
+            slow_start: None,
         }
     }
 }
@@ -104,6 +106,7 @@ impl fmt::Debug for BalancerBuilder {
             .field("max_ready_tries", &self.max_ready_tries)
             .field("local_zone", &self.local_zone)
             .field("remote_zone_factor", &self.remote_zone_factor)
+            .field("slow_start", &self.slow_start)
             .finish_non_exhaustive()
     }
 }
@@ -198,6 +201,18 @@ impl BalancerBuilder {
         self
     }
 
+    /// Slow start (Envoy's `slow_start_config`; default off, as in Envoy): for `window` after
+    /// an endpoint joins the set or is restored from ejection, the latency the strategies
+    /// compare is divided by a ramp that grows linearly from 10 % to 100 % (Envoy's defaults:
+    /// aggression 1, minimum weight 10 %), so a cold endpoint takes a growing share instead of
+    /// a flood. Applies to the latency-aware strategies ([`P2cPeakEwma`] and the weighted
+    /// ones); pending-count, round-robin and random strategies ignore it.
+    #[must_use]
+    pub fn slow_start(mut self, window: Duration) -> Self {
+        self.slow_start = Some(window);
+        self
+    }
+
     /// Seeds the endpoint sampling and the ejection jitter, for reproducible simulations
     /// (default: a random seed).
     #[must_use]
@@ -238,6 +253,9 @@ impl BalancerBuilder {
                     self.remote_zone_factor
                 ),
             ));
+        }
+        if let Some(window) = self.slow_start {
+            check_nonzero_duration("slow_start", window)?;
         }
         self.outlier.validate()?;
         Ok(Balancer::from_builder(self))

@@ -41,6 +41,27 @@ pub(crate) enum CallResult {
     Ignored,
 }
 
+/// Envoy's slow start: a new or restored endpoint's share ramps up over a window.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct SlowStart {
+    pub(crate) window_ns: f64,
+    pub(crate) aggression: f64,
+    pub(crate) min_factor: f64,
+}
+
+impl SlowStart {
+    /// The ramp factor `elapsed_ns` after activation: `max(min, (t / window)^(1 / aggression))`,
+    /// 1 once the window has passed.
+    #[inline]
+    pub(crate) fn ramp(&self, elapsed_ns: u64) -> f64 {
+        let t = elapsed_ns as f64 / self.window_ns;
+        if t >= 1.0 {
+            return 1.0;
+        }
+        t.powf(1.0 / self.aggression).max(self.min_factor)
+    }
+}
+
 /// The atomics of one endpoint.
 #[derive(Debug, Default)]
 pub(crate) struct EndpointStats {
@@ -157,6 +178,8 @@ pub(crate) struct Core<K> {
     pub(crate) local_zone: Option<Arc<str>>,
     /// The cost multiplier of an endpoint outside `local_zone`.
     pub(crate) remote_factor: f64,
+    /// Slow start, if configured.
+    pub(crate) slow_start: Option<SlowStart>,
     pub(crate) default_rtt_ns: f64,
     pub(crate) outlier: OutlierDetection,
     pub(crate) events: EventBus<BalancerEvent<K>>,
@@ -181,9 +204,11 @@ impl<K> Core<K> {
         events: EventBus<BalancerEvent<K>>,
         seed: u64,
         zone: (Option<Arc<str>>, f64),
+        slow_start: Option<SlowStart>,
     ) -> Core<K> {
         Core {
             name,
+            slow_start,
             local_zone: zone.0,
             remote_factor: zone.1,
             clock,
@@ -219,6 +244,9 @@ pub(crate) struct Node<K> {
     pub(crate) stats: EndpointStats,
     /// Set (under the health lock) when the endpoint leaves the set.
     removed: AtomicBool,
+    /// When the endpoint joined the set or was last restored (clock nanoseconds), for slow
+    /// start.
+    active_since: AtomicU64,
     pub(crate) core: Arc<Core<K>>,
 }
 
@@ -249,7 +277,24 @@ impl<K: Clone + Send + Sync + 'static> Node<K> {
             meta,
             stats: EndpointStats::with_estimate(estimate_ns, now),
             removed: AtomicBool::new(false),
+            active_since: AtomicU64::new(now.as_nanos()),
             core,
+        }
+    }
+
+    /// The latency estimate a pick compares: decayed to `now`, times the zone factor, divided
+    /// by the slow-start ramp while the endpoint is new or just restored.
+    #[inline]
+    pub(crate) fn pick_latency_ns(&self, now: Instant) -> f64 {
+        let core = &*self.core;
+        let latency = self.stats.latency_ns(now, core.tau_ns) * self.zone_factor;
+        match &core.slow_start {
+            None => latency,
+            Some(slow) => {
+                // Relaxed: a statistic (see `restore`).
+                let since = self.active_since.load(Ordering::Relaxed);
+                latency / slow.ramp(now.as_nanos().saturating_sub(since))
+            }
         }
     }
 
@@ -368,6 +413,8 @@ impl<K: Clone + Send + Sync + 'static> Node<K> {
             let ejected = core.ejected.load(Ordering::Relaxed).saturating_sub(1);
             core.ejected.store(ejected, Ordering::Relaxed);
             self.stats.reset_estimate(estimate_ns, now);
+            // Relaxed: read by picks as a statistic; a stale value only shifts one pick.
+            self.active_since.store(now.as_nanos(), Ordering::Relaxed);
             BalancerEvent::EndpointRestored {
                 key: self.key.clone(),
                 ejected,
@@ -501,6 +548,7 @@ mod loom_tests {
                 EventBus::new(),
                 1,
                 (None, 2.0),
+                None,
             ));
             core.total.store(3, Ordering::Relaxed);
             let nodes: Vec<_> = (0..3u8)

@@ -200,7 +200,7 @@ where
                 }
                 Some(crate::strategy::Load {
                     pending: node.stats.pending(),
-                    latency_ns: node.stats.latency_ns(now, core.tau_ns) * node.zone_factor,
+                    latency_ns: node.pick_latency_ns(now),
                     weight: node.meta.weight,
                 })
             };

@@ -520,6 +520,10 @@ fn bad_configuration_is_refused_by_name() {
         field(Balancer::builder().max_ready_tries(9)),
         "max_ready_tries"
     );
+    assert_eq!(
+        field(Balancer::builder().slow_start(Duration::ZERO)),
+        "slow_start"
+    );
     for factor in [0.5, f64::NAN, f64::INFINITY] {
         assert_eq!(
             field(Balancer::builder().remote_zone_factor(factor)),
@@ -588,4 +592,40 @@ async fn a_classifier_of_ours_decides_what_fails() {
         snap.endpoints[1].latency < Duration::from_millis(100),
         "no penalty for Ignore"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_start_ramps_a_new_endpoint_up() {
+    let endpoints = fleet(4, Duration::from_millis(10));
+    let balancer: Balancer<usize, Endpoint> = Balancer::builder()
+        .clock(Clock::tokio())
+        .seed(3)
+        .slow_start(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    for e in &endpoints[..3] {
+        balancer.insert(e.id, e.clone(), EndpointMeta::new());
+    }
+    // Past the first three's own window, so they are warm.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let share_of_new =
+        |picks: &[usize]| picks.iter().filter(|&&id| id == 3).count() as f64 / picks.len() as f64;
+    let mut warm = Vec::new();
+    for _ in 0..100 {
+        warm.push(call(&balancer).await.unwrap());
+    }
+    balancer.insert(3, endpoints[3].clone(), EndpointMeta::new());
+    let mut first_second = Vec::new();
+    for _ in 0..100 {
+        first_second.push(call(&balancer).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let mut after = Vec::new();
+    for _ in 0..400 {
+        after.push(call(&balancer).await.unwrap());
+    }
+    let (early, late) = (share_of_new(&first_second), share_of_new(&after));
+    assert!(early < 0.05, "flooded in its first second: {early}");
+    assert!(late > 0.15, "never ramped up: {late}");
+    assert_eq!(share_of_new(&warm), 0.0);
 }
