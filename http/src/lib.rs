@@ -1,0 +1,131 @@
+//! HTTP and gRPC for the Palisade resilience layers: response classifiers, `Retry-After` and
+//! gRPC pushback as remote hints, idempotency, replayable bodies, and local rejections turned
+//! into `429`/`503` responses.
+//!
+//! Palisade's layers speak `Result<Response, BoxError>`; HTTP says most of what matters in an
+//! `Ok`: a `503` is an answer, not an error, and its `Retry-After` is a header. This crate
+//! teaches the layers HTTP without tying them to a client: it depends on the `http` and
+//! `http-body` crates only (no hyper, no axum), so it works with hyper-util's client, reqwest's
+//! tower services, tonic channels and axum servers alike.
+//!
+//! | need | here |
+//! | --- | --- |
+//! | which answers count against health, which are retried | [`HttpClassifier`], [`GrpcClassifier`] ([`classify`]) |
+//! | the server's "come back in 2 s" | [`retry_after_of`], [`mod@retry_after`]; [`hint`] makes the retry layer honour it |
+//! | retry only what may be sent twice | [`Idempotency`], [`is_idempotent`] |
+//! | retry a request whose body is not `Clone` | [`body::BufferBodyLayer`], [`body::BufferedBody`] |
+//! | a server answering its own rejections | [`server::rejection_response`], [`server::handle_error`] |
+//!
+//! # Using Palisade with HTTP
+//!
+//! ## Dependencies
+//!
+//! ```toml
+//! [dependencies]
+//! palisade = { version = "0.1", features = ["http"] }   # or palisade-http and the layer crates
+//! tower = { version = "0.5", features = ["util", "timeout"] } # ServiceBuilder, BoxCloneSyncService, Timeout
+//! http = "1"
+//! ```
+//!
+//! tower's `util` feature gives `ServiceBuilder`, `ServiceExt::oneshot` and
+//! `BoxCloneSyncService`; `timeout` gives `TimeoutLayer`.
+//!
+//! ## The order of layers, and why
+//!
+//! Outer to inner (the first `.layer()` of a `ServiceBuilder` is the outermost):
+//!
+//! 1. **Fallback** (facade, `palisade::fallback`): last, so it answers for everything below,
+//!    the retry's final failure included.
+//! 2. [`hint::RecoverResponseLayer`]: gives the caller the server's last answer when the
+//!    retry gives up on a hinted `503`.
+//! 3. [`body::BufferBodyLayer`]: makes the body replayable before the retry needs a copy.
+//! 4. **Retry** with its budget, a deadline and `max_retry_after`, classifier
+//!    [`HttpClassifier`], requests copied by [`Idempotency::clone_buffered`].
+//! 5. **Circuit breaker** (classifier [`HttpClassifier`]): one attempt, one sample; an open
+//!    breaker's rejection is a local rejection, which the retry returns at once.
+//! 6. **Rate limit** for a partner's quota: below the retry, where attempts are counted.
+//! 7. **Bulkhead**: caps the attempts in flight on the client.
+//! 8. **Timeout** (`tower::timeout::TimeoutLayer`): per attempt, below the breaker, so a hang
+//!    is a failure the breaker counts (`Elapsed` is an `Err`, a failure by default everywhere)
+//!    and the retry tries again. (A retry's own `attempt_timeout` does the same from above.)
+//! 9. [`hint::RetryAfterLayer`]: right above the client, so every layer above sees a hinted
+//!    `429`/`503` as an error carrying a remote [`RetryAfter`](palisade_core::RetryAfter).
+//! 10. The client.
+//!
+//! ## Classifiers
+//!
+//! Give every layer that classifies the same classifier: [`HttpClassifier`] counts 408, 429
+//! and 5xx as failures, ignores other 4xx, ignores local rejections, fails transport errors.
+//! It implements `Classify<Response<B>, E>` for any `E`, so it is right both at the top of a
+//! stack (where the error is `BoxError`) and directly over a client (where it is the
+//! client's own error type). A closure classifier typed `Result<&Response<B>, &hyper::Error>`
+//! placed over a Palisade layer does not compile (the layer's error is `BoxError`): the
+//! usual source of an `E0599 … trait bounds were not satisfied` on `oneshot`.
+//!
+//! ## Retry-After
+//!
+//! [`retry_after_of`] reads `Retry-After` (seconds or HTTP-date) and `grpc-retry-pushback-ms`,
+//! capped at a day, ignoring malformed values. The retry layer honours remote hints from
+//! errors; [`hint::RetryAfterLayer`] makes a hinted response one. Set the retry's
+//! `max_retry_after` to the longest hint you will wait for (default: its backoff cap); a
+//! longer hint returns the answer at once.
+//!
+//! ## Storing a stack in a struct
+//!
+//! A `ServiceBuilder` stack has a long type; box it once with
+//! `tower::util::BoxCloneSyncService` (`Clone + Send + Sync`, so the struct is too):
+//!
+//! ```
+//! use http::{Request, Response};
+//! use palisade_core::BoxError;
+//! use palisade_http::{HttpClassifier, hint::{RecoverResponseLayer, RetryAfterLayer}};
+//! use palisade_retry::RetryPolicy;
+//! use palisade_circuit_breaker::CircuitBreaker;
+//! use std::time::Duration;
+//! use tower::{ServiceBuilder, ServiceExt, service_fn, util::BoxCloneSyncService};
+//!
+//! struct Inventory {
+//!     client: BoxCloneSyncService<Request<String>, Response<String>, BoxError>,
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), BoxError> {
+//! let retry = RetryPolicy::builder()
+//!     .classify(HttpClassifier::new())
+//!     .max_retry_after(Duration::from_secs(2))
+//!     .deadline(Duration::from_secs(5))
+//!     .build()?;
+//! let breaker = CircuitBreaker::builder().name("inventory").build()?;
+//! // Stands in for hyper-util's client.
+//! let network = service_fn(|req: Request<String>| async move {
+//!     Ok::<_, std::io::Error>(Response::new(format!("stock for {}", req.uri())))
+//! });
+//! let stack = ServiceBuilder::new()
+//!     .layer(RecoverResponseLayer::new())
+//!     .layer(retry.layer())
+//!     .layer(breaker.layer_with(HttpClassifier::new()))
+//!     .layer(tower::timeout::TimeoutLayer::new(Duration::from_secs(1)))
+//!     .layer(RetryAfterLayer::new())
+//!     .service(network);
+//! let inventory = Inventory { client: BoxCloneSyncService::new(stack) };
+//!
+//! let answer = inventory.client.clone().oneshot(Request::new(String::new())).await?;
+//! assert_eq!(answer.body(), "stock for /");
+//! # Ok(())
+//! # }
+//! ```
+
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod body;
+pub mod classify;
+pub mod future;
+pub mod hint;
+pub mod idempotency;
+pub mod retry_after;
+pub mod server;
+
+pub use classify::{GrpcClassifier, GrpcCode, HttpClassifier, StatusSet};
+pub use idempotency::{Idempotency, is_idempotent};
+pub use retry_after::{MAX_RETRY_AFTER, retry_after_of};
