@@ -165,6 +165,7 @@ async fn protected(transitions: Arc<Mutex<Vec<(Duration, String)>>>) -> Tally {
         .failure_rate_threshold(50.0)
         .wait_duration_in_open(Duration::from_secs(1))
         .permitted_calls_in_half_open(5)
+        .jitter_seed(1)
         .clock(clock.clone())
         .build()
         .expect("valid breaker");

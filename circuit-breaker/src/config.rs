@@ -38,16 +38,18 @@ const DEFAULT_MINIMUM_CALLS: u32 = 20;
 const DEFAULT_WAIT_IN_OPEN: Duration = Duration::from_secs(5);
 /// The open wait doubles on every re-open in a row from half-open…
 const DEFAULT_BACKOFF_MULTIPLIER: f64 = 2.0;
-/// …up to 30 s (5 s, 10 s, 20 s, 30 s): a dependency that stays down is probed about twice a
-/// minute by each client, and one that recovers is found within 30 s (36 s with jitter).
-const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// …up to 6 × the base wait: 30 s for the default 5 s (5 s, 10 s, 20 s, 30 s). A dependency
+/// that stays down is then probed about twice a minute by each client, and one that recovers
+/// is found at most 30 s (36 s with jitter) after it did. A multiple of the base, not a fixed
+/// cap, so that a user's shorter wait keeps its scale (1 s grows to 6 s, not 30 s).
+const DEFAULT_BACKOFF_CAP_FACTOR: u32 = 6;
 /// ±20 %: clients that tripped together spread their probes over a fifth of the wait.
 const DEFAULT_JITTER: f64 = 0.2;
 
 /// How the open wait grows, as the user set it.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum BackoffSetting {
-    /// The protective default: ×2 per re-open, capped at 30 s or the base wait if longer.
+    /// The protective default: ×2 per re-open, capped at 6 × the base wait.
     Default,
     /// `fixed_open_wait()`: the same wait every time, no jitter.
     Fixed,
@@ -89,7 +91,7 @@ pub(crate) struct Settings {
 /// | [`count_window`](Self::count_window) | — | | `slidingWindowType=COUNT_BASED`, `slidingWindowSize` (100, the default) | — |
 /// | [`minimum_calls`](Self::minimum_calls) | 20 | Hystrix | `minimumNumberOfCalls` (100) | `requestVolumeThreshold` (20) |
 /// | [`wait_duration_in_open`](Self::wait_duration_in_open) | 5 s | Hystrix | `waitDurationInOpenState` (60 s) | `sleepWindowInMilliseconds` (5 s) |
-/// | [`open_backoff`](Self::open_backoff) | ×2 per re-open, capped at 30 s (or the wait, if longer) | resilience4j's interval function | `waitIntervalFunctionInOpenState` (exponential random backoff) | — (fixed) |
+/// | [`open_backoff`](Self::open_backoff) | ×2 per re-open, capped at 6 × the wait (30 s) | resilience4j's interval function; Finagle's failure accrual also backs off (5 s to 300 s) | `waitIntervalFunctionInOpenState` (exponential random backoff) | — (fixed) |
 /// | [`open_backoff_jitter`](Self::open_backoff_jitter) | ±20 % | spreads clients' probes | the random factor of the interval function (0.5) | — |
 /// | [`fixed_open_wait`](Self::fixed_open_wait) | — | | the default (fixed 60 s) | the default (fixed 5 s) |
 /// | [`permitted_calls_in_half_open`](Self::permitted_calls_in_half_open) | 10 | resilience4j (one probe decides on noise) | `permittedNumberOfCallsInHalfOpenState` (10) | 1 (one trial request) |
@@ -204,7 +206,7 @@ impl CircuitBreakerBuilder {
 
     /// Each time the breaker re-opens from half-open without having closed, multiply the open
     /// wait by `multiplier` (at least 1), up to `max` (at least the base wait). A close starts
-    /// over from the base wait. Default: ×2 up to 30 s (or the base wait, if longer).
+    /// over from the base wait. Default: ×2 up to 6 × the base wait (30 s for the default 5 s).
     pub fn open_backoff(mut self, multiplier: f64, max: Duration) -> Self {
         self.backoff = BackoffSetting::Custom { multiplier, max };
         self
@@ -341,7 +343,7 @@ impl CircuitBreakerBuilder {
             }
             BackoffSetting::Default => Some((
                 DEFAULT_BACKOFF_MULTIPLIER,
-                DEFAULT_BACKOFF_MAX.max(wait_in_open),
+                wait_in_open.saturating_mul(DEFAULT_BACKOFF_CAP_FACTOR),
             )),
             BackoffSetting::Custom { multiplier, max } => {
                 if !(multiplier.is_finite() && multiplier >= 1.0) {

@@ -80,7 +80,7 @@
 //!   once `minimum_calls` are in the window.
 //! - **Defaults** follow Hystrix, a seed of this project: a 10 s time window, 20 calls
 //!   minimum, 50 %, 5 s open; the open wait doubles on each re-open in a row from half-open, up
-//!   to 30 s, with ±20 % jitter, and starts over after a close. See [`CircuitBreakerBuilder`]
+//!   to 6 × the base wait (30 s), with ±20 % jitter, and starts over after a close. See [`CircuitBreakerBuilder`]
 //!   for every default, its source, and its resilience4j and Hystrix equivalents.
 //! - **Outcomes** come from a [`Classify`](palisade_core::Classify) (default: `Err` is a
 //!   failure, except a *local rejection* of a Palisade layer below, such as a rate limiter's
