@@ -425,6 +425,13 @@ impl<K: Clone + Send + Sync + 'static> Node<K> {
         core.events.emit(event);
     }
 
+    /// Whether the endpoint has left the set.
+    #[inline]
+    pub(crate) fn is_removed(&self) -> bool {
+        // Relaxed: a hint for a waiting service; a stale `false` only lets it wait once more.
+        self.removed.load(Ordering::Relaxed)
+    }
+
     /// Marks the endpoint as out of the set (caller holds the health lock): it no longer
     /// counts as ejected, and a late failure of one of its calls ejects nothing.
     pub(crate) fn mark_removed(&self) {

@@ -233,6 +233,8 @@ where
             }
             // A rejection decided earlier and not spent: decide again, endpoints may be back.
             Slot::Reject | Slot::Empty => {}
+            // The endpoint waited on left the set meanwhile: pick again among the current ones.
+            Slot::Waiting { node, .. } if node.is_removed() => {}
             Slot::Waiting { node, mut service } => match service.poll_ready(cx) {
                 Poll::Ready(Ok(())) => {
                     self.slot = Slot::Ready {

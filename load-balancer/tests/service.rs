@@ -629,3 +629,22 @@ async fn slow_start_ramps_a_new_endpoint_up() {
     assert!(late > 0.15, "never ramped up: {late}");
     assert_eq!(share_of_new(&warm), 0.0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_service_waiting_on_a_removed_endpoint_picks_again() {
+    let endpoints = fleet(2, Duration::from_millis(1));
+    endpoints[0].busy.store(true, Ordering::Relaxed);
+    let balancer: Balancer<usize, Endpoint> =
+        Balancer::builder().clock(Clock::tokio()).build().unwrap();
+    balancer.insert(0, endpoints[0].clone(), EndpointMeta::new());
+    let mut svc = balancer.service();
+    let mut ready = tokio_test::task::spawn(std::future::poll_fn(|cx| svc.poll_ready(cx)));
+    tokio_test::assert_pending!(ready.poll());
+    drop(ready);
+    balancer.remove(&0);
+    // The removed endpoint becomes ready: it must not take a new call.
+    endpoints[0].busy.store(false, Ordering::Relaxed);
+    balancer.insert(1, endpoints[1].clone(), EndpointMeta::new());
+    assert_eq!(svc.ready().await.unwrap().call(0).await.unwrap(), 1);
+    assert_eq!(endpoints[0].calls(), 0);
+}
