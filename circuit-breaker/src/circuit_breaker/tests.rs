@@ -912,3 +912,27 @@ fn an_open_period_whose_time_was_never_published_still_ends() {
         "the hung half-open period ends after max_wait_in_half_open"
     );
 }
+
+/// The default cap is a multiple of the base wait: a 1 s wait grows 1, 2, 4, then 6 s.
+#[test]
+fn the_default_backoff_cap_scales_with_the_base_wait() {
+    let clock = ManualClock::new();
+    let breaker = CircuitBreaker::builder()
+        .clock(clock.clock())
+        .count_window(10)
+        .minimum_calls(4)
+        .wait_duration_in_open(Duration::from_secs(1))
+        .open_backoff_jitter(0.0)
+        .permitted_calls_in_half_open(1)
+        .build()
+        .unwrap();
+    trip(&breaker);
+    let mut waits = Vec::new();
+    for _ in 0..5 {
+        let wait = breaker.try_acquire().unwrap_err().retry_after().unwrap();
+        waits.push(wait.as_secs());
+        clock.advance(wait);
+        breaker.try_acquire().unwrap().failure();
+    }
+    assert_eq!(waits, vec![1, 2, 4, 6, 6]);
+}
