@@ -30,7 +30,8 @@ use tower_service::Service;
 ///   the inner service is not ready the token is given back at once and the service waits for
 ///   the inner one (so a full bulkhead below burns no tokens). While the bucket is empty,
 ///   `poll_ready` is `Pending` and a tokio timer wakes the task when the next token is due; if
-///   no token comes within `max_wait`, it turns ready and `call` fails with [`RateLimited`].
+///   no token is due within `max_wait`, it turns ready (once the inner service is) and `call`
+///   decides afresh: it takes a token if one has come since, else fails with [`RateLimited`].
 ///   A service dropped ready, holding its token, gives it back.
 ///
 /// Either way, a call that a layer below rejects locally (its error carries a
@@ -60,8 +61,8 @@ enum Ready {
     Held(Held),
     /// Wait mode: sleeping until a token is due.
     Waiting,
-    /// Wait mode: no token within `max_wait`; `call` fails with this.
-    Rejected(RateLimited),
+    /// Wait mode: no token within `max_wait`; `call` tries once more, then fails.
+    Rejected,
 }
 
 /// A token held by a ready service, given back on drop unless spent by `call`.
@@ -122,7 +123,7 @@ impl<S: fmt::Debug> fmt::Debug for RateLimiterService<S> {
             Ready::Polled => "ready",
             Ready::Held(_) => "holding a token",
             Ready::Waiting => "waiting",
-            Ready::Rejected(_) => "rejected",
+            Ready::Rejected => "rejected",
         };
         f.debug_struct("RateLimiterService")
             .field("inner", &self.inner)
@@ -138,7 +139,7 @@ impl<S> RateLimiterService<S> {
     fn poll_token(&mut self, cx: &mut Context<'_>, max_wait: u64) -> Poll<()> {
         loop {
             match self.state {
-                Ready::Held(_) | Ready::Rejected(_) => return Poll::Ready(()),
+                Ready::Held(_) | Ready::Rejected => return Poll::Ready(()),
                 Ready::Waiting => {
                     let sleep = self.sleep.as_mut().expect("waiting has a timer");
                     ready!(sleep.as_mut().poll(cx));
@@ -163,7 +164,7 @@ impl<S> RateLimiterService<S> {
                     let deadline = *self.deadline.get_or_insert(now.saturating_add(max_wait));
                     if now.saturating_add(after) > deadline {
                         self.deadline = None;
-                        self.state = Ready::Rejected(RateLimited::new(Duration::from_nanos(after)));
+                        self.state = Ready::Rejected;
                         return Poll::Ready(());
                     }
                     let until = tokio::time::Instant::now() + Duration::from_nanos(after);
@@ -173,6 +174,32 @@ impl<S> RateLimiterService<S> {
                     }
                     self.state = Ready::Waiting;
                 }
+            }
+        }
+    }
+}
+
+impl<S> RateLimiterService<S> {
+    /// Takes the token now and calls the ready inner service, or rejects.
+    fn call_now<Req>(&mut self, request: Req) -> ResponseFuture<S::Future>
+    where
+        S: Service<Req>,
+    {
+        match self.limiter.acquire(1).0 {
+            Acquired::Now(taken) => ResponseFuture::called(
+                self.inner.call(request),
+                Spent {
+                    limiter: self.limiter.clone(),
+                    taken,
+                    cost: 1,
+                },
+            ),
+            Acquired::Denied(after) => {
+                ResponseFuture::rejected(Box::new(RateLimited::new(Duration::from_nanos(after))))
+            }
+            // A burst is at least one token: cannot happen; refuse safely.
+            Acquired::TooCostly(_) => {
+                ResponseFuture::rejected(Box::new(RateLimited::new(Duration::MAX)))
             }
         }
     }
@@ -196,11 +223,10 @@ where
             }
             Mode::Wait { .. } => self.limiter.max_wait_nanos(),
         };
+        // Held (a token for the call) or Rejected (none within `max_wait`: `call` decides
+        // afresh, so a service kept ready for long, as tower's p2c does, is not stuck with a
+        // stale refusal). Either way the inner service must be ready for the call.
         ready!(self.poll_token(cx, max_wait));
-        if let Ready::Rejected(_) = self.state {
-            // `call` fails without calling the inner service: its readiness is not needed.
-            return Poll::Ready(Ok(()));
-        }
         match self.inner.poll_ready(cx) {
             Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
             Poll::Pending => {
@@ -219,28 +245,13 @@ where
 
     fn call(&mut self, request: Req) -> Self::Future {
         match std::mem::replace(&mut self.state, Ready::Idle) {
-            Ready::Polled => match self.limiter.acquire(1).0 {
-                Acquired::Now(taken) => ResponseFuture::called(
-                    self.inner.call(request),
-                    Spent {
-                        limiter: self.limiter.clone(),
-                        taken,
-                        cost: 1,
-                    },
-                ),
-                Acquired::Denied(after) => ResponseFuture::rejected(Box::new(RateLimited::new(
-                    Duration::from_nanos(after),
-                ))),
-                // A burst is at least one token: cannot happen; refuse safely.
-                Acquired::TooCostly(_) => {
-                    ResponseFuture::rejected(Box::new(RateLimited::new(Duration::MAX)))
-                }
-            },
+            Ready::Polled => self.call_now(request),
             Ready::Held(mut held) => {
                 let spent = held.0.take().expect("a held token");
                 ResponseFuture::called(self.inner.call(request), spent)
             }
-            Ready::Rejected(error) => ResponseFuture::rejected(Box::new(error)),
+            // No token came within `max_wait` when polled; one may have since.
+            Ready::Rejected => self.call_now(request),
             Ready::Idle | Ready::Waiting => panic!("poll_ready must be called first"),
         }
     }

@@ -474,6 +474,96 @@ mod tests {
     }
 }
 
+#[cfg(all(test, not(loom)))]
+mod refund_properties {
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::test_runner::RngSeed;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        /// Take a token and use it (a call reaches the dependency).
+        Use,
+        /// Take a token and hold it (a ready service, a call in flight below).
+        Hold,
+        /// Give back the held token `i` (modulo the number held).
+        Refund(usize),
+        /// Use the held token `i` after all (the call finally goes).
+        Spend(usize),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            Just(Op::Use),
+            Just(Op::Hold),
+            any::<usize>().prop_map(Op::Refund),
+            any::<usize>().prop_map(Op::Spend),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 512,
+            rng_seed: RngSeed::Fixed(0x00EF_00D5),
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        /// Whatever is taken, held, given back or spent, and when: the tokens that reach the
+        /// dependency in any window of length `W` number at most `burst + W / interval`. A
+        /// held token counts as used from the moment it was taken, unless given back.
+        #[test]
+        fn refunds_never_let_more_than_the_quota_through(
+            interval in 1u64..50,
+            burst in 1u32..5,
+            steps in prop::collection::vec((0u64..120, op()), 1..200),
+        ) {
+            let s = State::new(Gcra::new(interval, burst).unwrap(), 0);
+            let mut now = 0u64;
+            let mut used: Vec<u64> = Vec::new();
+            let mut held: Vec<(Taken, u64)> = Vec::new();
+            for (dt, op) in steps {
+                now += dt;
+                match op {
+                    Op::Use => {
+                        if let Acquired::Now(_) = s.acquire(now, 1) {
+                            used.push(now);
+                        }
+                    }
+                    Op::Hold => {
+                        if let Acquired::Now(t) = s.acquire(now, 1) {
+                            held.push((t, now));
+                        }
+                    }
+                    Op::Refund(i) if !held.is_empty() => {
+                        let (t, _) = held.remove(i % held.len());
+                        s.refund(t, now);
+                    }
+                    Op::Spend(i) if !held.is_empty() => {
+                        let (_, at) = held.remove(i % held.len());
+                        used.push(at);
+                    }
+                    _ => {}
+                }
+            }
+            // Tokens still held count as used when taken: the worst case.
+            used.extend(held.iter().map(|(_, at)| *at));
+            used.sort_unstable();
+            for i in 0..used.len() {
+                for j in i..used.len() {
+                    let window = used[j] - used[i];
+                    let bound = u64::from(burst) + window / interval;
+                    prop_assert!(
+                        (j - i + 1) as u64 <= bound,
+                        "{} uses in [{}, {}], bound {}",
+                        j - i + 1, used[i], used[j], bound
+                    );
+                }
+            }
+        }
+    }
+}
+
 #[cfg(all(test, loom))]
 mod loom_tests {
     use super::*;

@@ -564,3 +564,31 @@ async fn dropped_waiting_futures_of_the_call_time_services_forfeit_nothing() {
     assert_eq!(keyed.remaining_burst(&2), 0);
     assert_eq!(gate.calls(), 2);
 }
+
+/// A wait-mode service polled ready while no token was due within `max_wait` decides afresh
+/// at `call`: kept ready for a second (as tower's p2c keeps endpoints), it is not stuck with
+/// the stale refusal.
+#[tokio::test(start_paused = true)]
+async fn a_refusal_at_poll_ready_is_decided_afresh_at_call() {
+    let limiter = RateLimiter::builder()
+        .rate(100, Duration::from_secs(1))
+        .burst(1)
+        .wait(Duration::from_millis(5))
+        .clock(Clock::tokio())
+        .build()
+        .unwrap();
+    limiter.check().unwrap();
+    let mut svc = ServiceBuilder::new().layer(limiter.layer()).service(Echo);
+    let mut cx = Context::from_waker(Waker::noop());
+    // The next token is due in 10 ms > 5 ms: ready at once, to refuse.
+    assert!(Service::<u32>::poll_ready(&mut svc, &mut cx).is_ready());
+    let err = svc.call(1).await.unwrap_err();
+    assert!(err.is::<RateLimited>());
+    assert!(Service::<u32>::poll_ready(&mut svc, &mut cx).is_ready());
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(
+        svc.call(2).await.unwrap(),
+        2,
+        "the bucket refilled since poll_ready"
+    );
+}
