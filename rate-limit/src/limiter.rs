@@ -38,8 +38,10 @@ use std::time::Duration;
 ///
 /// Admission is one CAS loop on one `AtomicU64` (the theoretical arrival time, with a quota
 /// generation in its top bits): two acquirers can never take the same tokens, whatever the
-/// interleaving. A quota change installs the new quota and the rescaled TAT in one CAS, so no
-/// decision mixes the two quotas. The details are in the `state` module's source.
+/// interleaving. A quota change (or the origin moving forward, once every 2^58 ns) installs
+/// the new parameters and the converted TAT in one CAS, so no decision mixes the two. A token
+/// given back is one more CAS on the same word, checked against the parameters it was taken
+/// under. The details are in the `state` module's source.
 #[derive(Clone)]
 pub struct RateLimiter {
     inner: Arc<Inner>,
