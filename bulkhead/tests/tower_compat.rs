@@ -125,6 +125,18 @@ async fn under_buffer_wait_mode_waits_times_out_per_call_and_serves_again() {
     assert_eq!(reply.request, 2);
 }
 
+/// Readiness with a bound: a balancer that dropped its endpoints stays `Pending` for ever,
+/// which must fail the test rather than hang it.
+async fn ready_within_1s<S: Service<u32>>(svc: &mut S) -> &mut S
+where
+    S::Error: std::fmt::Debug,
+{
+    tokio::time::timeout(Duration::from_secs(1), ServiceExt::<u32>::ready(svc))
+        .await
+        .expect("the balancer lost its endpoints")
+        .unwrap()
+}
+
 /// Regression (issue 9): under p2c `Balance`, an endpoint whose bulkhead was full once was
 /// dropped from the balancer for good. Now both endpoints stay, and serve again.
 #[tokio::test(start_paused = true)]
@@ -139,7 +151,7 @@ async fn under_p2c_balance_a_full_endpoint_is_not_dropped() {
     let mut balance: Balance<_, u32> = Balance::new(ServiceList::new::<u32>(endpoints));
     let mut pending = Vec::new();
     for i in 0..8u32 {
-        let svc = ServiceExt::<u32>::ready(&mut balance).await.unwrap();
+        let svc = ready_within_1s(&mut balance).await;
         pending.push(svc.call(i));
     }
     assert_eq!(balance.len(), 2, "no endpoint dropped while full");
@@ -153,7 +165,7 @@ async fn under_p2c_balance_a_full_endpoint_is_not_dropped() {
     }
     assert!(full >= 6, "two slots for eight calls: {full} rejections");
     for i in 0..6u32 {
-        let svc = ServiceExt::<u32>::ready(&mut balance).await.unwrap();
+        let svc = ready_within_1s(&mut balance).await;
         let reply: Result<_, BoxError> = svc.call(100 + i).await;
         assert_eq!(reply.expect("serves again").request, 100 + i);
     }
