@@ -4,7 +4,8 @@
 //! with **default configurations**: palisade-retry (default budget) over its own balancer
 //! (default strategy and health). Each request has a 2 s caller deadline.
 //!
-//! (d) adds zones: two endpoints in the clients' local zone, two in another.
+//! (d) adds zones: two endpoints in the clients' local zone, two in another. (e) puts a
+//! bulkhead between the retry and the balancer and offers 3x the fleet's capacity.
 //!
 //! The same scenarios run through tower's `p2c::Balance` over `PeakEwma` behind a `Buffer`
 //! (with the same retry above) for comparison; run with `--nocapture` to see both sets of
@@ -127,12 +128,23 @@ async fn drive(
     stacks: &[Stack],
     length: Duration,
     seed: u64,
+    during: impl FnMut(Duration),
+) -> Vec<Record> {
+    drive_at(stacks, length, seed, during, |_| 1.0).await
+}
+
+/// As [`drive`], with the rate multiplied by `load(t)` at time `t`.
+async fn drive_at(
+    stacks: &[Stack],
+    length: Duration,
+    seed: u64,
     mut during: impl FnMut(Duration),
+    load: impl Fn(Duration) -> f64,
 ) -> Vec<Record> {
     let start = Instant::now();
     let records = Arc::new(Mutex::new(Vec::new()));
     let mut rng = SplitMix64::new(seed);
-    let spacing = 1.0 / (RATE_PER_CLIENT * stacks.len() as f64);
+    let base_spacing = 1.0 / (RATE_PER_CLIENT * stacks.len() as f64);
     let mut next = 0.0f64;
     let mut tasks = Vec::new();
     let mut i = 0usize;
@@ -156,7 +168,7 @@ async fn drive(
                 endpoint,
             });
         }));
-        next += spacing * (0.5 + rng.next_f64());
+        next += base_spacing / load(secs(next)) * (0.5 + rng.next_f64());
     }
     for task in tasks {
         task.await.expect("no panic in a request");
@@ -403,4 +415,112 @@ async fn a_whole_zone_down_spills_to_the_other_zone() {
     assert!(during < 0.01, "traffic spilled to zone b: {during}");
     assert!(success >= 0.999, "{success}");
     assert!(after > 0.6, "the local zone is preferred again: {after}");
+}
+
+/// Retry over a bulkhead over the balancer, per client.
+fn bulkhead_stacks(endpoints: &[QueueingEndpoint], adaptive: bool) -> Vec<Stack> {
+    (0..CLIENTS)
+        .map(|client| {
+            let balancer = Balancer::builder()
+                .clock(Clock::tokio())
+                .seed(client as u64)
+                .build()
+                .unwrap();
+            for (key, endpoint) in endpoints.iter().enumerate() {
+                balancer.insert(key, endpoint.clone(), EndpointMeta::new());
+            }
+            let builder = palisade_bulkhead::Bulkhead::builder().clock(Clock::tokio());
+            let bulkhead = if adaptive {
+                builder
+                    .adaptive(
+                        palisade_bulkhead::adaptive::Gradient2::builder()
+                            .build()
+                            .unwrap(),
+                    )
+                    .build()
+                    .unwrap()
+            } else {
+                // 4 clients x 5 = 20 calls in flight for the fleet's 12 workers: enough to keep
+                // every worker busy, too few to build long queues. Reject mode (the default).
+                builder.max_concurrent_calls(5).build().unwrap()
+            };
+            BoxCloneService::new(
+                ServiceBuilder::new()
+                    .layer(retry(client).layer())
+                    .layer(bulkhead.layer())
+                    .service(balancer.service()),
+            )
+        })
+        .collect()
+}
+
+async fn surge(adaptive: bool) -> (f64, Duration, Duration, f64, Duration) {
+    let endpoints = fleet([&[], &[], &[]]);
+    let unloaded = p99(&drive(&bulkhead_stacks(&endpoints, adaptive), secs(5.0), 6, |_| {}).await);
+    let endpoints = fleet([&[], &[], &[]]);
+    let stacks = bulkhead_stacks(&endpoints, adaptive);
+    // 400 requests/s, then 3 600/s (3x the fleet's 1 200/s) from 5 s to 10 s.
+    let records = drive_at(
+        &stacks,
+        secs(15.0),
+        7,
+        |_| {},
+        |t| {
+            if t >= secs(5.0) && t < secs(10.0) {
+                9.0
+            } else {
+                1.0
+            }
+        },
+    )
+    .await;
+    let in_surge: Vec<_> = records
+        .iter()
+        .filter(|r| r.ok && r.done >= secs(5.0) && r.done < secs(10.0))
+        .cloned()
+        .collect();
+    // Workers x seconds / mean service time: what the fleet can serve in the surge.
+    let capacity = 12.0 * 5.0 / 0.010;
+    (
+        in_surge.len() as f64 / capacity,
+        p99(&in_surge),
+        unloaded,
+        success_rate(&records, secs(10.0), secs(11.0)),
+        // How long after the surge the last failure was issued.
+        records
+            .iter()
+            .filter(|r| !r.ok && r.issued >= secs(10.0))
+            .map(|r| r.issued - secs(10.0))
+            .max()
+            .unwrap_or_default(),
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_surge_of_three_times_capacity_is_shed_at_the_bulkhead() {
+    let mut fixed = None;
+    for adaptive in [false, true] {
+        let (served, surge_p99, unloaded, after, last_failure) = surge(adaptive).await;
+        let kind = if adaptive {
+            "adaptive (Gradient2 defaults)"
+        } else {
+            "fixed (5 per client)"
+        };
+        let ratio = surge_p99.as_secs_f64() / unloaded.as_secs_f64();
+        println!(
+            "(e) 3x surge for 5 s, {kind} bulkhead over the balancer: successes {:.1} % of \
+             the fleet's capacity, success p99 {surge_p99:?} ({ratio:.2}x the unloaded \
+             {unloaded:?}), success in the first second after {:.2} %, last failure issued \
+             {last_failure:?} after the surge",
+            served * 100.0,
+            after * 100.0,
+        );
+        if !adaptive {
+            fixed = Some((served, ratio, last_failure));
+        }
+    }
+    let (served, ratio, last_failure) = fixed.unwrap();
+    assert!(served >= 0.98, "{served}");
+    assert!(ratio <= 3.0, "{ratio}");
+    assert!(last_failure <= secs(1.0), "{last_failure:?}");
 }
