@@ -31,6 +31,11 @@
 //! [`WeightedP2cPeakEwma`], [`WeightedRandom`] and [`WeightedResponseTime`] (Ribbon), or your
 //! own [`Strategy`].
 //!
+//! Zones: with [`local_zone`](BalancerBuilder::local_zone), endpoints of other zones are
+//! charged twice their latency, so the local zone takes the traffic while it costs less and
+//! spills over when it slows down, fails or is ejected. [`slow_start`](BalancerBuilder::slow_start)
+//! ramps a new or restored endpoint up over a window (Envoy).
+//!
 //! The set is built from a list ([`Balancer::new`]), changed through the handle, or follows a
 //! tower `Discover` stream ([`Balancer::follow`]). What counts as an endpoint's failure is the
 //! classifier's choice ([`Balancer::service_with`]; default: every error except a local
