@@ -25,7 +25,8 @@ pub struct Snapshot {
     pub failure_rate: f64,
     /// `slow_calls / calls` in percent (0 without calls).
     pub slow_call_rate: f64,
-    /// Calls rejected since the breaker was built or last reset.
+    /// Calls rejected since the breaker was built or last reset (a gated service's wait is
+    /// not a rejection and is not counted).
     pub rejected_calls: u64,
     /// Failures in a row (counted only with `consecutive_failures` set).
     pub consecutive_failures: u32,
