@@ -121,6 +121,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod builder_ext;
+pub mod fallback;
 
 pub use builder_ext::ServiceBuilderExt;
 /// `palisade-core`, the vocabulary every layer shares: clocks, outcome classification, local
@@ -144,6 +145,8 @@ pub use palisade_core as common;
 pub use palisade_bulkhead as bulkhead;
 #[cfg(feature = "circuit-breaker")]
 pub use palisade_circuit_breaker as circuit_breaker;
+#[cfg(feature = "http")]
+pub use palisade_http as http;
 #[cfg(feature = "load-balancer")]
 pub use palisade_load_balancer as load_balancer;
 #[cfg(feature = "rate-limit")]
