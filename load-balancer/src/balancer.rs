@@ -248,6 +248,14 @@ where
         core.events.emit(event);
     }
 
+    /// A `Service` that sends each request to the endpoint its key hashes to (rendezvous
+    /// hashing over the healthy endpoints; see [`HashService`](crate::HashService)), for
+    /// affinity: `balancer.hashed(|req: &Request| hash_of(req.user_id))`.
+    #[must_use]
+    pub fn hashed<H: Clone>(&self, hash: H) -> crate::HashService<K, S, H> {
+        crate::HashService::new(Arc::clone(&self.shared), hash)
+    }
+
     /// Applies the changes of a [`Discover`](tower::discover::Discover) stream (tower's
     /// service discovery: `Change::Insert` and `Change::Remove`) to this balancer until the
     /// stream ends, with default [`EndpointMeta`]. Spawn it beside the traffic:

@@ -247,6 +247,8 @@ pub(crate) struct Node<K> {
     /// When the endpoint joined the set or was last restored (clock nanoseconds), for slow
     /// start.
     active_since: AtomicU64,
+    /// The hash of the key for rendezvous hashing, computed on first use (0: not yet).
+    key_hash: AtomicU64,
     pub(crate) core: Arc<Core<K>>,
 }
 
@@ -255,6 +257,25 @@ pub(crate) struct Node<K> {
 pub(crate) trait Record: Send + Sync {
     fn finish(&self, result: CallResult, started: Instant);
     fn cancel(&self);
+}
+
+impl<K: std::hash::Hash> Node<K> {
+    /// The key's hash (std's `DefaultHasher`, the same in every process of one build), never 0.
+    #[inline]
+    pub(crate) fn key_hash(&self) -> u64 {
+        // Relaxed: a cache of a pure function of the key; racing writers store the same value.
+        let cached = self.key_hash.load(Ordering::Relaxed);
+        if cached != 0 {
+            return cached;
+        }
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        let hash = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+            .hash_one(&self.key)
+            | 1;
+        // Relaxed: as above.
+        self.key_hash.store(hash, Ordering::Relaxed);
+        hash
+    }
 }
 
 impl<K: Clone + Send + Sync + 'static> Node<K> {
@@ -278,6 +299,7 @@ impl<K: Clone + Send + Sync + 'static> Node<K> {
             stats: EndpointStats::with_estimate(estimate_ns, now),
             removed: AtomicBool::new(false),
             active_since: AtomicU64::new(now.as_nanos()),
+            key_hash: AtomicU64::new(0),
             core,
         }
     }

@@ -29,7 +29,7 @@ impl InFlight {
         }
     }
 
-    fn finish(&mut self, result: CallResult) {
+    pub(crate) fn finish(&mut self, result: CallResult) {
         if !self.finished {
             self.finished = true;
             self.node.finish(result, self.picked);

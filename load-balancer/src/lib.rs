@@ -31,6 +31,9 @@
 //! [`WeightedP2cPeakEwma`], [`WeightedRandom`] and [`WeightedResponseTime`] (Ribbon), or your
 //! own [`Strategy`].
 //!
+//! Affinity: [`Balancer::hashed`] sends each request to the endpoint its key hashes to
+//! (rendezvous hashing over the healthy endpoints; see [`hash`]).
+//!
 //! Zones: with [`local_zone`](BalancerBuilder::local_zone), endpoints of other zones are
 //! charged twice their latency, so the local zone takes the traffic while it costs less and
 //! spills over when it slows down, fails or is ejected. [`slow_start`](BalancerBuilder::slow_start)
@@ -129,6 +132,7 @@ mod error;
 mod events;
 pub mod ewma;
 pub mod future;
+pub mod hash;
 pub mod health;
 mod service;
 pub mod strategy;
@@ -139,6 +143,7 @@ pub use error::NoHealthyEndpoints;
 pub use events::BalancerEvent;
 #[cfg(feature = "metrics")]
 pub use events::BalancerMetrics;
+pub use hash::HashService;
 pub use health::OutlierDetection;
 pub use service::BalancerService;
 pub use strategy::{

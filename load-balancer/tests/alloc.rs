@@ -75,3 +75,19 @@ fn the_rejection_of_an_empty_set_allocates_nothing() {
     });
     assert_eq!(info.count_total, 0, "NoHealthyEndpoints is zero-sized");
 }
+
+#[test]
+fn the_hashed_service_allocates_nothing() {
+    let balancer = balancer_of(10, RoundRobin::new());
+    let hashed = balancer.hashed(|req: &u64| *req);
+    let mut svc = hashed.clone();
+    for i in 0..100 {
+        assert!(call_ok(&mut svc, i));
+    }
+    let info = allocation_counter::measure(|| {
+        for i in 0..1_000 {
+            assert!(call_ok(&mut svc, i));
+        }
+    });
+    assert_eq!(info.count_total, 0, "a hashed call allocated");
+}

@@ -648,3 +648,75 @@ async fn a_service_waiting_on_a_removed_endpoint_picks_again() {
     assert_eq!(svc.ready().await.unwrap().call(0).await.unwrap(), 1);
     assert_eq!(endpoints[0].calls(), 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn hashing_keeps_affinity_and_moves_few_keys() {
+    let endpoints = fleet(10, Duration::from_millis(1));
+    let balancer = balancer_over(&endpoints, Balancer::builder());
+    // Requests carry their key; the hash function is the caller's.
+    let hashed = balancer.hashed(|req: &u32| palisade_core::rng::mix(u64::from(*req)));
+    let owner_of = |svc: &palisade_load_balancer::HashService<usize, Endpoint, _>, key: u32| {
+        svc.clone().oneshot(key)
+    };
+    let mut before = Vec::new();
+    for key in 0..2_000u32 {
+        before.push(owner_of(&hashed, key).await.unwrap());
+    }
+    // Affinity: the same key, the same endpoint.
+    for key in 0..200u32 {
+        assert_eq!(owner_of(&hashed, key).await.unwrap(), before[key as usize]);
+    }
+    balancer.remove(&3);
+    let mut moved = 0;
+    for key in 0..2_000u32 {
+        let now = owner_of(&hashed, key).await.unwrap();
+        if now != before[key as usize] {
+            assert_eq!(
+                before[key as usize], 3,
+                "only the removed endpoint's keys move"
+            );
+            moved += 1;
+        }
+    }
+    let share = f64::from(moved) / 2_000.0;
+    assert!(share > 0.05 && share <= 0.1 + 0.02, "moved {share}");
+    // Back in: its keys come back to it.
+    balancer.insert(3, endpoints[3].clone(), EndpointMeta::new());
+    for key in 0..2_000u32 {
+        assert_eq!(owner_of(&hashed, key).await.unwrap(), before[key as usize]);
+    }
+    assert!(balancer.snapshot().endpoints.iter().all(|e| e.pending == 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn hashing_routes_around_an_ejected_endpoint_and_rejects_when_empty() {
+    let endpoints = fleet(3, Duration::from_millis(1));
+    let balancer = balancer_over(&endpoints, Balancer::builder());
+    let hashed = balancer.hashed(|req: &u32| u64::from(*req));
+    // Find a key of endpoint 1, then make endpoint 1 fail until it is ejected.
+    let mut key = 0;
+    while hashed.clone().oneshot(key).await.unwrap() != 1 {
+        key += 1;
+    }
+    endpoints[1].failing.store(true, Ordering::Relaxed);
+    for _ in 0..5 {
+        assert!(hashed.clone().oneshot(key).await.is_err());
+    }
+    assert!(balancer.snapshot().endpoints[1].ejected_for.is_some());
+    assert_ne!(
+        hashed.clone().oneshot(key).await.unwrap(),
+        1,
+        "moved while ejected"
+    );
+    // A dropped call gives its pending back, called or not.
+    drop(hashed.clone().call(key));
+    assert!(balancer.snapshot().endpoints.iter().all(|e| e.pending == 0));
+
+    let empty: Balancer<usize, Endpoint> = Balancer::builder().build().unwrap();
+    let err = empty
+        .hashed(|req: &u32| u64::from(*req))
+        .oneshot(1)
+        .await
+        .unwrap_err();
+    assert!(err.downcast_ref::<NoHealthyEndpoints>().is_some());
+}
