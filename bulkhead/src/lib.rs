@@ -103,7 +103,9 @@
 //! waiting path takes a lock (the FIFO queue) and allocates (one queue entry and one timer per
 //! waiter). An adaptive bulkhead adds two clock reads per call and a few relaxed atomic adds
 //! into the current sample window; the algorithm runs once per window (about one RTT), called
-//! by the one completion that closes it.
+//! by the one completion that closes it. A fixed bulkhead classifies a result only while
+//! someone listens to its events (the `metrics` or `tracing` feature, or a subscriber): one
+//! relaxed load decides. A rejection is a zero-sized error: boxing it allocates nothing.
 //!
 //! # Features
 //!
