@@ -1,3 +1,5 @@
 //! Runnable programs that show Palisade at work; see the `[[example]]` targets of this package.
 
 #![forbid(unsafe_code)]
+
+pub mod demo;

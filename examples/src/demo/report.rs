@@ -1,0 +1,472 @@
+//! The printed comparison: one row per phase and client, a legend, a de-duplicated event log.
+
+use super::{BUCKET, Client, Config, ENDPOINTS, Fate, Notable, PhaseKind, Run, phase_index};
+use std::fmt;
+use std::time::Duration;
+
+/// What one client got in one phase.
+#[derive(Clone, Debug)]
+pub struct PhaseReport {
+    /// The phase.
+    pub phase: PhaseKind,
+    /// The client.
+    pub client: Client,
+    /// Requests issued in the phase.
+    pub requests: usize,
+    /// Percentage of them answered within the deadline.
+    pub ok_pct: f64,
+    /// Median latency of the successes.
+    pub p50: Option<Duration>,
+    /// 99th percentile latency of the successes.
+    pub p99: Option<Duration>,
+    /// Percentage of the fleet's calls (attempts) that went to the phase's slow endpoint.
+    pub to_slow_pct: Option<f64>,
+    /// Percentage of the fleet's calls that went to the phase's failing endpoint.
+    pub to_failing_pct: Option<f64>,
+    /// Calls the fleet received per request (retries make it more than 1).
+    pub load: f64,
+    /// Percentage of the requests refused locally, at once (a Palisade layer said no).
+    pub rejected_pct: f64,
+    /// Each endpoint's share of the fleet's calls in the phase, in percent.
+    pub shares: [f64; ENDPOINTS],
+    /// Successes of requests issued in the phase that finished after it ended.
+    pub finished_after: usize,
+    /// From the phase's start until every later 100 ms of it had ≥ 99 % success; `None`:
+    /// not within the phase.
+    pub recover: Option<Duration>,
+}
+
+/// The whole comparison.
+#[derive(Clone, Debug)]
+pub struct Report {
+    /// One per phase and client, phase by phase, bare first.
+    pub phases: Vec<PhaseReport>,
+    /// The de-duplicated event log of the Palisade stack.
+    pub log: Vec<String>,
+    header: String,
+}
+
+impl Report {
+    pub(super) fn new(config: &Config, bare: &Run, palisade: &Run) -> Report {
+        let mut phases = Vec::new();
+        for (n, kind) in config.scenario.phases().iter().enumerate() {
+            for run in [bare, palisade] {
+                phases.push(phase_report(config, run, n, *kind));
+            }
+        }
+        Report {
+            phases,
+            log: event_log(config, palisade),
+            header: format!(
+                "Palisade demo: {} phases of {} s (scenario {:?}, seed {}), 3 endpoints x {} \
+                 workers (~{:.0} req/s capacity), {:.0} req/s offered ({:.0} in the surge), \
+                 caller deadline {} s. Virtual time.",
+                config.scenario.phases().len(),
+                config.phase.as_secs_f64(),
+                config.scenario,
+                config.seed,
+                super::WORKERS,
+                super::CAPACITY,
+                super::NORMAL_RATE,
+                PhaseKind::Surge.rate(),
+                super::CALLER_DEADLINE.as_secs(),
+            ),
+        }
+    }
+
+    /// The report of `client` in phase number `n`.
+    pub fn get(&self, n: usize, client: Client) -> &PhaseReport {
+        &self.phases[2 * n + usize::from(client == Client::Palisade)]
+    }
+}
+
+fn phase_report(config: &Config, run: &Run, n: usize, phase: PhaseKind) -> PhaseReport {
+    let from = config.phase * n as u32;
+    let until = from + config.phase;
+    let records: Vec<_> = run
+        .records
+        .iter()
+        .filter(|r| r.issued >= from && r.issued < until)
+        .collect();
+    let requests = records.len();
+    let pct = |count: usize| 100.0 * count as f64 / requests.max(1) as f64;
+    let mut ok: Vec<Duration> = records
+        .iter()
+        .filter(|r| r.fate == Fate::Ok)
+        .map(|r| r.latency)
+        .collect();
+    ok.sort();
+    let quantile =
+        |q: f64| (!ok.is_empty()).then(|| ok[((ok.len() as f64 * q) as usize).min(ok.len() - 1)]);
+    let rejected = records.iter().filter(|r| r.fate == Fate::Rejected).count();
+
+    // The fleet's calls in the phase, from the samples at its edges.
+    let at = |t: Duration| {
+        run.samples
+            .iter()
+            .find(|s| s.at >= t)
+            .or(run.samples.last())
+            .map(|s| s.stats.map(|st| st.calls))
+            .unwrap_or([0; ENDPOINTS])
+    };
+    let (c0, c1) = (at(from), at(until));
+    let calls: [u64; ENDPOINTS] = std::array::from_fn(|i| c1[i] - c0[i]);
+    let fleet_calls: u64 = calls.iter().sum();
+    let share = |i: usize| 100.0 * calls[i] as f64 / fleet_calls.max(1) as f64;
+
+    // Recovery: success per 100 ms bucket of issue time.
+    let buckets = (config.phase.as_nanos() / BUCKET.as_nanos()).max(1) as usize;
+    let mut per = vec![(0usize, 0usize); buckets];
+    for r in &records {
+        let b = (((r.issued - from).as_nanos() / BUCKET.as_nanos()) as usize).min(buckets - 1);
+        per[b].0 += 1;
+        per[b].1 += usize::from(r.fate == Fate::Ok);
+    }
+    let good = |(n, ok): (usize, usize)| n == 0 || ok as f64 >= 0.99 * n as f64;
+    let recover = match per.iter().rposition(|b| !good(*b)) {
+        None => Some(Duration::ZERO),
+        Some(last_bad) if last_bad + 1 < buckets => Some(BUCKET * (last_bad as u32 + 1)),
+        Some(_) => None,
+    };
+
+    PhaseReport {
+        phase,
+        client: run.client,
+        requests,
+        ok_pct: pct(ok.len()),
+        p50: quantile(0.5),
+        p99: quantile(0.99),
+        to_slow_pct: phase.slow_endpoint().map(share),
+        to_failing_pct: phase.failing_endpoint().map(share),
+        load: fleet_calls as f64 / requests.max(1) as f64,
+        rejected_pct: pct(rejected),
+        recover,
+        shares: std::array::from_fn(share),
+        finished_after: records
+            .iter()
+            .filter(|r| r.fate == Fate::Ok && r.issued + r.latency > until)
+            .count(),
+    }
+}
+
+/// Explains each phase where Palisade's success rate is below bare's, from what was measured.
+fn notes(report: &Report) -> Vec<String> {
+    let mut notes = Vec::new();
+    for pair in report.phases.chunks(2) {
+        let [bare, palisade] = pair else { continue };
+        if palisade.ok_pct >= bare.ok_pct {
+            continue;
+        }
+        let mut why = vec![format!(
+            "{}: palisade {:.2} % < bare {:.2} %.",
+            bare.phase.label(),
+            palisade.ok_pct,
+            bare.ok_pct
+        )];
+        if bare.finished_after > palisade.finished_after {
+            why.push(format!(
+                "Bare's full server queues kept working after the phase ended ({} of its \
+                 successes finished after it, palisade {}), at p99 {} against palisade's {}.",
+                bare.finished_after,
+                palisade.finished_after,
+                ms(bare.p99),
+                ms(palisade.p99)
+            ));
+        }
+        if palisade.rejected_pct > 0.0 {
+            why.push(format!(
+                "Palisade refused {:.1} % of the requests at once{} where bare made them wait \
+                 (bare's p99 {}, palisade's {}).",
+                palisade.rejected_pct,
+                if palisade.recover.is_some_and(|d| d < Duration::from_secs(1)) {
+                    ", at the phase's start, while its bulkhead was still full of the previous \
+                     phase's calls,"
+                } else {
+                    ""
+                },
+                ms(bare.p99),
+                ms(palisade.p99)
+            ));
+        }
+        let (lo, hi) = palisade
+            .shares
+            .iter()
+            .enumerate()
+            .fold((0, 0), |(lo, hi), (i, s)| {
+                (
+                    if *s < palisade.shares[lo] { i } else { lo },
+                    if *s > palisade.shares[hi] { i } else { hi },
+                )
+            });
+        if palisade.shares[hi] - palisade.shares[lo] > 3.0 {
+            let failed_before = report
+                .phases
+                .iter()
+                .take_while(|p| p.phase != palisade.phase)
+                .any(|p| p.phase.failing_endpoint() == Some(lo));
+            why.push(format!(
+                "Palisade's balancer sent e{lo} {:.1} % of the calls and e{hi} {:.1} %, so e{lo} \
+                 had idle workers while the others queued{}.",
+                palisade.shares[lo],
+                palisade.shares[hi],
+                if failed_before {
+                    format!(
+                        " (e{lo} failed in an earlier phase: its failure penalty was still in \
+                         its latency estimate)"
+                    )
+                } else {
+                    String::new()
+                }
+            ));
+        }
+        notes.push(why.join(" "));
+    }
+    notes
+}
+
+fn ms(d: Option<Duration>) -> String {
+    match d {
+        None => "-".to_owned(),
+        Some(d) if d < Duration::from_millis(10) => format!("{:.1} ms", d.as_secs_f64() * 1e3),
+        Some(d) if d < Duration::from_secs(1) => format!("{:.0} ms", d.as_secs_f64() * 1e3),
+        Some(d) => format!("{:.2} s", d.as_secs_f64()),
+    }
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
+}
+
+/// Ejections of one endpoint in a row (re-ejected within 2 s of being restored).
+struct Episode {
+    first: Duration,
+    times: u32,
+    shortest: Duration,
+    longest: Duration,
+    restored: Option<Duration>,
+}
+
+impl Episode {
+    fn line(&self, endpoint: usize) -> (Duration, String) {
+        let span = if self.shortest == self.longest {
+            ms(Some(self.shortest))
+        } else {
+            format!("{} .. {}", ms(Some(self.shortest)), ms(Some(self.longest)))
+        };
+        let back = match self.restored {
+            Some(t) => format!("back in rotation at {}", secs(t)),
+            None => "still ejected at the end".to_owned(),
+        };
+        let what = if self.times == 1 {
+            format!("ejected for {span}")
+        } else {
+            format!(
+                "ejected -> restored -> ejected x{} (each {span})",
+                self.times
+            )
+        };
+        (self.first, format!("e{endpoint}: {what}; {back}"))
+    }
+}
+
+/// The Palisade stack's events, collapsed: one line per ejection episode of an endpoint, one
+/// per phase for refused retries, one per run of limit changes.
+fn event_log(config: &Config, run: &Run) -> Vec<String> {
+    let mut lines: Vec<(Duration, String)> = Vec::new();
+
+    // Ejection episodes: an endpoint ejected again within 2 s of its restoration continues the
+    // episode.
+    for endpoint in 0..ENDPOINTS {
+        let mut episode: Option<Episode> = None;
+        for (t, event) in &run.events {
+            match *event {
+                Notable::Ejected {
+                    endpoint: e,
+                    duration,
+                } if e == endpoint => match &mut episode {
+                    Some(ep) if ep.restored.is_none_or(|r| *t - r <= Duration::from_secs(2)) => {
+                        ep.times += 1;
+                        ep.shortest = ep.shortest.min(duration);
+                        ep.longest = ep.longest.max(duration);
+                        ep.restored = None;
+                    }
+                    _ => {
+                        if let Some(done) = episode.take() {
+                            lines.push(done.line(endpoint));
+                        }
+                        episode = Some(Episode {
+                            first: *t,
+                            times: 1,
+                            shortest: duration,
+                            longest: duration,
+                            restored: None,
+                        });
+                    }
+                },
+                Notable::Restored { endpoint: e } if e == endpoint => {
+                    if let Some(ep) = episode.as_mut() {
+                        ep.restored = Some(*t);
+                    }
+                }
+                _ => {}
+            }
+        }
+        if let Some(done) = episode {
+            lines.push(done.line(endpoint));
+        }
+    }
+
+    // Refused retries, per phase.
+    let phases = config.scenario.phases();
+    let mut refused = vec![(0usize, None::<Duration>); phases.len()];
+    for (t, event) in &run.events {
+        if *event == Notable::BudgetExhausted {
+            let p = &mut refused[phase_index(config, *t)];
+            p.0 += 1;
+            p.1.get_or_insert(*t);
+        }
+    }
+    for (n, (count, first)) in refused.iter().enumerate() {
+        if let Some(first) = first {
+            lines.push((
+                *first,
+                format!(
+                    "retry budget refused {count} retries during \"{}\" (the last error was \
+                     returned instead)",
+                    phases[n].label()
+                ),
+            ));
+        }
+    }
+
+    // Limit changes, collapsed into one line per run of changes.
+    let changes: Vec<_> = run
+        .events
+        .iter()
+        .filter_map(|(t, e)| match e {
+            Notable::LimitChanged { from, to } => Some((*t, *from, *to)),
+            _ => None,
+        })
+        .collect();
+    if let (Some(first), Some(last)) = (changes.first(), changes.last()) {
+        let lo = changes.iter().map(|c| c.2).min().unwrap_or(first.2);
+        let hi = changes.iter().map(|c| c.2).max().unwrap_or(first.2);
+        lines.push((
+            first.0,
+            format!(
+                "bulkhead limit changed x{} ({} -> {}, between {lo} and {hi}) until {}",
+                changes.len(),
+                first.1,
+                last.2,
+                secs(last.0)
+            ),
+        ));
+    }
+    lines.sort_by_key(|l| l.0);
+    lines
+        .into_iter()
+        .map(|(t, text)| format!("{:>7}  {text}", secs(t)))
+        .collect()
+}
+
+/// Writes `text` wrapped at 100 columns.
+fn wrapped(f: &mut fmt::Formatter<'_>, text: &str) -> fmt::Result {
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        if !line.is_empty() && line.len() + 1 + word.len() > 100 {
+            writeln!(f, "{line}")?;
+            line.clear();
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    if !line.is_empty() {
+        writeln!(f, "{line}")?;
+    }
+    Ok(())
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        wrapped(f, &self.header)?;
+        writeln!(f)?;
+        let header = [
+            "phase",
+            "client",
+            "ok %",
+            "p50",
+            "p99",
+            "to slow",
+            "to failing",
+            "load",
+            "rejected",
+            "recover",
+        ];
+        let mut rows: Vec<[String; 10]> = vec![header.map(str::to_owned)];
+        for p in &self.phases {
+            let opt_pct = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1} %"));
+            rows.push([
+                p.phase.label().to_owned(),
+                p.client.label().to_owned(),
+                format!("{:.2}", p.ok_pct),
+                ms(p.p50),
+                ms(p.p99),
+                opt_pct(p.to_slow_pct),
+                opt_pct(p.to_failing_pct),
+                format!("{:.2}", p.load),
+                format!("{:.1} %", p.rejected_pct),
+                p.recover.map_or("never".to_owned(), secs),
+            ]);
+        }
+        let widths: Vec<usize> = (0..10)
+            .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+            .collect();
+        for (i, row) in rows.iter().enumerate() {
+            if i > 1 && i % 2 == 1 {
+                writeln!(f)?; // a blank line between phases
+            }
+            let mut line = String::new();
+            for (c, cell) in row.iter().enumerate() {
+                // Text columns to the left, numbers to the right.
+                if c < 2 {
+                    line.push_str(&format!("{cell:<w$}  ", w = widths[c]));
+                } else {
+                    line.push_str(&format!("{cell:>w$}  ", w = widths[c]));
+                }
+            }
+            writeln!(f, "{}", line.trim_end())?;
+        }
+        writeln!(f)?;
+        wrapped(
+            f,
+            "ok %: requests issued in the phase answered within the deadline. p50/p99: caller \
+             latency of those successes, retries included. to slow / to failing: share of the \
+             calls the fleet received that went to the endpoint slow / failing in this phase. \
+             load: calls the fleet received per request (retries count). rejected: refused at \
+             once by a Palisade layer, without waiting (bare: none, its refusals come from the \
+             servers' full queues and count as failures). recover: from the phase's start until \
+             every later 100 ms of it had >= 99 % success (never: not within the phase; in a \
+             surge neither client can serve 3x the capacity).",
+        )?;
+        for note in notes(self) {
+            writeln!(f)?;
+            wrapped(f, &format!("Note, {note}"))?;
+        }
+        writeln!(f)?;
+        if self.log.is_empty() {
+            writeln!(
+                f,
+                "Palisade events: none (no endpoint ejected, no retry refused by the budget, no \
+                 limit change)."
+            )?;
+        } else {
+            writeln!(f, "Palisade events (collapsed):")?;
+            for line in &self.log {
+                writeln!(f, "{line}")?;
+            }
+        }
+        Ok(())
+    }
+}
