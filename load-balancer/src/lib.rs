@@ -147,6 +147,6 @@ pub use hash::HashService;
 pub use health::OutlierDetection;
 pub use service::BalancerService;
 pub use strategy::{
-    LeastPending, Load, P2cPeakEwma, P2cPending, Random, RoundRobin, Strategy, WeightedP2cPeakEwma,
-    WeightedRandom, WeightedResponseTime,
+    HotCold, LeastPending, Load, P2cPeakEwma, P2cPending, Random, RoundRobin, Strategy,
+    WeightedP2cPeakEwma, WeightedRandom, WeightedResponseTime,
 };

@@ -17,6 +17,7 @@
 //! | [`WeightedP2cPeakEwma`] | 2 endpoints: peak-EWMA cost ÷ weight | tower#696's weighted P2C; Finagle's weighted aperture idea |
 //! | [`WeightedRandom`] | every endpoint: random in proportion to weight | Envoy's weighted random / Ribbon weights |
 //! | [`WeightedResponseTime`] | every endpoint: random, weight = total latency − own latency | Ribbon `WeightedResponseTimeRule` |
+//! | [`HotCold`] | 3 endpoints: cold ones by latency, else fewest pending | Prequal (Wydrowski, Kleinberg, Rumble, 2024), client-observed |
 //!
 //! Where a sampled endpoint is not a candidate, the strategies move on to the next candidate in
 //! index order; with two candidates left, the P2C strategies always compare both (sampling
@@ -326,6 +327,85 @@ impl Strategy for WeightedResponseTime {
     }
 }
 
+/// A Prequal-style hot–cold lexicographic pick over client-observed requests in flight and
+/// latency.
+///
+/// Source: Wydrowski, Kleinberg, Rumble, "Load is not what you should balance: Introducing
+/// Prequal" (NSDI 2024). Prequal probes servers for their requests in flight (RIF) and
+/// latency, calls a probed server *hot* when its RIF is at or above a quantile of the probe
+/// pool's RIFs, and picks lexicographically: the cold server with the lowest latency, or, when
+/// all are hot, the one with the fewest RIF. This is a client-side adaptation, documented as
+/// such: the "probes" are this balancer's own statistics (pending count as RIF, the peak-EWMA
+/// estimate with the failure penalty as latency) of `samples` candidates drawn without
+/// replacement (default 3), and a candidate is hot when its pending count is the highest of
+/// the sample and above the lowest (the top quantile of a small pool). No server-side probing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HotCold {
+    samples: usize,
+}
+
+impl Default for HotCold {
+    fn default() -> Self {
+        HotCold { samples: 3 }
+    }
+}
+
+impl HotCold {
+    /// Three samples per pick.
+    #[must_use]
+    pub fn new() -> Self {
+        HotCold::default()
+    }
+
+    /// Candidates sampled per pick (2 to 8; values outside are clamped).
+    #[must_use]
+    pub fn samples(mut self, samples: usize) -> Self {
+        self.samples = samples.clamp(2, 8);
+        self
+    }
+}
+
+impl Strategy for HotCold {
+    fn pick(&self, n: usize, load: &dyn Fn(usize) -> Option<Load>, draw: u64) -> Option<usize> {
+        if n == 0 {
+            return None;
+        }
+        let mut sample = [(usize::MAX, Load::new(0, Duration::ZERO)); 8];
+        let mut len = 0;
+        let mut state = draw;
+        // Distinct candidates: each draw moves on to the next candidate not yet in the sample.
+        for _ in 0..self.samples.min(n) {
+            state = mix(state.wrapping_add(palisade_core::rng::GAMMA));
+            let start = uniform(state, n);
+            let found = (0..n).find_map(|offset| {
+                let i = (start + offset) % n;
+                if sample[..len].iter().any(|(j, _)| *j == i) {
+                    return None;
+                }
+                load(i).map(|l| (i, l))
+            });
+            match found {
+                Some(candidate) => {
+                    sample[len] = candidate;
+                    len += 1;
+                }
+                None => break,
+            }
+        }
+        let sample = &sample[..len];
+        let max = sample.iter().map(|(_, l)| l.pending).max()?;
+        let min = sample.iter().map(|(_, l)| l.pending).min()?;
+        let hot = |l: &Load| max > min && l.pending == max;
+        let cold_fastest = sample
+            .iter()
+            .filter(|(_, l)| !hot(l))
+            .min_by(|(_, a), (_, b)| a.latency_ns.total_cmp(&b.latency_ns));
+        cold_fastest
+            .or_else(|| sample.iter().min_by_key(|(_, l)| l.pending))
+            .map(|(i, _)| *i)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -355,7 +435,7 @@ mod tests {
     #[test]
     fn no_candidates_no_pick() {
         let none = |_: usize| None;
-        let strategies: [&dyn Strategy; 8] = [
+        let strategies: [&dyn Strategy; 9] = [
             &P2cPeakEwma,
             &P2cPending,
             &LeastPending,
@@ -364,6 +444,7 @@ mod tests {
             &WeightedP2cPeakEwma,
             &WeightedRandom,
             &WeightedResponseTime,
+            &HotCold::new(),
         ];
         for s in strategies {
             assert_eq!(s.pick(0, &none, 1), None, "{s:?}");
@@ -483,6 +564,26 @@ mod tests {
         // One candidate: it is chosen.
         let one = [ms(0, 10)];
         assert_eq!(shares(&WeightedResponseTime, &one, 10, 11), vec![10]);
+    }
+
+    #[test]
+    fn hot_cold_prefers_the_fastest_cold_endpoint() {
+        // Endpoint 0 is the fastest but the most loaded (hot); 1 and 2 are cold, 2 faster.
+        let loads = [ms(8, 1), ms(1, 30), ms(1, 20)];
+        assert_eq!(shares(&HotCold::new(), &loads, 300, 12), vec![0, 0, 300]);
+        // All equally loaded: nobody is hot, the fastest wins.
+        let loads = [ms(2, 1), ms(2, 30), ms(2, 20)];
+        assert_eq!(shares(&HotCold::new(), &loads, 300, 13), vec![300, 0, 0]);
+        // A failing endpoint, charged the failure penalty, is never the fastest cold one.
+        let loads = [ms(0, 1_000), ms(0, 10), ms(0, 12)];
+        assert_eq!(shares(&HotCold::new(), &loads, 300, 14)[0], 0);
+        // With more endpoints than samples, every candidate is still reachable.
+        let loads = vec![ms(0, 10); 6];
+        assert!(
+            shares(&HotCold::new(), &loads, 6_000, 15)
+                .iter()
+                .all(|c| *c > 0)
+        );
     }
 
     #[test]

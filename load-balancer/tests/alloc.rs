@@ -4,7 +4,7 @@
 
 use palisade_core::test_util::{Echo, call_now};
 use palisade_load_balancer::{
-    Balancer, BalancerService, EndpointMeta, LeastPending, P2cPending, Random, RoundRobin,
+    Balancer, BalancerService, EndpointMeta, HotCold, LeastPending, P2cPending, Random, RoundRobin,
     Strategy, WeightedP2cPeakEwma, WeightedRandom, WeightedResponseTime,
 };
 use tower::Service;
@@ -61,6 +61,7 @@ fn other_strategies_allocate_nothing() {
     assert_no_allocations(&balancer_of(10, WeightedP2cPeakEwma));
     assert_no_allocations(&balancer_of(10, WeightedRandom));
     assert_no_allocations(&balancer_of(10, WeightedResponseTime));
+    assert_no_allocations(&balancer_of(10, HotCold::new()));
 }
 
 #[test]
