@@ -360,3 +360,53 @@ async fn an_empty_limiter_refuses_without_waiting_for_the_layer_below() {
     assert_eq!(start.elapsed(), Duration::ZERO, "the refusal waited");
     hold.abort();
 }
+
+/// A waiting limiter makes a caller wait at most its `max_wait` (rate-limit docs: "the
+/// longest a request waits"). Here the caller waits for a token in `poll_ready` (20 ms), then
+/// for the bulkhead below (2 ms, while another caller takes that token), and the call must not
+/// wait for the limiter a second time: 20 ms + the bulkhead's 5 ms bound the whole wait.
+#[tokio::test(start_paused = true)]
+#[ignore = "waits on rate-limit: the call waits for a token again after poll_ready waited \
+    (41 ms in all for a 20 ms max_wait and a 5 ms bulkhead)"]
+async fn a_waiting_limiter_waits_once_per_call() {
+    let limiter = RateLimiter::builder()
+        .rate(50, Duration::from_secs(1))
+        .burst(1)
+        .wait(Duration::from_millis(20))
+        .clock(Clock::tokio())
+        .build()
+        .expect("a limiter");
+    let bulkhead = Bulkhead::builder()
+        .max_concurrent_calls(1)
+        .max_wait(Duration::from_millis(5))
+        .clock(Clock::tokio())
+        .build()
+        .expect("a bulkhead");
+    let backend = MockBackend::healthy();
+    // The holder keeps the only slot until 22 ms from now.
+    let holder_backend =
+        MockBackend::new(Script::always(Step::ok().after(Duration::from_millis(22))));
+    let hold = tokio::spawn(bulkhead.layer().layer(holder_backend).oneshot(0u32));
+    while bulkhead.snapshot().in_flight < 1 {
+        tokio::task::yield_now().await;
+    }
+    while limiter.check().is_ok() {}
+    let start = Instant::now();
+    let svc = ServiceBuilder::new()
+        .layer(limiter.layer())
+        .layer(bulkhead.layer())
+        .service(backend);
+    let caller = tokio::spawn(svc.oneshot(1u32));
+    // Another client of the limiter takes the token that comes at 20 ms.
+    tokio::time::sleep(Duration::from_millis(21)).await;
+    let other = limiter.check();
+    let answer = caller.await.expect("the caller does not panic");
+    let took = start.elapsed();
+    hold.await.expect("the holder").expect("the holder's call");
+    assert!(
+        took <= Duration::from_millis(25),
+        "the caller waited {took:?} ({:?}; the other client's check: {:?})",
+        answer.map(|_| ()).map_err(|e| describe(&e)),
+        other.map_err(|e| e.to_string())
+    );
+}

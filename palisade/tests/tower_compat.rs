@@ -1137,9 +1137,7 @@ compat_cases! {
     bulkhead_adaptive: BulkheadAdaptive;
     palisade_balancer_empty: BalancerEmpty;
     rate_limiter_reject: LimiterReject;
-    rate_limiter_wait: LimiterWait, balance: #[ignore = "waits on rate-limit: a service polled \
-        ready while the bucket was empty keeps that refusal and answers RateLimited from a call \
-        made 1 s later, with the bucket full (tower's p2c keeps endpoints ready for long)"];
+    rate_limiter_wait: LimiterWait;
     retry_over_full_bulkhead: RetryOverFullBulkhead;
     retry_over_outage: RetryOverOutage;
     adaptive_throttle_engaged: ThrottleEngaged;
