@@ -493,7 +493,21 @@ fn make_backend(case: &Case, endpoint: usize) -> MockBackend {
     backend
 }
 
+/// Which properties a run checks.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Checks {
+    All,
+    /// All but property 6 (refusal timing), for the orders where a known defect of a layer
+    /// breaks only that one: their other properties keep running (the full check is an
+    /// ignored test of its own).
+    AllButRefusalTiming,
+}
+
 fn run_case(order: Order, case: &Case) -> Result<(), TestCaseError> {
+    run_checks(order, case, Checks::All)
+}
+
+fn run_checks(order: Order, case: &Case, checks: Checks) -> Result<(), TestCaseError> {
     quiet_scripted_panics();
     run_paused(async {
         let endpoints = order.endpoints();
@@ -640,7 +654,10 @@ fn run_case(order: Order, case: &Case) -> Result<(), TestCaseError> {
                 );
             }
             // 6. A local rejection before the backend saw the request is immediate.
-            if matches!(answer.end, End::Rejected(_)) && !seen.contains(&answer.id) {
+            if checks == Checks::All
+                && matches!(answer.end, End::Rejected(_))
+                && !seen.contains(&answer.id)
+            {
                 prop_assert!(
                     answer.took <= local_wait,
                     "caller {} was refused locally after {:?} (the wait modes allow {:?}): {:?}",
@@ -851,10 +868,15 @@ proptest! {
     }
 
     #[test]
+    fn retry_breaker_limiter_bulkhead(case in case_strategy(faulty())) {
+        run_checks(Order::BreakerLimiterBulkhead, &case, Checks::AllButRefusalTiming)?;
+    }
+
+    #[test]
     #[ignore = "waits on rate-limit: a waiting limiter waits again in the call after waiting in \
         poll_ready (refused after 37 ms with a 20 ms max_wait and a 5 ms bulkhead; see \
         tests/regressions.rs)"]
-    fn retry_breaker_limiter_bulkhead(case in case_strategy(faulty())) {
+    fn retry_breaker_limiter_bulkhead_refusals_are_immediate(case in case_strategy(faulty())) {
         run_case(Order::BreakerLimiterBulkhead, &case)?;
     }
 
@@ -869,18 +891,34 @@ proptest! {
     }
 
     #[test]
+    fn retry_limiter_bulkhead_breaker(case in case_strategy(faulty())) {
+        run_checks(Order::LimiterBulkheadBreaker, &case, Checks::AllButRefusalTiming)?;
+    }
+
+    #[test]
     #[ignore = "waits on rate-limit: a waiting limiter waits again in the call after waiting in \
         poll_ready (refused after 37 ms with a 20 ms max_wait and a 5 ms bulkhead; see \
         tests/regressions.rs)"]
-    fn retry_limiter_bulkhead_breaker(case in case_strategy(faulty())) {
+    fn retry_limiter_bulkhead_breaker_refusals_are_immediate(case in case_strategy(faulty())) {
         run_case(Order::LimiterBulkheadBreaker, &case)?;
+    }
+
+    #[test]
+    fn retry_limiter_bulkhead_balancer_breakers(case in case_strategy(faulty())) {
+        run_checks(
+            Order::LimiterBulkheadBalancerBreakers,
+            &case,
+            Checks::AllButRefusalTiming,
+        )?;
     }
 
     #[test]
     #[ignore = "waits on rate-limit: its refusal waits for the readiness of the layers below \
         (here the gate-mode breakers under the balancer: refused after 1.2 s; see \
         tests/regressions.rs)"]
-    fn retry_limiter_bulkhead_balancer_breakers(case in case_strategy(faulty())) {
+    fn retry_limiter_bulkhead_balancer_breakers_refusals_are_immediate(
+        case in case_strategy(faulty()),
+    ) {
         run_case(Order::LimiterBulkheadBalancerBreakers, &case)?;
     }
 
