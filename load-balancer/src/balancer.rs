@@ -37,6 +37,11 @@ pub(crate) struct Shared<K, S> {
     pub(crate) set: ArcSwap<Vec<Entry<K, S>>>,
     pub(crate) strategy: Arc<dyn Strategy>,
     pub(crate) max_ready_tries: usize,
+    /// What `poll_ready` does with an empty set.
+    pub(crate) when_empty: crate::WhenEmpty,
+    /// Tasks waiting for a first endpoint ([`WhenEmpty::Wait`](crate::WhenEmpty::Wait)); cold
+    /// path only: an empty set.
+    pub(crate) empty_waiters: Mutex<Vec<std::task::Waker>>,
     /// Serialises writers of `set` (insert, remove), never taken by a pick.
     set_lock: Mutex<()>,
     next_id: AtomicU64,
@@ -183,6 +188,8 @@ where
                 strategy: builder.strategy,
                 max_ready_tries: builder.max_ready_tries,
                 set_lock: Mutex::new(()),
+                when_empty: builder.when_empty,
+                empty_waiters: Mutex::new(Vec::new()),
                 next_id: AtomicU64::new(0),
                 seeds: AtomicU64::new(seed),
             }),
@@ -239,6 +246,11 @@ where
                 core.ejected_count()
             };
             shared.set.store(Arc::new(next));
+            // After the store: a waiter registers before it re-checks the set, so it either
+            // sees this set or is in the list drained here.
+            for waker in shared.empty_waiters.lock().drain(..) {
+                waker.wake();
+            }
             BalancerEvent::EndpointAdded {
                 key,
                 endpoints,

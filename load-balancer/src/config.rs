@@ -13,6 +13,20 @@ use std::time::Duration;
 /// The most endpoints one `poll_ready` tries before it waits or rejects.
 pub(crate) const MAX_READY_TRIES: usize = 8;
 
+/// What a balancer's `poll_ready` does when its endpoint set is empty.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WhenEmpty {
+    /// Ready, and the call answers [`NoHealthyEndpoints`](crate::NoHealthyEndpoints) at once
+    /// (the default: fail fast, a local rejection the layers above handle).
+    #[default]
+    Reject,
+    /// `Pending` until an endpoint is inserted (woken by the insertion), for clients that
+    /// start before discovery delivers the first endpoints. Bound the wait with a timeout or
+    /// the retry layer's deadline above.
+    Wait,
+}
+
 /// What the balancer knows of an endpoint besides its service.
 ///
 /// `weight` is read by the weighted strategies ([`WeightedP2cPeakEwma`](crate::WeightedP2cPeakEwma),
@@ -73,6 +87,7 @@ pub struct BalancerBuilder {
     pub(crate) local_zone: Option<Arc<str>>,
     pub(crate) remote_zone_factor: f64,
     pub(crate) slow_start: Option<Duration>,
+    pub(crate) when_empty: WhenEmpty,
 }
 
 impl Default for BalancerBuilder {
@@ -90,6 +105,7 @@ impl Default for BalancerBuilder {
             local_zone: None,
             remote_zone_factor: 2.0,
             slow_start: None,
+            when_empty: WhenEmpty::Reject,
         }
     }
 }
@@ -107,6 +123,7 @@ impl fmt::Debug for BalancerBuilder {
             .field("local_zone", &self.local_zone)
             .field("remote_zone_factor", &self.remote_zone_factor)
             .field("slow_start", &self.slow_start)
+            .field("when_empty", &self.when_empty)
             .finish_non_exhaustive()
     }
 }
@@ -210,6 +227,15 @@ impl BalancerBuilder {
     #[must_use]
     pub fn slow_start(mut self, window: Duration) -> Self {
         self.slow_start = Some(window);
+        self
+    }
+
+    /// What `poll_ready` does with an empty set (default [`WhenEmpty::Reject`]). Only an
+    /// empty set waits: a set whose endpoints all failed their readiness check still rejects,
+    /// so a broken fleet fails fast.
+    #[must_use]
+    pub fn when_empty(mut self, when_empty: WhenEmpty) -> Self {
+        self.when_empty = when_empty;
         self
     }
 

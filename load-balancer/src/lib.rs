@@ -138,7 +138,7 @@ mod service;
 pub mod strategy;
 
 pub use balancer::{Balancer, BalancerSnapshot, EndpointSnapshot};
-pub use config::{BalancerBuilder, EndpointMeta};
+pub use config::{BalancerBuilder, EndpointMeta, WhenEmpty};
 pub use error::NoHealthyEndpoints;
 pub use events::BalancerEvent;
 #[cfg(feature = "metrics")]

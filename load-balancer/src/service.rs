@@ -249,7 +249,28 @@ where
             },
         }
 
-        let set = self.shared.set.load();
+        let mut set = self.shared.set.load();
+        if set.is_empty() && self.shared.when_empty == crate::WhenEmpty::Wait {
+            {
+                let mut waiters = self.shared.empty_waiters.lock();
+                if waiters.len() >= 1_024 {
+                    // Bound the list (tasks that gave up leave their wakers behind): wake every
+                    // one; a task still waiting registers again when it polls.
+                    for waker in waiters.drain(..) {
+                        waker.wake();
+                    }
+                }
+                if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                    waiters.push(cx.waker().clone());
+                }
+            }
+            // Re-check after registering: an insertion in between has either published its
+            // set (seen here) or will find this waker in the list.
+            set = self.shared.set.load();
+            if set.is_empty() {
+                return Poll::Pending;
+            }
+        }
         let now = clock.now();
         let mut excluded = [u64::MAX; MAX_READY_TRIES + 1];
         let mut excluded_len = 0;

@@ -720,3 +720,25 @@ async fn hashing_routes_around_an_ejected_endpoint_and_rejects_when_empty() {
         .unwrap_err();
     assert!(err.downcast_ref::<NoHealthyEndpoints>().is_some());
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_empty_set_can_wait_for_its_first_endpoint() {
+    let balancer: Balancer<usize, Endpoint> = Balancer::builder()
+        .clock(Clock::tokio())
+        .when_empty(palisade_load_balancer::WhenEmpty::Wait)
+        .build()
+        .unwrap();
+    let mut svc = balancer.service();
+    let mut ready = tokio_test::task::spawn(std::future::poll_fn(|cx| svc.poll_ready(cx)));
+    tokio_test::assert_pending!(ready.poll());
+    tokio_test::assert_pending!(ready.poll());
+    balancer.insert(
+        0,
+        Endpoint::new(0, Duration::from_millis(1)),
+        EndpointMeta::new(),
+    );
+    assert!(ready.is_woken(), "the insertion wakes the waiting task");
+    tokio_test::assert_ready_ok!(ready.poll());
+    drop(ready);
+    assert_eq!(svc.call(0).await.unwrap(), 0);
+}
