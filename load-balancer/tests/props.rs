@@ -103,10 +103,11 @@ proptest! {
                     }
                 }
                 Op::Release(complete) => {
-                    if let Some(mut future) = held.pop_front() {
-                        if complete {
-                            prop_assert!(future.as_mut().poll(&mut cx).is_ready());
-                        }
+                    // Popped either way: completed, or dropped (cancelled) right here.
+                    if let Some(mut future) = held.pop_front()
+                        && complete
+                    {
+                        prop_assert!(future.as_mut().poll(&mut cx).is_ready());
                     }
                 }
                 Op::Advance(ms) => manual.advance(Duration::from_millis(u64::from(ms))),
