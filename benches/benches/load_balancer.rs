@@ -22,10 +22,10 @@ use palisade_benches::{Bare, call_now, contended};
 use palisade_load_balancer::{Balancer, BalancerService};
 use std::hint::black_box;
 use std::time::Duration;
-use tower::{Service, ServiceExt};
 use tower::balance::p2c::Balance;
 use tower::discover::ServiceList;
 use tower::load::{CompleteOnResponse, PeakEwma};
+use tower::{Service, ServiceExt};
 
 type TowerBalance = Balance<ServiceList<Vec<PeakEwma<Bare>>>, u64>;
 
