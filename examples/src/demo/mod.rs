@@ -254,6 +254,8 @@ pub enum Notable {
     },
     /// The retry budget refused a retry.
     BudgetExhausted,
+    /// A layer refused a call at once: `"bulkhead full"`, `"no healthy endpoint"`.
+    Refused(&'static str),
 }
 
 /// Everything one run produced.
@@ -385,17 +387,23 @@ fn palisade_client(
                 duration: *duration,
             },
             BalancerEvent::EndpointRestored { key, .. } => Notable::Restored { endpoint: *key },
+            BalancerEvent::CallRejected { .. } => Notable::Refused("no healthy endpoint"),
             _ => return,
         };
         log.lock().unwrap().push((start.elapsed(), notable));
     });
     let log = Arc::clone(events);
     bulkhead.subscribe(move |event: &palisade::bulkhead::BulkheadEvent| {
-        if let palisade::bulkhead::BulkheadEvent::LimitChanged { from, to } = *event {
-            log.lock()
-                .unwrap()
-                .push((start.elapsed(), Notable::LimitChanged { from, to }));
-        }
+        let notable = match *event {
+            palisade::bulkhead::BulkheadEvent::LimitChanged { from, to } => {
+                Notable::LimitChanged { from, to }
+            }
+            palisade::bulkhead::BulkheadEvent::CallRejected { .. } => {
+                Notable::Refused("bulkhead full")
+            }
+            _ => return,
+        };
+        log.lock().unwrap().push((start.elapsed(), notable));
     });
     let log = Arc::clone(events);
     retry.subscribe(move |event: &RetryEvent| {

@@ -316,27 +316,40 @@ fn event_log(config: &Config, run: &Run) -> Vec<String> {
         }
     }
 
-    // Refused retries, per phase.
+    // Refusals (by the retry budget, the bulkhead, the balancer), one line per phase and kind.
     let phases = config.scenario.phases();
-    let mut refused = vec![(0usize, None::<Duration>); phases.len()];
+    let mut refused: Vec<(usize, &str, usize, Duration, Duration)> = Vec::new();
     for (t, event) in &run.events {
-        if *event == Notable::BudgetExhausted {
-            let p = &mut refused[phase_index(config, *t)];
-            p.0 += 1;
-            p.1.get_or_insert(*t);
+        let what = match event {
+            Notable::BudgetExhausted => "retry budget",
+            Notable::Refused(by) => by,
+            _ => continue,
+        };
+        let phase = phase_index(config, *t);
+        match refused.iter_mut().find(|r| r.0 == phase && r.1 == what) {
+            Some(r) => {
+                r.2 += 1;
+                r.4 = *t;
+            }
+            None => refused.push((phase, what, 1, *t, *t)),
         }
     }
-    for (n, (count, first)) in refused.iter().enumerate() {
-        if let Some(first) = first {
-            lines.push((
-                *first,
-                format!(
-                    "retry budget refused {count} retries during \"{}\" (the last error was \
-                     returned instead)",
-                    phases[n].label()
-                ),
-            ));
-        }
+    for (phase, what, count, first, last) in refused {
+        let text = if what == "retry budget" {
+            format!(
+                "the retry budget refused {count} retries (the last error was returned instead)"
+            )
+        } else {
+            format!("{what}: {count} calls refused at once")
+        };
+        lines.push((
+            first,
+            format!(
+                "{text} during \"{}\", until {}",
+                phases[phase].label(),
+                secs(last)
+            ),
+        ));
     }
 
     // Limit changes, collapsed into one line per run of changes.
@@ -361,6 +374,34 @@ fn event_log(config: &Config, run: &Run) -> Vec<String> {
                 secs(last.0)
             ),
         ));
+    }
+    // Say why there is no ejection when an endpoint failed.
+    let ejected = run
+        .events
+        .iter()
+        .any(|(_, e)| matches!(e, Notable::Ejected { .. }));
+    if !ejected {
+        for (n, kind) in phases.iter().enumerate() {
+            if let Some(endpoint) = kind.failing_endpoint() {
+                let from = config.phase * n as u32;
+                let calls = |t: Duration| {
+                    run.samples
+                        .iter()
+                        .find(|s| s.at >= t)
+                        .or(run.samples.last())
+                        .map_or(0, |s| s.stats[endpoint].calls)
+                };
+                lines.push((
+                    from,
+                    format!(
+                        "e{endpoint} never ejected: {} calls reached it while {}; the failure \
+                         penalty steered traffic away before 5 failures in a row could eject it",
+                        calls(from + config.phase) - calls(from),
+                        kind.label(),
+                    ),
+                ));
+            }
+        }
     }
     lines.sort_by_key(|l| l.0);
     lines
@@ -458,8 +499,8 @@ impl fmt::Display for Report {
         if self.log.is_empty() {
             writeln!(
                 f,
-                "Palisade events: none (no endpoint ejected, no retry refused by the budget, no \
-                 limit change)."
+                "Palisade events: none (no endpoint ejected, no call refused, no retry refused by \
+                 the budget, no limit change)."
             )?;
         } else {
             writeln!(f, "Palisade events (collapsed):")?;
@@ -468,5 +509,103 @@ impl fmt::Display for Report {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::demo::{Client, Scenario};
+
+    fn run_with(events: Vec<(Duration, Notable)>) -> Run {
+        Run {
+            client: Client::Palisade,
+            records: Vec::new(),
+            samples: Vec::new(),
+            events,
+        }
+    }
+
+    fn config() -> Config {
+        Config {
+            phase: Duration::from_secs(10),
+            scenario: Scenario::Full,
+            progress: false,
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn repeated_ejections_of_one_endpoint_collapse_into_one_line() {
+        let ms = Duration::from_millis;
+        let mut events = Vec::new();
+        // Seven ejections of e1, each restored and ejected again 100 ms later, then a second
+        // episode long after; an ejection of e0 in between.
+        for i in 0..7u64 {
+            events.push((
+                ms(20_000 + 400 * i),
+                Notable::Ejected {
+                    endpoint: 1,
+                    duration: ms(30 * (i + 1)),
+                },
+            ));
+            events.push((ms(20_300 + 400 * i), Notable::Restored { endpoint: 1 }));
+        }
+        events.push((
+            ms(21_000),
+            Notable::Ejected {
+                endpoint: 0,
+                duration: ms(30),
+            },
+        ));
+        events.push((
+            ms(28_000),
+            Notable::Ejected {
+                endpoint: 1,
+                duration: ms(30),
+            },
+        ));
+        let log = event_log(&config(), &run_with(events));
+        assert_eq!(log.len(), 3, "{log:#?}");
+        assert!(
+            log[0].contains("e1: ejected -> restored -> ejected x7 (each 30 ms .. 210 ms)")
+                && log[0].contains("back in rotation at 22.7 s"),
+            "{log:#?}"
+        );
+        assert!(
+            log[1].contains("e0: ejected for 30 ms; still ejected"),
+            "{log:#?}"
+        );
+        assert!(log[2].contains("e1: ejected for 30 ms"), "{log:#?}");
+    }
+
+    #[test]
+    fn refusals_collapse_per_phase_and_kind() {
+        let ms = Duration::from_millis;
+        let mut events = Vec::new();
+        for i in 0..500u64 {
+            events.push((ms(30_000 + i), Notable::Refused("bulkhead full")));
+            events.push((ms(30_000 + i), Notable::BudgetExhausted));
+        }
+        events.push((ms(40_001), Notable::Refused("bulkhead full")));
+        events.push((
+            ms(30_000),
+            Notable::Ejected {
+                endpoint: 2,
+                duration: ms(30),
+            },
+        ));
+        let log = event_log(&config(), &run_with(events));
+        let refusals: Vec<_> = log.iter().filter(|l| l.contains("refused")).collect();
+        assert_eq!(refusals.len(), 3, "{log:#?}");
+        assert!(
+            refusals[0].contains("bulkhead full: 500 calls refused at once during \"surge 3x\""),
+            "{log:#?}"
+        );
+        assert!(refusals[1].contains("refused 500 retries"), "{log:#?}");
+        assert!(
+            refusals[2].contains("1 calls refused at once during \"recovery\""),
+            "{log:#?}"
+        );
     }
 }

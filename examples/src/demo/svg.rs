@@ -368,8 +368,8 @@ pub(super) fn timeline(config: &Config, bare: &Run, palisade: &Run, report: &Rep
         &[
             ("#98df8a", "served"),
             ("#f2b701", "served, 10x slow"),
-            ("#ff9896", "some calls failed"),
-            ("#d62728", "most calls failed"),
+            ("#ff9896", "some calls failed or refused"),
+            ("#d62728", "most failed or refused"),
             ("#ffffff", "no calls (routed around)"),
             ("#7f7f7f", "ejected by the balancer"),
         ],
