@@ -138,6 +138,8 @@ pub mod future;
 mod layer;
 mod permit;
 mod probes;
+#[cfg(feature = "serde")]
+mod serde_config;
 mod service;
 mod shared;
 mod snapshot;
@@ -152,6 +154,8 @@ pub use events::CircuitBreakerEvent;
 pub use events::CircuitBreakerMetrics;
 pub use layer::CircuitBreakerLayer;
 pub use permit::{OwnedPermit, Permit};
+#[cfg(feature = "serde")]
+pub use serde_config::{CircuitBreakerConfig, OpenBackoffConfig};
 pub use service::{CircuitBreakerService, Mode};
 #[allow(
     deprecated,

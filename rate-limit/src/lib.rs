@@ -114,6 +114,8 @@ pub mod gcra;
 mod keyed;
 mod layer;
 mod limiter;
+#[cfg(feature = "serde")]
+mod serde_config;
 mod service;
 mod state;
 
@@ -126,6 +128,8 @@ pub use events::RateLimiterMetrics;
 pub use keyed::{KeyedRateLimiter, KeyedSnapshot};
 pub use layer::{KeyedRateLimiterLayer, RateLimiterLayer, WeightedRateLimiterLayer};
 pub use limiter::{RateLimiter, Snapshot};
+#[cfg(feature = "serde")]
+pub use serde_config::RateLimiterConfig;
 pub use service::{KeyedRateLimiterService, RateLimiterService, WeightedRateLimiterService};
 
 /// Old name of [`RateLimiterService`].

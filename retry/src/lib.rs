@@ -102,6 +102,8 @@ mod latency;
 mod layer;
 mod request;
 mod retry_policy;
+#[cfg(feature = "serde")]
+mod serde_config;
 mod service;
 pub mod throttle;
 
@@ -128,6 +130,8 @@ pub use hedge::{
 pub use layer::RetryPolicyLayer;
 pub use request::{CloneAll, CloneIf, CloneWith, RetryRequest};
 pub use retry_policy::{RetryPolicy, RetryPolicySnapshot};
+#[cfg(feature = "serde")]
+pub use serde_config::{BackoffConfig, RetryBudgetConfig, RetryPolicyConfig};
 pub use service::RetryPolicyService;
 
 /// Renamed to [`RetryPolicyService`] (CONVENTIONS rule 3: `<Noun>Service<S>`; no clash with
