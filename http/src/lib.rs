@@ -115,6 +115,88 @@
 //! # }
 //! ```
 
+//!
+//! ## Compile errors, explained
+//!
+//! Two mistakes give an `E0599 … trait bounds were not satisfied` on `oneshot`/`ready` that
+//! does not name the cause. A classifier typed with the *client's* error, placed above another
+//! layer (whose error is `BoxError`):
+//!
+//! ```compile_fail
+//! # use http::{Request, Response};
+//! # use palisade_core::{BoxError, Outcome};
+//! # use palisade_http::hint::RetryAfterLayer;
+//! # use palisade_retry::RetryPolicy;
+//! # use tower::{ServiceBuilder, ServiceExt, service_fn};
+//! # async fn f() -> Result<(), BoxError> {
+//! let classify = |result: Result<&Response<String>, &std::io::Error>| match result {
+//!     Ok(response) if response.status().is_server_error() => Outcome::Failure,
+//!     Ok(_) => Outcome::Success,
+//!     Err(_) => Outcome::Failure,
+//! };
+//! let retry = RetryPolicy::builder().classify(classify).build()?;
+//! let network = service_fn(|_: Request<String>| async {
+//!     Ok::<_, std::io::Error>(Response::new(String::new()))
+//! });
+//! let stack = ServiceBuilder::new()
+//!     .layer(retry.layer())
+//!     .layer(RetryAfterLayer::new()) // its error is BoxError, not std::io::Error
+//!     .service(network);
+//! stack.oneshot(Request::new(String::new())).await?; // error[E0599]
+//! # Ok(()) }
+//! ```
+//!
+//! The fix: type the closure with `&BoxError`, or use [`HttpClassifier`], which takes any
+//! error type. And a request whose body is not `Clone` (hyper's `Incoming`, a boxed body)
+//! under a retry that copies requests with `Clone` (the default):
+//!
+//! ```compile_fail
+//! # use bytes::Bytes;
+//! # use http::{Request, Response};
+//! # use http_body_util::{BodyExt, combinators::BoxBody};
+//! # use palisade_core::BoxError;
+//! # use palisade_retry::RetryPolicy;
+//! # use tower::{ServiceBuilder, ServiceExt, service_fn};
+//! # async fn f(request: Request<BoxBody<Bytes, BoxError>>) -> Result<(), BoxError> {
+//! let retry = RetryPolicy::builder().build()?;
+//! let network = service_fn(|_: Request<BoxBody<Bytes, BoxError>>| async {
+//!     Ok::<_, BoxError>(Response::new(String::new()))
+//! });
+//! let stack = ServiceBuilder::new().layer(retry.layer()).service(network);
+//! stack.oneshot(request).await?; // error[E0599]: Request<BoxBody<..>> is not Clone
+//! # Ok(()) }
+//! ```
+//!
+//! The fix: buffer the body above the retry and copy with
+//! [`Idempotency::clone_buffered`]:
+//!
+//! ```
+//! # use bytes::Bytes;
+//! # use http::{Request, Response};
+//! # use http_body_util::{BodyExt, Full, combinators::BoxBody};
+//! # use palisade_core::BoxError;
+//! # use palisade_http::{Idempotency, body::{BufferBodyLayer, BufferedBody}};
+//! # use palisade_retry::RetryPolicy;
+//! # use tower::{ServiceBuilder, ServiceExt, service_fn};
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), BoxError> {
+//! type Body = BoxBody<Bytes, BoxError>;
+//! let idempotency = Idempotency::rfc9110();
+//! let retry = RetryPolicy::builder()
+//!     .clone_requests_with(move |r: &Request<BufferedBody<Body>>| idempotency.clone_buffered(r))
+//!     .build()?;
+//! let network = service_fn(|_: Request<BufferedBody<Body>>| async {
+//!     Ok::<_, BoxError>(Response::new(String::new()))
+//! });
+//! let stack = ServiceBuilder::new()
+//!     .layer(BufferBodyLayer::new(64 * 1024))
+//!     .layer(retry.layer())
+//!     .service(network);
+//! let body: Body = Full::new(Bytes::from_static(b"{}")).map_err(|e| match e {}).boxed();
+//! stack.oneshot(Request::put("/item").body(body)?).await?;
+//! # Ok(()) }
+//! ```
+
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
