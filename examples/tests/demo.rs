@@ -21,6 +21,18 @@ fn short(scenario: Scenario, seed: u64) -> Report {
     assert_eq!(path, out);
     let svg = std::fs::read_to_string(&path).expect("the timeline was written");
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    // Axes labelled, phases named, both clients' health strips and all four panels there.
+    for part in scenario.phases().iter().map(|p| p.label()).chain([
+        "time (virtual seconds)",
+        "success rate",
+        "p99 latency",
+        "bare: share of the fleet",
+        "palisade: share of the fleet",
+        "bare e0",
+        "palisade e2",
+    ]) {
+        assert!(svg.contains(part), "{part:?} missing from the timeline");
+    }
     std::fs::remove_file(&path).ok();
     report
 }

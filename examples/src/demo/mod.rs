@@ -534,3 +534,29 @@ pub fn phase_index(config: &Config, at: Duration) -> usize {
         .unwrap_or(usize::MAX)
         .min(n - 1)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_timeline_path_is_outside_the_source_tree() {
+        let path = default_out();
+        let sources = Path::new(env!("CARGO_MANIFEST_DIR"));
+        assert!(!path.starts_with(sources), "{}", path.display());
+        assert_eq!(path.file_name().unwrap(), "palisade-demo.svg");
+    }
+
+    #[test]
+    fn flags_name_every_scenario() {
+        for (name, scenario) in [
+            ("full", Scenario::Full),
+            ("outage", Scenario::Outage),
+            ("surge", Scenario::Surge),
+        ] {
+            assert_eq!(Scenario::parse(name), Some(scenario));
+        }
+        assert_eq!(Scenario::parse("fulll"), None);
+        assert_eq!(Scenario::Full.phases().len(), 5);
+    }
+}
