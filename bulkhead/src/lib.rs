@@ -126,6 +126,8 @@ mod events;
 pub mod future;
 mod layer;
 mod limiter;
+#[cfg(feature = "serde")]
+mod serde_config;
 mod service;
 
 pub use bulkhead::{Bulkhead, BulkheadSnapshot};
@@ -136,4 +138,6 @@ pub use events::BulkheadMetrics;
 pub use events::{BulkheadEvent, RejectReason};
 pub use layer::BulkheadLayer;
 pub use limiter::MAX_LIMIT;
+#[cfg(feature = "serde")]
+pub use serde_config::BulkheadConfig;
 pub use service::BulkheadService;
