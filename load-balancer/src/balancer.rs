@@ -400,6 +400,60 @@ where
     }
 }
 
+/// Runs the interval detectors when their interval has passed: one picking thread wins the
+/// CAS and judges the set under the health lock (cold path, O(n) once per interval).
+#[inline]
+pub(crate) fn maybe_evaluate<K: Clone + Send + Sync + 'static, S>(
+    set: &[Entry<K, S>],
+    now: Instant,
+    core: &Core<K>,
+) {
+    // Relaxed: the CAS below decides who evaluates; nothing else is published through it.
+    let due = core.next_evaluation.load(Ordering::Relaxed);
+    if now.as_nanos() < due {
+        return;
+    }
+    let next = now.saturating_add(core.outlier.interval).as_nanos();
+    // Relaxed: only one thread per interval may win; the evaluation itself runs under the
+    // health lock.
+    if core
+        .next_evaluation
+        .compare_exchange(due, next, Ordering::Relaxed, Ordering::Relaxed)
+        .is_err()
+    {
+        return;
+    }
+    if due == 0 {
+        // The first interval starts now: reset the bases, judge nothing yet.
+        let _health = core.health_lock.lock();
+        for e in set {
+            let _ = e.node.take_interval();
+        }
+        return;
+    }
+    evaluate(set, now, core);
+}
+
+#[cold]
+fn evaluate<K: Clone + Send + Sync + 'static, S>(
+    set: &[Entry<K, S>],
+    now: Instant,
+    core: &Core<K>,
+) {
+    let events: Vec<BalancerEvent<K>> = {
+        let _health = core.health_lock.lock();
+        let counts: Vec<(u64, u64)> = set.iter().map(|e| e.node.take_interval()).collect();
+        core.outlier
+            .interval_outliers(&counts)
+            .into_iter()
+            .filter_map(|i| set[i].node.eject_locked(now))
+            .collect()
+    };
+    for event in events {
+        core.events.emit(event);
+    }
+}
+
 /// The latency estimate a new or restored endpoint starts from: the lowest current estimate
 /// among the other endpoints that are not ejected (so it is neither flooded nor starved), or
 /// the configured default with no such endpoint.

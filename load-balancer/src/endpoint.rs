@@ -73,6 +73,9 @@ pub(crate) struct EndpointStats {
     calls: AtomicU64,
     failures: AtomicU64,
     consecutive_failures: AtomicU32,
+    /// `calls` and `failures` at the start of the outlier-detection interval.
+    base_calls: AtomicU64,
+    base_failures: AtomicU64,
     times_ejected: AtomicU32,
     ejected: AtomicBool,
     ejected_until: AtomicU64,
@@ -189,6 +192,8 @@ pub(crate) struct Core<K> {
     pub(crate) total: AtomicUsize,
     /// Serialises ejections, restorations and removals (cold path).
     pub(crate) health_lock: Mutex<()>,
+    /// When the success-rate and failure-percentage detectors next run (clock nanoseconds).
+    pub(crate) next_evaluation: AtomicU64,
     jitter: AtomicU64,
 }
 
@@ -220,6 +225,7 @@ impl<K> Core<K> {
             ejected: AtomicUsize::new(0),
             total: AtomicUsize::new(0),
             health_lock: Mutex::new(()),
+            next_evaluation: AtomicU64::new(0),
             jitter: AtomicU64::new(seed),
         }
     }
@@ -349,7 +355,8 @@ impl<K: Clone + Send + Sync + 'static> Node<K> {
                 // Relaxed: the RMW counts every failure once; the ejection decision re-reads it
                 // under the health lock.
                 let run = stats.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
-                if core.outlier.is_enabled() && run >= core.outlier.consecutive_failures {
+                if core.outlier.consecutive_failures > 0 && run >= core.outlier.consecutive_failures
+                {
                     self.eject(now);
                 }
             }
@@ -359,22 +366,36 @@ impl<K: Clone + Send + Sync + 'static> Node<K> {
     /// Ejects the endpoint if the rules allow (cold path, under the health lock).
     fn eject(&self, now: Instant) {
         let core = &*self.core;
-        let stats = &self.stats;
         let event = {
             let _health = core.health_lock.lock();
-            // Relaxed: these are written only under the health lock, which we hold.
-            if self.removed.load(Ordering::Relaxed)
-                || stats.ejected.load(Ordering::Relaxed)
-                || stats.consecutive_failures.load(Ordering::Relaxed)
-                    < core.outlier.consecutive_failures
+            // Relaxed: written only under the health lock, which we hold.
+            if self.stats.consecutive_failures.load(Ordering::Relaxed)
+                < core.outlier.consecutive_failures
             {
                 return;
             }
-            // Relaxed: written under the health lock, which we hold.
+            self.eject_locked(now)
+        };
+        if let Some(event) = event {
+            core.events.emit(event);
+        }
+    }
+
+    /// Ejects the endpoint if it is in the set, not ejected, and `max_ejection_percent`
+    /// allows; the caller holds the health lock. Returns the event to emit after unlocking.
+    pub(crate) fn eject_locked(&self, now: Instant) -> Option<BalancerEvent<K>> {
+        let core = &*self.core;
+        let stats = &self.stats;
+        {
+            // Relaxed: these are written only under the health lock, which the caller holds.
+            if self.removed.load(Ordering::Relaxed) || stats.ejected.load(Ordering::Relaxed) {
+                return None;
+            }
+            // Relaxed: written under the health lock, which the caller holds.
             let total = core.total.load(Ordering::Relaxed);
             let ejected = core.ejected.load(Ordering::Relaxed);
             if !core.outlier.may_eject(ejected, total) {
-                return;
+                return None;
             }
             // Relaxed: written under the lock.
             let times = stats.times_ejected.load(Ordering::Relaxed);
@@ -393,15 +414,29 @@ impl<K: Clone + Send + Sync + 'static> Node<K> {
             stats.consecutive_failures.store(0, Ordering::Relaxed);
             // Relaxed: under the lock; readers outside it use it as an estimate.
             core.ejected.store(ejected + 1, Ordering::Relaxed);
-            BalancerEvent::EndpointEjected {
+            Some(BalancerEvent::EndpointEjected {
                 key: self.key.clone(),
                 duration,
                 times: times + 1,
                 ejected: ejected + 1,
                 endpoints: total,
-            }
-        };
-        core.events.emit(event);
+            })
+        }
+    }
+
+    /// Calls and failures since the last interval evaluation, resetting the interval (caller
+    /// holds the health lock).
+    pub(crate) fn take_interval(&self) -> (u64, u64) {
+        let stats = &self.stats;
+        // Relaxed: counters; the bases are written only under the health lock.
+        let calls = stats.calls.load(Ordering::Relaxed);
+        let failures = stats.failures.load(Ordering::Relaxed);
+        let base_calls = stats.base_calls.swap(calls, Ordering::Relaxed);
+        let base_failures = stats.base_failures.swap(failures, Ordering::Relaxed);
+        (
+            calls.saturating_sub(base_calls),
+            failures.saturating_sub(base_failures),
+        )
     }
 
     /// Whether the endpoint is ejected at `now`; restores it (with `estimate_ns` as its fresh

@@ -144,7 +144,7 @@ pub use events::BalancerEvent;
 #[cfg(feature = "metrics")]
 pub use events::BalancerMetrics;
 pub use hash::HashService;
-pub use health::OutlierDetection;
+pub use health::{FailurePercentage, OutlierDetection, SuccessRate};
 pub use service::BalancerService;
 pub use strategy::{
     HotCold, LeastPending, Load, P2cPeakEwma, P2cPending, Random, RoundRobin, Strategy,

@@ -183,6 +183,9 @@ where
         if n == 0 {
             return None;
         }
+        if core.outlier.has_interval_detectors() {
+            crate::balancer::maybe_evaluate(set, now, core);
+        }
         let panic = core.outlier.in_panic(core.ejected_count(), n);
         let passes: &[Option<u64>] = match self.avoid {
             Some(id) => &[Some(id), None],

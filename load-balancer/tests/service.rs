@@ -742,3 +742,39 @@ async fn an_empty_set_can_wait_for_its_first_endpoint() {
     drop(ready);
     assert_eq!(svc.call(0).await.unwrap(), 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_success_rate_detector_ejects_an_endpoint_failing_half_its_calls() {
+    // Round robin and no consecutive-failure detector: only the success-rate detector (on by
+    // default) can see that endpoint 5 fails every other call.
+    let endpoints = fleet(6, Duration::from_millis(1));
+    let balancer = balancer_over(
+        &endpoints,
+        Balancer::builder()
+            .strategy(RoundRobin::new())
+            .outlier_detection(OutlierDetection::new().consecutive_failures(0)),
+    );
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = events.clone();
+    balancer.subscribe(move |e: &BalancerEvent<usize>| {
+        if let BalancerEvent::EndpointEjected { key, .. } = e {
+            sink.lock().unwrap().push(*key);
+        }
+    });
+    for round in 0..200 {
+        endpoints[5]
+            .failing
+            .store(round % 2 == 1, Ordering::Relaxed);
+        for _ in 0..6 {
+            let _ = call(&balancer).await;
+        }
+    }
+    assert!(
+        events.lock().unwrap().is_empty(),
+        "judged only once the interval ends"
+    );
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let _ = call(&balancer).await;
+    assert_eq!(*events.lock().unwrap(), vec![5]);
+    assert!(balancer.snapshot().endpoints[5].ejected_for.is_some());
+}
