@@ -13,7 +13,7 @@
 //!
 //! The body is a short lowercase reason (`rate limited`, `service unavailable: circuit_open`),
 //! never the error's internals. [`handle_error`] is the same as an `async fn(BoxError)`, the
-//! shape axum's `HandleErrorLayer::new` takes:
+//! shape axum's `HandleErrorLayer::new` takes (`tests/axum.rs` runs this with a real limiter):
 //!
 //! ```ignore
 //! use axum::{Router, error_handling::HandleErrorLayer, routing::get};
