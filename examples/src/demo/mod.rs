@@ -276,8 +276,17 @@ pub struct Run {
 ///
 /// # Errors
 ///
-/// If a Palisade builder refuses its configuration, or the SVG cannot be written.
+/// If the phase is shorter than 0.5 s or longer than an hour, a Palisade builder refuses its
+/// configuration, or the SVG cannot be written.
 pub fn run(config: &Config) -> Result<(Report, PathBuf), BoxError> {
+    if config.phase < Duration::from_millis(500) || config.phase > Duration::from_secs(3600) {
+        return Err(format!(
+            "a phase of {:?} is not between 0.5 s and 1 h (the timeline needs a few 100 ms \
+             buckets per phase)",
+            config.phase
+        )
+        .into());
+    }
     let bare = simulate(config, Client::Bare)?;
     let palisade = simulate(config, Client::Palisade)?;
     let report = Report::new(config, &bare, &palisade);
@@ -545,6 +554,19 @@ mod tests {
         let sources = Path::new(env!("CARGO_MANIFEST_DIR"));
         assert!(!path.starts_with(sources), "{}", path.display());
         assert_eq!(path.file_name().unwrap(), "palisade-demo.svg");
+    }
+
+    #[test]
+    fn a_phase_too_short_for_the_timeline_is_an_error_not_a_panic() {
+        for phase in [Duration::ZERO, Duration::from_millis(100)] {
+            let config = Config {
+                phase,
+                progress: false,
+                out: Some(std::env::temp_dir().join("palisade-demo-unused.svg")),
+                ..Config::default()
+            };
+            assert!(run(&config).is_err());
+        }
     }
 
     #[test]
