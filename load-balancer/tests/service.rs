@@ -778,3 +778,48 @@ async fn the_success_rate_detector_ejects_an_endpoint_failing_half_its_calls() {
     assert_eq!(*events.lock().unwrap(), vec![5]);
     assert!(balancer.snapshot().endpoints[5].ejected_for.is_some());
 }
+
+/// tower's own `Retry`: one retry on error, no budget.
+#[derive(Clone)]
+struct OneRetry(bool);
+
+impl<E> tower::retry::Policy<u32, usize, E> for OneRetry {
+    type Future = std::future::Ready<()>;
+
+    fn retry(&mut self, _: &mut u32, result: &mut Result<usize, E>) -> Option<Self::Future> {
+        match result {
+            Err(_) if self.0 => {
+                self.0 = false;
+                Some(std::future::ready(()))
+            }
+            _ => None,
+        }
+    }
+
+    fn clone_request(&mut self, req: &u32) -> Option<u32> {
+        Some(*req)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_through_towers_retry_go_to_another_endpoint_too() {
+    // tower's `Retry` clones itself (and the balancer service) after the first call: the
+    // clone's lineage is the endpoint just called.
+    let endpoints = fleet(3, Duration::from_millis(2));
+    endpoints[0].failing.store(true, Ordering::Relaxed);
+    let balancer = balancer_over(
+        &endpoints,
+        Balancer::builder()
+            .strategy(Random)
+            .outlier_detection(OutlierDetection::disabled()),
+    );
+    let svc = tower::retry::Retry::new(OneRetry(true), balancer.service());
+    let mut failed = 0;
+    for _ in 0..300 {
+        if svc.clone().oneshot(0).await.is_err() {
+            failed += 1;
+        }
+    }
+    assert!(endpoints[0].calls() > 50);
+    assert_eq!(failed, 0, "every retry went to a healthy endpoint");
+}
