@@ -99,6 +99,13 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed {
         policy: &RetryPolicy<C, Q>,
     ) -> ServiceBuilder<Stack<RetryPolicyLayer<C, Q>, L>>;
 
+    /// Answers the stack's failures, timeouts and local rejections with `fallback`'s
+    /// function (the outermost layer of the recommended order).
+    fn fallback<F, C>(
+        self,
+        fallback: &crate::fallback::Fallback<F, C>,
+    ) -> ServiceBuilder<Stack<crate::fallback::FallbackLayer<F, C>, L>>;
+
     /// Ends the stack with `balancer` as its service: `.service(balancer.service())`. A
     /// balancer is the leaf of a client stack (it owns the endpoints), so this is the last
     /// call of the builder; per-endpoint layers wrap each endpoint's service before
@@ -172,6 +179,13 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
         policy: &RetryPolicy<C, Q>,
     ) -> ServiceBuilder<Stack<RetryPolicyLayer<C, Q>, L>> {
         self.layer(policy.layer())
+    }
+
+    fn fallback<F, C>(
+        self,
+        fallback: &crate::fallback::Fallback<F, C>,
+    ) -> ServiceBuilder<Stack<crate::fallback::FallbackLayer<F, C>, L>> {
+        self.layer(fallback.layer())
     }
 
     #[cfg(feature = "load-balancer")]

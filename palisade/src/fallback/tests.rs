@@ -1,6 +1,7 @@
 //! Fallback tests, in tokio's paused time.
 
 use super::*;
+use crate::ServiceBuilderExt;
 use palisade_core::rejection::{Rejection, RejectionKind};
 use palisade_core::{BoxError, Outcome};
 use std::future::Future;
@@ -37,7 +38,7 @@ async fn failures_timeouts_and_rejections_fall_back_successes_pass() {
     let seen = events.clone();
     fallback.subscribe(move |e: &FallbackEvent| seen.lock().unwrap().push(*e));
     let stack = ServiceBuilder::new()
-        .layer(fallback.layer())
+        .fallback(&fallback) // ServiceBuilderExt
         .layer(tower::timeout::TimeoutLayer::new(Duration::from_secs(1)))
         .service(primary());
     assert_eq!(stack.clone().oneshot(7).await.unwrap(), 7);
