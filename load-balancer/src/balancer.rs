@@ -389,6 +389,40 @@ where
         }
     }
 
+    /// Sets per-endpoint gauges from a [`snapshot`](Self::snapshot) (feature `metrics`):
+    /// `palisade_load_balancer_endpoint_pending`, `..._endpoint_latency_seconds` (the latency
+    /// estimate), `..._endpoint_calls` and `..._endpoint_failures` (totals),
+    /// `..._endpoint_ejections` (ejections in a row) and `..._endpoint_ejected` (1 or 0), each
+    /// labelled `name` and `endpoint` (the key's `Display`).
+    ///
+    /// Not recorded per call: call it periodically (say, from your metrics scrape), so that the
+    /// cost and the label cardinality follow the endpoint set, not the traffic. An endpoint
+    /// that left the set keeps its last values until the exporter forgets them.
+    #[cfg(feature = "metrics")]
+    pub fn export_endpoint_metrics(&self)
+    where
+        K: fmt::Display,
+    {
+        let snapshot = self.snapshot();
+        for e in &snapshot.endpoints {
+            let labels = [
+                ("name", snapshot.name.to_string()),
+                ("endpoint", e.key.to_string()),
+            ];
+            metrics::gauge!("palisade_load_balancer_endpoint_pending", &labels)
+                .set(e.pending as f64);
+            metrics::gauge!("palisade_load_balancer_endpoint_latency_seconds", &labels)
+                .set(e.latency.as_secs_f64());
+            metrics::gauge!("palisade_load_balancer_endpoint_calls", &labels).set(e.calls as f64);
+            metrics::gauge!("palisade_load_balancer_endpoint_failures", &labels)
+                .set(e.failures as f64);
+            metrics::gauge!("palisade_load_balancer_endpoint_ejections", &labels)
+                .set(f64::from(e.times_ejected));
+            metrics::gauge!("palisade_load_balancer_endpoint_ejected", &labels)
+                .set(if e.ejected_for.is_some() { 1.0 } else { 0.0 });
+        }
+    }
+
     /// Delivers every later [`BalancerEvent`] to `listener`.
     pub fn subscribe<L: Listener<BalancerEvent<K>>>(&self, listener: L) -> ListenerId {
         self.shared.core.events.subscribe(listener)

@@ -188,3 +188,45 @@ fn gauges_are_set_at_build_and_the_name_defaults_to_the_layer() {
         Some(&0.0)
     );
 }
+
+#[test]
+fn per_endpoint_gauges_come_from_a_snapshot() {
+    let memory = Arc::new(Memory::default());
+    let recorder = TestRecorder(memory.clone());
+    metrics::with_local_recorder(&recorder, || {
+        let balancer = Balancer::builder()
+            .name("api")
+            .strategy(RoundRobin::new())
+            .build()
+            .unwrap();
+        balancer.insert("good", Fixed(true), EndpointMeta::new());
+        balancer.insert("bad", Fixed(false), EndpointMeta::new());
+        let mut svc = balancer.service();
+        for i in 0..10 {
+            let _ = call_now(&mut svc, i);
+        }
+        balancer.export_endpoint_metrics();
+    });
+    let values = memory.values.lock().unwrap();
+    let get = |key: &str| values.get(key).copied();
+    assert_eq!(
+        get("palisade_load_balancer_endpoint_calls{endpoint=good,name=api}"),
+        Some(5.0)
+    );
+    assert_eq!(
+        get("palisade_load_balancer_endpoint_failures{endpoint=bad,name=api}"),
+        Some(5.0)
+    );
+    assert_eq!(
+        get("palisade_load_balancer_endpoint_ejected{endpoint=bad,name=api}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        get("palisade_load_balancer_endpoint_ejected{endpoint=good,name=api}"),
+        Some(0.0)
+    );
+    assert_eq!(
+        get("palisade_load_balancer_endpoint_pending{endpoint=good,name=api}"),
+        Some(0.0)
+    );
+}
