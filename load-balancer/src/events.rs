@@ -20,8 +20,8 @@ use std::time::Duration;
 /// | `CallFinished` | counter `palisade_load_balancer_calls_total{outcome}` (`success`, `failure`, `ignore`), histogram `palisade_load_balancer_call_duration_seconds{outcome}` (the balancer times every call for its latency estimate anyway) |
 ///
 /// Per-endpoint figures (pending, latency estimate, calls, failures, ejections) are in
-/// [`Balancer::snapshot`](crate::Balancer::snapshot) rather than in labelled metrics, whose
-/// cardinality would follow the endpoint set.
+/// [`Balancer::snapshot`](crate::Balancer::snapshot), and become gauges labelled `endpoint`
+/// when you call `Balancer::export_endpoint_metrics` (feature `metrics`), not per call.
 ///
 /// With the `tracing` feature: ejections at `WARN`, restorations and set changes at `INFO`,
 /// per-call events at `TRACE`, target `palisade`, fields `layer = "load_balancer"`, `name`,
