@@ -96,30 +96,35 @@ fn palisade_stacks(
 
 /// tower: the same retry over `Buffer(p2c::Balance(PeakEwma))`, one per client.
 fn tower_stacks(endpoints: &[QueueingEndpoint]) -> Vec<Stack> {
-    use tower::balance::p2c::Balance;
-    use tower::discover::ServiceList;
-    use tower::load::{CompleteOnResponse, PeakEwma};
     (0..CLIENTS)
         .map(|client| {
-            let list: Vec<_> = endpoints
-                .iter()
-                .map(|e| {
-                    PeakEwma::new(
-                        e.clone(),
-                        Duration::from_millis(30),
-                        10.0e9,
-                        CompleteOnResponse::default(),
-                    )
-                })
-                .collect();
-            let balance: Balance<_, ()> = Balance::new(ServiceList::new::<()>(list));
-            let buffered = tower::buffer::Buffer::new(balance, 1024);
             let stack = ServiceBuilder::new()
                 .layer(retry(client).layer())
-                .service(buffered);
+                .service(tower_balance(endpoints));
             BoxCloneService::new(stack)
         })
         .collect()
+}
+
+/// `Buffer(p2c::Balance(PeakEwma))` over the endpoints, with tower's usual settings (30 ms
+/// default RTT, 10 s decay).
+fn tower_balance(endpoints: &[QueueingEndpoint]) -> Stack {
+    use tower::balance::p2c::Balance;
+    use tower::discover::ServiceList;
+    use tower::load::{CompleteOnResponse, PeakEwma};
+    let list: Vec<_> = endpoints
+        .iter()
+        .map(|e| {
+            PeakEwma::new(
+                e.clone(),
+                Duration::from_millis(30),
+                10.0e9,
+                CompleteOnResponse::default(),
+            )
+        })
+        .collect();
+    let balance: Balance<_, ()> = Balance::new(ServiceList::new::<()>(list));
+    BoxCloneService::new(tower::buffer::Buffer::new(balance, 1024))
 }
 
 /// Open-loop traffic: each client issues `RATE_PER_CLIENT` requests a second (jittered
@@ -362,10 +367,14 @@ async fn a_whole_zone_down_spills_to_the_other_zone() {
     // Zone "a" (local to every client): e0, e1; zone "b": e2, e3. Zone a refuses every call
     // from 5 s to 15 s.
     let down = [Phase::down(secs(5.0), secs(15.0))];
-    let endpoints: Vec<_> = fleet([&down, &down, &[]])
-        .into_iter()
-        .chain(fleet([&[], &[], &[]]).into_iter().skip(2))
-        .collect();
+    // Phases run from a fleet's creation: each run gets a fresh fleet.
+    let make_fleet = || -> Vec<QueueingEndpoint> {
+        fleet([&down, &down, &[]])
+            .into_iter()
+            .chain(fleet([&[], &[], &[]]).into_iter().skip(2))
+            .collect()
+    };
+    let endpoints = make_fleet();
     let zone = |i: usize| if i < 2 { "a" } else { "b" };
     let stacks: Vec<Stack> = (0..CLIENTS)
         .map(|client| {
@@ -386,9 +395,10 @@ async fn a_whole_zone_down_spills_to_the_other_zone() {
         })
         .collect();
     let records = drive(&stacks, secs(25.0), 5, |_| {}).await;
+    let tower_records = drive(&tower_stacks(&make_fleet()), secs(25.0), 5, |_| {}).await;
     // Zone b's two endpoints are both named "e2" (each the third of a fleet of three); zone a
     // answers only as "e0" or "e1".
-    let local_share = |from: f64, until: f64| {
+    let local_share_of = |records: &[Record], from: f64, until: f64| {
         let window: Vec<_> = records
             .iter()
             .filter(|r| r.ok && r.issued >= secs(from) && r.issued < secs(until))
@@ -399,17 +409,21 @@ async fn a_whole_zone_down_spills_to_the_other_zone() {
             .count() as f64
             / window.len() as f64
     };
-    let before = local_share(1.0, 5.0);
-    let during = local_share(6.0, 15.0);
-    let after = local_share(18.0, 25.0);
+    let before = local_share_of(&records, 1.0, 5.0);
+    let during = local_share_of(&records, 6.0, 15.0);
+    let after = local_share_of(&records, 18.0, 25.0);
     let success = success_rate(&records, secs(5.0), secs(15.0));
     println!(
         "(d) zone a (local) down for 10 s: local share before {:.1} %, during {:.2} %, 3 s \
-         after {:.1} %; success over the outage {:.3} %",
+         after {:.1} %; success over the outage {:.3} %; tower p2c+PeakEwma+Buffer (no \
+         zones): local share before {:.1} %, during {:.2} %, success over the outage {:.3} %",
         before * 100.0,
         during * 100.0,
         after * 100.0,
-        success * 100.0
+        success * 100.0,
+        local_share_of(&tower_records, 1.0, 5.0) * 100.0,
+        local_share_of(&tower_records, 6.0, 15.0) * 100.0,
+        success_rate(&tower_records, secs(5.0), secs(15.0)) * 100.0,
     );
     assert!(before > 0.6, "the local zone is preferred: {before}");
     assert!(during < 0.01, "traffic spilled to zone b: {during}");
@@ -417,8 +431,12 @@ async fn a_whole_zone_down_spills_to_the_other_zone() {
     assert!(after > 0.6, "the local zone is preferred again: {after}");
 }
 
-/// Retry over a bulkhead over the balancer, per client.
+/// Retry over a bulkhead over the balancer, per client; tower's balancer when `tower`.
 fn bulkhead_stacks(endpoints: &[QueueingEndpoint], adaptive: bool) -> Vec<Stack> {
+    bulkhead_stacks_over(endpoints, adaptive, false)
+}
+
+fn bulkhead_stacks_over(endpoints: &[QueueingEndpoint], adaptive: bool, tower: bool) -> Vec<Stack> {
     (0..CLIENTS)
         .map(|client| {
             let balancer = Balancer::builder()
@@ -444,21 +462,32 @@ fn bulkhead_stacks(endpoints: &[QueueingEndpoint], adaptive: bool) -> Vec<Stack>
                 // every worker busy, too few to build long queues. Reject mode (the default).
                 builder.max_concurrent_calls(5).build().unwrap()
             };
+            let inner = if tower {
+                tower_balance(endpoints)
+            } else {
+                BoxCloneService::new(balancer.service())
+            };
             BoxCloneService::new(
                 ServiceBuilder::new()
                     .layer(retry(client).layer())
                     .layer(bulkhead.layer())
-                    .service(balancer.service()),
+                    .service(inner),
             )
         })
         .collect()
 }
 
-async fn surge(adaptive: bool) -> (f64, Duration, Duration, f64, Duration) {
+async fn surge(adaptive: bool, tower: bool) -> (f64, Duration, Duration, f64, Duration) {
     let endpoints = fleet([&[], &[], &[]]);
-    let unloaded = p99(&drive(&bulkhead_stacks(&endpoints, adaptive), secs(5.0), 6, |_| {}).await);
+    let unloaded = p99(&drive(
+        &bulkhead_stacks_over(&endpoints, adaptive, tower),
+        secs(5.0),
+        6,
+        |_| {},
+    )
+    .await);
     let endpoints = fleet([&[], &[], &[]]);
-    let stacks = bulkhead_stacks(&endpoints, adaptive);
+    let stacks = bulkhead_stacks_over(&endpoints, adaptive, tower);
     // 400 requests/s, then 3 600/s (3x the fleet's 1 200/s) from 5 s to 10 s.
     let records = drive_at(
         &stacks,
@@ -499,23 +528,23 @@ async fn surge(adaptive: bool) -> (f64, Duration, Duration, f64, Duration) {
 #[tokio::test(start_paused = true)]
 async fn a_surge_of_three_times_capacity_is_shed_at_the_bulkhead() {
     let mut fixed = None;
-    for adaptive in [false, true] {
-        let (served, surge_p99, unloaded, after, last_failure) = surge(adaptive).await;
-        let kind = if adaptive {
-            "adaptive (Gradient2 defaults)"
-        } else {
-            "fixed (5 per client)"
+    for (adaptive, tower) in [(false, false), (true, false), (false, true)] {
+        let (served, surge_p99, unloaded, after, last_failure) = surge(adaptive, tower).await;
+        let kind = match (adaptive, tower) {
+            (true, _) => "adaptive (Gradient2 defaults) bulkhead over Palisade's balancer",
+            (false, false) => "fixed (5 per client) bulkhead over Palisade's balancer",
+            (false, true) => "fixed (5 per client) bulkhead over tower p2c+PeakEwma+Buffer",
         };
         let ratio = surge_p99.as_secs_f64() / unloaded.as_secs_f64();
         println!(
-            "(e) 3x surge for 5 s, {kind} bulkhead over the balancer: successes {:.1} % of \
+            "(e) 3x surge for 5 s, {kind}: successes {:.1} % of \
              the fleet's capacity, success p99 {surge_p99:?} ({ratio:.2}x the unloaded \
              {unloaded:?}), success in the first second after {:.2} %, last failure issued \
              {last_failure:?} after the surge",
             served * 100.0,
             after * 100.0,
         );
-        if !adaptive {
+        if !adaptive && !tower {
             fixed = Some((served, ratio, last_failure));
         }
     }
