@@ -432,11 +432,7 @@ async fn a_whole_zone_down_spills_to_the_other_zone() {
 }
 
 /// Retry over a bulkhead over the balancer, per client; tower's balancer when `tower`.
-fn bulkhead_stacks(endpoints: &[QueueingEndpoint], adaptive: bool) -> Vec<Stack> {
-    bulkhead_stacks_over(endpoints, adaptive, false)
-}
-
-fn bulkhead_stacks_over(endpoints: &[QueueingEndpoint], adaptive: bool, tower: bool) -> Vec<Stack> {
+fn bulkhead_stacks(endpoints: &[QueueingEndpoint], adaptive: bool, tower: bool) -> Vec<Stack> {
     (0..CLIENTS)
         .map(|client| {
             let balancer = Balancer::builder()
@@ -480,14 +476,14 @@ fn bulkhead_stacks_over(endpoints: &[QueueingEndpoint], adaptive: bool, tower: b
 async fn surge(adaptive: bool, tower: bool) -> (f64, Duration, Duration, f64, Duration) {
     let endpoints = fleet([&[], &[], &[]]);
     let unloaded = p99(&drive(
-        &bulkhead_stacks_over(&endpoints, adaptive, tower),
+        &bulkhead_stacks(&endpoints, adaptive, tower),
         secs(5.0),
         6,
         |_| {},
     )
     .await);
     let endpoints = fleet([&[], &[], &[]]);
-    let stacks = bulkhead_stacks_over(&endpoints, adaptive, tower);
+    let stacks = bulkhead_stacks(&endpoints, adaptive, tower);
     // 400 requests/s, then 3 600/s (3x the fleet's 1 200/s) from 5 s to 10 s.
     let records = drive_at(
         &stacks,
