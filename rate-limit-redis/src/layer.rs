@@ -1,0 +1,61 @@
+//! The layers.
+
+use crate::leased_rate_limiter::LeasedRateLimiter;
+use crate::redis_rate_limiter::RedisRateLimiter;
+use crate::service::{LeasedRateLimiterService, RedisRateLimiterService};
+use std::fmt;
+use tower_layer::Layer;
+
+/// Rate limits each request on the global bucket and cost a function of the request gives
+/// (`Fn(&Req) -> (impl Into<String>, u32)`). Made by [`RedisRateLimiter::layer`].
+#[derive(Clone)]
+pub struct RedisRateLimiterLayer<F> {
+    limiter: RedisRateLimiter,
+    key_and_cost: F,
+}
+
+impl<F> RedisRateLimiterLayer<F> {
+    pub(crate) fn new(limiter: RedisRateLimiter, key_and_cost: F) -> Self {
+        RedisRateLimiterLayer {
+            limiter,
+            key_and_cost,
+        }
+    }
+}
+
+impl<F> fmt::Debug for RedisRateLimiterLayer<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisRateLimiterLayer")
+            .field("limiter", &self.limiter)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, F: Clone> Layer<S> for RedisRateLimiterLayer<F> {
+    type Service = RedisRateLimiterService<S, F>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RedisRateLimiterService::new(inner, self.limiter.clone(), self.key_and_cost.clone())
+    }
+}
+
+/// Takes one token per request from a [`LeasedRateLimiter`]'s local pool, leasing more from
+/// Redis when it is empty. Made by [`LeasedRateLimiter::layer`].
+#[derive(Clone, Debug)]
+pub struct LeasedRateLimiterLayer {
+    limiter: LeasedRateLimiter,
+}
+
+impl LeasedRateLimiterLayer {
+    pub(crate) fn new(limiter: LeasedRateLimiter) -> Self {
+        LeasedRateLimiterLayer { limiter }
+    }
+}
+
+impl<S> Layer<S> for LeasedRateLimiterLayer {
+    type Service = LeasedRateLimiterService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        LeasedRateLimiterService::new(inner, self.limiter.clone())
+    }
+}
