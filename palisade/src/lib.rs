@@ -122,6 +122,8 @@
 
 mod builder_ext;
 pub mod fallback;
+#[cfg(feature = "serde")]
+pub mod registry;
 
 pub use builder_ext::ServiceBuilderExt;
 /// `palisade-core`, the vocabulary every layer shares: clocks, outcome classification, local
