@@ -62,6 +62,51 @@ async fn the_example_file_builds_every_instance_with_its_merged_settings() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn yaml_and_json_files_read_the_same_as_toml() {
+    let yaml = r#"
+circuit_breaker:
+  configs:
+    default:
+      minimum_calls: 5
+      wait_duration_in_open: 5s
+  instances:
+    inventory:
+      failure_rate_threshold: 40
+retry_policy:
+  instances:
+    inventory:
+      backoff: { kind: exponential, base: 10ms, max: 200ms }
+"#;
+    let from_yaml: RegistryConfig = serde_yaml::from_str(yaml).unwrap();
+    let from_toml: RegistryConfig = toml::from_str(
+        "[circuit_breaker.configs.default]\nminimum_calls = 5\nwait_duration_in_open = \"5s\"\n\
+         [circuit_breaker.instances.inventory]\nfailure_rate_threshold = 40\n\
+         [retry_policy.instances.inventory]\n\
+         backoff = { kind = \"exponential\", base = \"10ms\", max = \"200ms\" }\n",
+    )
+    .unwrap();
+    assert_eq!(from_yaml, from_toml);
+    let json = serde_json::to_string(&from_yaml).unwrap();
+    assert_eq!(
+        serde_json::from_str::<RegistryConfig>(&json).unwrap(),
+        from_toml
+    );
+    let registry = Registry::from_config_with_clock(from_yaml, Clock::tokio()).unwrap();
+    assert_eq!(
+        registry.circuit_breaker("inventory").unwrap().name(),
+        "inventory"
+    );
+    let err = serde_yaml::from_str::<RegistryConfig>(
+        "circuit_breaker:\n  instances:\n    x:\n      minimum_cals: 5\n",
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("unknown field `minimum_cals`"),
+        "{err}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_example_stack_opens_the_breaker_after_the_default_minimum_calls() {
     // The stack of examples/config.rs: retry (inventory) over breaker (inventory) over a
     // backend that always fails.
