@@ -135,6 +135,40 @@ async fn the_example_stack_opens_the_breaker_after_the_default_minimum_calls() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_policy_with_its_own_classifier_takes_the_files_settings() {
+    // Classifiers are code: apply the file's merged settings to a builder that has one.
+    let registry = registry(EXAMPLE).unwrap();
+    let config = registry.retry_policy_config("inventory").unwrap();
+    assert_eq!(config.budget.as_deref(), Some("shared"));
+    let mut builder = config
+        .apply(
+            RetryPolicy::builder().classify(|r: Result<&u32, &BoxError>| match r {
+                Ok(&n) if n >= 500 => palisade::common::Outcome::Failure,
+                Ok(_) => palisade::common::Outcome::Success,
+                Err(_) => palisade::common::Outcome::Failure,
+            }),
+        )
+        .unwrap()
+        .name("inventory-http");
+    if let Some(budget) = &config.budget {
+        builder = builder.budget(registry.retry_budget(budget).unwrap());
+    }
+    let policy = builder.build().unwrap();
+    assert_eq!(policy.snapshot().deadline, Some(Duration::from_secs(2)));
+    let attempts = Arc::new(AtomicU32::new(0));
+    let seen = Arc::clone(&attempts);
+    let client = ServiceBuilder::new()
+        .retry_policy(&policy)
+        .service_fn(move |_: ()| {
+            // Relaxed: a count, read after the call.
+            let n = seen.fetch_add(1, Ordering::Relaxed);
+            async move { Ok::<u32, BoxError>(if n < 2 { 503 } else { 200 }) }
+        });
+    assert_eq!(client.oneshot(()).await.unwrap(), 200);
+    assert_eq!(attempts.load(Ordering::Relaxed), 3);
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_same_name_is_the_same_handle() {
     let registry = registry(EXAMPLE).unwrap();
     registry.circuit_breaker("inventory").unwrap().force_open();
