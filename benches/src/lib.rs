@@ -76,3 +76,90 @@ where
     })
     .elapsed()
 }
+
+#[cfg(feature = "obs")]
+pub use recorder::CountingRecorder;
+
+/// A `metrics` recorder as cheap as a real one can be: every handle it registers is a real
+/// atomic cell (so the layers' recording work is all done), and nothing is exported.
+#[cfg(feature = "obs")]
+mod recorder {
+    use metrics::{
+        Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata,
+        Recorder, SharedString, Unit,
+    };
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// One metric's value: a counter's count, a gauge's bits, a histogram's sample count.
+    #[derive(Debug, Default)]
+    struct Cell(AtomicU64);
+
+    // Relaxed on every cell: the values are never read while the benches run, so no other
+    // memory needs to be ordered with them; the atomic RMW itself is the work a real
+    // recorder does.
+    impl CounterFn for Cell {
+        fn increment(&self, value: u64) {
+            self.0.fetch_add(value, Ordering::Relaxed);
+        }
+        fn absolute(&self, value: u64) {
+            self.0.store(value, Ordering::Relaxed);
+        }
+    }
+
+    impl GaugeFn for Cell {
+        fn increment(&self, value: f64) {
+            self.set(f64::from_bits(self.0.load(Ordering::Relaxed)) + value);
+        }
+        fn decrement(&self, value: f64) {
+            self.set(f64::from_bits(self.0.load(Ordering::Relaxed)) - value);
+        }
+        fn set(&self, value: f64) {
+            self.0.store(value.to_bits(), Ordering::Relaxed);
+        }
+    }
+
+    impl HistogramFn for Cell {
+        fn record(&self, _value: f64) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Registers a fresh atomic cell per handle and counts the registrations.
+    #[derive(Debug, Default)]
+    pub struct CountingRecorder {
+        registrations: AtomicU64,
+    }
+
+    impl CountingRecorder {
+        /// How many handles were registered so far.
+        pub fn registrations(&self) -> u64 {
+            // Relaxed: a statistic read after the work it counts, on the same thread.
+            self.registrations.load(Ordering::Relaxed)
+        }
+
+        fn cell(&self) -> Arc<Cell> {
+            // Relaxed: a statistic; nothing is published through it.
+            self.registrations.fetch_add(1, Ordering::Relaxed);
+            Arc::new(Cell::default())
+        }
+    }
+
+    impl Recorder for CountingRecorder {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+
+        fn register_counter(&self, _: &Key, _: &Metadata<'_>) -> Counter {
+            Counter::from_arc(self.cell())
+        }
+
+        fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+            Gauge::from_arc(self.cell())
+        }
+
+        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+            Histogram::from_arc(self.cell())
+        }
+    }
+}

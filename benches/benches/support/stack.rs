@@ -1,0 +1,45 @@
+//! The full recommended Palisade stack, shared by the `stack` and `observability` benches.
+
+use palisade_benches::Bare;
+use palisade_bulkhead::Bulkhead;
+use palisade_circuit_breaker::CircuitBreaker;
+use palisade_load_balancer::Balancer;
+use palisade_rate_limit::RateLimiter;
+use palisade_retry::RetryPolicy;
+use std::time::Duration;
+use tower::{BoxError, Layer, Service, ServiceBuilder};
+
+/// Endpoints behind each balancer.
+pub(crate) const ENDPOINTS: usize = 10;
+/// The bulkhead's limit.
+pub(crate) const LIMIT: usize = 64;
+
+/// The facade's order of layers (`palisade/src/lib.rs`), every layer on its defaults but the
+/// rate (so high that no bench loop meets it) and the bulkhead's limit ([`LIMIT`]): retry
+/// (default policy and budget) → rate limit → bulkhead → `Balancer` (P2C + peak EWMA) over
+/// [`ENDPOINTS`] endpoints → per endpoint a circuit breaker in gate mode → [`Bare`].
+pub(crate) fn palisade_stack() -> impl Service<u64, Response = u64, Error = BoxError> + Clone + Send
+{
+    let retry = RetryPolicy::builder().build().unwrap();
+    let limiter = RateLimiter::builder()
+        .rate(u32::MAX, Duration::from_secs(1))
+        .burst(1_000_000_000)
+        .build()
+        .unwrap();
+    let bulkhead = Bulkhead::builder()
+        .max_concurrent_calls(LIMIT)
+        .build()
+        .unwrap();
+    let balancer = Balancer::new((0..ENDPOINTS).map(|k| {
+        let breaker = CircuitBreaker::builder()
+            .name(format!("endpoint-{k}"))
+            .build()
+            .unwrap();
+        (k, breaker.layer().gate().layer(Bare))
+    }));
+    ServiceBuilder::new()
+        .layer(retry.layer())
+        .layer(limiter.layer())
+        .layer(bulkhead.layer())
+        .service(balancer.service())
+}
