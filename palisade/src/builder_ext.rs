@@ -94,10 +94,10 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed {
 
     /// Retries the stack below according to `policy` (and its budget).
     #[cfg(feature = "retry")]
-    fn retry_policy<C, Q>(
+    fn retry_policy<C, Q, H>(
         self,
-        policy: &RetryPolicy<C, Q>,
-    ) -> ServiceBuilder<Stack<RetryPolicyLayer<C, Q>, L>>;
+        policy: &RetryPolicy<C, Q, H>,
+    ) -> ServiceBuilder<Stack<RetryPolicyLayer<C, Q, H>, L>>;
 
     /// Answers the stack's failures, timeouts and local rejections with `fallback`'s
     /// function (the outermost layer of the recommended order).
@@ -174,10 +174,10 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     }
 
     #[cfg(feature = "retry")]
-    fn retry_policy<C, Q>(
+    fn retry_policy<C, Q, H>(
         self,
-        policy: &RetryPolicy<C, Q>,
-    ) -> ServiceBuilder<Stack<RetryPolicyLayer<C, Q>, L>> {
+        policy: &RetryPolicy<C, Q, H>,
+    ) -> ServiceBuilder<Stack<RetryPolicyLayer<C, Q, H>, L>> {
         self.layer(policy.layer())
     }
 

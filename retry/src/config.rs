@@ -3,6 +3,7 @@
 use crate::backoff::Backoff;
 use crate::budget::{RetryBudget, RetryBudgetBuilder};
 use crate::events::RetryEvent;
+use crate::remote_hint::NoRemoteHint;
 use crate::request::{CloneAll, CloneIf, CloneWith};
 use crate::retry_policy::{RetryPolicy, Shared};
 use crate::throttle::RetryThrottle;
@@ -75,8 +76,12 @@ enum SpendChoice {
 }
 
 /// Builds a [`RetryPolicy`].
+///
+/// Generic over the classifier `C`, the request policy `Q` and the
+/// [`RemoteHint`](crate::RemoteHint) `H` that
+/// reads hints from responses (default [`NoRemoteHint`]), like the [`RetryPolicy`] it builds.
 #[derive(Clone, Debug)]
-pub struct RetryPolicyBuilder<C = ErrorIsFailure, Q = CloneAll> {
+pub struct RetryPolicyBuilder<C = ErrorIsFailure, Q = CloneAll, H = NoRemoteHint> {
     max_attempts: u32,
     backoff: Backoff,
     deadline: Option<Duration>,
@@ -85,6 +90,7 @@ pub struct RetryPolicyBuilder<C = ErrorIsFailure, Q = CloneAll> {
     local_max_wait: Option<Duration>,
     classify: C,
     requests: Q,
+    remote_hint: H,
     spend: SpendChoice,
     clock: Option<Clock>,
     seed: Option<u64>,
@@ -102,6 +108,7 @@ impl RetryPolicyBuilder {
             local_max_wait: None,
             classify: ErrorIsFailure,
             requests: CloneAll,
+            remote_hint: NoRemoteHint,
             spend: SpendChoice::DefaultBudget,
             clock: None,
             seed: None,
@@ -110,7 +117,7 @@ impl RetryPolicyBuilder {
     }
 }
 
-impl<C, Q> RetryPolicyBuilder<C, Q> {
+impl<C, Q, H> RetryPolicyBuilder<C, Q, H> {
     /// Attempts per request, the first included: 1 (never retry) to 100. Default 3.
     #[must_use]
     pub fn max_attempts(mut self, attempts: u32) -> Self {
@@ -146,7 +153,8 @@ impl<C, Q> RetryPolicyBuilder<C, Q> {
 
     /// The longest *remote* `retry_after` hint (a server's `Retry-After`, gRPC pushback: a
     /// [`RetryAfter`](palisade_core::RetryAfter) in the error's source chain that is not part of
-    /// a local [`Rejection`](palisade_core::Rejection)) that a retry waits for. A retry waits
+    /// a local [`Rejection`](palisade_core::Rejection), or a response's hint read by
+    /// [`remote_hint`](Self::remote_hint)) that a retry waits for. A retry waits
     /// the longer of its backoff and the hint; a hint above this cap (or one that reaches past
     /// the deadline) ends retrying at once, returning the error
     /// ([`GiveUpReason::RetryAfterTooLong`](crate::GiveUpReason::RetryAfterTooLong)).
@@ -178,7 +186,7 @@ impl<C, Q> RetryPolicyBuilder<C, Q> {
     /// Which results are retryable: those the classifier calls
     /// [`Outcome::Failure`]. Default [`ErrorIsFailure`]: errors are retried, responses are not.
     #[must_use]
-    pub fn classify<C2>(self, classify: C2) -> RetryPolicyBuilder<C2, Q> {
+    pub fn classify<C2>(self, classify: C2) -> RetryPolicyBuilder<C2, Q, H> {
         RetryPolicyBuilder {
             max_attempts: self.max_attempts,
             backoff: self.backoff,
@@ -188,6 +196,7 @@ impl<C, Q> RetryPolicyBuilder<C, Q> {
             local_max_wait: self.local_max_wait,
             classify,
             requests: self.requests,
+            remote_hint: self.remote_hint,
             spend: self.spend,
             clock: self.clock,
             seed: self.seed,
@@ -195,7 +204,7 @@ impl<C, Q> RetryPolicyBuilder<C, Q> {
         }
     }
 
-    fn requests<Q2>(self, requests: Q2) -> RetryPolicyBuilder<C, Q2> {
+    fn requests<Q2>(self, requests: Q2) -> RetryPolicyBuilder<C, Q2, H> {
         RetryPolicyBuilder {
             max_attempts: self.max_attempts,
             backoff: self.backoff,
@@ -205,6 +214,7 @@ impl<C, Q> RetryPolicyBuilder<C, Q> {
             local_max_wait: self.local_max_wait,
             classify: self.classify,
             requests,
+            remote_hint: self.remote_hint,
             spend: self.spend,
             clock: self.clock,
             seed: self.seed,
@@ -215,15 +225,84 @@ impl<C, Q> RetryPolicyBuilder<C, Q> {
     /// Retries only requests the predicate accepts (the idempotent ones); they are copied with
     /// `Clone`.
     #[must_use]
-    pub fn retry_requests_if<F>(self, predicate: F) -> RetryPolicyBuilder<C, CloneIf<F>> {
+    pub fn retry_requests_if<F>(self, predicate: F) -> RetryPolicyBuilder<C, CloneIf<F>, H> {
         self.requests(CloneIf(predicate))
     }
 
     /// Copies requests for retries with `copy` (for requests that are not `Clone`); a `None`
     /// from it means the request is not retried.
     #[must_use]
-    pub fn clone_requests_with<F>(self, copy: F) -> RetryPolicyBuilder<C, CloneWith<F>> {
+    pub fn clone_requests_with<F>(self, copy: F) -> RetryPolicyBuilder<C, CloneWith<F>, H> {
         self.requests(CloneWith(copy))
+    }
+
+    /// Reads *remote* `retry_after` hints from responses too: when the classifier calls an
+    /// `Ok` response a retryable failure (an HTTP `429` or `503`, say), `hint` is asked for the
+    /// server's hint (its `Retry-After`), which is then honoured exactly like a remote hint in
+    /// an error's source chain: the retry waits the longer of its backoff and the hint; a hint
+    /// above [`max_retry_after`](Self::max_retry_after) (default: the backoff cap), or one that
+    /// reaches past the [deadline](Self::deadline), ends retrying at once
+    /// ([`GiveUpReason::RetryAfterTooLong`](crate::GiveUpReason::RetryAfterTooLong),
+    /// [`GiveUpReason::Deadline`](crate::GiveUpReason::Deadline)) and the caller gets that
+    /// response. Successes, ignored responses and errors never reach `hint`.
+    ///
+    /// Default: none ([`NoRemoteHint`]): a response's hint is not read, at no cost.
+    ///
+    /// `Res` is the response type of the service the layer wraps. A generic function such as
+    /// `palisade_http::retry_after_of` plugs straight in; name its body type
+    /// (`retry_after_of::<B>`) when nothing else in the function fixes it.
+    ///
+    /// ```
+    /// use palisade_core::{BoxError, Outcome};
+    /// use palisade_retry::{Backoff, RetryPolicy};
+    /// use std::time::Duration;
+    /// use tower::{ServiceExt, service_fn};
+    ///
+    /// /// A status, and the server's `Retry-After` in seconds.
+    /// struct Answer { status: u16, retry_after: Option<u64> }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), BoxError> {
+    /// let policy = RetryPolicy::builder()
+    ///     .backoff(Backoff::constant(Duration::from_millis(10)))
+    ///     .classify(|result: Result<&Answer, &BoxError>| match result {
+    ///         Ok(answer) if answer.status == 429 => Outcome::Failure,
+    ///         Ok(_) => Outcome::Success,
+    ///         Err(_) => Outcome::Failure,
+    ///     })
+    ///     .remote_hint(|answer: &Answer| answer.retry_after.map(Duration::from_secs))
+    ///     .max_retry_after(Duration::from_secs(2))
+    ///     .build()?;
+    /// let server = service_fn(|_: ()| async {
+    ///     Ok::<_, BoxError>(Answer { status: 429, retry_after: Some(60) })
+    /// });
+    /// // A 60 s hint is above the 2 s cap: no retry, the 429 comes back at once.
+    /// let answer = policy.layer().layer(server).oneshot(()).await?;
+    /// assert_eq!(answer.status, 429);
+    /// # Ok(())
+    /// # }
+    /// # use tower::Layer;
+    /// ```
+    #[must_use]
+    pub fn remote_hint<Res, H2>(self, hint: H2) -> RetryPolicyBuilder<C, Q, H2>
+    where
+        H2: Fn(&Res) -> Option<Duration> + Send + Sync,
+    {
+        RetryPolicyBuilder {
+            max_attempts: self.max_attempts,
+            backoff: self.backoff,
+            deadline: self.deadline,
+            attempt_timeout: self.attempt_timeout,
+            max_retry_after: self.max_retry_after,
+            local_max_wait: self.local_max_wait,
+            classify: self.classify,
+            requests: self.requests,
+            remote_hint: hint,
+            spend: self.spend,
+            clock: self.clock,
+            seed: self.seed,
+            name: self.name,
+        }
     }
 
     /// Draws retries from `budget` (shared: hand the same budget to every policy and hedge
@@ -280,7 +359,7 @@ impl<C, Q> RetryPolicyBuilder<C, Q> {
     ///
     /// [`ConfigError`] naming `max_attempts` (0 or above 100), `backoff` (base above cap),
     /// `deadline` or `attempt_timeout` (zero).
-    pub fn build(self) -> Result<RetryPolicy<C, Q>, ConfigError> {
+    pub fn build(self) -> Result<RetryPolicy<C, Q, H>, ConfigError> {
         if !(1..=100).contains(&self.max_attempts) {
             return Err(ConfigError::new(
                 "max_attempts",
@@ -316,6 +395,7 @@ impl<C, Q> RetryPolicyBuilder<C, Q> {
                 local_max_wait: self.local_max_wait,
                 classify: self.classify,
                 requests: self.requests,
+                remote_hint: self.remote_hint,
                 spend,
                 clock: self.clock.unwrap_or_default(),
                 seed: self.seed.unwrap_or_else(palisade_core::rng::random_seed),

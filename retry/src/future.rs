@@ -3,6 +3,7 @@
 use crate::backoff::SplitMix64;
 use crate::error::{AttemptTimedOut, DeadlineExceeded};
 use crate::events::{CallOutcome, GiveUpReason, RetryEvent};
+use crate::remote_hint::{NoRemoteHint, RemoteHint};
 use crate::request::RetryRequest;
 use crate::retry_policy::Shared;
 use palisade_core::BoxError;
@@ -31,7 +32,7 @@ use tower_service::Service;
 /// Dropping it drops the attempt in flight (or the backoff timer) and nothing else: no budget
 /// is held across attempts, so there is nothing to return.
 #[pin_project]
-pub struct ResponseFuture<S, Req, C, Q>
+pub struct ResponseFuture<S, Req, C, Q, H = NoRemoteHint>
 where
     S: Service<Req>,
 {
@@ -51,7 +52,7 @@ where
     deadline: Option<Instant>,
     rng: Option<SplitMix64>,
     previous_delay: Duration,
-    shared: Arc<Shared<C, Q>>,
+    shared: Arc<Shared<C, Q, H>>,
 }
 
 #[pin_project(project = StateProj)]
@@ -68,7 +69,7 @@ enum State<F> {
     Ready,
 }
 
-impl<S, Req, C, Q> ResponseFuture<S, Req, C, Q>
+impl<S, Req, C, Q, H> ResponseFuture<S, Req, C, Q, H>
 where
     S: Service<Req>,
 {
@@ -76,7 +77,7 @@ where
         future: S::Future,
         service: S,
         request: Option<Req>,
-        shared: Arc<Shared<C, Q>>,
+        shared: Arc<Shared<C, Q, H>>,
     ) -> Self {
         let mut timer_is_deadline = false;
         let mut deadline = None;
@@ -119,12 +120,13 @@ fn attempt_limit(
     }
 }
 
-impl<S, Req, C, Q> Future for ResponseFuture<S, Req, C, Q>
+impl<S, Req, C, Q, H> Future for ResponseFuture<S, Req, C, Q, H>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,
     C: Classify<S::Response, S::Error>,
     Q: RetryRequest<Req>,
+    H: RemoteHint<S::Response>,
 {
     type Output = Result<S::Response, BoxError>;
 
@@ -307,8 +309,8 @@ where
 
 /// Arms `timer` for a retry's readiness wait and attempt: the attempt timeout, or the rest of
 /// the deadline if that is sooner (none if neither is set).
-fn start_ready<C, Q>(
-    shared: &Shared<C, Q>,
+fn start_ready<C, Q, H>(
+    shared: &Shared<C, Q, H>,
     deadline: Option<Instant>,
     mut timer: Pin<&mut Option<Sleep>>,
     timer_is_deadline: &mut bool,
@@ -323,7 +325,10 @@ fn start_ready<C, Q>(
 }
 
 /// The deadline passed: the events, and the error (the layer's own rejection).
-fn give_up_at_deadline<C, Q, Res>(shared: &Shared<C, Q>, attempts: u32) -> Result<Res, BoxError> {
+fn give_up_at_deadline<C, Q, H, Res>(
+    shared: &Shared<C, Q, H>,
+    attempts: u32,
+) -> Result<Res, BoxError> {
     shared.events.emit_with(|| RetryEvent::GaveUp {
         attempts,
         reason: GiveUpReason::Deadline,
@@ -337,8 +342,8 @@ fn give_up_at_deadline<C, Q, Res>(shared: &Shared<C, Q>, attempts: u32) -> Resul
 
 /// The call ends with `result`: the one event every call emits at its end.
 #[inline]
-fn finished<C, Q, Res>(
-    shared: &Shared<C, Q>,
+fn finished<C, Q, H, Res>(
+    shared: &Shared<C, Q, H>,
     attempts: u32,
     outcome: CallOutcome,
     result: Result<Res, BoxError>,
@@ -349,9 +354,10 @@ fn finished<C, Q, Res>(
     Poll::Ready(result)
 }
 
-/// Whether to retry after a failed attempt, and after what delay.
-fn decide<C, Q, Res>(
-    shared: &Shared<C, Q>,
+/// Whether to retry after a failed attempt (an error, or a response the classifier called a
+/// failure), and after what delay.
+fn decide<C, Q, H: RemoteHint<Res>, Res>(
+    shared: &Shared<C, Q, H>,
     attempt: u32,
     have_copy: bool,
     deadline: Option<Instant>,
@@ -368,20 +374,29 @@ fn decide<C, Q, Res>(
     let rng = rng.get_or_insert_with(|| SplitMix64::new(shared.next_stream_seed()));
     let mut delay = shared.backoff.delay(attempt, *previous_delay, rng);
     *previous_delay = delay;
-    if let Err(err) = result {
-        if let Some(local) = rejection(&**err) {
-            // Retried only on opt-in (checked by the caller), and only within its cap.
-            let cap = shared.local_max_wait.unwrap_or(Duration::ZERO);
-            delay = delay.max(local.retry_after().unwrap_or(Duration::ZERO));
-            if delay > cap {
-                return Err(GiveUpReason::LocalRejection);
+    let remote = match result {
+        Err(err) => {
+            if let Some(local) = rejection(&**err) {
+                // Retried only on opt-in (checked by the caller), and only within its cap.
+                let cap = shared.local_max_wait.unwrap_or(Duration::ZERO);
+                delay = delay.max(local.retry_after().unwrap_or(Duration::ZERO));
+                if delay > cap {
+                    return Err(GiveUpReason::LocalRejection);
+                }
+                None
+            } else {
+                retry_after(&**err)
             }
-        } else if let Some(hint) = retry_after(&**err) {
-            if hint > shared.max_retry_after {
-                return Err(GiveUpReason::RetryAfterTooLong);
-            }
-            delay = delay.max(hint);
         }
+        // A response the classifier called a failure: its hint, if the policy reads one
+        // (`NoRemoteHint` is an inlined `None`).
+        Ok(response) => shared.remote_hint.remote_hint(response),
+    };
+    if let Some(hint) = remote {
+        if hint > shared.max_retry_after {
+            return Err(GiveUpReason::RetryAfterTooLong);
+        }
+        delay = delay.max(hint);
     }
     if let Some(deadline) = deadline
         && shared.clock.now() + delay >= deadline
@@ -399,7 +414,7 @@ fn decide<C, Q, Res>(
     Ok(delay)
 }
 
-impl<S, Req, C, Q> fmt::Debug for ResponseFuture<S, Req, C, Q>
+impl<S, Req, C, Q, H> fmt::Debug for ResponseFuture<S, Req, C, Q, H>
 where
     S: Service<Req>,
 {

@@ -25,9 +25,11 @@
 //!   ([`retry_local_rejections`](RetryPolicyBuilder::retry_local_rejections)).
 //! - **When**: after a [`Backoff`] (constant, exponential, full jitter, decorrelated jitter; all
 //!   capped; the jitter's RNG seedable), or after a *remote* `retry_after` hint
-//!   ([`palisade_core::retry_after`] outside a local rejection: a server's `Retry-After`) if
-//!   that is longer and at most [`max_retry_after`](RetryPolicyBuilder::max_retry_after)
-//!   (default: the backoff cap; a longer hint ends retrying at once). So a default policy never
+//!   ([`palisade_core::retry_after`] outside a local rejection: a server's `Retry-After`; or,
+//!   with [`remote_hint`](RetryPolicyBuilder::remote_hint), read from a response the
+//!   classifier calls a failure, such as an HTTP `429`) if that is longer and at most
+//!   [`max_retry_after`](RetryPolicyBuilder::max_retry_after) (default: the backoff cap; a
+//!   longer hint ends retrying at once). So a default policy never
 //!   makes a caller wait longer than its backoff cap. Sleeps are tokio's, so they run in
 //!   paused time in tests.
 //! - **How long**: an optional per-attempt timeout ([`AttemptTimedOut`], a retryable failure;
@@ -100,6 +102,7 @@ pub mod future;
 pub mod hedge;
 mod latency;
 mod layer;
+pub mod remote_hint;
 mod request;
 mod retry_policy;
 #[cfg(feature = "serde")]
@@ -128,6 +131,7 @@ pub use hedge::{
     HedgePolicy, HedgePolicyBuilder, HedgePolicyLayer, HedgePolicyService, HedgePolicySnapshot,
 };
 pub use layer::RetryPolicyLayer;
+pub use remote_hint::{NoRemoteHint, RemoteHint};
 pub use request::{CloneAll, CloneIf, CloneWith, RetryRequest};
 pub use retry_policy::{RetryPolicy, RetryPolicySnapshot};
 #[cfg(feature = "serde")]

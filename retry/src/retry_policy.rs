@@ -5,6 +5,7 @@ use crate::budget::{RetryBudget, RetryBudgetSnapshot};
 use crate::config::{RetryPolicyBuilder, Spend};
 use crate::events::RetryEvent;
 use crate::layer::RetryPolicyLayer;
+use crate::remote_hint::NoRemoteHint;
 use crate::request::CloneAll;
 use palisade_core::classify::ErrorIsFailure;
 use palisade_core::clock::Clock;
@@ -33,7 +34,7 @@ pub struct RetryPolicySnapshot {
 }
 
 /// The state every clone of a [`RetryPolicyService`](crate::RetryPolicyService) shares.
-pub(crate) struct Shared<C, Q> {
+pub(crate) struct Shared<C, Q, H> {
     pub(crate) max_attempts: u32,
     pub(crate) backoff: Backoff,
     pub(crate) deadline: Option<Duration>,
@@ -44,6 +45,8 @@ pub(crate) struct Shared<C, Q> {
     pub(crate) local_max_wait: Option<Duration>,
     pub(crate) classify: C,
     pub(crate) requests: Q,
+    /// Reads remote hints from failed responses (a no-op by default).
+    pub(crate) remote_hint: H,
     pub(crate) spend: Spend,
     pub(crate) clock: Clock,
     pub(crate) seed: u64,
@@ -53,7 +56,7 @@ pub(crate) struct Shared<C, Q> {
     pub(crate) name: Arc<str>,
 }
 
-impl<C, Q> Shared<C, Q> {
+impl<C, Q, H> Shared<C, Q, H> {
     /// The seed of the next call's jitter stream: the policy's seed for the first call that
     /// needs one, then distinct, reproducible seeds.
     pub(crate) fn next_stream_seed(&self) -> u64 {
@@ -69,12 +72,14 @@ impl<C, Q> Shared<C, Q> {
 ///
 /// Generic over the classifier `C` (which results are retryable failures; default: every
 /// error, no response) and the request policy `Q` (which requests are retryable and how they
-/// are copied; default: every request, with `Clone`).
-pub struct RetryPolicy<C = ErrorIsFailure, Q = CloneAll> {
-    pub(crate) shared: Arc<Shared<C, Q>>,
+/// are copied; default: every request, with `Clone`) and the [`RemoteHint`](crate::RemoteHint)
+/// `H` (which hint a retryable response carries; default [`NoRemoteHint`]: none, at no cost;
+/// set with [`remote_hint`](RetryPolicyBuilder::remote_hint)).
+pub struct RetryPolicy<C = ErrorIsFailure, Q = CloneAll, H = NoRemoteHint> {
+    pub(crate) shared: Arc<Shared<C, Q, H>>,
 }
 
-impl<C, Q> Clone for RetryPolicy<C, Q> {
+impl<C, Q, H> Clone for RetryPolicy<C, Q, H> {
     fn clone(&self) -> Self {
         RetryPolicy {
             shared: Arc::clone(&self.shared),
@@ -99,10 +104,10 @@ impl RetryPolicy {
     }
 }
 
-impl<C, Q> RetryPolicy<C, Q> {
+impl<C, Q, H> RetryPolicy<C, Q, H> {
     /// The layer that wraps services with this policy.
     #[must_use]
-    pub fn layer(&self) -> RetryPolicyLayer<C, Q> {
+    pub fn layer(&self) -> RetryPolicyLayer<C, Q, H> {
         RetryPolicyLayer::new(self)
     }
 
@@ -152,7 +157,7 @@ impl<C, Q> RetryPolicy<C, Q> {
     }
 }
 
-impl<C, Q> fmt::Debug for RetryPolicy<C, Q> {
+impl<C, Q, H> fmt::Debug for RetryPolicy<C, Q, H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = &self.shared;
         f.debug_struct("RetryPolicy")

@@ -1,6 +1,7 @@
 //! [`RetryPolicyService`]: the service that retries.
 
 use crate::future::ResponseFuture;
+use crate::remote_hint::{NoRemoteHint, RemoteHint};
 use crate::request::{CloneAll, RetryRequest};
 use crate::retry_policy::{RetryPolicy, Shared};
 use palisade_core::BoxError;
@@ -21,19 +22,19 @@ use tower_service::Service;
 /// The inner service's error (boxed) of the last attempt; [`AttemptTimedOut`](crate::AttemptTimedOut)
 /// if the last attempt timed out; [`DeadlineExceeded`](crate::DeadlineExceeded) if the deadline
 /// passed mid-attempt.
-pub struct RetryPolicyService<S, C = ErrorIsFailure, Q = CloneAll> {
+pub struct RetryPolicyService<S, C = ErrorIsFailure, Q = CloneAll, H = NoRemoteHint> {
     inner: S,
-    shared: Arc<Shared<C, Q>>,
+    shared: Arc<Shared<C, Q, H>>,
 }
 
-impl<S, C, Q> RetryPolicyService<S, C, Q> {
+impl<S, C, Q, H> RetryPolicyService<S, C, Q, H> {
     /// Wraps `inner` with `policy`.
     #[must_use]
-    pub fn new(inner: S, policy: &RetryPolicy<C, Q>) -> Self {
+    pub fn new(inner: S, policy: &RetryPolicy<C, Q, H>) -> Self {
         RetryPolicyService::from_shared(inner, Arc::clone(&policy.shared))
     }
 
-    pub(crate) fn from_shared(inner: S, shared: Arc<Shared<C, Q>>) -> Self {
+    pub(crate) fn from_shared(inner: S, shared: Arc<Shared<C, Q, H>>) -> Self {
         RetryPolicyService { inner, shared }
     }
 
@@ -53,7 +54,7 @@ impl<S, C, Q> RetryPolicyService<S, C, Q> {
     }
 }
 
-impl<S: Clone, C, Q> Clone for RetryPolicyService<S, C, Q> {
+impl<S: Clone, C, Q, H> Clone for RetryPolicyService<S, C, Q, H> {
     fn clone(&self) -> Self {
         RetryPolicyService {
             inner: self.inner.clone(),
@@ -62,7 +63,7 @@ impl<S: Clone, C, Q> Clone for RetryPolicyService<S, C, Q> {
     }
 }
 
-impl<S: fmt::Debug, C, Q> fmt::Debug for RetryPolicyService<S, C, Q> {
+impl<S: fmt::Debug, C, Q, H> fmt::Debug for RetryPolicyService<S, C, Q, H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RetryPolicyService")
             .field("inner", &self.inner)
@@ -71,16 +72,17 @@ impl<S: fmt::Debug, C, Q> fmt::Debug for RetryPolicyService<S, C, Q> {
     }
 }
 
-impl<S, C, Q, Req> Service<Req> for RetryPolicyService<S, C, Q>
+impl<S, C, Q, H, Req> Service<Req> for RetryPolicyService<S, C, Q, H>
 where
     S: Service<Req> + Clone,
     S::Error: Into<BoxError>,
     C: Classify<S::Response, S::Error>,
     Q: RetryRequest<Req>,
+    H: RemoteHint<S::Response>,
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = ResponseFuture<S, Req, C, Q>;
+    type Future = ResponseFuture<S, Req, C, Q, H>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {

@@ -27,6 +27,24 @@ fn first_attempt_success_allocates_nothing_with_the_default_budget() {
     assert_eq!(info.count_total, 0);
 }
 
+/// A policy that reads hints from responses pays nothing for it on a success (the hook is
+/// asked only about failed responses).
+#[test]
+fn a_remote_hint_hook_allocates_nothing_on_success() {
+    let policy = RetryPolicy::builder()
+        .remote_hint(|answer: &u64| Some(std::time::Duration::from_millis(*answer)))
+        .build()
+        .unwrap();
+    let mut svc = policy.layer().layer(Echo);
+    answer(&mut svc, 0u64).unwrap();
+    let info = allocation_counter::measure(|| {
+        for i in 0..1000u64 {
+            assert_eq!(answer(&mut svc, i).unwrap(), i);
+        }
+    });
+    assert_eq!(info.count_total, 0);
+}
+
 #[test]
 fn the_only_allocation_is_the_request_copy() {
     let budget = RetryBudget::default();

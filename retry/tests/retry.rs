@@ -20,7 +20,7 @@ const fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-fn record<C, Q>(policy: &RetryPolicy<C, Q>) -> Arc<Mutex<Vec<RetryEvent>>> {
+fn record<C, Q, H>(policy: &RetryPolicy<C, Q, H>) -> Arc<Mutex<Vec<RetryEvent>>> {
     let log = Arc::new(Mutex::new(Vec::new()));
     let sink = log.clone();
     policy.subscribe(move |e: &RetryEvent| sink.lock().unwrap().push(*e));
@@ -721,4 +721,245 @@ async fn the_attempt_timeout_bounds_the_wait_for_readiness() {
     assert_eq!(start.elapsed(), ms(220));
     assert_eq!(scheduled(&log), [ms(10), ms(10)]);
     assert_eq!(gave_up(&log), Some((3, GiveUpReason::AttemptsExhausted)));
+}
+
+// Remote hints read from `Ok` responses (issue 11): `RetryPolicyBuilder::remote_hint`.
+
+/// An HTTP-like answer: a status and the server's hint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Answer {
+    status: u16,
+    retry_after: Option<Duration>,
+}
+
+/// 429 and 503 are retryable failures, other answers successes, errors failures.
+fn busy_is_failure(result: Result<&Answer, &BoxError>) -> Outcome {
+    match result {
+        Ok(answer) if matches!(answer.status, 429 | 503) => Outcome::Failure,
+        Ok(_) => Outcome::Success,
+        Err(_) => Outcome::Failure,
+    }
+}
+
+fn hint_of(answer: &Answer) -> Option<Duration> {
+    answer.retry_after
+}
+
+/// Answers `first` (its hint included) `times` times, then `200`; records when each call came.
+fn answers_then_ok(
+    first: Answer,
+    times: u32,
+) -> (
+    Arc<Mutex<Vec<Instant>>>,
+    impl Service<(), Response = Answer, Error = BoxError> + Clone,
+) {
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let log = calls.clone();
+    let svc = service_fn(move |()| {
+        let calls = calls.clone();
+        async move {
+            let mut calls = calls.lock().unwrap();
+            calls.push(Instant::now());
+            let answer = if calls.len() as u32 <= times {
+                first
+            } else {
+                Answer {
+                    status: 200,
+                    retry_after: None,
+                }
+            };
+            Ok::<_, BoxError>(answer)
+        }
+    });
+    (log, svc)
+}
+
+const fn answer(status: u16, retry_after: Option<Duration>) -> Answer {
+    Answer {
+        status,
+        retry_after,
+    }
+}
+
+fn gaps(calls: &Mutex<Vec<Instant>>) -> Vec<Duration> {
+    let calls = calls.lock().unwrap();
+    calls.windows(2).map(|w| w[1] - w[0]).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_429_with_a_one_second_hint_is_retried_a_second_later() {
+    let policy = base()
+        .backoff(Backoff::constant(ms(10)))
+        .max_attempts(3)
+        .max_retry_after(ms(2000))
+        .classify(busy_is_failure)
+        .remote_hint(hint_of)
+        .build()
+        .unwrap();
+    let log = record(&policy);
+    let (calls, svc) = answers_then_ok(answer(429, Some(ms(1000))), 1);
+    let start = Instant::now();
+    let got = policy.layer().layer(svc).oneshot(()).await.unwrap();
+    assert_eq!(got.status, 200, "the retry's answer");
+    assert_eq!(gaps(&calls), [ms(1000)], "the hint, not the 10 ms backoff");
+    assert_eq!(start.elapsed(), ms(1000));
+    assert_eq!(scheduled(&log), [ms(1000)]);
+
+    // A hint shorter than the backoff: the backoff (the longer of the two).
+    let (calls, svc) = answers_then_ok(answer(503, Some(ms(3))), 1);
+    policy.layer().layer(svc).oneshot(()).await.unwrap();
+    assert_eq!(gaps(&calls), [ms(10)]);
+
+    // A retryable answer without a hint: the backoff.
+    let (calls, svc) = answers_then_ok(answer(503, None), 2);
+    policy.layer().layer(svc).oneshot(()).await.unwrap();
+    assert_eq!(gaps(&calls), [ms(10), ms(10)]);
+}
+
+/// A 100-day hint on a response ends retrying at once, as on an error, and the caller gets
+/// the server's answer.
+#[tokio::test(start_paused = true)]
+async fn a_hundred_day_hint_on_a_response_does_not_sleep() {
+    let hundred_days = Duration::from_secs(100 * 24 * 3600);
+    // Default cap: the backoff cap (5 s).
+    let policy = base()
+        .classify(busy_is_failure)
+        .remote_hint(hint_of)
+        .build()
+        .unwrap();
+    let log = record(&policy);
+    let (calls, svc) = answers_then_ok(answer(429, Some(hundred_days)), u32::MAX);
+    let start = Instant::now();
+    let got = policy.layer().layer(svc).oneshot(()).await.unwrap();
+    assert_eq!(got, answer(429, Some(hundred_days)));
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert_eq!(calls.lock().unwrap().len(), 1);
+    assert_eq!(gave_up(&log), Some((1, GiveUpReason::RetryAfterTooLong)));
+    assert!(log.lock().unwrap().contains(&RetryEvent::CallFinished {
+        outcome: CallOutcome::Failure,
+        attempts: 1
+    }));
+
+    // Just under the default cap is honoured, just over is not, exactly as for errors.
+    for (hint, honoured) in [(ms(5000), true), (ms(5001), false)] {
+        let (calls, svc) = answers_then_ok(answer(503, Some(hint)), 1);
+        let start = Instant::now();
+        let got = policy.layer().layer(svc).oneshot(()).await.unwrap();
+        assert_eq!(got.status == 200, honoured, "hint {hint:?}");
+        assert_eq!(
+            start.elapsed(),
+            if honoured { hint } else { Duration::ZERO }
+        );
+        assert_eq!(calls.lock().unwrap().len(), if honoured { 2 } else { 1 });
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_deadline_bounds_a_hint_read_from_a_response() {
+    let policy = base()
+        .backoff(Backoff::constant(ms(10)))
+        .deadline(ms(1500))
+        .max_retry_after(ms(10_000))
+        .classify(busy_is_failure)
+        .remote_hint(hint_of)
+        .build()
+        .unwrap();
+    // A hint that ends past the deadline: the answer at once, no sleep.
+    let log = record(&policy);
+    let (calls, svc) = answers_then_ok(answer(503, Some(ms(2000))), 1);
+    let start = Instant::now();
+    let got = policy.layer().layer(svc).oneshot(()).await.unwrap();
+    assert_eq!(got.status, 503);
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert_eq!(calls.lock().unwrap().len(), 1);
+    assert_eq!(gave_up(&log), Some((1, GiveUpReason::Deadline)));
+
+    // One that fits is waited; the second would not fit in what is left, so retrying ends.
+    let log = record(&policy);
+    let (calls, svc) = answers_then_ok(answer(503, Some(ms(1000))), u32::MAX);
+    let start = Instant::now();
+    let got = policy.layer().layer(svc).oneshot(()).await.unwrap();
+    assert_eq!(got.status, 503);
+    assert_eq!(start.elapsed(), ms(1000));
+    assert_eq!(gaps(&calls), [ms(1000)]);
+    assert_eq!(gave_up(&log), Some((2, GiveUpReason::Deadline)));
+}
+
+/// Without the hook a response's hint is not read: the same answers are retried on the
+/// backoff, as before the hook existed.
+#[tokio::test(start_paused = true)]
+async fn without_the_hook_responses_are_retried_on_the_backoff() {
+    let policy = base()
+        .backoff(Backoff::constant(ms(10)))
+        .max_retry_after(ms(2000))
+        .classify(busy_is_failure)
+        .build()
+        .unwrap();
+    let log = record(&policy);
+    let (calls, svc) = answers_then_ok(answer(429, Some(ms(1000))), 1);
+    let got = policy.layer().layer(svc).oneshot(()).await.unwrap();
+    assert_eq!(got.status, 200);
+    assert_eq!(gaps(&calls), [ms(10)]);
+    assert_eq!(scheduled(&log), [ms(10)]);
+
+    // Nor is a 100-day one: not a reason to give up without the hook.
+    let (calls, svc) = answers_then_ok(answer(429, Some(Duration::from_secs(8_640_000))), 1);
+    assert_eq!(
+        policy.layer().layer(svc).oneshot(()).await.unwrap().status,
+        200
+    );
+    assert_eq!(gaps(&calls), [ms(10)]);
+}
+
+/// The hook is asked only about responses the classifier called failures; errors keep their
+/// own hints (the source chain), and local rejections still fail fast.
+#[tokio::test(start_paused = true)]
+async fn the_hook_sees_only_failed_responses() {
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let seen = asked.clone();
+    let policy = base()
+        .backoff(Backoff::constant(ms(10)))
+        .max_retry_after(ms(10_000))
+        .classify(|result: Result<&Answer, &BoxError>| match result {
+            Ok(answer) if answer.status == 503 => Outcome::Failure,
+            Ok(answer) if answer.status == 404 => Outcome::Ignore,
+            Ok(_) => Outcome::Success,
+            Err(_) => Outcome::Failure,
+        })
+        .remote_hint(move |answer: &Answer| {
+            seen.lock().unwrap().push(answer.status);
+            answer.retry_after
+        })
+        .build()
+        .unwrap();
+    for status in [200, 404] {
+        let (calls, svc) = answers_then_ok(answer(status, Some(ms(1000))), 1);
+        let got = policy.layer().layer(svc).oneshot(()).await.unwrap();
+        assert_eq!(got.status, status);
+        assert_eq!(calls.lock().unwrap().len(), 1);
+    }
+    assert!(
+        asked.lock().unwrap().is_empty(),
+        "successes and ignored answers"
+    );
+
+    // An error's hint is still read from its source chain.
+    let start = Instant::now();
+    let svc = overloaded_once(ms(300)).map_response(|_| answer(200, None));
+    policy.layer().layer(svc).oneshot(()).await.unwrap();
+    assert_eq!(start.elapsed(), ms(300));
+    assert!(asked.lock().unwrap().is_empty(), "errors");
+
+    // A local rejection is returned at once.
+    let (calls, svc) = failing_with(1, || circuit_open(ms(100)));
+    let svc = svc.map_response(|_| answer(200, None));
+    let start = Instant::now();
+    let err = policy.layer().layer(svc).oneshot(()).await.unwrap_err();
+    assert!(palisade_core::is_local_rejection(&*err));
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert_eq!(calls.load(Ordering::Relaxed), 1);
+
+    let (_, svc) = answers_then_ok(answer(503, Some(ms(20))), 1);
+    policy.layer().layer(svc).oneshot(()).await.unwrap();
+    assert_eq!(*asked.lock().unwrap(), [503]);
 }
