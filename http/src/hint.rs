@@ -1,13 +1,18 @@
-//! Remote hints from `Ok` responses: make the retry layer honour a `429`/`503`'s
-//! `Retry-After` (or gRPC pushback).
+//! Adapters for retry layers that read remote hints from errors only: a `429`/`503`'s
+//! `Retry-After` (or gRPC pushback) as an error.
 //!
-//! `palisade-retry` takes a remote hint from an *error*'s source chain
-//! ([`palisade_core::retry_after`]), and caps it with its `max_retry_after` (default: the
-//! backoff cap) and its deadline. An HTTP client answers `Ok(response)` for a `503`, so the
-//! hint in its headers is never seen: a retry comes after the backoff (a few ms), not after
-//! the server's `Retry-After: 1`.
+//! **With `palisade-retry`, use its hook instead**:
+//! `RetryPolicy::builder().remote_hint(palisade_http::retry_after_of)` reads the hint from a
+//! response the classifier calls a failure, under the same cap (`max_retry_after`, default
+//! the backoff cap) and deadline as a hint in an error, and gives the caller the last
+//! response when retrying ends: no layers needed.
 //!
-//! Two small layers close the gap without the retry layer knowing HTTP:
+//! These adapters remain for retry layers without such a hook, which take a remote hint only
+//! from an *error*'s source chain ([`palisade_core::retry_after`]) — tower's own `Retry` with
+//! a policy that reads it, or your own. An HTTP client answers `Ok(response)` for a `503`, so
+//! such a layer never sees the hint in its headers: a retry comes after the backoff (a few
+//! ms), not after the server's `Retry-After: 1`. They also let the layers between see a
+//! hinted answer as an error. Two small layers close the gap:
 //!
 //! - [`RetryAfterLayer`], **below** the retry layer, turns a response that the classifier calls
 //!   a failure *and* that carries a hint ([`retry_after_of`](crate::retry_after_of)) into
@@ -20,7 +25,7 @@
 //!
 //! ```text
 //! RecoverResponseLayer        Err(RetryableResponse) -> Ok(response)
-//!   RetryPolicy layer         waits max(backoff, Retry-After) ≤ max_retry_after, deadline
+//!   a retry layer             waits max(backoff, hint in the error), within its limits
 //!     ... breaker, limiter, bulkhead, timeout
 //!       RetryAfterLayer       Ok(503 + Retry-After) -> Err(RetryableResponse)
 //!         the client
@@ -52,10 +57,6 @@
 //! assert_eq!(response.status(), 503);
 //! # }
 //! ```
-//!
-//! The retry layer would better take the hint itself: a hook on its policy that reads a hint
-//! from `Ok` responses (say `remote_hint(|res: &Response<B>| retry_after_of(res))`) would make
-//! both layers unnecessary.
 
 use crate::classify::HttpClassifier;
 use crate::future::{RecoverResponseFuture, RetryAfterFuture};

@@ -11,7 +11,7 @@
 //! | need | here |
 //! | --- | --- |
 //! | which answers count against health, which are retried | [`HttpClassifier`], [`GrpcClassifier`] ([`classify`]) |
-//! | the server's "come back in 2 s" | [`retry_after_of`], [`mod@retry_after`]; [`hint`] makes the retry layer honour it |
+//! | the server's "come back in 2 s" | [`retry_after_of`], [`mod@retry_after`]; plug it into the retry's `remote_hint` hook ([`hint`] for other retry layers) |
 //! | retry only what may be sent twice | [`Idempotency`], [`is_idempotent`] |
 //! | retry a request whose body is not `Clone` | [`body::BufferBodyLayer`], [`body::BufferedBody`] |
 //! | a server answering its own rejections | [`server::rejection_response`], [`server::handle_error`] |
@@ -36,21 +36,22 @@
 //!
 //! 1. **Fallback** (facade, `palisade::fallback`): last, so it answers for everything below,
 //!    the retry's final failure included.
-//! 2. [`hint::RecoverResponseLayer`]: gives the caller the server's last answer when the
-//!    retry gives up on a hinted `503`.
-//! 3. [`body::BufferBodyLayer`]: makes the body replayable before the retry needs a copy.
-//! 4. **Retry** with its budget, a deadline and `max_retry_after`, classifier
-//!    [`HttpClassifier`], requests copied by [`Idempotency::clone_buffered`].
-//! 5. **Circuit breaker** (classifier [`HttpClassifier`]): one attempt, one sample; an open
+//! 2. [`body::BufferBodyLayer`]: makes the body replayable before the retry needs a copy.
+//! 3. **Retry** with its budget, a deadline and `max_retry_after`, classifier
+//!    [`HttpClassifier`], requests copied by [`Idempotency::clone_buffered`], and
+//!    `.remote_hint(retry_after_of)` so that it waits out a `429`/`503`'s `Retry-After`.
+//! 4. **Circuit breaker** (classifier [`HttpClassifier`]): one attempt, one sample; an open
 //!    breaker's rejection is a local rejection, which the retry returns at once.
-//! 6. **Rate limit** for a partner's quota: below the retry, where attempts are counted.
-//! 7. **Bulkhead**: caps the attempts in flight on the client.
-//! 8. **Timeout** (`tower::timeout::TimeoutLayer`): per attempt, below the breaker, so a hang
+//! 5. **Rate limit** for a partner's quota: below the retry, where attempts are counted.
+//! 6. **Bulkhead**: caps the attempts in flight on the client.
+//! 7. **Timeout** (`tower::timeout::TimeoutLayer`): per attempt, below the breaker, so a hang
 //!    is a failure the breaker counts (`Elapsed` is an `Err`, a failure by default everywhere)
 //!    and the retry tries again. (A retry's own `attempt_timeout` does the same from above.)
-//! 9. [`hint::RetryAfterLayer`]: right above the client, so every layer above sees a hinted
-//!    `429`/`503` as an error carrying a remote [`RetryAfter`](palisade_core::RetryAfter).
-//! 10. The client.
+//! 8. The client.
+//!
+//! With a retry layer that reads hints from errors only (tower's own `Retry` with a policy
+//! that looks at [`palisade_core::retry_after`], say), put [`hint::RetryAfterLayer`] right
+//! above the client and [`hint::RecoverResponseLayer`] above the retry instead.
 //!
 //! ## Classifiers
 //!
@@ -65,10 +66,13 @@
 //! ## Retry-After
 //!
 //! [`retry_after_of`] reads `Retry-After` (seconds or HTTP-date) and `grpc-retry-pushback-ms`,
-//! capped at a day, ignoring malformed values. The retry layer honours remote hints from
-//! errors; [`hint::RetryAfterLayer`] makes a hinted response one. Set the retry's
-//! `max_retry_after` to the longest hint you will wait for (default: its backoff cap); a
-//! longer hint returns the answer at once.
+//! capped at a day, ignoring malformed values. It plugs straight into the retry policy's hook,
+//! `RetryPolicy::builder().remote_hint(palisade_http::retry_after_of)`: when the classifier
+//! calls a response a failure, the retry waits the longer of its backoff and the response's
+//! hint. Set the retry's `max_retry_after` to the longest hint you will wait for (default: its
+//! backoff cap); a longer hint, or one that reaches past the retry's deadline, returns the
+//! answer at once. (Name the body type, `retry_after_of::<B>`, where nothing else in the
+//! function fixes it.) [`hint`] has the adapter layers for retry layers without such a hook.
 //!
 //! ## Storing a stack in a struct
 //!
@@ -78,7 +82,7 @@
 //! ```
 //! use http::{Request, Response};
 //! use palisade_core::BoxError;
-//! use palisade_http::{HttpClassifier, hint::{RecoverResponseLayer, RetryAfterLayer}};
+//! use palisade_http::{HttpClassifier, retry_after_of};
 //! use palisade_retry::RetryPolicy;
 //! use palisade_circuit_breaker::CircuitBreaker;
 //! use std::time::Duration;
@@ -92,6 +96,7 @@
 //! # async fn main() -> Result<(), BoxError> {
 //! let retry = RetryPolicy::builder()
 //!     .classify(HttpClassifier::new())
+//!     .remote_hint(retry_after_of)
 //!     .max_retry_after(Duration::from_secs(2))
 //!     .deadline(Duration::from_secs(5))
 //!     .build()?;
@@ -101,11 +106,9 @@
 //!     Ok::<_, std::io::Error>(Response::new(format!("stock for {}", req.uri())))
 //! });
 //! let stack = ServiceBuilder::new()
-//!     .layer(RecoverResponseLayer::new())
 //!     .layer(retry.layer())
 //!     .layer(breaker.layer_with(HttpClassifier::new()))
 //!     .layer(tower::timeout::TimeoutLayer::new(Duration::from_secs(1)))
-//!     .layer(RetryAfterLayer::new())
 //!     .service(network);
 //! let inventory = Inventory { client: BoxCloneSyncService::new(stack) };
 //!
