@@ -162,13 +162,14 @@ impl RedisRateLimiterBuilder {
             return Err(ConfigError::new("rate", "count must be at least 1"));
         }
         let micros = period.as_micros();
-        let interval = micros.div_ceil(u128::from(count));
-        if interval == 0 {
+        // A rate above one token per microsecond would be rounded down to it silently.
+        if micros < u128::from(count) {
             return Err(ConfigError::new(
                 "rate",
                 "at most one token per microsecond (the script's time unit)",
             ));
         }
+        let interval = micros.div_ceil(u128::from(count));
         u64::try_from(interval).map_err(|_| ConfigError::new("rate", "period too long"))
     }
 }

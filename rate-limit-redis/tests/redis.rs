@@ -93,6 +93,8 @@ impl PrivateRedis {
         let child = Command::new(binary)
             .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
             .args(["--save", "", "--appendonly", "no"])
+            // `DEBUG SLEEP` makes a slow Redis (Redis 7 refuses DEBUG by default).
+            .args(["--enable-debug-command", "yes"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -741,4 +743,176 @@ async fn leased_fleet_stays_within_the_bound_under_a_restart() {
         "no admission after the restart"
     );
     drop(server);
+}
+
+/// A slow Redis (busy for 1 s, `DEBUG SLEEP`): every call is decided by the failure mode
+/// within the call timeout, and the limiter recovers when Redis answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_redis_is_bounded_by_the_call_timeout() {
+    if redis_url().is_none() {
+        return;
+    }
+    let server = PrivateRedis::start(free_port());
+    let local = RateLimiter::builder()
+        .rate(1, Duration::from_secs(60))
+        .burst(3)
+        .build()
+        .unwrap();
+    let limiter = RedisRateLimiter::builder()
+        .url(server.url())
+        .name(unique("slow"))
+        .rate(1_000, Duration::from_secs(1))
+        .burst(100)
+        .call_timeout(Duration::from_millis(50))
+        .fail_open(local)
+        .build()
+        .unwrap();
+    limiter.acquire("k", 1).await.unwrap();
+    let url = server.url();
+    let sleeper = tokio::spawn(async move {
+        let mut conn = raw(&url).await;
+        let _: redis::RedisResult<()> = redis::cmd("DEBUG")
+            .arg("SLEEP")
+            .arg(1)
+            .query_async(&mut conn)
+            .await;
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut admitted = 0;
+    for _ in 0..5 {
+        let started = WallClock::now();
+        let result = limiter.acquire("k", 1).await;
+        let took = started.elapsed();
+        assert!(took < Duration::from_millis(300), "a call waited {took:?}");
+        admitted += u32::from(result.is_ok());
+    }
+    assert_eq!(admitted, 3, "fail open: the local limit's burst, no more");
+    let snap = limiter.snapshot();
+    assert!(snap.fallbacks >= 5, "{snap:?}");
+    sleeper.await.unwrap();
+    let deadline = WallClock::now() + Duration::from_secs(5);
+    while limiter.acquire("k", 1).await.is_err() {
+        assert!(WallClock::now() < deadline, "not recovered after the sleep");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(limiter.snapshot().available);
+}
+
+/// Leased tokens not spent within the lease's TTL are dropped, not kept for a later burst.
+#[tokio::test]
+async fn unspent_leases_expire() {
+    let Some(url) = redis_url() else { return };
+    let global = RedisRateLimiter::builder()
+        .url(url)
+        .name(unique("lease-ttl"))
+        .rate(100_000, Duration::from_secs(1))
+        .burst(1_000)
+        .build()
+        .unwrap();
+    let leased = global
+        .leased("all")
+        .max_batch(64)
+        .lease_ttl(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    // A burst of calls grows the batch (1, 2, 4, ...), leaving tokens in the pool.
+    let mut calls = 0;
+    while leased.snapshot().local_tokens == 0 || calls < 16 {
+        leased.acquire(1).await.unwrap();
+        calls += 1;
+        assert!(calls < 1_000, "the pool never held spare tokens");
+    }
+    let left = leased.snapshot().local_tokens;
+    assert!(left > 0);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(leased.snapshot().local_tokens, 0, "the lease expired");
+    assert!(
+        !leased.try_acquire_local(1),
+        "an expired lease is not spent"
+    );
+    leased.acquire(1).await.unwrap();
+    assert_eq!(
+        leased.snapshot().expired_tokens,
+        left,
+        "dropped at the next lease"
+    );
+}
+
+#[test]
+fn handles_are_send_sync_clone_debug() {
+    fn check<T: Send + Sync + Clone + std::fmt::Debug + 'static>() {}
+    check::<RedisRateLimiter>();
+    check::<palisade_rate_limit_redis::LeasedRateLimiter>();
+    check::<palisade_rate_limit_redis::LeasedRateLimiterLayer>();
+    check::<RateLimited>();
+    check::<StoreUnavailable>();
+    check::<CostExceedsBurst>();
+    fn send<T: Send + 'static>() {}
+    send::<
+        palisade_rate_limit_redis::future::ResponseFuture<
+            tower::util::BoxCloneSyncService<u32, u32, tower::BoxError>,
+            u32,
+        >,
+    >();
+}
+
+#[test]
+fn config_errors_name_the_field() {
+    let field =
+        |b: palisade_rate_limit_redis::RedisRateLimiterBuilder| b.build().unwrap_err().field();
+    let ok = || {
+        RedisRateLimiter::builder()
+            .url("redis://127.0.0.1:1/")
+            .rate(10, Duration::from_secs(1))
+    };
+    assert_eq!(
+        field(RedisRateLimiter::builder().rate(1, Duration::from_secs(1))),
+        "url"
+    );
+    assert_eq!(field(ok().url("http://not-redis/")), "url");
+    assert_eq!(
+        field(RedisRateLimiter::builder().url("redis://127.0.0.1:1/")),
+        "rate"
+    );
+    assert_eq!(field(ok().rate(0, Duration::from_secs(1))), "rate");
+    assert_eq!(field(ok().rate(2_000_000, Duration::from_secs(1))), "rate");
+    assert_eq!(field(ok().burst(0)), "burst");
+    assert_eq!(field(ok().call_timeout(Duration::ZERO)), "call_timeout");
+    assert_eq!(field(ok().name("")), "name");
+    assert_eq!(
+        field(ok().reconnect_backoff(Duration::from_secs(2), Duration::from_secs(1))),
+        "reconnect_backoff"
+    );
+    let global = ok().burst(16).build().unwrap();
+    assert_eq!(
+        global.leased("k").max_batch(0).build().unwrap_err().field(),
+        "max_batch"
+    );
+    assert_eq!(
+        global
+            .leased("k")
+            .max_batch(17)
+            .build()
+            .unwrap_err()
+            .field(),
+        "max_batch"
+    );
+    assert_eq!(
+        global
+            .leased("k")
+            .lease_target(Duration::ZERO)
+            .build()
+            .unwrap_err()
+            .field(),
+        "lease_target"
+    );
+    assert_eq!(
+        global
+            .leased("k")
+            .lease_ttl(Duration::ZERO)
+            .build()
+            .unwrap_err()
+            .field(),
+        "lease_ttl"
+    );
 }
