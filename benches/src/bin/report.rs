@@ -220,8 +220,8 @@ fn headline(out: &mut String, groups: &Groups<'_>) {
             let theirs = peer.median_ns - bare.median_ns;
             let _ = write!(
                 line,
-                "; tower + tower-resilience adds {} ({} cheaper per call overhead, {} \
-                 of the peer's total time)",
+                "; tower + tower-resilience adds {}: peer overhead / Palisade overhead = {} \
+                 (whole call: Palisade / peer = {})",
                 fmt_ns(theirs),
                 fmt_ratio(theirs / ours),
                 fmt_ratio(palisade.median_ns / peer.median_ns),
@@ -316,10 +316,13 @@ fn layer_tables(out: &mut String, groups: &Groups<'_>) {
                     Some(b) if !std::ptr::eq(b, *case) => fmt_ns(case.median_ns - b.median_ns),
                     _ => "–".to_owned(),
                 };
-                let ratio = palisade.map_or_else(
-                    || "–".to_owned(),
-                    |p| fmt_ratio(p.median_ns / case.median_ns),
-                );
+                // A ratio against the bare service says nothing: only layers are compared.
+                let ratio = match palisade {
+                    Some(p) if !case.function.starts_with("bare") => {
+                        fmt_ratio(p.median_ns / case.median_ns)
+                    }
+                    _ => "–".to_owned(),
+                };
                 let _ = writeln!(
                     out,
                     "| {name} | {} | {over} | {ratio} |",
@@ -430,6 +433,95 @@ fn main() -> std::process::ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn case(group: &str, function: &str, value: Option<&str>, median_ns: f64) -> Case {
+        Case {
+            group: group.to_owned(),
+            function: function.to_owned(),
+            value: value.map(str::to_owned),
+            median_ns,
+        }
+    }
+
+    fn args() -> Args {
+        Args {
+            criterion_dir: PathBuf::from("unused"),
+            out: PathBuf::from("unused"),
+            command: "benches/report.sh".to_owned(),
+            since: None,
+            note: Some("Smoke run".to_owned()),
+        }
+    }
+
+    #[test]
+    fn tables_headline_and_observability() {
+        let cases = [
+            case("stack/success_1_thread", "bare", None, 10.0),
+            case("stack/success_1_thread", "palisade", None, 60.0),
+            case("stack/success_1_thread", "tower_resilience", None, 510.0),
+            case(
+                "observability/retry_success_1_thread",
+                "features_off",
+                None,
+                20.0,
+            ),
+            case(
+                "observability/retry_success_1_thread",
+                "features_on",
+                None,
+                21.0,
+            ),
+            case(
+                "observability/retry_success_1_thread",
+                "features_on_recorder",
+                None,
+                30.0,
+            ),
+            case("load_balancer/pick_call_1_thread", "bare", None, 2.0),
+            case(
+                "load_balancer/pick_call_1_thread",
+                "palisade P2cPeakEwma",
+                Some("10"),
+                32.0,
+            ),
+            case(
+                "load_balancer/pick_call_1_thread",
+                "tower p2c PeakEwma",
+                Some("10"),
+                64.0,
+            ),
+        ];
+        let text = render(&args(), &cases);
+        assert!(
+            text.starts_with("# Benchmark results\n\n> **Smoke run**"),
+            "{text}"
+        );
+        assert!(text.contains("- Command: `benches/report.sh`"), "{text}");
+        assert!(
+            text.contains(
+                "Palisade adds 50.0 ns per call over the bare service; tower + \
+                 tower-resilience adds 500 ns: peer overhead / Palisade overhead = 10.00×"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "| retry_success_1_thread | 20.0 ns | 21.0 ns | 1.05× | 30.0 ns | 1.50× |"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("| bare | 10.0 ns | – | – |"), "{text}");
+        assert!(
+            text.contains("| tower_resilience | 510 ns | 500 ns | 0.12× |"),
+            "{text}"
+        );
+        // A parameterised group: the ratio within the parameter, over the group's bare.
+        assert!(
+            text.contains("| tower p2c PeakEwma (10) | 64.0 ns | 62.0 ns | 0.50× |"),
+            "{text}"
+        );
+        assert!(text.contains("## load_balancer\n"), "{text}");
+    }
 
     #[test]
     fn utc_dates() {
