@@ -58,6 +58,19 @@ impl BulkheadConfig {
         }
     }
 
+    /// Whether these settings set `field`, named as a [`ConfigError::field`] of [`build`](Self::build)
+    /// names it: how a registry tells an instance's own bad value from one it inherited from
+    /// `configs.default`.
+    #[must_use]
+    pub fn sets(&self, field: &str) -> bool {
+        match field {
+            "max_concurrent_calls" => self.max_concurrent_calls.is_some(),
+            "max_wait" => self.max_wait.is_some(),
+            "max_waiting_calls" => self.max_waiting_calls.is_some(),
+            _ => false,
+        }
+    }
+
     /// Calls the setter of every field that is set on `builder` (so a name, a clock or an
     /// adaptive algorithm set on it beforehand are kept).
     #[must_use]
@@ -105,6 +118,15 @@ mod tests {
         assert!(text.contains("max_wait = \"20ms\""), "{text}");
         assert_eq!(from_toml(&text).unwrap(), config);
         let json = serde_json::to_string(&config).unwrap();
+        // Every field it writes, it says it sets (a registry relies on it to blame a value).
+        for key in serde_json::from_str::<serde_json::Value>(&json)
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .keys()
+        {
+            assert!(config.sets(key), "{key}");
+        }
         assert_eq!(
             serde_json::from_str::<BulkheadConfig>(&json).unwrap(),
             config

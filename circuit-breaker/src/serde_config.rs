@@ -194,6 +194,32 @@ impl CircuitBreakerConfig {
         }
     }
 
+    /// Whether these settings set `field`, named as a [`ConfigError::field`] of [`build`](Self::build)
+    /// names it: how a registry tells an instance's own bad value from one it inherited from
+    /// `configs.default`.
+    #[must_use]
+    pub fn sets(&self, field: &str) -> bool {
+        match field {
+            "failure_rate_threshold" => self.failure_rate_threshold.is_some(),
+            "slow_call_duration" => self.slow_call_duration.is_some(),
+            "slow_call_rate_threshold" => self.slow_call_rate_threshold.is_some(),
+            "count_window" => self.count_window.is_some(),
+            "time_window" => self.time_window.is_some() || self.time_window_buckets.is_some(),
+            "time_window_buckets" => self.time_window_buckets.is_some(),
+            "minimum_calls" => self.minimum_calls.is_some(),
+            "wait_duration_in_open" => self.wait_duration_in_open.is_some(),
+            "open_backoff" => self.open_backoff.is_some(),
+            "fixed_open_wait" => self.fixed_open_wait.is_some(),
+            "open_backoff_jitter" => self.open_backoff_jitter.is_some(),
+            "jitter_seed" => self.jitter_seed.is_some(),
+            "permitted_calls_in_half_open" => self.permitted_calls_in_half_open.is_some(),
+            "max_wait_in_half_open" => self.max_wait_in_half_open.is_some(),
+            "consecutive_failures" => self.consecutive_failures.is_some(),
+            "trip_on_rates" => self.trip_on_rates.is_some(),
+            _ => false,
+        }
+    }
+
     /// Calls the setter of every field that is set on `builder` (so a name and a clock set on
     /// it beforehand are kept).
     ///
@@ -325,6 +351,16 @@ mod tests {
             serde_json::from_str::<CircuitBreakerConfig>(&json).unwrap(),
             config
         );
+        // Every field it writes, it says it sets (a registry relies on it to blame a value).
+        for key in serde_json::from_str::<serde_json::Value>(&json)
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .keys()
+        {
+            assert!(config.sets(key), "{key}");
+        }
+        assert!(!CircuitBreakerConfig::default().sets("minimum_calls"));
         assert!(config.build().is_ok());
         // The default writes nothing and reads back as itself.
         let empty = toml::to_string(&CircuitBreakerConfig::default()).unwrap();

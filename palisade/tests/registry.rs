@@ -243,18 +243,25 @@ async fn an_out_of_range_value_names_its_path() {
             "[retry_policy.instances.r]\nmax_attempts = 0",
             "retry_policy.r.max_attempts",
         ),
-        // A bad value of configs.default is blamed on configs.default, even with no instance.
+        // A bad value an instance inherits is blamed on configs.default...
         (
-            "[circuit_breaker.configs.default]\nminimum_calls = 0",
+            "[circuit_breaker.configs.default]\nminimum_calls = 0\n[circuit_breaker.instances.a]",
             "circuit_breaker.configs.default.minimum_calls",
         ),
         (
-            "[retry_policy.configs.default]\nbudget = \"nope\"",
+            "[retry_policy.configs.default]\nbudget = \"nope\"\n[retry_policy.instances.a]",
             "retry_policy.configs.default.budget",
         ),
         (
-            "[rate_limiter.configs.default]\nrate = 10\nperiod = \"0s\"",
+            "[rate_limiter.configs.default]\nrate = 10\nperiod = \"0s\"\n\
+             [rate_limiter.instances.a]\nburst = 5",
             "rate_limiter.configs.default.period",
+        ),
+        // ... and an instance's own bad value on the instance, whatever the default says.
+        (
+            "[bulkhead.configs.default]\nmax_concurrent_calls = 0\n\
+             [bulkhead.instances.a]\nmax_concurrent_calls = 0",
+            "bulkhead.a.max_concurrent_calls",
         ),
         // A budget that names no retry_budget instance.
         (
@@ -269,6 +276,23 @@ async fn an_out_of_range_value_names_its_path() {
         error("[retry_policy.instances.r]\nbudget = \"shraed\"").problem(),
         "no retry_budget named `shraed` in the file"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn configs_default_is_checked_through_the_instances_that_use_it() {
+    // No instance, nothing built: no handle named "default" registers metrics for nobody.
+    let registry = registry("[circuit_breaker.configs.default]\nminimum_calls = 0").unwrap();
+    assert_eq!(registry.circuit_breaker_names().count(), 0);
+    // An instance that overrides the bad value builds.
+    let registry = registry_with(
+        "[circuit_breaker.configs.default]\nminimum_calls = 0\n\
+         [circuit_breaker.instances.a]\nminimum_calls = 3",
+    );
+    assert_eq!(registry.circuit_breaker("a").unwrap().name(), "a");
+}
+
+fn registry_with(text: &str) -> Registry {
+    registry(text).expect("the file builds")
 }
 
 #[tokio::test(start_paused = true)]

@@ -74,6 +74,20 @@ impl RateLimiterConfig {
         }
     }
 
+    /// Whether these settings set `field`, named as a [`ConfigError::field`] of [`build`](Self::build)
+    /// names it: how a registry tells an instance's own bad value from one it inherited from
+    /// `configs.default`.
+    #[must_use]
+    pub fn sets(&self, field: &str) -> bool {
+        match field {
+            "rate" => self.rate.is_some(),
+            "period" => self.period.is_some(),
+            "burst" => self.burst.is_some(),
+            "max_wait" => self.max_wait.is_some(),
+            _ => false,
+        }
+    }
+
     /// Calls the setters for the fields that are set on `builder` (so a name and a clock set
     /// on it beforehand are kept).
     ///
@@ -143,6 +157,15 @@ mod tests {
         assert!(text.contains("max_wait = \"50ms\""), "{text}");
         assert_eq!(from_toml(&text).unwrap(), config);
         let json = serde_json::to_string(&config).unwrap();
+        // Every field it writes, it says it sets (a registry relies on it to blame a value).
+        for key in serde_json::from_str::<serde_json::Value>(&json)
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .keys()
+        {
+            assert!(config.sets(key), "{key}");
+        }
         assert_eq!(
             serde_json::from_str::<RateLimiterConfig>(&json).unwrap(),
             config

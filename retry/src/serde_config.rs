@@ -169,6 +169,25 @@ impl RetryPolicyConfig {
         }
     }
 
+    /// Whether these settings set `field`, named as a [`ConfigError::field`] of [`build`](Self::build)
+    /// names it: how a registry tells an instance's own bad value from one it inherited from
+    /// `configs.default`.
+    #[must_use]
+    pub fn sets(&self, field: &str) -> bool {
+        match field {
+            "max_attempts" => self.max_attempts.is_some(),
+            "backoff" => self.backoff.is_some(),
+            "deadline" => self.deadline.is_some(),
+            "attempt_timeout" => self.attempt_timeout.is_some(),
+            "max_retry_after" => self.max_retry_after.is_some(),
+            "retry_local_rejections" => self.retry_local_rejections.is_some(),
+            "budget" => self.budget.is_some(),
+            "unlimited" => self.unlimited.is_some(),
+            "seed" => self.seed.is_some(),
+            _ => false,
+        }
+    }
+
     /// Calls the setter of every field that is set on `builder`, whatever its classifier and
     /// request predicate; `budget` is left to the caller (see the field).
     ///
@@ -261,6 +280,19 @@ impl RetryBudgetConfig {
         }
     }
 
+    /// Whether these settings set `field`, named as a [`ConfigError::field`] of [`build`](Self::build)
+    /// names it: how a registry tells an instance's own bad value from one it inherited from
+    /// `configs.default`.
+    #[must_use]
+    pub fn sets(&self, field: &str) -> bool {
+        match field {
+            "ttl" => self.ttl.is_some(),
+            "min_retries_per_sec" => self.min_retries_per_sec.is_some(),
+            "percent_can_retry" => self.percent_can_retry.is_some(),
+            _ => false,
+        }
+    }
+
     /// Calls the setter of every field that is set on `builder`.
     #[must_use]
     pub fn apply(&self, mut builder: RetryBudgetBuilder) -> RetryBudgetBuilder {
@@ -336,6 +368,15 @@ mod tests {
             assert!(text.contains("attempt_timeout = \"500ms\""), "{text}");
             assert_eq!(policy(&text).unwrap(), config, "{text}");
             let json = serde_json::to_string(&config).unwrap();
+            // Every field it writes, it says it sets (a registry relies on it to blame a value).
+            for key in serde_json::from_str::<serde_json::Value>(&json)
+                .unwrap()
+                .as_object()
+                .unwrap()
+                .keys()
+            {
+                assert!(config.sets(key), "{key}");
+            }
             assert_eq!(
                 serde_json::from_str::<RetryPolicyConfig>(&json).unwrap(),
                 config
@@ -349,6 +390,16 @@ mod tests {
         };
         let text = toml::to_string(&config).unwrap();
         assert_eq!(budget(&text).unwrap(), config);
+        let json = serde_json::to_string(&config).unwrap();
+        // Every field it writes, it says it sets (a registry relies on it to blame a value).
+        for key in serde_json::from_str::<serde_json::Value>(&json)
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .keys()
+        {
+            assert!(config.sets(key), "{key}");
+        }
         let built = config.build().unwrap();
         assert_eq!(built.ttl(), Duration::from_secs(5));
         assert_eq!(built.min_retries_per_sec(), 3);

@@ -36,10 +36,15 @@ impl RegistryError {
         }
     }
 
-    /// The same error, found building `configs.default` alone (as an instance named
-    /// `default`): its path names `<section>.configs.default` instead.
-    pub(crate) fn in_default(mut self, section: &str) -> Self {
-        let built_as = format!("{section}.default.");
+    /// The refused field: the last part of the path.
+    pub(crate) fn field(&self) -> &str {
+        self.path.rsplit('.').next().unwrap_or_default()
+    }
+
+    /// The same error, found building `instance` but caused by a value it inherited: its path
+    /// names `<section>.configs.default` instead.
+    pub(crate) fn in_default(mut self, section: &str, instance: &str) -> Self {
+        let built_as = format!("{section}.{instance}.");
         if let Some(rest) = self.path.strip_prefix(&built_as) {
             self.path = format!("{section}.configs.default.{rest}");
         }

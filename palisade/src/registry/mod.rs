@@ -37,8 +37,9 @@
 //! [`Registry::from_config`] builds every instance at once, so a bad value is reported at
 //! start-up, by its path in the file:
 //! `circuit_breaker.inventory.failure_rate_threshold: must be a percentage between 0 and 100,
-//! got 150` (a bad value of `configs.default` is reported as
-//! `circuit_breaker.configs.default.<field>`). A service then asks for its instance by name,
+//! got 150`. A bad value that an instance inherits from `configs.default` is reported as
+//! `circuit_breaker.configs.default.<field>`; `configs.default` is checked through the
+//! instances that use it (a section with no instances builds nothing). A service then asks for its instance by name,
 //! and every call returns the same handle (the same shared state): a breaker that one service
 //! opens is open for every service that asked for it.
 //!
@@ -78,7 +79,10 @@
         feature = "rate-limit",
         feature = "retry"
     )),
-    allow(dead_code, reason = "with every layer feature off, the registry has no sections")
+    allow(
+        dead_code,
+        reason = "with every layer feature off, the registry has no sections"
+    )
 )]
 
 mod config;
@@ -118,28 +122,36 @@ pub struct Registry {
     retry_policies: BTreeMap<String, RetryPolicy>,
 }
 
-/// Builds every instance of one section: `configs.default` alone first (when `check_default`
-/// says it can stand alone), so that its bad values are blamed on it, then each instance over
-/// it, named after the instance.
+/// Builds every instance of one section over `configs.default`, named after the instance.
+///
+/// `configs.default` is not built on its own: a handle named `default` would register metrics
+/// series for an instance nobody uses. Its values are checked through the instances that
+/// inherit them, and a refused value an instance inherited (`sets` says the instance does not
+/// set that field, and the default does) is blamed on `<section>.configs.default.<field>`.
 fn build_section<C, H>(
     section: &'static str,
     part: &Section<C>,
-    check_default: bool,
     merge: impl Fn(C, &C) -> C,
+    sets: impl Fn(&C, &str) -> bool,
     mut build: impl FnMut(&str, &C) -> Result<H, RegistryError>,
 ) -> Result<BTreeMap<String, H>, RegistryError>
 where
     C: Clone,
 {
     let default = &part.configs.default;
-    if check_default {
-        build("default", default).map_err(|e| e.in_default(section))?;
-    }
     part.instances
         .iter()
         .map(|(name, own)| {
             let merged = merge(own.clone(), default);
-            Ok((name.clone(), build(name, &merged)?))
+            let handle = build(name, &merged).map_err(|e| {
+                let field = e.field();
+                if !sets(own, field) && sets(default, field) {
+                    e.in_default(section, name)
+                } else {
+                    e
+                }
+            })?;
+            Ok((name.clone(), handle))
         })
         .collect()
 }
@@ -173,8 +185,8 @@ impl Registry {
         let circuit_breakers = build_section(
             "circuit_breaker",
             &config.circuit_breaker,
-            true,
             CircuitBreakerConfig::or,
+            CircuitBreakerConfig::sets,
             |name, c| {
                 let located = |e| RegistryError::config("circuit_breaker", name, e);
                 c.apply(CircuitBreaker::builder().name(name).clock(clock.clone()))
@@ -187,8 +199,8 @@ impl Registry {
         let bulkheads = build_section(
             "bulkhead",
             &config.bulkhead,
-            true,
             BulkheadConfig::or,
+            BulkheadConfig::sets,
             |name, c| {
                 c.apply(Bulkhead::builder().name(name).clock(clock.clone()))
                     .build()
@@ -197,15 +209,11 @@ impl Registry {
         )?;
         #[cfg(feature = "rate-limit")]
         let rate_limiters = {
-            // A default without a quota is fine (each instance sets its own rate); one with a
-            // rate or a period must stand alone.
-            let default = &config.rate_limiter.configs.default;
-            let check_default = default.rate.is_some() || default.period.is_some();
             build_section(
                 "rate_limiter",
                 &config.rate_limiter,
-                check_default,
                 RateLimiterConfig::or,
+                RateLimiterConfig::sets,
                 |name, c| {
                     let located = |e| RegistryError::config("rate_limiter", name, e);
                     c.apply(RateLimiter::builder().name(name).clock(clock.clone()))
@@ -219,8 +227,8 @@ impl Registry {
         let retry_budgets = build_section(
             "retry_budget",
             &config.retry_budget,
-            true,
             RetryBudgetConfig::or,
+            RetryBudgetConfig::sets,
             |name, c| {
                 c.apply(RetryBudget::builder().name(name).clock(clock.clone()))
                     .build()
@@ -231,8 +239,8 @@ impl Registry {
         let retry_policies = build_section(
             "retry_policy",
             &config.retry_policy,
-            true,
             RetryPolicyConfig::or,
+            RetryPolicyConfig::sets,
             |name, c| {
                 let located = |e| RegistryError::config("retry_policy", name, e);
                 let mut builder = c
