@@ -11,8 +11,8 @@
 //! | [`load_balancer`] | `load-balancer` | cloneable, lock-free P2C + peak EWMA with failure penalties, outlier ejection, retries to another endpoint |
 //! | [`common`] | always | `palisade-core`: clocks, outcome classification, local rejections, events, errors, `test-util` mock backend |
 //!
-//! The four layer features are on by default; `full` adds `load-balancer`, `metrics` and
-//! `tracing`.
+//! The five layer features (the four layers and `load-balancer`) are on by default; `full`
+//! adds `http`, `serde`, `metrics` and `tracing`.
 //! [`ServiceBuilderExt`] adds a method per layer to `ServiceBuilder`, and [`prelude`] imports
 //! the handles and the shared vocabulary. (The shared crate is re-exported as `common`, not
 //! `core`: a module named `core` would make `core::fmt` ambiguous after `use palisade::*;`.)
