@@ -33,7 +33,9 @@
 //! cores together with the test server). Its cache is off: discovery schedules its own lookups
 //! on the TTL.
 //!
-//! Not yet here: etcd discovery (issue 13 asks for it; see the crate README of a later change).
+//! Not yet here: etcd discovery (prefix watch, lease-based registration). `etcd-client`
+//! needs `protoc` at build time and adds ~1 min 40 s to a cold debug build on 2 cores (more
+//! with CI's release loom build), so it waits for a decision on CI time.
 
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
