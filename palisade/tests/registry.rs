@@ -502,3 +502,15 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn the_registry_types_are_send_sync_clone_debug() {
+    fn check<T: Send + Sync + Clone + std::fmt::Debug + 'static>() {}
+    check::<Registry>();
+    check::<RegistryConfig>();
+    check::<RegistryError>();
+    check::<UnknownInstance>();
+    fn error<T: std::error::Error + Send + Sync + 'static>() {}
+    error::<RegistryError>();
+    error::<UnknownInstance>();
+}
