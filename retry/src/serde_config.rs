@@ -188,17 +188,18 @@ impl RetryPolicyConfig {
         }
     }
 
-    /// Calls the setter of every field that is set on `builder`, whatever its classifier and
-    /// request predicate; `budget` is left to the caller (see the field).
+    /// Calls the setter of every field that is set on `builder`, whatever its classifier,
+    /// request predicate and remote-hint reader; `budget` is left to the caller (see the
+    /// field).
     ///
     /// # Errors
     ///
     /// [`ConfigError`] naming `unlimited` when it is `true` together with a `budget`. Values
     /// are checked by [`RetryPolicyBuilder::build`].
-    pub fn apply<C, Q>(
+    pub fn apply<C, Q, H>(
         &self,
-        mut builder: RetryPolicyBuilder<C, Q>,
-    ) -> Result<RetryPolicyBuilder<C, Q>, ConfigError> {
+        mut builder: RetryPolicyBuilder<C, Q, H>,
+    ) -> Result<RetryPolicyBuilder<C, Q, H>, ConfigError> {
         if let Some(v) = self.max_attempts {
             builder = builder.max_attempts(v);
         }
@@ -439,6 +440,21 @@ mod tests {
         let field = |text: &str| budget(text).unwrap().build().unwrap_err().field();
         assert_eq!(field("percent_can_retry = 20.0"), "percent_can_retry");
         assert_eq!(field("ttl = \"2h\""), "ttl");
+    }
+
+    #[test]
+    fn the_settings_apply_to_a_builder_with_its_own_classifier_and_hint_reader() {
+        let config = policy("max_attempts = 5\nmax_retry_after = \"2s\"").unwrap();
+        let builder = RetryPolicy::builder()
+            .classify(|r: Result<&u16, &palisade_core::BoxError>| match r {
+                Ok(&status) if status >= 500 => palisade_core::Outcome::Failure,
+                Ok(_) => palisade_core::Outcome::Success,
+                Err(_) => palisade_core::Outcome::Failure,
+            })
+            .remote_hint(|_: &u16| Some(ms(10)));
+        let built = config.apply(builder).unwrap().build().unwrap().snapshot();
+        assert_eq!(built.max_attempts, 5);
+        assert_eq!(built.max_retry_after, Duration::from_secs(2));
     }
 
     #[test]
