@@ -9,6 +9,9 @@
 //! | [`rate_limit`] | `rate-limit` | GCRA in one atomic, shared across clones, keyed with bounded memory |
 //! | [`retry`] | `retry` | backoff with jitter, lock-free retry budget, throttles, hedging |
 //! | [`load_balancer`] | `load-balancer` | cloneable, lock-free P2C + peak EWMA with failure penalties, outlier ejection, retries to another endpoint |
+//! | [`fallback`] | always | a Hystrix-style fallback answer, with its own concurrency cap |
+//! | `registry` | `serde` | named instances from a TOML/YAML/JSON file, resilience4j style (`configs.default` + `instances.<name>`) |
+//! | `http` | `http` | `palisade-http`: HTTP/gRPC classifiers, `Retry-After` hints, idempotency, rejection → response |
 //! | [`common`] | always | `palisade-core`: clocks, outcome classification, local rejections, events, errors, `test-util` mock backend |
 //!
 //! The five layer features (the four layers and `load-balancer`) are on by default; `full`
