@@ -11,10 +11,15 @@ use palisade_core::{ConfigError, Listener};
 use palisade_load_balancer::{Balancer, EndpointMeta};
 use parking_lot::Mutex;
 use rand::{Rng, SeedableRng};
+use std::collections::VecDeque;
 use std::fmt;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
+use tower::discover::Change;
 
 /// What to look up.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,7 +65,15 @@ struct State {
     rng: rand::rngs::SmallRng,
     resolutions: u64,
     failures: u64,
+    consecutive_failures: u32,
     last_error: Option<String>,
+}
+
+/// The outcome of one lookup.
+struct Update {
+    insert: Vec<Endpoint>,
+    remove: Vec<SocketAddr>,
+    wait: Duration,
 }
 
 /// A point-in-time view of a [`DnsDiscovery`].
@@ -229,6 +242,7 @@ impl DnsDiscoveryBuilder {
                     rng: rand::rngs::SmallRng::seed_from_u64(seed),
                     resolutions: 0,
                     failures: 0,
+                    consecutive_failures: 0,
                     last_error: None,
                 }),
             }),
@@ -324,14 +338,9 @@ impl DnsDiscovery {
         }
     }
 
-    /// Looks the name up once and applies the answer to `balancer` (endpoints made by `make`),
-    /// keeping the last good set on a failure or an empty answer. Returns how long to wait
-    /// before the next lookup (the TTL, or the retry backoff).
-    pub async fn refresh<S, F>(&self, balancer: &Balancer<SocketAddr, S>, make: &mut F) -> Duration
-    where
-        S: Clone + Send + Sync + 'static,
-        F: FnMut(SocketAddr) -> S,
-    {
+    /// Looks the name up once and works out the changes to the last good set (which it then
+    /// becomes), emitting the events; a failure or an empty answer changes nothing.
+    async fn update(&self) -> Update {
         let inner = &*self.inner;
         let draw: f64 = inner.state.lock().rng.random();
         let outcome = match self.lookup().await {
@@ -347,52 +356,97 @@ impl DnsDiscovery {
                     let changes = records::diff(&state.current, &set);
                     state.current = set;
                     state.resolutions += 1;
+                    state.consecutive_failures = 0;
                     changes
                 };
-                for endpoint in insert {
-                    balancer.insert(
-                        endpoint.addr,
-                        make(endpoint.addr),
-                        EndpointMeta::new().weight(endpoint.weight),
-                    );
+                for endpoint in &insert {
                     inner.events.emit_with(|| DiscoveryEvent::EndpointAdded {
                         addr: endpoint.addr,
                         weight: endpoint.weight,
                     });
                 }
-                for addr in remove {
-                    balancer.remove(&addr);
+                for &addr in &remove {
                     inner
                         .events
                         .emit_with(|| DiscoveryEvent::EndpointRemoved { addr });
                 }
-                records::refresh_after(
+                let wait = records::refresh_after(
                     ttl,
                     inner.min_refresh,
                     inner.max_refresh,
                     inner.jitter,
                     draw,
-                )
+                );
+                Update {
+                    insert,
+                    remove,
+                    wait,
+                }
             }
             Err(Failure(error)) => {
-                let (kept, failures) = {
+                let (kept, in_a_row) = {
                     let mut state = inner.state.lock();
                     state.failures += 1;
+                    state.consecutive_failures = state.consecutive_failures.saturating_add(1);
                     state.last_error = Some(error.clone());
-                    (state.current.len(), state.failures)
+                    (state.current.len(), state.consecutive_failures)
                 };
                 inner
                     .events
                     .emit_with(|| DiscoveryEvent::ResolveFailed { error, kept });
-                let failures = u32::try_from(failures).unwrap_or(u32::MAX);
-                records::retry_after(
-                    failures.min(16),
+                let wait = records::retry_after(
+                    in_a_row.min(16),
                     inner.min_refresh,
                     inner.max_refresh,
                     inner.jitter,
                     draw,
-                )
+                );
+                Update {
+                    insert: Vec::new(),
+                    remove: Vec::new(),
+                    wait,
+                }
             }
+        }
+    }
+
+    /// Looks the name up once and applies the answer to `balancer` (endpoints made by `make`,
+    /// with the SRV weight), keeping the last good set on a failure or an empty answer.
+    /// Returns how long to wait before the next lookup (the TTL, or the retry backoff, which
+    /// grows with the failures in a row and resets on a good answer).
+    pub async fn refresh<S, F>(&self, balancer: &Balancer<SocketAddr, S>, make: &mut F) -> Duration
+    where
+        S: Clone + Send + Sync + 'static,
+        F: FnMut(SocketAddr) -> S,
+    {
+        let update = self.update().await;
+        for endpoint in update.insert {
+            balancer.insert(
+                endpoint.addr,
+                make(endpoint.addr),
+                EndpointMeta::new().weight(endpoint.weight),
+            );
+        }
+        for addr in update.remove {
+            balancer.remove(&addr);
+        }
+        update.wait
+    }
+
+    /// The changes as a tower [`Discover`](tower::discover::Discover) stream (for
+    /// `Balancer::follow` or tower's own `Balance`): `Change::Insert` with a service made by
+    /// `make`, `Change::Remove`, resolving again on the TTL. A plain `Discover` carries no
+    /// weights; [`run`](Self::run) passes SRV weights to a Palisade balancer.
+    pub fn discover<S, F>(self, make: F) -> DnsDiscover<S, F>
+    where
+        F: FnMut(SocketAddr) -> S + Unpin,
+    {
+        DnsDiscover {
+            discovery: self,
+            make,
+            queue: VecDeque::new(),
+            next: None,
+            sleep: None,
         }
     }
 
@@ -439,5 +493,61 @@ impl DnsDiscovery {
     /// Removes a listener; `false` if it was not registered.
     pub fn unsubscribe(&self, id: ListenerId) -> bool {
         self.inner.events.unsubscribe(id)
+    }
+}
+
+/// A [`DnsDiscovery`] as a tower `Discover` stream; made by [`DnsDiscovery::discover`]. Never
+/// ends and never fails (a failed lookup keeps the set, so it yields nothing).
+pub struct DnsDiscover<S, F> {
+    discovery: DnsDiscovery,
+    make: F,
+    queue: VecDeque<Change<SocketAddr, S>>,
+    /// The lookup in progress: boxed, a cold path (once per TTL).
+    next: Option<Pin<Box<dyn Future<Output = Update> + Send>>>,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+// The services are only queued, never pinned: the stream is `Unpin` whatever `S` is.
+impl<S, F: Unpin> Unpin for DnsDiscover<S, F> {}
+
+impl<S, F> fmt::Debug for DnsDiscover<S, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DnsDiscover")
+            .field("discovery", &self.discovery)
+            .field("queued", &self.queue.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, F> futures_core::Stream for DnsDiscover<S, F>
+where
+    F: FnMut(SocketAddr) -> S + Unpin,
+{
+    type Item = Result<Change<SocketAddr, S>, std::convert::Infallible>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(change) = this.queue.pop_front() {
+                return Poll::Ready(Some(Ok(change)));
+            }
+            if let Some(sleep) = &mut this.sleep {
+                ready!(sleep.as_mut().poll(cx));
+                this.sleep = None;
+            }
+            let next = this.next.get_or_insert_with(|| {
+                let discovery = this.discovery.clone();
+                Box::pin(async move { discovery.update().await })
+            });
+            let update = ready!(next.as_mut().poll(cx));
+            this.next = None;
+            this.sleep = Some(Box::pin(tokio::time::sleep(update.wait)));
+            for endpoint in update.insert {
+                this.queue
+                    .push_back(Change::Insert(endpoint.addr, (this.make)(endpoint.addr)));
+            }
+            this.queue
+                .extend(update.remove.into_iter().map(Change::Remove));
+        }
     }
 }

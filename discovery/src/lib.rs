@@ -6,9 +6,10 @@
 //! service (targets, ports and weights), re-resolves when the TTL runs out (with jitter), and
 //! applies each change to a [`Balancer`](palisade_load_balancer::Balancer) with its
 //! `insert`/`remove` (so SRV weights reach the balancer's `EndpointMeta`, which a plain tower
-//! `Discover` stream cannot carry). Changes are [`DiscoveryEvent::EndpointAdded`] and
-//! [`DiscoveryEvent::EndpointRemoved`] events here, and the balancer's own
-//! `BalancerEvent::EndpointAdded`/`EndpointRemoved`.
+//! `Discover` stream cannot carry), or yields them as a tower `Discover` stream
+//! ([`DnsDiscovery::discover`], for `Balancer::follow` or tower's `Balance`). Changes are
+//! [`DiscoveryEvent::EndpointAdded`] and [`DiscoveryEvent::EndpointRemoved`] events here, and
+//! the balancer's own `BalancerEvent::EndpointAdded`/`EndpointRemoved`.
 //!
 //! **A resolver error never empties the balancer**: a failing lookup, an empty answer or an
 //! answer of only unusable records keeps the last good set, reports a
@@ -44,6 +45,6 @@ mod dns_discovery;
 mod events;
 mod records;
 
-pub use dns_discovery::{DnsDiscovery, DnsDiscoveryBuilder, DnsSnapshot};
+pub use dns_discovery::{DnsDiscover, DnsDiscovery, DnsDiscoveryBuilder, DnsSnapshot};
 pub use events::DiscoveryEvent;
 pub use records::Endpoint;

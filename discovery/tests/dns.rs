@@ -407,3 +407,72 @@ fn config_errors_name_the_field() {
         .unwrap_err();
     assert_eq!(err.field(), "refresh_bounds");
 }
+
+/// The changes also come as a tower `Discover` stream, which `Balancer::follow` applies.
+#[tokio::test]
+async fn the_discover_stream_feeds_balancer_follow() {
+    let zone = start_zone().await;
+    let host = "api.svc.test.";
+    zone.set(host, RecordType::A, vec![a([127, 0, 0, 1])]).await;
+    let discovery = DnsDiscovery::builder()
+        .host(host, 9000)
+        .nameserver(zone.addr)
+        .refresh_bounds(Duration::from_millis(100), Duration::from_millis(300))
+        .seed(5)
+        .build()
+        .unwrap();
+    let balancer: Balancer<SocketAddr, Backend> = Balancer::builder().build().unwrap();
+    let follower = tokio::spawn(balancer.clone().follow(discovery.clone().discover(Backend)));
+    until("the first answer", || {
+        keys(&balancer) == BTreeSet::from([addr([127, 0, 0, 1], 9000)])
+    })
+    .await;
+    zone.set(host, RecordType::A, vec![a([127, 0, 0, 2])]).await;
+    until("the changed answer", || {
+        keys(&balancer) == BTreeSet::from([addr([127, 0, 0, 2], 9000)])
+    })
+    .await;
+    zone.set(host, RecordType::A, vec![]).await;
+    let before = discovery.snapshot().failures;
+    until("the empty answer", || {
+        discovery.snapshot().failures > before
+    })
+    .await;
+    assert_eq!(
+        balancer.len(),
+        1,
+        "the stream removes nothing on a failed lookup"
+    );
+    follower.abort();
+}
+
+/// Regression: the retry backoff grows with the failures *in a row* and starts again after a
+/// good answer (it used to grow with every failure since the start).
+#[tokio::test]
+async fn the_retry_backoff_resets_after_a_good_answer() {
+    let zone = start_zone().await;
+    let host = "flaky.svc.test.";
+    let min = Duration::from_millis(100);
+    let discovery = DnsDiscovery::builder()
+        .host(host, 80)
+        .nameserver(zone.addr)
+        .refresh_bounds(min, Duration::from_secs(10))
+        .seed(9)
+        .build()
+        .unwrap();
+    let balancer: Balancer<SocketAddr, Backend> = Balancer::builder().build().unwrap();
+    let mut make = Backend;
+    let first = discovery.refresh(&balancer, &mut make).await;
+    let second = discovery.refresh(&balancer, &mut make).await;
+    let third = discovery.refresh(&balancer, &mut make).await;
+    assert!(
+        first <= min && second > min && third > 2 * min,
+        "{first:?} {second:?} {third:?}"
+    );
+    zone.set(host, RecordType::A, vec![a([127, 0, 0, 1])]).await;
+    discovery.refresh(&balancer, &mut make).await;
+    assert_eq!(balancer.len(), 1);
+    zone.set(host, RecordType::A, vec![]).await;
+    let after = discovery.refresh(&balancer, &mut make).await;
+    assert!(after <= min, "the backoff starts again: {after:?}");
+}
