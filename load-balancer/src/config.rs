@@ -149,7 +149,9 @@ impl BalancerBuilder {
     /// back an endpoint that a penalty or a slowdown starved of traffic: an endpoint charged the
     /// 1 s failure penalty is tried again after about `τ × ln(penalty / healthy cost)`, some
     /// 4 s at τ = 1 s against 10 ms endpoints (40 s at τ = 10 s), unless ejection takes it out
-    /// first.
+    /// first, or, under load, as soon as the others' cost (latency × pending) passes it. Once
+    /// it answers, its successes pay the penalty off (see
+    /// [`failure_penalty`](Self::failure_penalty)), not this decay.
     #[must_use]
     pub fn decay(mut self, tau: Duration) -> Self {
         self.decay = tau;
@@ -159,6 +161,16 @@ impl BalancerBuilder {
     /// The latency a failure or a local rejection is charged in the latency estimate (default
     /// 1 s), so that an endpoint failing fast never looks fast. Set it well above the
     /// endpoints' normal latency.
+    ///
+    /// The penalty is kept beside the latency EWMA (a pick compares the larger of the two): a
+    /// failure charges it in full, it decays with [`decay`](Self::decay) like the estimate, and
+    /// **each success halves it**, so a recovered endpoint earns its share back in a few calls
+    /// (1 s down to 10 ms in 7 successes) instead of waiting out `τ × ln(penalty / latency)`
+    /// (some 4 s) at a fraction of its share, which is capacity lost exactly when a fleet needs
+    /// it (a surge after a partial outage). Finagle's failure accrual revives an endpoint on
+    /// its first successful probe; halving is more cautious: a flapping endpoint's next
+    /// failure charges the penalty in full again, so an endpoint failing one call in two still
+    /// costs at least half the penalty.
     #[must_use]
     pub fn failure_penalty(mut self, penalty: Duration) -> Self {
         self.failure_penalty = penalty;

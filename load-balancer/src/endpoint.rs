@@ -62,6 +62,18 @@ impl SlowStart {
     }
 }
 
+/// The part of the failure penalty a success leaves standing: each success halves it.
+///
+/// A penalty that only decays with time (`e^(-t/τ)`) keeps a recovered endpoint at a fraction
+/// of its share for `τ × ln(penalty / healthy cost)`, about 4 s at the defaults, however many
+/// calls it has answered meanwhile, which is capacity wasted exactly when a fleet needs it
+/// (a surge after a partial outage). Finagle's failure accrual revives an endpoint on its first
+/// successful probe; Envoy un-ejects a host fully when its ejection time ends. Halving per
+/// success sits between: one lucky success of a flapping endpoint does not erase the penalty
+/// (its next failure charges it in full again), but a run of successes does, 1 s down to
+/// 10 ms in 7 calls, so a recovered endpoint earns its share back in a few calls.
+pub(crate) const PENALTY_KEPT_PER_SUCCESS: f64 = 0.5;
+
 /// The atomics of one endpoint.
 #[derive(Debug, Default)]
 pub(crate) struct EndpointStats {
@@ -70,6 +82,12 @@ pub(crate) struct EndpointStats {
     estimate: AtomicU64,
     /// When `estimate` was last updated, in the balancer clock's nanoseconds.
     stamp: AtomicU64,
+    /// The failure penalty still charged: `f64` nanoseconds as bits. Kept apart from
+    /// `estimate` so that successes pay it off by count (see [`PENALTY_KEPT_PER_SUCCESS`]),
+    /// not only by time, and a recovered endpoint's real latency is not lost under it.
+    penalty: AtomicU64,
+    /// When `penalty` was last set or halved, in the balancer clock's nanoseconds.
+    penalty_stamp: AtomicU64,
     calls: AtomicU64,
     failures: AtomicU64,
     consecutive_failures: AtomicU32,
@@ -111,13 +129,80 @@ impl EndpointStats {
         self.pending.load(Ordering::Relaxed)
     }
 
-    /// The latency estimate decayed to `now`, in nanoseconds.
+    /// The latency estimate decayed to `now`, in nanoseconds: the larger of the peak-EWMA of
+    /// the latencies and the failure penalty still charged.
     #[inline]
     pub(crate) fn latency_ns(&self, now: Instant, tau_ns: f64) -> f64 {
         // Relaxed: statistics; a racing update at worst shows the previous estimate.
         let estimate = f64::from_bits(self.estimate.load(Ordering::Relaxed));
+        // Relaxed: as above.
         let stamp = self.stamp.load(Ordering::Relaxed);
-        ewma::decayed(estimate, now.as_nanos().saturating_sub(stamp), tau_ns)
+        let latency = ewma::decayed(estimate, now.as_nanos().saturating_sub(stamp), tau_ns);
+        latency.max(self.penalty_ns(now, tau_ns))
+    }
+
+    /// The failure penalty still charged at `now` (decayed with time like the estimate).
+    #[inline]
+    fn penalty_ns(&self, now: Instant, tau_ns: f64) -> f64 {
+        // Relaxed: statistics; a racing update at worst shows the previous penalty.
+        let penalty = f64::from_bits(self.penalty.load(Ordering::Relaxed));
+        if penalty == 0.0 {
+            return 0.0;
+        }
+        // Relaxed: as above.
+        let stamp = self.penalty_stamp.load(Ordering::Relaxed);
+        ewma::decayed(penalty, now.as_nanos().saturating_sub(stamp), tau_ns)
+    }
+
+    /// A failure or a local rejection: charges `penalty_ns` in full (the peak: the larger of
+    /// it and what is left of an earlier one).
+    pub(crate) fn charge_penalty(&self, penalty_ns: f64, now: Instant, tau_ns: f64) {
+        self.update_penalty(now, tau_ns, |left| left.max(penalty_ns));
+    }
+
+    /// A success: pays off part of the penalty (see [`PENALTY_KEPT_PER_SUCCESS`]).
+    #[inline]
+    pub(crate) fn pay_penalty(&self, now: Instant, tau_ns: f64) {
+        // Relaxed: a fast path for the common case of no penalty; a penalty charged by a
+        // racing failure after this load is simply not paid by this success.
+        if self.penalty.load(Ordering::Relaxed) == 0.0f64.to_bits() {
+            return;
+        }
+        self.update_penalty(now, tau_ns, |left| {
+            let kept = left * PENALTY_KEPT_PER_SUCCESS;
+            // Below a nanosecond it is gone: the fast path above applies again.
+            if kept < 1.0 { 0.0 } else { kept }
+        });
+    }
+
+    fn update_penalty(&self, now: Instant, tau_ns: f64, f: impl Fn(f64) -> f64) {
+        let now_ns = now.as_nanos();
+        // Relaxed throughout: the CAS makes a racing charge and payment apply one after the
+        // other (a payment never overwrites a fresh charge with an older, halved value); no
+        // other memory depends on the penalty.
+        let mut current = self.penalty.load(Ordering::Relaxed);
+        loop {
+            // Relaxed: as above; a stamp racing with another update at worst decays the
+            // penalty by a slightly wrong elapsed time.
+            let stamp = self.penalty_stamp.load(Ordering::Relaxed);
+            let left = ewma::decayed(
+                f64::from_bits(current),
+                now_ns.saturating_sub(stamp),
+                tau_ns,
+            );
+            let next = f(left);
+            match self.penalty.compare_exchange_weak(
+                current,
+                next.to_bits(),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(actual) => current = actual,
+            }
+        }
+        // Relaxed: fetch_max keeps the stamp monotonic when updates race.
+        self.penalty_stamp.fetch_max(now_ns, Ordering::Relaxed);
     }
 
     /// Folds one latency sample into the estimate.
@@ -155,6 +240,10 @@ impl EndpointStats {
             .store(estimate_ns.max(0.0).to_bits(), Ordering::Relaxed);
         // Relaxed: as above.
         self.stamp.store(now.as_nanos(), Ordering::Relaxed);
+        // Relaxed: as above; a restored endpoint starts without a penalty.
+        self.penalty.store(0.0f64.to_bits(), Ordering::Relaxed);
+        // Relaxed: as above.
+        self.penalty_stamp.store(now.as_nanos(), Ordering::Relaxed);
     }
 
     #[inline]
@@ -337,6 +426,7 @@ impl<K: Clone + Send + Sync + 'static> Node<K> {
         match result {
             CallResult::Success => {
                 stats.observe(rtt_ns, now, core.tau_ns);
+                stats.pay_penalty(now, core.tau_ns);
                 // Relaxed: health counters change under the health lock when it matters
                 // (ejection re-reads them there); a racing reset only delays an ejection.
                 stats.consecutive_failures.store(0, Ordering::Relaxed);
@@ -346,10 +436,12 @@ impl<K: Clone + Send + Sync + 'static> Node<K> {
                     stats.times_ejected.store(0, Ordering::Relaxed);
                 }
             }
-            CallResult::Rejected => stats.observe(rtt_ns.max(core.penalty_ns), now, core.tau_ns),
+            CallResult::Rejected => {
+                stats.charge_penalty(rtt_ns.max(core.penalty_ns), now, core.tau_ns);
+            }
             CallResult::Ignored => stats.observe(rtt_ns, now, core.tau_ns),
             CallResult::Failure => {
-                stats.observe(rtt_ns.max(core.penalty_ns), now, core.tau_ns);
+                stats.charge_penalty(rtt_ns.max(core.penalty_ns), now, core.tau_ns);
                 // Relaxed: a counter read by snapshot() only.
                 stats.failures.fetch_add(1, Ordering::Relaxed);
                 // Relaxed: the RMW counts every failure once; the ejection decision re-reads it
@@ -544,6 +636,54 @@ impl<K: Clone + Send + Sync + 'static> Record for Node<K> {
 
     fn cancel(&self) {
         self.stats.end();
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::EndpointStats;
+    use palisade_core::clock::Instant;
+
+    const TAU: f64 = 1.0e9;
+    const MS: u64 = 1_000_000;
+
+    #[test]
+    fn successes_pay_the_penalty_off_and_a_failure_charges_it_in_full() {
+        let stats = EndpointStats::with_estimate(10.0e6, Instant::ZERO);
+        stats.charge_penalty(1.0e9, Instant::ZERO, TAU);
+        assert_eq!(stats.latency_ns(Instant::ZERO, TAU), 1.0e9);
+        for i in 1..=7 {
+            let now = Instant::from_nanos(i * MS);
+            stats.observe(10.0e6, now, TAU);
+            stats.pay_penalty(now, TAU);
+        }
+        // 1 s halved seven times, less 7 ms of decay: under the 10 ms estimate.
+        let latency = stats.latency_ns(Instant::from_nanos(7 * MS), TAU);
+        assert!((9.0e6..=10.0e6).contains(&latency), "{latency}");
+        // The estimate itself was never raised by the penalty.
+        stats.charge_penalty(1.0e9, Instant::from_nanos(8 * MS), TAU);
+        assert_eq!(stats.latency_ns(Instant::from_nanos(8 * MS), TAU), 1.0e9);
+        stats.pay_penalty(Instant::from_nanos(8 * MS), TAU);
+        assert_eq!(stats.latency_ns(Instant::from_nanos(8 * MS), TAU), 0.5e9);
+    }
+
+    #[test]
+    fn the_penalty_also_decays_with_time_and_a_reset_clears_it() {
+        let stats = EndpointStats::with_estimate(10.0e6, Instant::ZERO);
+        stats.charge_penalty(1.0e9, Instant::ZERO, TAU);
+        let later = stats.latency_ns(Instant::from_nanos(1_000 * MS), TAU);
+        assert!((later - 1.0e9 / std::f64::consts::E).abs() < 1.0, "{later}");
+        stats.reset_estimate(20.0e6, Instant::from_nanos(1_000 * MS));
+        assert_eq!(
+            stats.latency_ns(Instant::from_nanos(1_000 * MS), TAU),
+            20.0e6
+        );
+        // Paying with nothing charged changes nothing.
+        stats.pay_penalty(Instant::from_nanos(1_000 * MS), TAU);
+        assert_eq!(
+            stats.latency_ns(Instant::from_nanos(1_000 * MS), TAU),
+            20.0e6
+        );
     }
 }
 

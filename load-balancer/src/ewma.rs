@@ -10,7 +10,10 @@
 //!   every read), so an endpoint that a high estimate starved of traffic is tried again after
 //!   a while, and a recovered endpoint is found.
 //!
-//! The cost a P2C pick compares is `estimate × (pending + 1)` (Finagle, tower).
+//! The cost a P2C pick compares is `estimate × (pending + 1)` (Finagle, tower). The failure
+//! penalty is not folded into this estimate: the endpoint keeps it beside the estimate, decays
+//! it with the same `e^(-Δt/τ)` and halves it on every success (see `endpoint.rs`), and a pick
+//! reads the larger of the two.
 
 /// `e^(-elapsed/tau)`: how much of the old estimate survives `elapsed_ns`.
 #[inline]

@@ -7,7 +7,8 @@
 //!
 //! - **Fast failures never look cheap.** The default strategy, [`P2cPeakEwma`] (Finagle,
 //!   Linkerd), charges a failure, or a local rejection from a layer below, the failure penalty
-//!   (default 1 s) as its latency.
+//!   (default 1 s) as its latency; each success halves what is left of it, so a recovered
+//!   endpoint earns its share back in a few calls.
 //! - **Sick endpoints are not candidates.** Outlier ejection ([`OutlierDetection`], Envoy's) is
 //!   applied before the strategy: 5 failures in a row eject an endpoint for a short, growing,
 //!   jittered time, at most 10 % of the set at once (one endpoint always may be), and below

@@ -144,7 +144,9 @@ fn two_candidates(
 /// `latency × (pending + 1)`. The latency estimate reacts to a slowdown at once and decays
 /// otherwise (see the balancer's `decay`); unlike Finagle's and tower's, a **failure or a local
 /// rejection is charged the failure penalty** (default 1 s) as its latency, so an endpoint
-/// that fails fast never looks fast.
+/// that fails fast never looks fast; each later success halves what is left of it, so a
+/// recovered endpoint earns its share back in a few calls (see the balancer's
+/// `failure_penalty`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct P2cPeakEwma;
 

@@ -310,6 +310,48 @@ async fn fast_failures_never_look_fast() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_recovered_endpoint_pays_its_penalty_off_in_a_few_successes() {
+    // Regression for the demo's surge after a failing phase: the penalty used to decay only
+    // with time (`e^(-t/τ)`, τ = 1 s), so 0.1 s of successes left ~0.9 s of it standing and
+    // the recovered endpoint was under-used for seconds. Each success now halves it.
+    let endpoints = fleet(2, Duration::from_millis(5));
+    endpoints[0].failing.store(true, Ordering::Relaxed);
+    let balancer = balancer_over(
+        &endpoints,
+        Balancer::builder()
+            .strategy(RoundRobin::new())
+            .outlier_detection(OutlierDetection::disabled()),
+    );
+    for _ in 0..4 {
+        let _ = call(&balancer).await;
+    }
+    let charged = balancer.snapshot().endpoints[0].latency;
+    assert!(charged >= Duration::from_millis(900), "{charged:?}");
+
+    endpoints[0].failing.store(false, Ordering::Relaxed);
+    // Eight successes of endpoint 0 (round robin over two), some 80 ms of virtual time.
+    for _ in 0..16 {
+        call(&balancer).await.unwrap();
+    }
+    let paid = balancer.snapshot().endpoints[0].latency;
+    assert!(paid <= Duration::from_millis(40), "still charged {paid:?}");
+
+    // A failure charges it in full again: one success does not erase a flapping endpoint's.
+    endpoints[0].failing.store(true, Ordering::Relaxed);
+    for _ in 0..2 {
+        let _ = call(&balancer).await;
+    }
+    endpoints[0].failing.store(false, Ordering::Relaxed);
+    for _ in 0..2 {
+        call(&balancer).await.unwrap();
+    }
+    let again = balancer.snapshot().endpoints[0].latency;
+    assert!(
+        again >= Duration::from_millis(400) && again <= Duration::from_millis(600),
+        "one success after a failure leaves half: {again:?}"
+    );
+}
+#[tokio::test(start_paused = true)]
 async fn local_rejections_from_below_are_penalised_but_do_not_eject() {
     let endpoints = fleet(2, Duration::from_millis(5));
     endpoints[0].reject_locally.store(true, Ordering::Relaxed);
