@@ -120,7 +120,8 @@ impl RedisRateLimiterBuilder {
 
     /// The reconnection backoff: exponential with jitter from `min` to `max` (defaults 10 ms
     /// and 2 s). Reconnection runs in the background; calls meanwhile get the failure mode
-    /// after at most the call timeout.
+    /// after at most the call timeout. The same steps (without jitter) are the windows in
+    /// which calls skip Redis after a timeout or a connection error.
     #[must_use]
     pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
         self.reconnect_min = min;

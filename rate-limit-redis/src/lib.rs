@@ -76,7 +76,10 @@
 //! the same path, with their own [`StoreErrorKind`]; nothing panics and nothing is admitted
 //! by mistake. The connection ([`redis`]' `ConnectionManager`) reconnects in the background
 //! with exponential backoff and jitter
-//! ([`reconnect_backoff`](RedisRateLimiterBuilder::reconnect_backoff)). A Redis restarted
+//! ([`reconnect_backoff`](RedisRateLimiterBuilder::reconnect_backoff)), and after a timeout
+//! or a connection error calls skip Redis for the same backoff (doubling while it keeps
+//! failing, reset by a success), so a blackholed Redis costs each call nothing rather than a
+//! call timeout and gets no retry storm. A Redis restarted
 //! without persistence forgets its buckets: each restart may admit one more burst.
 //!
 //! # Events and metrics

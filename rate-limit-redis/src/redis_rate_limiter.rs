@@ -25,7 +25,8 @@ use std::time::Duration;
 /// The handle's atomics are statistics (`Relaxed`: each is read alone by
 /// [`snapshot`](Self::snapshot), no other memory depends on them) and the `available` flag,
 /// which only decides which of two events to emit and is swapped (`AcqRel`) so that exactly one
-/// caller sees each transition.
+/// caller sees each transition. The skip window after an outage is three `Relaxed` words, each
+/// an independent hint: a stale read costs one round trip more or one skipped call.
 #[derive(Clone)]
 pub struct RedisRateLimiter {
     pub(crate) inner: Arc<Inner>,
@@ -38,6 +39,7 @@ pub(crate) struct Inner {
     burst: u32,
     call_timeout: Duration,
     reconnect_min: Duration,
+    reconnect_max: Duration,
     failure_mode: FailureMode,
     /// Times round trips (events and metrics only; decisions use the Redis server's clock).
     clock: Clock,
@@ -48,6 +50,15 @@ pub(crate) struct Inner {
     connection: OnceLock<Result<ConnectionManager, String>>,
     script: redis::Script,
     available: AtomicBool,
+    /// After a timeout or connection error, calls skip Redis (straight to the failure mode)
+    /// until this instant (nanoseconds of `clock`; 0: none), so a blackholed Redis costs each
+    /// call nothing instead of a full call timeout, and a struggling one gets no retry storm.
+    skip_until: AtomicU64,
+    /// The current skip window in nanoseconds: `reconnect_min`, doubling per failure up to
+    /// `reconnect_max`; 0 after a success.
+    skip_nanos: AtomicU64,
+    /// The kind of the failure that opened the skip window (`StoreErrorKind` as `u8`).
+    skip_kind: std::sync::atomic::AtomicU8,
     stats: Stats,
     pub(crate) events: EventBus<RedisRateLimiterEvent>,
 }
@@ -187,6 +198,7 @@ impl RedisRateLimiter {
             burst,
             call_timeout: b.call_timeout,
             reconnect_min: b.reconnect_min,
+            reconnect_max: b.reconnect_max,
             failure_mode: b.failure_mode,
             clock: Clock::default(),
             client,
@@ -194,6 +206,9 @@ impl RedisRateLimiter {
             connection: OnceLock::new(),
             script: redis::Script::new(script::GCRA_LUA),
             available: AtomicBool::new(true),
+            skip_until: AtomicU64::new(0),
+            skip_nanos: AtomicU64::new(0),
+            skip_kind: std::sync::atomic::AtomicU8::new(0),
             stats: Stats::default(),
             events: EventBus::new(),
         });
@@ -403,17 +418,38 @@ impl RedisRateLimiter {
     ) -> Result<Reply, StoreError> {
         let inner = &self.inner;
         let started = inner.clock.now();
+        // Relaxed: the skip window is a hint; a stale read costs one round trip more or less.
+        if started.as_nanos() < inner.skip_until.load(Ordering::Relaxed) {
+            let kind = match inner.skip_kind.load(Ordering::Relaxed) {
+                0 => StoreErrorKind::Timeout,
+                _ => StoreErrorKind::Connection,
+            };
+            return Err(StoreError {
+                kind,
+                detail: "Redis failed recently; not asked until the backoff ends".to_owned(),
+            });
+        }
         let result = tokio::time::timeout(inner.call_timeout, self.eval(key, need, want)).await;
         let reply = match result {
             Ok(Ok(reply)) => reply,
-            Ok(Err(e)) => return Err(e),
+            Ok(Err(e)) => {
+                if e.kind == StoreErrorKind::Connection {
+                    self.open_skip_window(started, e.kind);
+                }
+                return Err(e);
+            }
             Err(_elapsed) => {
+                self.open_skip_window(started, StoreErrorKind::Timeout);
                 return Err(StoreError {
                     kind: StoreErrorKind::Timeout,
                     detail: format!("no answer within {:?}", inner.call_timeout),
                 });
             }
         };
+        // Relaxed: as above; read first so that the common case (no window) writes nothing.
+        if inner.skip_nanos.load(Ordering::Relaxed) != 0 {
+            inner.skip_nanos.store(0, Ordering::Relaxed);
+        }
         let latency = inner.clock.elapsed_since(started);
         inner
             .events
@@ -431,6 +467,29 @@ impl RedisRateLimiter {
             inner.stats.outage_failures.store(0, Ordering::Relaxed);
         }
         Ok(reply)
+    }
+
+    /// A timeout or connection error: skip Redis for the next backoff step. Script and reply
+    /// errors do not open a window: they belong to one key or one reply, not to the store.
+    fn open_skip_window(&self, now: palisade_core::Instant, kind: StoreErrorKind) {
+        let inner = &self.inner;
+        let min = u64::try_from(inner.reconnect_min.as_nanos()).unwrap_or(u64::MAX);
+        let max = u64::try_from(inner.reconnect_max.as_nanos()).unwrap_or(u64::MAX);
+        // Relaxed: each word is an independent hint (see `skip_until`); callers failing at
+        // once may double the window more than once, which the cap bounds.
+        let last = inner.skip_nanos.load(Ordering::Relaxed);
+        let window = if last == 0 {
+            min
+        } else {
+            last.saturating_mul(2).min(max)
+        };
+        inner.skip_nanos.store(window, Ordering::Relaxed);
+        inner
+            .skip_kind
+            .store(u8::from(kind != StoreErrorKind::Timeout), Ordering::Relaxed);
+        inner
+            .skip_until
+            .store(now.as_nanos().saturating_add(window), Ordering::Relaxed);
     }
 
     async fn eval(&self, key: &str, need: u32, want: u32) -> Result<Reply, StoreError> {

@@ -916,3 +916,41 @@ fn config_errors_name_the_field() {
         "lease_ttl"
     );
 }
+
+/// A blackholed Redis (connections accepted, nothing answered): after the first timeout,
+/// calls skip Redis for the backoff window instead of each waiting a full call timeout.
+#[tokio::test]
+async fn a_blackholed_redis_costs_one_timeout_per_backoff_window() {
+    if redis_url().is_none() {
+        return;
+    }
+    // The kernel completes connections into the backlog; nobody ever reads or answers.
+    let blackhole = TcpListener::bind("127.0.0.1:0").unwrap();
+    let limiter = RedisRateLimiter::builder()
+        .url(format!(
+            "redis://127.0.0.1:{}/",
+            blackhole.local_addr().unwrap().port()
+        ))
+        .name(unique("blackhole"))
+        .rate(100, Duration::from_secs(1))
+        .burst(10)
+        .call_timeout(Duration::from_millis(50))
+        .reconnect_backoff(Duration::from_millis(500), Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let started = WallClock::now();
+    for _ in 0..20 {
+        let err = limiter.acquire("k", 1).await.unwrap_err();
+        let unavailable = err
+            .downcast_ref::<StoreUnavailable>()
+            .expect("fails closed");
+        assert_eq!(unavailable.kind(), StoreErrorKind::Timeout, "{unavailable}");
+    }
+    let took = started.elapsed();
+    // Without the window: 20 x 50 ms = 1 s. With it: one timeout, then 19 skipped calls.
+    assert!(took < Duration::from_millis(400), "20 calls took {took:?}");
+    let snap = limiter.snapshot();
+    assert!(snap.round_trips <= 2, "{snap:?}");
+    assert_eq!(snap.store_errors, 20);
+    drop(blackhole);
+}
