@@ -39,42 +39,25 @@ fn short(scenario: Scenario, seed: u64) -> Report {
 
 fn check_headline(report: &Report, scenario: Scenario, strict_surge: bool) {
     for (n, phase) in scenario.phases().iter().enumerate() {
-        let after_surge = n > 0 && scenario.phases()[n - 1] == PhaseKind::Surge;
         let bare = report.get(n, Client::Bare);
         let palisade = report.get(n, Client::Palisade);
         assert!(palisade.requests > 0 && palisade.requests == bare.requests);
         if *phase == PhaseKind::Surge && !strict_surge {
-            // Known gap (reported to the lead): after e1's failing phase the default
-            // balancer keeps e1's failure penalty in its latency estimate into the surge and
-            // under-uses it, and bare's overflowing queues keep serving after the phase ends.
-            // Palisade must still be close on successes and far better on latency.
+            // Known gap: a request counts in the phase that sent it, however late it finishes,
+            // and bare's three full server queues (3 x (64 + 4) requests) are worked off after
+            // the surge ends, where the bulkhead holds 25 calls at most. Neither client can
+            // finish more than the fleet's capacity within the phase, so: Palisade's successes
+            // at least bare's less those that finished after the phase, and a far lower p99.
             assert!(
-                palisade.ok_pct >= bare.ok_pct - 5.0,
-                "surge: palisade {:.2} % against bare {:.2} %",
-                palisade.ok_pct,
-                bare.ok_pct
+                palisade.ok + bare.finished_after >= bare.ok,
+                "surge: palisade {} ok against bare {} ({} of them after the phase)\n{report}",
+                palisade.ok,
+                bare.ok,
+                bare.finished_after
             );
             assert!(
                 palisade.p99 < bare.p99,
                 "surge p99 {:?} vs {:?}",
-                palisade.p99,
-                bare.p99
-            );
-            continue;
-        }
-        if after_surge && !strict_surge {
-            // Known gap (reported): the bulkhead is still full of the surge's calls when the
-            // recovery starts and refuses a few requests at once (~0.2 %), where bare queues
-            // them (at a p99 of ~150 ms).
-            assert!(
-                palisade.ok_pct >= bare.ok_pct - 0.5,
-                "after the surge: palisade {:.2} % against bare {:.2} %\n{report}",
-                palisade.ok_pct,
-                bare.ok_pct
-            );
-            assert!(
-                palisade.p99 < bare.p99,
-                "{:?} vs {:?}",
                 palisade.p99,
                 bare.p99
             );
@@ -112,12 +95,14 @@ fn outage_and_surge_scenarios_hold_the_headline() {
     check_headline(&short(Scenario::Surge, 2026), Scenario::Surge, false);
 }
 
-/// The strict headline in the surge and right after it: fails today (see the known gap above; the README and
-/// the issue note carry the numbers). Run with `--ignored` once the balancer's penalty decay
-/// or the surge's accounting changes.
+/// The strict headline in the surge too: fails (see the known gap above). Since successes now
+/// pay the balancer's failure penalty off, the recovery after the surge holds strictly
+/// (99.90 % vs 99.90 %, seed 2026) and Palisade finishes the fleet's capacity within the
+/// surge; what remains is bare's queued backlog finished after the surge ends, credited to
+/// the surge that sent it.
 #[test]
-#[ignore = "known gap: surge after a failing phase (palisade ~32.7 % vs bare ~36.1 %) and the \
-            recovery right after it (99.79 % vs 99.90 %)"]
+#[ignore = "known gap: surge 3x, 2 s phases, seed 2026: palisade 33.50 % vs bare 36.13 %, 204 \
+            of bare's successes finished after the surge (palisade 25)"]
 fn palisade_is_at_least_as_good_as_bare_in_the_surge_too() {
     check_headline(&short(Scenario::Full, 2026), Scenario::Full, true);
 }

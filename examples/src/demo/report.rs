@@ -11,9 +11,13 @@ pub struct PhaseReport {
     pub phase: PhaseKind,
     /// The client.
     pub client: Client,
-    /// Requests issued in the phase.
+    /// Requests issued (sent) in the phase.
     pub requests: usize,
-    /// Percentage of them answered within the deadline.
+    /// How many of them were answered within the deadline, whether they finished inside the
+    /// phase or after it: a request counts in the phase that sent it, the same for both
+    /// clients.
+    pub ok: usize,
+    /// `ok` as a percentage of `requests`.
     pub ok_pct: f64,
     /// Median latency of the successes.
     pub p50: Option<Duration>,
@@ -133,6 +137,7 @@ fn phase_report(config: &Config, run: &Run, n: usize, phase: PhaseKind) -> Phase
         phase,
         client: run.client,
         requests,
+        ok: ok.len(),
         ok_pct: pct(ok.len()),
         p50: quantile(0.5),
         p99: quantile(0.99),
@@ -165,12 +170,16 @@ fn notes(report: &Report) -> Vec<String> {
         )];
         if bare.finished_after > palisade.finished_after {
             why.push(format!(
-                "Bare's full server queues kept working after the phase ended ({} of its \
-                 successes finished after it, palisade {}), at p99 {} against palisade's {}.",
+                "Requests count in the phase that sent them: bare's full server queues kept \
+                 working after the phase ended ({} of its successes finished after it, palisade \
+                 {}), at p99 {} against palisade's {}. Within the phase itself bare finished {} \
+                 successes and palisade {}.",
                 bare.finished_after,
                 palisade.finished_after,
                 ms(bare.p99),
-                ms(palisade.p99)
+                ms(palisade.p99),
+                bare.ok - bare.finished_after,
+                palisade.ok - palisade.finished_after,
             ));
         }
         if palisade.rejected_pct > 0.0 {
@@ -482,7 +491,9 @@ impl fmt::Display for Report {
         writeln!(f)?;
         wrapped(
             f,
-            "ok %: requests issued in the phase answered within the deadline. p50/p99: caller \
+            "ok %: requests sent in the phase answered within the deadline, counted in the phase \
+             that sent them whether they finished inside it or after (the same for both \
+             clients). p50/p99: caller \
              latency of those successes, retries included. to slow / to failing: share of the \
              calls the fleet received that went to the endpoint slow / failing in this phase. \
              load: calls the fleet received per request (retries count). rejected: refused at \
