@@ -954,3 +954,87 @@ async fn a_blackholed_redis_costs_one_timeout_per_backoff_window() {
     assert_eq!(snap.store_errors, 20);
     drop(blackhole);
 }
+
+/// Reads one RESP command (an array of bulk strings) from `buf`, returning its length in
+/// bytes, or `None` if `buf` does not hold a whole one yet.
+fn resp_command_len(buf: &[u8]) -> Option<usize> {
+    fn line(buf: &[u8], at: usize) -> Option<(usize, usize)> {
+        let end = buf[at..].windows(2).position(|w| w == b"\r\n")? + at;
+        let n = std::str::from_utf8(&buf[at + 1..end]).ok()?.parse().ok()?;
+        Some((n, end + 2))
+    }
+    let (items, mut at) = line(buf, 0)?;
+    for _ in 0..items {
+        let (len, start) = line(buf, at)?;
+        at = start + len + 2;
+        if at > buf.len() {
+            return None;
+        }
+    }
+    Some(at)
+}
+
+/// Bad input: a server that answers every command with `+OK` (the wrong type for the script)
+/// is a clear `Reply` error, fails closed, and never admits by mistake or panics.
+#[tokio::test]
+async fn a_server_answering_the_wrong_type_is_a_reply_error() {
+    if redis_url().is_none() {
+        return;
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0_u8; 4096];
+                while let Ok(n) = socket.read(&mut chunk).await {
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    while let Some(len) = resp_command_len(&buf) {
+                        buf.drain(..len);
+                        if socket.write_all(b"+OK\r\n").await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let limiter = RedisRateLimiter::builder()
+        .url(format!("redis://127.0.0.1:{port}/"))
+        .name(unique("wrong-type"))
+        .rate(100, Duration::from_secs(1))
+        .burst(10)
+        .call_timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let seen = events(&limiter);
+    for _ in 0..3 {
+        let err = limiter.acquire("k", 1).await.unwrap_err();
+        let unavailable = err
+            .downcast_ref::<StoreUnavailable>()
+            .expect("fails closed");
+        assert_eq!(unavailable.kind(), StoreErrorKind::Reply, "{unavailable}");
+        assert!(
+            unavailable.detail().contains("unexpected reply"),
+            "{}",
+            unavailable.detail()
+        );
+    }
+    assert_eq!(limiter.snapshot().permitted, 0);
+    assert!(seen.lock().unwrap().iter().any(|e| matches!(
+        e,
+        RedisRateLimiterEvent::StoreUnavailable {
+            kind: StoreErrorKind::Reply,
+            ..
+        }
+    )));
+    server.abort();
+}
