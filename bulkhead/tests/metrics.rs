@@ -3,118 +3,15 @@
 
 #![cfg(all(feature = "metrics", not(loom)))]
 
-use metrics::{
-    Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
-    SharedString, Unit,
-};
 use palisade_bulkhead::Bulkhead;
 use palisade_bulkhead::adaptive::{AdaptiveConfig, Aimd};
 use palisade_core::clock::ManualClock;
 use palisade_core::rejection::{Rejection, RejectionKind};
-use palisade_core::test_util::call_now;
-use std::collections::{BTreeMap, BTreeSet};
+use palisade_core::test_util::{TestRecorder, call_now};
 use std::future::{Future, Ready};
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use tower::{BoxError, Layer, Service};
-
-/// Counter totals, gauge values and histogram sample counts by `name{sorted labels}`, and
-/// the names that got help text.
-#[derive(Default)]
-struct Memory {
-    values: Mutex<BTreeMap<String, f64>>,
-    described: Mutex<BTreeSet<String>>,
-}
-
-struct Cell {
-    key: String,
-    memory: Arc<Memory>,
-}
-
-impl Cell {
-    fn update(&self, f: impl FnOnce(&mut f64)) {
-        f(self
-            .memory
-            .values
-            .lock()
-            .unwrap()
-            .entry(self.key.clone())
-            .or_default());
-    }
-}
-
-impl CounterFn for Cell {
-    fn increment(&self, value: u64) {
-        self.update(|v| *v += value as f64);
-    }
-    fn absolute(&self, value: u64) {
-        self.update(|v| *v = value as f64);
-    }
-}
-
-impl GaugeFn for Cell {
-    fn increment(&self, value: f64) {
-        self.update(|v| *v += value);
-    }
-    fn decrement(&self, value: f64) {
-        self.update(|v| *v -= value);
-    }
-    fn set(&self, value: f64) {
-        self.update(|v| *v = value);
-    }
-}
-
-impl HistogramFn for Cell {
-    fn record(&self, _value: f64) {
-        self.update(|v| *v += 1.0);
-    }
-}
-
-struct TestRecorder(Arc<Memory>);
-
-impl TestRecorder {
-    fn cell(&self, key: &Key) -> Arc<Cell> {
-        let mut labels: Vec<String> = key
-            .labels()
-            .map(|l| format!("{}={}", l.key(), l.value()))
-            .collect();
-        labels.sort();
-        Arc::new(Cell {
-            key: format!("{}{{{}}}", key.name(), labels.join(",")),
-            memory: self.0.clone(),
-        })
-    }
-
-    fn describe(&self, name: KeyName) {
-        self.0
-            .described
-            .lock()
-            .unwrap()
-            .insert(name.as_str().to_owned());
-    }
-}
-
-impl Recorder for TestRecorder {
-    fn describe_counter(&self, name: KeyName, _: Option<Unit>, _: SharedString) {
-        self.describe(name);
-    }
-    fn describe_gauge(&self, name: KeyName, _: Option<Unit>, _: SharedString) {
-        self.describe(name);
-    }
-    fn describe_histogram(&self, name: KeyName, _: Option<Unit>, _: SharedString) {
-        self.describe(name);
-    }
-    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-        Counter::from_arc(self.cell(key))
-    }
-    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
-        Gauge::from_arc(self.cell(key))
-    }
-    fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
-        Histogram::from_arc(self.cell(key))
-    }
-}
 
 /// Request 0 succeeds, 1 fails remotely, 2 is a local rejection from below (an open breaker).
 #[derive(Clone, Copy, Debug)]
@@ -145,8 +42,7 @@ fn ready<S: Service<u32>>(svc: &mut S) {
 
 #[test]
 fn gauges_are_set_at_build_and_calls_are_counted_by_outcome() {
-    let memory = Arc::new(Memory::default());
-    let recorder = TestRecorder(memory.clone());
+    let recorder = TestRecorder::new();
     let (named, unnamed) = metrics::with_local_recorder(&recorder, || {
         let named = Bulkhead::builder()
             .name("inventory")
@@ -155,7 +51,7 @@ fn gauges_are_set_at_build_and_calls_are_counted_by_outcome() {
             .unwrap();
         (named, Bulkhead::builder().build().unwrap())
     });
-    let get = |key: &str| memory.values.lock().unwrap().get(key).copied();
+    let get = |key: &str| recorder.get(key);
     // Right from build, before any call.
     assert_eq!(get("palisade_bulkhead_limit{name=inventory}"), Some(2.0));
     assert_eq!(
@@ -225,7 +121,6 @@ fn gauges_are_set_at_build_and_calls_are_counted_by_outcome() {
         get("palisade_bulkhead_call_duration_seconds{name=inventory,outcome=success}"),
         None
     );
-    let described = memory.described.lock().unwrap();
     for name in [
         "palisade_bulkhead_calls_total",
         "palisade_bulkhead_rejections_total",
@@ -234,14 +129,13 @@ fn gauges_are_set_at_build_and_calls_are_counted_by_outcome() {
         "palisade_bulkhead_in_flight",
         "palisade_bulkhead_limit",
     ] {
-        assert!(described.contains(name), "no help text for {name}");
+        assert!(recorder.is_described(name), "no help text for {name}");
     }
 }
 
 #[test]
 fn adaptive_bulkheads_record_call_durations_by_outcome() {
-    let memory = Arc::new(Memory::default());
-    let recorder = TestRecorder(memory.clone());
+    let recorder = TestRecorder::new();
     let clock = ManualClock::new();
     let bulkhead = metrics::with_local_recorder(&recorder, || {
         Bulkhead::builder()
@@ -252,7 +146,7 @@ fn adaptive_bulkheads_record_call_durations_by_outcome() {
             .build()
             .unwrap()
     });
-    let get = |key: &str| memory.values.lock().unwrap().get(key).copied();
+    let get = |key: &str| recorder.get(key);
     assert_eq!(get("palisade_bulkhead_limit{name=search}"), Some(30.0));
     let mut svc = bulkhead.layer().layer(Scripted);
     for request in [0, 1, 1, 2] {

@@ -1,107 +1,12 @@
 //! The `metrics` feature: events reach the `metrics` facade under Palisade's names and labels.
 #![cfg(all(feature = "metrics", not(loom)))]
 
-use metrics::{
-    Counter, CounterFn, Gauge, GaugeFn, Histogram, Key, KeyName, Metadata, Recorder, SharedString,
-    Unit,
-};
 use palisade_circuit_breaker::{CircuitBreaker, State};
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
-
-/// Every counter's total and every gauge's last value, by name and sorted labels.
-#[derive(Default)]
-struct Memory {
-    values: Mutex<BTreeMap<String, f64>>,
-}
-
-struct Cell {
-    key: String,
-    memory: Arc<Memory>,
-}
-
-impl CounterFn for Cell {
-    fn increment(&self, value: u64) {
-        *self
-            .memory
-            .values
-            .lock()
-            .unwrap()
-            .entry(self.key.clone())
-            .or_default() += value as f64;
-    }
-    fn absolute(&self, value: u64) {
-        self.memory
-            .values
-            .lock()
-            .unwrap()
-            .insert(self.key.clone(), value as f64);
-    }
-}
-
-impl GaugeFn for Cell {
-    fn increment(&self, value: f64) {
-        *self
-            .memory
-            .values
-            .lock()
-            .unwrap()
-            .entry(self.key.clone())
-            .or_default() += value;
-    }
-    fn decrement(&self, value: f64) {
-        *self
-            .memory
-            .values
-            .lock()
-            .unwrap()
-            .entry(self.key.clone())
-            .or_default() -= value;
-    }
-    fn set(&self, value: f64) {
-        self.memory
-            .values
-            .lock()
-            .unwrap()
-            .insert(self.key.clone(), value);
-    }
-}
-
-struct TestRecorder(Arc<Memory>);
-
-impl TestRecorder {
-    fn cell(&self, key: &Key) -> Arc<Cell> {
-        let mut labels: Vec<String> = key
-            .labels()
-            .map(|l| format!("{}={}", l.key(), l.value()))
-            .collect();
-        labels.sort();
-        Arc::new(Cell {
-            key: format!("{}{{{}}}", key.name(), labels.join(",")),
-            memory: self.0.clone(),
-        })
-    }
-}
-
-impl Recorder for TestRecorder {
-    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-        Counter::from_arc(self.cell(key))
-    }
-    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
-        Gauge::from_arc(self.cell(key))
-    }
-    fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
-        Histogram::noop()
-    }
-}
+use palisade_core::test_util::TestRecorder;
 
 #[test]
 fn events_are_recorded_under_palisade_names() {
-    let memory = Arc::new(Memory::default());
-    let recorder = TestRecorder(memory.clone());
+    let recorder = TestRecorder::new();
     metrics::with_local_recorder(&recorder, || {
         let breaker = CircuitBreaker::builder()
             .name("payments")
@@ -117,8 +22,7 @@ fn events_are_recorded_under_palisade_names() {
         assert!(breaker.try_acquire().is_err());
         breaker.reset();
     });
-    let values = memory.values.lock().unwrap();
-    let get = |key: &str| values.get(key).copied();
+    let get = |key: &str| recorder.get(key);
     let calls = |outcome: &str| {
         get(&format!(
             "palisade_circuit_breaker_calls_total{{name=payments,outcome={outcome}}}"
@@ -158,13 +62,11 @@ fn events_are_recorded_under_palisade_names() {
 /// healthy breaker exported no state at all.
 #[test]
 fn the_state_gauge_is_right_from_build_and_the_name_defaults_to_the_layer() {
-    let memory = Arc::new(Memory::default());
-    let recorder = TestRecorder(memory.clone());
+    let recorder = TestRecorder::new();
     metrics::with_local_recorder(&recorder, || {
         let _breaker = CircuitBreaker::new();
     });
-    let values = memory.values.lock().unwrap();
-    let get = |key: &str| values.get(key).copied();
+    let get = |key: &str| recorder.get(key);
     assert_eq!(
         get("palisade_circuit_breaker_state{name=circuit_breaker,state=closed}"),
         Some(1.0)
@@ -198,13 +100,11 @@ fn a_breaker_built_before_the_recorder_still_exports_its_state() {
         .build()
         .unwrap();
     breaker.force_open();
-    let memory = Arc::new(Memory::default());
-    let recorder = TestRecorder(memory.clone());
+    let recorder = TestRecorder::new();
     metrics::with_local_recorder(&recorder, || {
         assert!(breaker.try_acquire().is_err());
     });
-    let values = memory.values.lock().unwrap();
-    let get = |key: &str| values.get(key).copied();
+    let get = |key: &str| recorder.get(key);
     assert_eq!(
         get("palisade_circuit_breaker_state{name=early,state=forced_open}"),
         Some(1.0)

@@ -6,50 +6,9 @@
 //! `_count` series included), every label in a `by (...)` clause or a `{...}` selector (the
 //! scrape's own `job` and `instance` aside), and `le` only on histograms.
 
-use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
+use palisade::common::test_util::{MetricKind as Kind, TestRecorder};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Mutex;
 use std::time::Duration;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
-    Counter,
-    Gauge,
-    Histogram,
-}
-
-/// Notes every registration: metric name → (kind, label keys).
-#[derive(Default)]
-struct Names(Mutex<BTreeMap<String, (Kind, BTreeSet<String>)>>);
-
-impl Names {
-    fn note(&self, key: &Key, kind: Kind) {
-        let mut names = self.0.lock().unwrap();
-        let entry = names
-            .entry(key.name().to_owned())
-            .or_insert_with(|| (kind, BTreeSet::new()));
-        assert_eq!(entry.0, kind, "{} registered as two kinds", key.name());
-        entry.1.extend(key.labels().map(|l| l.key().to_owned()));
-    }
-}
-
-impl Recorder for Names {
-    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-        self.note(key, Kind::Counter);
-        Counter::noop()
-    }
-    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
-        self.note(key, Kind::Gauge);
-        Gauge::noop()
-    }
-    fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
-        self.note(key, Kind::Histogram);
-        Histogram::noop()
-    }
-}
 
 /// Builds one of every layer handle (their metrics are registered at build).
 fn build_every_layer() {
@@ -138,9 +97,19 @@ fn queries(dashboard: &serde_json::Value) -> Vec<(String, String)> {
 
 #[test]
 fn every_query_names_a_recorded_metric_with_its_labels() {
-    let names = Names::default();
-    metrics::with_local_recorder(&names, build_every_layer);
-    let recorded = names.0.into_inner().unwrap();
+    let recorder = TestRecorder::new();
+    metrics::with_local_recorder(&recorder, build_every_layer);
+    // Metric name → (kind, label keys).
+    let recorded: BTreeMap<String, (Kind, BTreeSet<String>)> = recorder
+        .registered()
+        .into_iter()
+        .map(|(name, registered)| {
+            let kind = registered
+                .kind()
+                .unwrap_or_else(|| panic!("{name} registered as {:?}", registered.kinds));
+            (name, (kind, registered.label_keys))
+        })
+        .collect();
     assert!(recorded.len() > 30, "the layers registered {recorded:?}");
 
     let dashboard = dashboard();

@@ -1,103 +1,7 @@
 //! The `metrics` feature: events reach the `metrics` facade under Palisade's names and labels.
 #![cfg(all(feature = "metrics", not(loom)))]
 
-use metrics::{
-    Counter, CounterFn, Gauge, GaugeFn, Histogram, Key, KeyName, Metadata, Recorder, SharedString,
-    Unit,
-};
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
-
-/// Every counter's total and every gauge's last value, by name and sorted labels.
-#[derive(Default)]
-struct Memory {
-    values: Mutex<BTreeMap<String, f64>>,
-}
-
-struct Cell {
-    key: String,
-    memory: Arc<Memory>,
-}
-
-impl CounterFn for Cell {
-    fn increment(&self, value: u64) {
-        *self
-            .memory
-            .values
-            .lock()
-            .unwrap()
-            .entry(self.key.clone())
-            .or_default() += value as f64;
-    }
-    fn absolute(&self, value: u64) {
-        self.memory
-            .values
-            .lock()
-            .unwrap()
-            .insert(self.key.clone(), value as f64);
-    }
-}
-
-impl GaugeFn for Cell {
-    fn increment(&self, value: f64) {
-        *self
-            .memory
-            .values
-            .lock()
-            .unwrap()
-            .entry(self.key.clone())
-            .or_default() += value;
-    }
-    fn decrement(&self, value: f64) {
-        *self
-            .memory
-            .values
-            .lock()
-            .unwrap()
-            .entry(self.key.clone())
-            .or_default() -= value;
-    }
-    fn set(&self, value: f64) {
-        self.memory
-            .values
-            .lock()
-            .unwrap()
-            .insert(self.key.clone(), value);
-    }
-}
-
-struct TestRecorder(Arc<Memory>);
-
-impl TestRecorder {
-    fn cell(&self, key: &Key) -> Arc<Cell> {
-        let mut labels: Vec<String> = key
-            .labels()
-            .map(|l| format!("{}={}", l.key(), l.value()))
-            .collect();
-        labels.sort();
-        Arc::new(Cell {
-            key: format!("{}{{{}}}", key.name(), labels.join(",")),
-            memory: self.0.clone(),
-        })
-    }
-}
-
-impl Recorder for TestRecorder {
-    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-        Counter::from_arc(self.cell(key))
-    }
-    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
-        Gauge::from_arc(self.cell(key))
-    }
-    fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
-        Histogram::noop()
-    }
-}
-
-use palisade_core::test_util::call_now;
+use palisade_core::test_util::{TestRecorder, call_now};
 use palisade_load_balancer::{Balancer, EndpointMeta, RoundRobin};
 use std::future::{Ready, ready};
 use std::task::{Context, Poll};
@@ -126,8 +30,7 @@ impl tower::Service<u32> for Fixed {
 
 #[test]
 fn events_are_recorded_under_palisade_names() {
-    let memory = Arc::new(Memory::default());
-    let recorder = TestRecorder(memory.clone());
+    let recorder = TestRecorder::new();
     metrics::with_local_recorder(&recorder, || {
         let balancer = Balancer::builder()
             .name("api")
@@ -145,8 +48,7 @@ fn events_are_recorded_under_palisade_names() {
         balancer.remove(&"bad");
         assert!(matches!(call_now(&mut svc, 0), Some(Err(_))));
     });
-    let values = memory.values.lock().unwrap();
-    let get = |key: &str| values.get(key).copied();
+    let get = |key: &str| recorder.get(key);
     let calls = |outcome: &str| {
         get(&format!(
             "palisade_load_balancer_calls_total{{name=api,outcome={outcome}}}"
@@ -173,26 +75,23 @@ fn events_are_recorded_under_palisade_names() {
 
 #[test]
 fn gauges_are_set_at_build_and_the_name_defaults_to_the_layer() {
-    let memory = Arc::new(Memory::default());
-    let recorder = TestRecorder(memory.clone());
+    let recorder = TestRecorder::new();
     metrics::with_local_recorder(&recorder, || {
         let _balancer: Balancer<u8, Fixed> = Balancer::builder().build().unwrap();
     });
-    let values = memory.values.lock().unwrap();
     assert_eq!(
-        values.get("palisade_load_balancer_endpoints{name=load_balancer}"),
-        Some(&0.0)
+        recorder.get("palisade_load_balancer_endpoints{name=load_balancer}"),
+        Some(0.0)
     );
     assert_eq!(
-        values.get("palisade_load_balancer_ejected_endpoints{name=load_balancer}"),
-        Some(&0.0)
+        recorder.get("palisade_load_balancer_ejected_endpoints{name=load_balancer}"),
+        Some(0.0)
     );
 }
 
 #[test]
 fn per_endpoint_gauges_come_from_a_snapshot() {
-    let memory = Arc::new(Memory::default());
-    let recorder = TestRecorder(memory.clone());
+    let recorder = TestRecorder::new();
     metrics::with_local_recorder(&recorder, || {
         let balancer = Balancer::builder()
             .name("api")
@@ -207,8 +106,7 @@ fn per_endpoint_gauges_come_from_a_snapshot() {
         }
         balancer.export_endpoint_metrics();
     });
-    let values = memory.values.lock().unwrap();
-    let get = |key: &str| values.get(key).copied();
+    let get = |key: &str| recorder.get(key);
     assert_eq!(
         get("palisade_load_balancer_endpoint_calls{endpoint=good,name=api}"),
         Some(5.0)

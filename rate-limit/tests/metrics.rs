@@ -5,114 +5,16 @@
 
 mod support;
 
-use metrics::{
-    Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
-    SharedString, Unit,
-};
 use palisade_core::clock::ManualClock;
+use palisade_core::test_util::TestRecorder;
 use palisade_rate_limit::{KeyedRateLimiter, RateLimiter};
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use support::{Echo, RejectsLocally, call_now};
 use tower::{Layer, service_fn};
 
-#[derive(Default)]
-struct Cell(AtomicU64);
-
-impl CounterFn for Cell {
-    fn increment(&self, value: u64) {
-        // Relaxed: test statistics read after the calls on this thread.
-        self.0.fetch_add(value, Ordering::Relaxed);
-    }
-    fn absolute(&self, value: u64) {
-        // Relaxed: as above.
-        self.0.store(value, Ordering::Relaxed);
-    }
-}
-
-impl GaugeFn for Cell {
-    fn increment(&self, value: f64) {
-        self.set(f64::from_bits(self.0.load(Ordering::Relaxed)) + value);
-    }
-    fn decrement(&self, value: f64) {
-        self.set(f64::from_bits(self.0.load(Ordering::Relaxed)) - value);
-    }
-    fn set(&self, value: f64) {
-        // Relaxed: as above.
-        self.0.store(value.to_bits(), Ordering::Relaxed);
-    }
-}
-
-impl HistogramFn for Cell {
-    fn record(&self, _: f64) {
-        // Relaxed: as above.
-        self.0.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// Every handle by `name{label=value,…}` (labels sorted), and the described names.
-#[derive(Default)]
-struct Local {
-    cells: Mutex<HashMap<String, Arc<Cell>>>,
-    described: Mutex<Vec<String>>,
-}
-
-impl Local {
-    fn cell(&self, key: &Key) -> Arc<Cell> {
-        let mut labels: Vec<String> = key
-            .labels()
-            .map(|l| format!("{}={}", l.key(), l.value()))
-            .collect();
-        labels.sort();
-        let id = format!("{}{{{}}}", key.name(), labels.join(","));
-        self.cells.lock().unwrap().entry(id).or_default().clone()
-    }
-
-    fn counter(&self, id: &str) -> u64 {
-        self.cells
-            .lock()
-            .unwrap()
-            .get(id)
-            // Relaxed: as above.
-            .map_or(0, |c| c.0.load(Ordering::Relaxed))
-    }
-
-    fn gauge(&self, id: &str) -> Option<f64> {
-        self.cells
-            .lock()
-            .unwrap()
-            .get(id)
-            // Relaxed: as above.
-            .map(|c| f64::from_bits(c.0.load(Ordering::Relaxed)))
-    }
-}
-
-impl Recorder for Local {
-    fn describe_counter(&self, key: KeyName, _: Option<Unit>, _: SharedString) {
-        self.described.lock().unwrap().push(key.as_str().to_owned());
-    }
-    fn describe_gauge(&self, key: KeyName, _: Option<Unit>, _: SharedString) {
-        self.described.lock().unwrap().push(key.as_str().to_owned());
-    }
-    fn describe_histogram(&self, key: KeyName, _: Option<Unit>, _: SharedString) {
-        self.described.lock().unwrap().push(key.as_str().to_owned());
-    }
-    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-        Counter::from_arc(self.cell(key))
-    }
-    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
-        Gauge::from_arc(self.cell(key))
-    }
-    fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
-        Histogram::from_arc(self.cell(key))
-    }
-}
-
 #[test]
 fn gauges_from_build_and_calls_by_outcome_and_rejections_by_reason() {
-    let recorder = Local::default();
+    let recorder = TestRecorder::new();
     let manual = ManualClock::new();
     let (limiter, unnamed) = metrics::with_local_recorder(&recorder, || {
         let named = RateLimiter::builder()
@@ -131,15 +33,15 @@ fn gauges_from_build_and_calls_by_outcome_and_rejections_by_reason() {
     });
     // Right from build, before any event.
     assert_eq!(
-        recorder.gauge("palisade_rate_limit_burst{name=orders}"),
+        recorder.get("palisade_rate_limit_burst{name=orders}"),
         Some(3.0)
     );
     assert_eq!(
-        recorder.gauge("palisade_rate_limit_rate{name=orders}"),
+        recorder.get("palisade_rate_limit_rate{name=orders}"),
         Some(10.0)
     );
     assert_eq!(
-        recorder.gauge("palisade_rate_limit_burst{name=rate_limit}"),
+        recorder.get("palisade_rate_limit_burst{name=rate_limit}"),
         Some(5.0),
         "the default name is the layer's"
     );
@@ -148,10 +50,7 @@ fn gauges_from_build_and_calls_by_outcome_and_rejections_by_reason() {
         "palisade_rate_limit_rejections_total",
         "palisade_rate_limit_burst",
     ] {
-        assert!(
-            recorder.described.lock().unwrap().iter().any(|d| d == name),
-            "{name}"
-        );
+        assert!(recorder.is_described(name), "{name}");
     }
 
     let mut ok = limiter.layer().layer(Echo);
@@ -205,11 +104,11 @@ fn gauges_from_build_and_calls_by_outcome_and_rejections_by_reason() {
             .unwrap(),
     );
     assert_eq!(
-        recorder.gauge("palisade_rate_limit_burst{name=orders}"),
+        recorder.get("palisade_rate_limit_burst{name=orders}"),
         Some(7.0)
     );
     assert_eq!(
-        recorder.gauge("palisade_rate_limit_rate{name=orders}"),
+        recorder.get("palisade_rate_limit_rate{name=orders}"),
         Some(2.0)
     );
 }

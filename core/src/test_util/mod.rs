@@ -34,9 +34,13 @@
 mod backend;
 pub mod fleet;
 mod immediate;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 mod runtime;
 mod script;
 
+#[cfg(feature = "metrics")]
+pub use self::metrics::{MetricKind, Registered, TestRecorder};
 pub use backend::{BackendStats, MockBackend, MockError, MockErrorKind, MockFuture, Reply};
 pub use fleet::{
     FleetError, FleetErrorKind, FleetReply, FleetStats, Phase, QueueingEndpoint, ServiceTime,

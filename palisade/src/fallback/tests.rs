@@ -213,67 +213,11 @@ fn public_types_are_send_sync_clone() {
 #[cfg(feature = "metrics")]
 mod metrics_export {
     use super::*;
-    use metrics::{
-        Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
-    };
-    use std::collections::BTreeMap;
-    use std::sync::atomic::{AtomicU64, Ordering};
-
-    /// Records counters and gauges by `name{label=value,…}`, and the help texts.
-    #[derive(Default)]
-    struct TestRecorder {
-        values: Mutex<BTreeMap<String, Arc<AtomicU64>>>,
-        help: Mutex<BTreeMap<String, String>>,
-    }
-
-    impl TestRecorder {
-        fn slot(&self, key: &Key) -> Arc<AtomicU64> {
-            let mut labels: Vec<String> = key
-                .labels()
-                .map(|l| format!("{}={}", l.key(), l.value()))
-                .collect();
-            labels.sort();
-            let id = format!("{}{{{}}}", key.name(), labels.join(","));
-            self.values.lock().unwrap().entry(id).or_default().clone()
-        }
-        fn counter(&self, id: &str) -> u64 {
-            // Relaxed: read after the calls finished, on the same thread.
-            self.values.lock().unwrap()[id].load(Ordering::Relaxed)
-        }
-        fn gauge(&self, id: &str) -> f64 {
-            // Relaxed: read after the calls finished, on the same thread.
-            f64::from_bits(self.values.lock().unwrap()[id].load(Ordering::Relaxed))
-        }
-    }
-
-    impl Recorder for TestRecorder {
-        fn describe_counter(&self, key: KeyName, _: Option<Unit>, help: SharedString) {
-            self.help
-                .lock()
-                .unwrap()
-                .insert(key.as_str().to_owned(), help.into_owned());
-        }
-        fn describe_gauge(&self, key: KeyName, _: Option<Unit>, help: SharedString) {
-            self.help
-                .lock()
-                .unwrap()
-                .insert(key.as_str().to_owned(), help.into_owned());
-        }
-        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-            Counter::from_arc(self.slot(key))
-        }
-        fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
-            Gauge::from_arc(self.slot(key))
-        }
-        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
-            Histogram::noop()
-        }
-    }
+    use palisade_core::test_util::TestRecorder;
 
     #[tokio::test(start_paused = true)]
     async fn metrics_follow_the_label_scheme_and_gauges_are_set_at_build() {
-        let recorder = TestRecorder::default();
+        let recorder = TestRecorder::new();
         let fallback = metrics::with_local_recorder(&recorder, || {
             Fallback::builder(answer_zero)
                 .max_concurrent(3)
@@ -282,21 +226,22 @@ mod metrics_export {
                 .unwrap()
         });
         assert_eq!(
-            recorder.gauge("palisade_fallback_max_concurrent{name=recs}"),
-            3.0
+            recorder.get("palisade_fallback_max_concurrent{name=recs}"),
+            Some(3.0)
         );
         assert_eq!(
-            recorder.gauge("palisade_fallback_in_flight{name=recs}"),
-            0.0
+            recorder.get("palisade_fallback_in_flight{name=recs}"),
+            Some(0.0)
         );
         let stack = fallback.layer().layer(primary());
         for n in [1, 2, -1, -2, -1] {
             stack.clone().oneshot(n).await.unwrap();
         }
         let calls = |o: &str| {
-            recorder.counter(&format!(
-                "palisade_fallback_calls_total{{name=recs,outcome={o}}}"
-            ))
+            let series = format!("palisade_fallback_calls_total{{name=recs,outcome={o}}}");
+            // Registered at build: a zero below is a series that exists and never moved.
+            assert!(recorder.is_registered(&series), "{series} is registered");
+            recorder.counter(&series)
         };
         assert_eq!(
             (
@@ -308,22 +253,22 @@ mod metrics_export {
             (2, 2, 0, 1)
         );
         let runs = |o: &str| {
-            recorder.counter(&format!(
-                "palisade_fallback_executions_total{{name=recs,outcome={o}}}"
-            ))
+            let series = format!("palisade_fallback_executions_total{{name=recs,outcome={o}}}");
+            // Registered at build: a zero below is a series that exists and never moved.
+            assert!(recorder.is_registered(&series), "{series} is registered");
+            recorder.counter(&series)
         };
         assert_eq!(
             (runs("success"), runs("failure"), runs("rejected")),
             (3, 0, 0)
         );
-        let help = recorder.help.lock().unwrap();
         for name in [
             "palisade_fallback_calls_total",
             "palisade_fallback_executions_total",
             "palisade_fallback_in_flight",
             "palisade_fallback_max_concurrent",
         ] {
-            assert!(help.contains_key(name), "{name} has help text");
+            assert!(recorder.is_described(name), "{name} has help text");
         }
     }
 }
