@@ -17,7 +17,8 @@
 # Environment: CRITERION_ARGS goes to every bench binary after `--`; e.g.
 # CRITERION_ARGS="--warm-up-time 0.1 --measurement-time 0.2" for a smoke run, which also
 # marks RESULTS.md as a smoke run at its top. CARGO_TARGET_DIR is honoured. REPORT_NOTE sets
-# a banner of your own.
+# a banner of your own. PALISADE_BENCH_THREADS=2,4,8,16 runs every contention group at those
+# thread counts (default 2).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."

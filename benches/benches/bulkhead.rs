@@ -13,7 +13,7 @@
 use criterion::{
     BenchmarkGroup, Criterion, criterion_group, criterion_main, measurement::WallTime,
 };
-use palisade_benches::{Bare, call_now, contended};
+use palisade_benches::{Bare, call_now, contended, contention_threads};
 use palisade_bulkhead::Bulkhead;
 use palisade_bulkhead::adaptive::Aimd;
 use std::convert::Infallible;
@@ -190,17 +190,17 @@ fn reject_path(c: &mut Criterion) {
     group.finish();
 }
 
-/// Two threads, each with its own clone of one service, sharing one bulkhead.
-fn two_threads<S>(group: &mut BenchmarkGroup<'_, WallTime>, name: &str, svc: S)
+/// `threads` threads, each with its own clone of one service, sharing one bulkhead.
+fn n_threads<S>(group: &mut BenchmarkGroup<'_, WallTime>, threads: usize, name: &str, svc: S)
 where
     S: Service<u64> + Clone + Send,
 {
     let handle = tokio::runtime::Handle::current();
-    let clones: Vec<Mutex<S>> = (0..2).map(|_| Mutex::new(svc.clone())).collect();
+    let clones: Vec<Mutex<S>> = (0..threads).map(|_| Mutex::new(svc.clone())).collect();
     assert!(call_now(&mut *clones[0].lock().unwrap(), 0).is_some());
     group.bench_function(name, |b| {
         b.iter_custom(|iters| {
-            contended(2, iters, |t, iters| {
+            contended(threads, iters, |t, iters| {
                 // tower-resilience's futures need a tokio context on every thread.
                 let _runtime = handle.enter();
                 let mut svc = clones[t].lock().unwrap();
@@ -215,35 +215,47 @@ where
 fn shared_path(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let _guard = rt.enter();
-    let mut group = c.benchmark_group("bulkhead/success_2_threads");
-    two_threads(&mut group, "bare", Bare);
-    two_threads(&mut group, "palisade", palisade_fixed().layer().layer(Bare));
-    two_threads(
-        &mut group,
-        "palisade_static",
-        palisade_static().layer().layer(Bare),
-    );
-    two_threads(
-        &mut group,
-        "palisade_adaptive_aimd",
-        palisade_adaptive().layer().layer(Bare),
-    );
-    two_threads(
-        &mut group,
-        "tower_global_concurrency_limit",
-        GlobalConcurrencyLimitLayer::new(LIMIT).layer(Bare),
-    );
-    two_threads(
-        &mut group,
-        "tower_resilience_bulkhead",
-        tr_bulkhead().layer(Bare),
-    );
-    two_threads(
-        &mut group,
-        "tower_resilience_adaptive_aimd",
-        tr_adaptive().layer(Bare),
-    );
-    group.finish();
+    for threads in contention_threads() {
+        let mut group = c.benchmark_group(format!("bulkhead/success_{threads}_threads"));
+        n_threads(&mut group, threads, "bare", Bare);
+        n_threads(
+            &mut group,
+            threads,
+            "palisade",
+            palisade_fixed().layer().layer(Bare),
+        );
+        n_threads(
+            &mut group,
+            threads,
+            "palisade_static",
+            palisade_static().layer().layer(Bare),
+        );
+        n_threads(
+            &mut group,
+            threads,
+            "palisade_adaptive_aimd",
+            palisade_adaptive().layer().layer(Bare),
+        );
+        n_threads(
+            &mut group,
+            threads,
+            "tower_global_concurrency_limit",
+            GlobalConcurrencyLimitLayer::new(LIMIT).layer(Bare),
+        );
+        n_threads(
+            &mut group,
+            threads,
+            "tower_resilience_bulkhead",
+            tr_bulkhead().layer(Bare),
+        );
+        n_threads(
+            &mut group,
+            threads,
+            "tower_resilience_adaptive_aimd",
+            tr_adaptive().layer(Bare),
+        );
+        group.finish();
+    }
 }
 
 criterion_group!(benches, success_path, reject_path, shared_path);

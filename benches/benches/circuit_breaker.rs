@@ -14,7 +14,7 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use failsafe::CircuitBreaker as _;
-use palisade_benches::{Bare, Failing, call_now, contended};
+use palisade_benches::{Bare, Failing, call_now, contended, contention_threads};
 use palisade_circuit_breaker::CircuitBreaker;
 use std::future::Future;
 use std::hint::black_box;
@@ -192,62 +192,64 @@ fn rejected_open(c: &mut Criterion) {
 }
 
 fn success_2_threads(c: &mut Criterion) {
-    let mut group = c.benchmark_group("circuit_breaker/success_2_threads");
-    group.bench_function("bare", |b| {
-        b.iter_custom(|iters| {
-            contended(2, iters, |_, iters| {
-                let mut svc = Bare;
-                for i in 0..iters {
-                    black_box(call_now(&mut svc, black_box(i)));
-                }
-            })
+    for threads in contention_threads() {
+        let mut group = c.benchmark_group(format!("circuit_breaker/success_{threads}_threads"));
+        group.bench_function("bare", |b| {
+            b.iter_custom(|iters| {
+                contended(threads, iters, |_, iters| {
+                    let mut svc = Bare;
+                    for i in 0..iters {
+                        black_box(call_now(&mut svc, black_box(i)));
+                    }
+                })
+            });
         });
-    });
-    let palisade = palisade_count().layer().layer(Bare);
-    group.bench_function("palisade", |b| {
-        b.iter_custom(|iters| {
-            contended(2, iters, |_, iters| {
-                let mut svc = palisade.clone();
-                for i in 0..iters {
-                    black_box(call_now(&mut svc, black_box(i)));
-                }
-            })
+        let palisade = palisade_count().layer().layer(Bare);
+        group.bench_function("palisade", |b| {
+            b.iter_custom(|iters| {
+                contended(threads, iters, |_, iters| {
+                    let mut svc = palisade.clone();
+                    for i in 0..iters {
+                        black_box(call_now(&mut svc, black_box(i)));
+                    }
+                })
+            });
         });
-    });
-    let palisade_time = palisade_time_slow().layer().layer(Bare);
-    group.bench_function("palisade_time_window_slow_calls", |b| {
-        b.iter_custom(|iters| {
-            contended(2, iters, |_, iters| {
-                let mut svc = palisade_time.clone();
-                for i in 0..iters {
-                    black_box(call_now(&mut svc, black_box(i)));
-                }
-            })
+        let palisade_time = palisade_time_slow().layer().layer(Bare);
+        group.bench_function("palisade_time_window_slow_calls", |b| {
+            b.iter_custom(|iters| {
+                contended(threads, iters, |_, iters| {
+                    let mut svc = palisade_time.clone();
+                    for i in 0..iters {
+                        black_box(call_now(&mut svc, black_box(i)));
+                    }
+                })
+            });
         });
-    });
-    let failsafe = failsafe_default();
-    group.bench_function("failsafe", |b| {
-        b.iter_custom(|iters| {
-            contended(2, iters, |_, iters| {
-                let cb = failsafe.clone();
-                for i in 0..iters {
-                    let _ = black_box(cb.call(|| Ok::<u64, ()>(black_box(i))));
-                }
-            })
+        let failsafe = failsafe_default();
+        group.bench_function("failsafe", |b| {
+            b.iter_custom(|iters| {
+                contended(threads, iters, |_, iters| {
+                    let cb = failsafe.clone();
+                    for i in 0..iters {
+                        let _ = black_box(cb.call(|| Ok::<u64, ()>(black_box(i))));
+                    }
+                })
+            });
         });
-    });
-    let tr = tower_resilience_count().layer(Bare);
-    group.bench_function("tower_resilience", |b| {
-        b.iter_custom(|iters| {
-            contended(2, iters, |_, iters| {
-                let mut svc = tr.clone();
-                for i in 0..iters {
-                    black_box(call_spin(&mut svc, black_box(i)).is_ok());
-                }
-            })
+        let tr = tower_resilience_count().layer(Bare);
+        group.bench_function("tower_resilience", |b| {
+            b.iter_custom(|iters| {
+                contended(threads, iters, |_, iters| {
+                    let mut svc = tr.clone();
+                    for i in 0..iters {
+                        black_box(call_spin(&mut svc, black_box(i)).is_ok());
+                    }
+                })
+            });
         });
-    });
-    group.finish();
+        group.finish();
+    }
 }
 
 criterion_group!(

@@ -18,7 +18,7 @@
 )]
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use palisade_benches::{Bare, call_now, contended};
+use palisade_benches::{Bare, call_now, contended, contention_threads};
 use palisade_load_balancer::{Balancer, BalancerService};
 use std::hint::black_box;
 use std::time::Duration;
@@ -71,47 +71,49 @@ fn one_thread(c: &mut Criterion) {
 }
 
 fn two_threads(c: &mut Criterion) {
-    let mut group = c.benchmark_group("load_balancer/pick_call_2_thread");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .build()
-        .expect("a tokio runtime");
-    for n in [10usize, 1_000] {
-        let balancer = palisade_balancer(n);
-        group.bench_with_input(BenchmarkId::new("palisade P2cPeakEwma", n), &n, |b, _| {
-            b.iter_custom(|iters| {
-                contended(2, iters, |_, iters| {
-                    let mut svc = balancer.service();
-                    for i in 0..iters {
-                        black_box(call_now(&mut svc, black_box(i)));
-                    }
-                })
-            });
-        });
-
-        let buffered = {
-            let _entered = runtime.enter();
-            tower::buffer::Buffer::new(tower_balance(n), 1_024)
-        };
-        group.bench_with_input(
-            BenchmarkId::new("tower Buffer(p2c PeakEwma)", n),
-            &n,
-            |b, _| {
+    for threads in contention_threads() {
+        let mut group = c.benchmark_group(format!("load_balancer/pick_call_{threads}_thread"));
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .expect("a tokio runtime");
+        for n in [10usize, 1_000] {
+            let balancer = palisade_balancer(n);
+            group.bench_with_input(BenchmarkId::new("palisade P2cPeakEwma", n), &n, |b, _| {
                 b.iter_custom(|iters| {
-                    contended(2, iters, |_, iters| {
-                        let mut svc = buffered.clone();
-                        runtime.block_on(async {
-                            for i in 0..iters {
-                                let ready = svc.ready().await.expect("buffer worker alive");
-                                black_box(ready.call(black_box(i)).await.ok());
-                            }
-                        });
+                    contended(threads, iters, |_, iters| {
+                        let mut svc = balancer.service();
+                        for i in 0..iters {
+                            black_box(call_now(&mut svc, black_box(i)));
+                        }
                     })
                 });
-            },
-        );
+            });
+
+            let buffered = {
+                let _entered = runtime.enter();
+                tower::buffer::Buffer::new(tower_balance(n), 1_024)
+            };
+            group.bench_with_input(
+                BenchmarkId::new("tower Buffer(p2c PeakEwma)", n),
+                &n,
+                |b, _| {
+                    b.iter_custom(|iters| {
+                        contended(threads, iters, |_, iters| {
+                            let mut svc = buffered.clone();
+                            runtime.block_on(async {
+                                for i in 0..iters {
+                                    let ready = svc.ready().await.expect("buffer worker alive");
+                                    black_box(ready.call(black_box(i)).await.ok());
+                                }
+                            });
+                        })
+                    });
+                },
+            );
+        }
+        group.finish();
     }
-    group.finish();
 }
 
 criterion_group!(benches, one_thread, two_threads);

@@ -16,7 +16,7 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use governor::Quota as GQuota;
-use palisade_benches::{Bare, call_now, contended};
+use palisade_benches::{Bare, call_now, contended, contention_threads};
 use palisade_core::clock::Clock;
 use palisade_rate_limit::{KeyedRateLimiter, RateLimiter};
 use std::hint::black_box;
@@ -150,90 +150,92 @@ fn admit_2_threads(c: &mut Criterion) {
         .build()
         .unwrap();
     let handle = runtime.handle().clone();
-    let mut group = c.benchmark_group("rate_limit/admit_2_threads");
+    for threads in contention_threads() {
+        let mut group = c.benchmark_group(format!("rate_limit/admit_{threads}_threads"));
 
-    let limiter = palisade(Clock::default());
-    group.bench_function("palisade_check", |b| {
-        b.iter_custom(|iters| {
-            contended(2, iters, |_, n| {
-                for _ in 0..n {
-                    let _ = black_box(limiter.check());
-                }
-            })
+        let limiter = palisade(Clock::default());
+        group.bench_function("palisade_check", |b| {
+            b.iter_custom(|iters| {
+                contended(threads, iters, |_, n| {
+                    for _ in 0..n {
+                        let _ = black_box(limiter.check());
+                    }
+                })
+            });
         });
-    });
-    let coarse = palisade(Clock::coarse());
-    group.bench_function("palisade_check_coarse", |b| {
-        b.iter_custom(|iters| {
-            contended(2, iters, |_, n| {
-                for _ in 0..n {
-                    let _ = black_box(coarse.check());
-                }
-            })
+        let coarse = palisade(Clock::coarse());
+        group.bench_function("palisade_check_coarse", |b| {
+            b.iter_custom(|iters| {
+                contended(threads, iters, |_, n| {
+                    for _ in 0..n {
+                        let _ = black_box(coarse.check());
+                    }
+                })
+            });
         });
-    });
-    let governor = governor_direct();
-    group.bench_function("governor_check", |b| {
-        b.iter_custom(|iters| {
-            contended(2, iters, |_, n| {
-                for _ in 0..n {
-                    let _ = black_box(governor.check());
-                }
-            })
+        let governor = governor_direct();
+        group.bench_function("governor_check", |b| {
+            b.iter_custom(|iters| {
+                contended(threads, iters, |_, n| {
+                    for _ in 0..n {
+                        let _ = black_box(governor.check());
+                    }
+                })
+            });
         });
-    });
-    let layer = limiter.layer();
-    group.bench_function("palisade_service", |b| {
-        b.iter_custom(|iters| {
-            contended(2, iters, |_, n| {
-                let mut svc = layer.layer(Bare);
-                for _ in 0..n {
-                    let _ = black_box(call_now(&mut svc, 1u64));
-                }
-            })
+        let layer = limiter.layer();
+        group.bench_function("palisade_service", |b| {
+            b.iter_custom(|iters| {
+                contended(threads, iters, |_, n| {
+                    let mut svc = layer.layer(Bare);
+                    for _ in 0..n {
+                        let _ = black_box(call_now(&mut svc, 1u64));
+                    }
+                })
+            });
         });
-    });
-    // Not shared: each thread owns a limiter (tower's `RateLimit` cannot be cloned).
-    group.bench_function("tower_rate_limit_service_unshared", |b| {
-        b.iter_custom(|iters| {
-            contended(2, iters, |_, n| {
-                let _guard = handle.enter();
-                let mut svc = tower::limit::RateLimit::new(
-                    Bare,
-                    tower::limit::rate::Rate::new(u64::MAX, Duration::from_secs(1)),
-                );
-                for _ in 0..n {
-                    let _ = black_box(call_now(&mut svc, 1u64));
-                }
-            })
+        // Not shared: each thread owns a limiter (tower's `RateLimit` cannot be cloned).
+        group.bench_function("tower_rate_limit_service_unshared", |b| {
+            b.iter_custom(|iters| {
+                contended(threads, iters, |_, n| {
+                    let _guard = handle.enter();
+                    let mut svc = tower::limit::RateLimit::new(
+                        Bare,
+                        tower::limit::rate::Rate::new(u64::MAX, Duration::from_secs(1)),
+                    );
+                    for _ in 0..n {
+                        let _ = black_box(call_now(&mut svc, 1u64));
+                    }
+                })
+            });
         });
-    });
-    let resilience = {
-        let _guard = handle.enter();
-        tower_resilience(usize::MAX / 2, usize::MAX / 2).layer(Bare)
-    };
-    group.bench_function("tower_resilience_service", |b| {
-        b.iter_custom(|iters| {
-            contended(2, iters, |_, n| {
-                let _guard = handle.enter();
-                let mut svc = resilience.clone();
-                for _ in 0..n {
-                    let _ = black_box(call_now(&mut svc, 1u64));
-                }
-            })
+        let resilience = {
+            let _guard = handle.enter();
+            tower_resilience(usize::MAX / 2, usize::MAX / 2).layer(Bare)
+        };
+        group.bench_function("tower_resilience_service", |b| {
+            b.iter_custom(|iters| {
+                contended(threads, iters, |_, n| {
+                    let _guard = handle.enter();
+                    let mut svc = resilience.clone();
+                    for _ in 0..n {
+                        let _ = black_box(call_now(&mut svc, 1u64));
+                    }
+                })
+            });
         });
-    });
-    group.bench_function("bare", |b| {
-        b.iter_custom(|iters| {
-            contended(2, iters, |_, n| {
-                let mut bare = Bare;
-                for _ in 0..n {
-                    let _ = black_box(call_now(&mut bare, 1u64));
-                }
-            })
+        group.bench_function("bare", |b| {
+            b.iter_custom(|iters| {
+                contended(threads, iters, |_, n| {
+                    let mut bare = Bare;
+                    for _ in 0..n {
+                        let _ = black_box(call_now(&mut bare, 1u64));
+                    }
+                })
+            });
         });
-    });
-    group.finish();
+        group.finish();
+    }
 }
 
 fn keyed(c: &mut Criterion) {

@@ -14,7 +14,7 @@
 )]
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use palisade_benches::{Bare, BenchError, Failing, call_now, contended};
+use palisade_benches::{Bare, BenchError, Failing, call_now, contended, contention_threads};
 use palisade_retry::{RetryBudget, RetryPolicy};
 use std::convert::Infallible;
 use std::future;
@@ -185,7 +185,7 @@ fn budget_exhausted_path(c: &mut Criterion) {
 }
 
 fn budget_ops(c: &mut Criterion) {
-    for threads in [1usize, 2] {
+    for threads in std::iter::once(1).chain(contention_threads()) {
         let mut group = c.benchmark_group(format!("retry/budget_{threads}_thread"));
 
         let budget = RetryBudget::default();

@@ -20,7 +20,8 @@
 //!   stack needs no runtime and is polled directly.
 //! - `stack/success_2_threads`: two threads, each with its own clone of one shared stack
 //!   (one limiter, one bulkhead, one balancer, one budget). The peer's `Buffer` worker runs
-//!   on a one-worker runtime.
+//!   on a one-worker runtime. `PALISADE_BENCH_THREADS=2,4,8,16` runs it (and every other
+//!   contention group) at each of those thread counts instead.
 //!
 //! Each group has `bare`, so the report can state the stack's overhead per call.
 
@@ -37,7 +38,7 @@
 mod support;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use palisade_benches::{Bare, call_now, contended};
+use palisade_benches::{Bare, call_now, contended, contention_threads};
 use std::future;
 use std::hint::black_box;
 use std::sync::Arc;
@@ -174,51 +175,53 @@ fn success_1_thread(c: &mut Criterion) {
     group.finish();
 }
 
-fn success_2_threads(c: &mut Criterion) {
+fn success_n_threads(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_time()
         .build()
         .unwrap();
-    let mut group = c.benchmark_group("stack/success_2_threads");
-    group.bench_function("bare", |b| {
-        b.iter_custom(|iters| {
-            contended(2, iters, |_, iters| {
-                let mut svc = Bare;
-                for i in 0..iters {
-                    black_box(call_now(&mut svc, black_box(i)));
-                }
-            })
+    for threads in contention_threads() {
+        let mut group = c.benchmark_group(format!("stack/success_{threads}_threads"));
+        group.bench_function("bare", |b| {
+            b.iter_custom(|iters| {
+                contended(threads, iters, |_, iters| {
+                    let mut svc = Bare;
+                    for i in 0..iters {
+                        black_box(call_now(&mut svc, black_box(i)));
+                    }
+                })
+            });
         });
-    });
 
-    let palisade = palisade_stack();
-    group.bench_function("palisade", |b| {
-        b.iter_custom(|iters| {
-            contended(2, iters, |_, iters| {
-                let mut svc = palisade.clone();
-                for i in 0..iters {
-                    black_box(call_now(&mut svc, black_box(i)));
-                }
-            })
+        let palisade = palisade_stack();
+        group.bench_function("palisade", |b| {
+            b.iter_custom(|iters| {
+                contended(threads, iters, |_, iters| {
+                    let mut svc = palisade.clone();
+                    for i in 0..iters {
+                        black_box(call_now(&mut svc, black_box(i)));
+                    }
+                })
+            });
         });
-    });
 
-    let tower = {
-        let _entered = runtime.enter();
-        tower_stack()
-    };
-    runtime.block_on(await_calls(&mut tower.clone(), 10));
-    group.bench_function("tower_resilience", |b| {
-        b.iter_custom(|iters| {
-            contended(2, iters, |_, iters| {
-                let mut svc = tower.clone();
-                runtime.block_on(await_calls(&mut svc, iters));
-            })
+        let tower = {
+            let _entered = runtime.enter();
+            tower_stack()
+        };
+        runtime.block_on(await_calls(&mut tower.clone(), 10));
+        group.bench_function("tower_resilience", |b| {
+            b.iter_custom(|iters| {
+                contended(threads, iters, |_, iters| {
+                    let mut svc = tower.clone();
+                    runtime.block_on(await_calls(&mut svc, iters));
+                })
+            });
         });
-    });
-    group.finish();
+        group.finish();
+    }
 }
 
-criterion_group!(benches, success_1_thread, success_2_threads);
+criterion_group!(benches, success_1_thread, success_n_threads);
 criterion_main!(benches);

@@ -163,3 +163,26 @@ mod recorder {
         }
     }
 }
+
+/// The thread counts of the contention cases ("N threads sharing one instance"): the
+/// comma-separated list in `PALISADE_BENCH_THREADS` (e.g. `2,4,8,16` on a machine with that
+/// many cores), or 2 when it is unset. Each count is a group of its own, named with it
+/// (e.g. `bulkhead/success_4_threads`).
+///
+/// # Panics
+///
+/// When `PALISADE_BENCH_THREADS` holds anything but positive integers: a bench run with a
+/// mistyped list stops at once rather than timing something else.
+pub fn contention_threads() -> Vec<usize> {
+    const VAR: &str = "PALISADE_BENCH_THREADS";
+    match std::env::var(VAR) {
+        Err(_) => vec![2],
+        Ok(list) => list
+            .split(',')
+            .map(|t| match t.trim().parse::<usize>() {
+                Ok(n) if n > 0 => n,
+                _ => panic!("{VAR}={list}: {t:?} is not a positive thread count"),
+            })
+            .collect(),
+    }
+}

@@ -200,10 +200,21 @@ fn group_bare<'a>(params: &BTreeMap<Option<&'a str>, Vec<&'a Case>>) -> Option<&
 
 fn headline(out: &mut String, groups: &Groups<'_>) {
     let mut lines = Vec::new();
-    for (threads, group) in [
-        ("one thread", "stack/success_1_thread"),
-        ("two threads sharing one stack", "stack/success_2_threads"),
-    ] {
+    // `stack/success_1_thread`, then `stack/success_<n>_threads` for each thread count.
+    let mut stacks: Vec<(usize, &str)> = groups
+        .keys()
+        .filter_map(|group| {
+            let n = group.strip_prefix("stack/success_")?.split('_').next()?;
+            Some((n.parse().ok()?, *group))
+        })
+        .collect();
+    stacks.sort_unstable();
+    for (n, group) in stacks {
+        let threads = if n == 1 {
+            "one thread".to_owned()
+        } else {
+            format!("{n} threads sharing one stack")
+        };
         let Some(list) = groups.get(group).and_then(|p| p.get(&None)) else {
             continue;
         };
@@ -459,6 +470,8 @@ mod tests {
             case("stack/success_1_thread", "bare", None, 10.0),
             case("stack/success_1_thread", "palisade", None, 60.0),
             case("stack/success_1_thread", "tower_resilience", None, 510.0),
+            case("stack/success_16_threads", "bare", None, 1.0),
+            case("stack/success_16_threads", "palisade", None, 101.0),
             case(
                 "observability/retry_success_1_thread",
                 "features_off",
