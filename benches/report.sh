@@ -48,6 +48,9 @@ command="benches/report.sh${*:+ $*}"
 if [[ -n "$criterion_args" ]]; then
     command="CRITERION_ARGS=\"$criterion_args\" $command"
 fi
+if [[ -n "${PALISADE_BENCH_THREADS:-}" ]]; then
+    command="PALISADE_BENCH_THREADS=$PALISADE_BENCH_THREADS $command"
+fi
 report_args=(--criterion-dir "$target_dir/criterion" --out benches/RESULTS.md
     --since "$start" --command "$command")
 if [[ -n "$note" ]]; then
