@@ -6,7 +6,8 @@
 //! `_count` series included), every label in a `by (...)` clause or a `{...}` selector (the
 //! scrape's own `job` and `instance` aside), and `le` only on histograms.
 
-use palisade::common::test_util::{MetricKind as Kind, TestRecorder};
+use palisade::common::events::MetricKind as Kind;
+use palisade::common::test_util::TestRecorder;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 

@@ -41,6 +41,7 @@
 //! (the join orders the reads after the writes). The maps of series, registrations and help
 //! texts sit behind mutexes.
 
+pub use crate::events::MetricKind;
 use ::metrics::{
     Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
     SharedString, Unit,
@@ -51,22 +52,12 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-/// The kind of a registered metric.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum MetricKind {
-    /// `metrics::counter!`.
-    Counter,
-    /// `metrics::gauge!`.
-    Gauge,
-    /// `metrics::histogram!`.
-    Histogram,
-}
-
 /// What was registered under one metric name, over all its label sets.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Registered {
-    /// Every kind the name was registered as (more than one is an exporter's error).
-    pub kinds: BTreeSet<MetricKind>,
+    /// Every kind the name was registered as, in the order first seen (more than one is an
+    /// exporter's error).
+    pub kinds: Vec<MetricKind>,
     /// Every label key used with the name.
     pub label_keys: BTreeSet<String>,
 }
@@ -75,7 +66,7 @@ impl Registered {
     /// The kind, when the name was registered as exactly one.
     pub fn kind(&self) -> Option<MetricKind> {
         match self.kinds.len() {
-            1 => self.kinds.first().copied(),
+            1 => Some(self.kinds[0]),
             _ => None,
         }
     }
@@ -135,11 +126,24 @@ impl HistogramFn for Cell {
     }
 }
 
+/// One `metrics::describe_*` call, as the recorder received it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Description {
+    /// The kind of metric described.
+    pub kind: MetricKind,
+    /// The metric name.
+    pub name: String,
+    /// The unit, if one was given.
+    pub unit: Option<Unit>,
+    /// The help text.
+    pub help: String,
+}
+
 #[derive(Default)]
 struct Inner {
     series: Mutex<BTreeMap<String, Arc<Cell>>>,
     registered: Mutex<BTreeMap<String, Registered>>,
-    help: Mutex<BTreeMap<String, String>>,
+    descriptions: Mutex<Vec<Description>>,
     registrations: AtomicU64,
 }
 
@@ -218,12 +222,20 @@ impl TestRecorder {
 
     /// Whether a metric name got help text (`metrics::describe_*`).
     pub fn is_described(&self, name: &str) -> bool {
-        self.inner.help.lock().contains_key(name)
+        self.help(name).is_some()
     }
 
-    /// The help text of a metric name, if it got one.
+    /// The help text of a metric name (the last one given), if it got one.
     pub fn help(&self, name: &str) -> Option<String> {
-        self.inner.help.lock().get(name).cloned()
+        let descriptions = self.inner.descriptions.lock();
+        let last = descriptions.iter().rev().find(|d| d.name == name)?;
+        Some(last.help.clone())
+    }
+
+    /// Every `describe_*` call received, in order, repeats included (so "described once" is
+    /// testable).
+    pub fn descriptions(&self) -> Vec<Description> {
+        self.inner.descriptions.lock().clone()
     }
 
     fn register(&self, key: &Key, kind: MetricKind) -> Arc<Cell> {
@@ -232,7 +244,9 @@ impl TestRecorder {
         {
             let mut registered = self.inner.registered.lock();
             let entry = registered.entry(key.name().to_owned()).or_default();
-            entry.kinds.insert(kind);
+            if !entry.kinds.contains(&kind) {
+                entry.kinds.push(kind);
+            }
             entry
                 .label_keys
                 .extend(key.labels().map(|l| l.key().to_owned()));
@@ -245,23 +259,25 @@ impl TestRecorder {
             .clone()
     }
 
-    fn describe(&self, name: KeyName, help: SharedString) {
-        self.inner
-            .help
-            .lock()
-            .insert(name.as_str().to_owned(), help.into_owned());
+    fn describe(&self, kind: MetricKind, name: KeyName, unit: Option<Unit>, help: SharedString) {
+        self.inner.descriptions.lock().push(Description {
+            kind,
+            name: name.as_str().to_owned(),
+            unit,
+            help: help.into_owned(),
+        });
     }
 }
 
 impl Recorder for TestRecorder {
-    fn describe_counter(&self, name: KeyName, _: Option<Unit>, help: SharedString) {
-        self.describe(name, help);
+    fn describe_counter(&self, name: KeyName, unit: Option<Unit>, help: SharedString) {
+        self.describe(MetricKind::Counter, name, unit, help);
     }
-    fn describe_gauge(&self, name: KeyName, _: Option<Unit>, help: SharedString) {
-        self.describe(name, help);
+    fn describe_gauge(&self, name: KeyName, unit: Option<Unit>, help: SharedString) {
+        self.describe(MetricKind::Gauge, name, unit, help);
     }
-    fn describe_histogram(&self, name: KeyName, _: Option<Unit>, help: SharedString) {
-        self.describe(name, help);
+    fn describe_histogram(&self, name: KeyName, unit: Option<Unit>, help: SharedString) {
+        self.describe(MetricKind::Histogram, name, unit, help);
     }
     fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
         Counter::from_arc(self.register(key, MetricKind::Counter))
@@ -320,14 +336,22 @@ mod tests {
         let recorder = TestRecorder::new();
         ::metrics::with_local_recorder(&recorder, || {
             ::metrics::describe_gauge!("g", "the gauge");
-            ::metrics::describe_histogram!("h", "the histogram");
+            ::metrics::describe_histogram!("h", ::metrics::Unit::Seconds, "the histogram");
+            ::metrics::describe_gauge!("g", "the gauge, again");
             ::metrics::counter!("twice").increment(1);
             ::metrics::gauge!("twice").set(1.0);
         });
-        assert_eq!(recorder.help("g").as_deref(), Some("the gauge"));
+        assert_eq!(recorder.help("g").as_deref(), Some("the gauge, again"));
+        let descriptions = recorder.descriptions();
+        assert_eq!(descriptions.len(), 3, "repeats are kept");
+        assert_eq!(descriptions[1].kind, MetricKind::Histogram);
+        assert_eq!(descriptions[1].unit, Some(::metrics::Unit::Seconds));
         assert!(recorder.is_described("h"));
         assert!(!recorder.is_described("twice"));
-        assert_eq!(recorder.registered()["twice"].kinds.len(), 2);
+        assert_eq!(
+            recorder.registered()["twice"].kinds,
+            [MetricKind::Counter, MetricKind::Gauge]
+        );
         assert_eq!(recorder.registered()["twice"].kind(), None);
     }
 

@@ -40,7 +40,7 @@ mod runtime;
 mod script;
 
 #[cfg(feature = "metrics")]
-pub use self::metrics::{MetricKind, Registered, TestRecorder};
+pub use self::metrics::{Description, Registered, TestRecorder};
 pub use backend::{BackendStats, MockBackend, MockError, MockErrorKind, MockFuture, Reply};
 pub use fleet::{
     FleetError, FleetErrorKind, FleetReply, FleetStats, Phase, QueueingEndpoint, ServiceTime,
