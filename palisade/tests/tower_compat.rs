@@ -204,53 +204,6 @@ impl Fixture for BreakerGate {
     }
 }
 
-/// An adaptive (AIMD) bulkhead, full: its slots held by slow calls on the same handle.
-struct BulkheadAdaptive {
-    bulkhead: Bulkhead,
-    holders: Vec<JoinHandle<()>>,
-}
-
-impl Fixture for BulkheadAdaptive {
-    fn new() -> Self {
-        let aimd = palisade_bulkhead::adaptive::Aimd::builder()
-            .initial_limit(3)
-            .min_limit(1)
-            .max_limit(8)
-            .build()
-            .expect("valid AIMD");
-        let bulkhead = Bulkhead::builder()
-            .name("compat")
-            .adaptive(aimd)
-            .clock(Clock::tokio())
-            .build()
-            .expect("valid bulkhead");
-        BulkheadAdaptive {
-            bulkhead,
-            holders: Vec::new(),
-        }
-    }
-
-    fn endpoint(&mut self, backend: &MockBackend) -> Endpoint {
-        BoxCloneSyncService::new(self.bulkhead.layer().layer(backend.clone()))
-    }
-
-    async fn impair(&mut self) {
-        self.holders = fill(&self.bulkhead, Duration::from_secs(1)).await;
-    }
-
-    async fn clear(&mut self) {
-        join_all(&mut self.holders).await;
-    }
-
-    fn expect(&self) -> Expect {
-        Expect::Local(&[RejectionKind::BulkheadFull])
-    }
-
-    fn waits(&self) -> bool {
-        false
-    }
-}
-
 /// Palisade's own balancer with its only endpoint removed: `NoHealthyEndpoints` from the
 /// future; healed by putting the endpoint back.
 struct BalancerEmpty {
@@ -362,23 +315,32 @@ impl Fixture for ThrottleEngaged {
     }
 }
 
-/// A full bulkhead in reject mode (its slots held by slow calls on the same handle).
-struct BulkheadReject {
+/// A full bulkhead: its slots held by slow calls on the same handle; healed by those calls
+/// ending. The bulkhead fixtures differ only in how the bulkhead is built and what a refused
+/// call sees, which a [`BulkheadCase`] says.
+struct FullBulkhead<C> {
     bulkhead: Bulkhead,
     holders: Vec<JoinHandle<()>>,
+    case: std::marker::PhantomData<fn() -> C>,
 }
 
-impl Fixture for BulkheadReject {
+trait BulkheadCase {
+    fn build() -> Bulkhead;
+    /// How long the holders keep their slots.
+    const HOLD: Duration;
+    const EXPECT: Expect;
+    /// [`Fixture::waits`].
+    const WAITS: bool;
+    /// [`Fixture::refuses_in_balance`].
+    const REFUSES_IN_BALANCE: bool = true;
+}
+
+impl<C: BulkheadCase> Fixture for FullBulkhead<C> {
     fn new() -> Self {
-        let bulkhead = Bulkhead::builder()
-            .name("compat")
-            .max_concurrent_calls(3)
-            .clock(Clock::tokio())
-            .build()
-            .expect("valid bulkhead");
-        BulkheadReject {
-            bulkhead,
+        FullBulkhead {
+            bulkhead: C::build(),
             holders: Vec::new(),
+            case: std::marker::PhantomData,
         }
     }
 
@@ -387,50 +349,7 @@ impl Fixture for BulkheadReject {
     }
 
     async fn impair(&mut self) {
-        self.holders = fill(&self.bulkhead, Duration::from_secs(1)).await;
-    }
-
-    async fn clear(&mut self) {
-        join_all(&mut self.holders).await;
-    }
-
-    fn expect(&self) -> Expect {
-        Expect::Local(&[RejectionKind::BulkheadFull])
-    }
-
-    fn waits(&self) -> bool {
-        false
-    }
-}
-
-/// A full bulkhead in wait mode: callers queue up to 10 ms, then time out.
-struct BulkheadWait {
-    bulkhead: Bulkhead,
-    holders: Vec<JoinHandle<()>>,
-}
-
-impl Fixture for BulkheadWait {
-    fn new() -> Self {
-        let bulkhead = Bulkhead::builder()
-            .name("compat")
-            .max_concurrent_calls(2)
-            .max_wait(Duration::from_millis(10))
-            .max_waiting_calls(4)
-            .clock(Clock::tokio())
-            .build()
-            .expect("valid bulkhead");
-        BulkheadWait {
-            bulkhead,
-            holders: Vec::new(),
-        }
-    }
-
-    fn endpoint(&mut self, backend: &MockBackend) -> Endpoint {
-        BoxCloneSyncService::new(self.bulkhead.layer().layer(backend.clone()))
-    }
-
-    async fn impair(&mut self) {
-        self.holders = fill(&self.bulkhead, Duration::from_secs(5)).await;
+        self.holders = fill(&self.bulkhead, C::HOLD).await;
     }
 
     async fn clear(&mut self) {
@@ -439,16 +358,77 @@ impl Fixture for BulkheadWait {
     }
 
     fn expect(&self) -> Expect {
-        Expect::Local(&[RejectionKind::WaitTimeout, RejectionKind::BulkheadFull])
+        C::EXPECT
     }
 
     fn waits(&self) -> bool {
-        true
+        C::WAITS
     }
 
     fn refuses_in_balance(&self) -> bool {
-        false
+        C::REFUSES_IN_BALANCE
     }
+}
+
+/// Reject mode.
+struct Reject;
+
+impl BulkheadCase for Reject {
+    fn build() -> Bulkhead {
+        Bulkhead::builder()
+            .name("compat")
+            .max_concurrent_calls(3)
+            .clock(Clock::tokio())
+            .build()
+            .expect("valid bulkhead")
+    }
+    const HOLD: Duration = Duration::from_secs(1);
+    const EXPECT: Expect = Expect::Local(&[RejectionKind::BulkheadFull]);
+    const WAITS: bool = false;
+}
+
+/// Wait mode: callers queue up to 10 ms, then time out.
+struct Wait;
+
+impl BulkheadCase for Wait {
+    fn build() -> Bulkhead {
+        Bulkhead::builder()
+            .name("compat")
+            .max_concurrent_calls(2)
+            .max_wait(Duration::from_millis(10))
+            .max_waiting_calls(4)
+            .clock(Clock::tokio())
+            .build()
+            .expect("valid bulkhead")
+    }
+    const HOLD: Duration = Duration::from_secs(5);
+    const EXPECT: Expect =
+        Expect::Local(&[RejectionKind::WaitTimeout, RejectionKind::BulkheadFull]);
+    const WAITS: bool = true;
+    const REFUSES_IN_BALANCE: bool = false;
+}
+
+/// An adaptive (AIMD) limit.
+struct Adaptive;
+
+impl BulkheadCase for Adaptive {
+    fn build() -> Bulkhead {
+        let aimd = palisade_bulkhead::adaptive::Aimd::builder()
+            .initial_limit(3)
+            .min_limit(1)
+            .max_limit(8)
+            .build()
+            .expect("valid AIMD");
+        Bulkhead::builder()
+            .name("compat")
+            .adaptive(aimd)
+            .clock(Clock::tokio())
+            .build()
+            .expect("valid bulkhead")
+    }
+    const HOLD: Duration = Duration::from_secs(1);
+    const EXPECT: Expect = Expect::Local(&[RejectionKind::BulkheadFull]);
+    const WAITS: bool = false;
 }
 
 /// An empty rate limiter in reject mode (100/s, burst 5, drained through the handle).
@@ -1132,9 +1112,9 @@ macro_rules! compat_cases {
 compat_cases! {
     breaker_reject: BreakerReject;
     breaker_gate: BreakerGate;
-    bulkhead_reject: BulkheadReject;
-    bulkhead_wait: BulkheadWait;
-    bulkhead_adaptive: BulkheadAdaptive;
+    bulkhead_reject: FullBulkhead<Reject>;
+    bulkhead_wait: FullBulkhead<Wait>;
+    bulkhead_adaptive: FullBulkhead<Adaptive>;
     palisade_balancer_empty: BalancerEmpty;
     rate_limiter_reject: LimiterReject;
     rate_limiter_wait: LimiterWait;
