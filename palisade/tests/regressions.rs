@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use support::describe;
 use tokio::time::Instant;
-use tower::{Layer, ServiceBuilder, ServiceExt};
+use tower::{BoxError, Layer, Service, ServiceBuilder, ServiceExt};
 
 /// Counts the breaker's state transitions.
 fn count_transitions(breaker: &CircuitBreaker) -> Arc<AtomicU64> {
@@ -118,6 +118,37 @@ fn default_readme_stack_over_an_open_breaker_fails_fast() {
     });
 }
 
+/// Five bursts of 40 calls through `svc`, a second apart, over a healthy backend: every answer
+/// is a success or an `R` (a local rejection from below `breaker`), and `breaker` never moves
+/// (closed after each burst, no transition at all). Returns (successes, `R` rejections).
+async fn five_bursts_through_a_closed_breaker<R, S, Resp>(
+    svc: &S,
+    breaker: &CircuitBreaker,
+) -> (u32, u32)
+where
+    R: std::error::Error + 'static,
+    S: Service<u32, Response = Resp, Error = BoxError> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    Resp: Send + 'static,
+{
+    let transitions = count_transitions(breaker);
+    let (mut ok, mut rejected) = (0, 0);
+    for _ in 0..5 {
+        for answer in support::burst(svc, 40).await {
+            match answer {
+                Ok(_) => ok += 1,
+                Err(e) if e.is::<R>() => rejected += 1,
+                Err(e) => panic!("a healthy backend answered {}", describe(&e)),
+            }
+        }
+        assert_eq!(breaker.state(), State::Closed);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    // Relaxed: see `count_transitions`.
+    assert_eq!(transitions.load(Ordering::Relaxed), 0, "the breaker moved");
+    (ok, rejected)
+}
+
 /// Issue 9, second bullet: our own rate limiter below a default breaker does not trip it on a
 /// 100 % healthy backend. 200 calls in five bursts of 40, a second apart, through a limiter
 /// of 100/s with a burst of 10: 30 of each 40 are `RateLimited`. Counted as failures, that is
@@ -136,28 +167,15 @@ async fn our_rate_limiter_below_our_breaker_never_trips_it() {
         .clock(Clock::tokio())
         .build()
         .expect("a limiter");
-    let transitions = count_transitions(&breaker);
     let backend = MockBackend::healthy();
     let svc = ServiceBuilder::new()
         .layer(breaker.layer())
         .layer(limiter.layer())
         .service(backend.clone());
 
-    let (mut ok, mut limited) = (0, 0);
-    for _ in 0..5 {
-        for answer in support::burst(&svc, 40).await {
-            match answer {
-                Ok(_) => ok += 1,
-                Err(e) if e.is::<RateLimited>() => limited += 1,
-                Err(e) => panic!("a healthy backend answered {}", describe(&e)),
-            }
-        }
-        assert_eq!(breaker.state(), State::Closed);
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+    let (ok, limited) =
+        five_bursts_through_a_closed_breaker::<RateLimited, _, _>(&svc, &breaker).await;
     assert_eq!((ok, limited), (50, 150));
-    // Relaxed: see `count_transitions`.
-    assert_eq!(transitions.load(Ordering::Relaxed), 0, "the breaker moved");
     let stats = backend.stats();
     assert_eq!((stats.calls, stats.failed), (50, 0));
 }
@@ -177,28 +195,15 @@ async fn our_full_bulkhead_below_our_breaker_never_trips_it() {
         .clock(Clock::tokio())
         .build()
         .expect("a bulkhead");
-    let transitions = count_transitions(&breaker);
     let backend = MockBackend::new(Script::always(Step::ok().after(Duration::from_millis(50))));
     let svc = ServiceBuilder::new()
         .layer(breaker.layer())
         .layer(bulkhead.layer())
         .service(backend.clone());
 
-    let (mut ok, mut full) = (0, 0);
-    for _ in 0..5 {
-        for answer in support::burst(&svc, 40).await {
-            match answer {
-                Ok(_) => ok += 1,
-                Err(e) if e.is::<BulkheadFull>() => full += 1,
-                Err(e) => panic!("a healthy backend answered {}", describe(&e)),
-            }
-        }
-        assert_eq!(breaker.state(), State::Closed);
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+    let (ok, full) =
+        five_bursts_through_a_closed_breaker::<BulkheadFull, _, _>(&svc, &breaker).await;
     assert_eq!((ok, full), (25, 175));
-    // Relaxed: see `count_transitions`.
-    assert_eq!(transitions.load(Ordering::Relaxed), 0, "the breaker moved");
     assert_eq!(bulkhead.snapshot().in_flight, 0);
 }
 
