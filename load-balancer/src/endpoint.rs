@@ -733,6 +733,25 @@ mod loom_tests {
         });
     }
 
+    /// A success paying the penalty off while a failure charges it never loses the charge: the
+    /// result is the fresh penalty, or half of it (paid after), never half of the old one.
+    #[test]
+    fn loom_a_racing_payment_never_loses_a_fresh_charge() {
+        loom::model(|| {
+            let now = Instant::from_nanos(1);
+            let endpoint = Arc::new(EndpointStats::with_estimate(1.0e6, Instant::ZERO));
+            endpoint.charge_penalty(2.0e8, now, 1.0e9);
+            let paying = {
+                let e = Arc::clone(&endpoint);
+                loom::thread::spawn(move || e.pay_penalty(now, 1.0e9))
+            };
+            endpoint.charge_penalty(1.0e9, now, 1.0e9);
+            paying.join().unwrap();
+            let latency = endpoint.latency_ns(now, 1.0e9);
+            assert!(latency == 1.0e9 || latency == 0.5e9, "{latency}");
+        });
+    }
+
     /// Concurrent failures on different endpoints never eject more than
     /// `max_ejection_percent` allows (one of three at 10 %), and the ejected count matches
     /// the endpoints flagged ejected.
