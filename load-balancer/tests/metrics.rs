@@ -2,7 +2,7 @@
 #![cfg(all(feature = "metrics", not(loom)))]
 
 use palisade_core::test_util::{TestRecorder, call_now};
-use palisade_load_balancer::{Balancer, EndpointMeta, RoundRobin};
+use palisade_load_balancer::{Balancer, BalancerService, EndpointMeta, RoundRobin};
 use std::future::{Ready, ready};
 use std::task::{Context, Poll};
 
@@ -28,21 +28,31 @@ impl tower::Service<u32> for Fixed {
     }
 }
 
+/// The balancer "api" (round robin) over a good and a failing endpoint, and a service of it,
+/// after ten calls: five to each, the failing endpoint ejected by outlier detection.
+fn api_after_ten_calls() -> (
+    Balancer<&'static str, Fixed>,
+    BalancerService<&'static str, Fixed>,
+) {
+    let balancer = Balancer::builder()
+        .name("api")
+        .strategy(RoundRobin::new())
+        .build()
+        .unwrap();
+    balancer.insert("good", Fixed(true), EndpointMeta::new());
+    balancer.insert("bad", Fixed(false), EndpointMeta::new());
+    let mut svc = balancer.service();
+    for i in 0..10 {
+        let _ = call_now(&mut svc, i);
+    }
+    (balancer, svc)
+}
+
 #[test]
 fn events_are_recorded_under_palisade_names() {
     let recorder = TestRecorder::new();
     metrics::with_local_recorder(&recorder, || {
-        let balancer = Balancer::builder()
-            .name("api")
-            .strategy(RoundRobin::new())
-            .build()
-            .unwrap();
-        balancer.insert("good", Fixed(true), EndpointMeta::new());
-        balancer.insert("bad", Fixed(false), EndpointMeta::new());
-        let mut svc = balancer.service();
-        for i in 0..10 {
-            let _ = call_now(&mut svc, i);
-        }
+        let (balancer, mut svc) = api_after_ten_calls();
         assert_eq!(balancer.snapshot().ejected, 1);
         balancer.remove(&"good");
         balancer.remove(&"bad");
@@ -93,17 +103,7 @@ fn gauges_are_set_at_build_and_the_name_defaults_to_the_layer() {
 fn per_endpoint_gauges_come_from_a_snapshot() {
     let recorder = TestRecorder::new();
     metrics::with_local_recorder(&recorder, || {
-        let balancer = Balancer::builder()
-            .name("api")
-            .strategy(RoundRobin::new())
-            .build()
-            .unwrap();
-        balancer.insert("good", Fixed(true), EndpointMeta::new());
-        balancer.insert("bad", Fixed(false), EndpointMeta::new());
-        let mut svc = balancer.service();
-        for i in 0..10 {
-            let _ = call_now(&mut svc, i);
-        }
+        let (balancer, _svc) = api_after_ten_calls();
         balancer.export_endpoint_metrics();
     });
     let get = |key: &str| recorder.get(key);
