@@ -99,61 +99,8 @@ fn a_window_with_failures_records_without_allocating() {
 #[cfg(feature = "metrics")]
 #[test]
 fn recording_metrics_per_call_allocates_nothing() {
-    use metrics::{
-        Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
-    };
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicU64, Ordering};
-
-    /// Counters and gauges as plain atomics: recording allocates nothing.
-    #[derive(Default)]
-    struct Cell(AtomicU64);
-    impl metrics::CounterFn for Cell {
-        fn increment(&self, value: u64) {
-            // Relaxed: a test counter.
-            self.0.fetch_add(value, Ordering::Relaxed);
-        }
-        fn absolute(&self, value: u64) {
-            // Relaxed: a test counter.
-            self.0.store(value, Ordering::Relaxed);
-        }
-    }
-    impl metrics::GaugeFn for Cell {
-        fn increment(&self, _: f64) {}
-        fn decrement(&self, _: f64) {}
-        fn set(&self, value: f64) {
-            // Relaxed: a test value.
-            self.0.store(value.to_bits(), Ordering::Relaxed);
-        }
-    }
-    impl metrics::HistogramFn for Cell {
-        fn record(&self, _: f64) {
-            // Relaxed: a test counter.
-            self.0.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-    struct Atomics(Arc<Cell>);
-    impl Recorder for Atomics {
-        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-            if key.name() == "palisade_circuit_breaker_calls_total" {
-                Counter::from_arc(self.0.clone())
-            } else {
-                Counter::from_arc(Arc::new(Cell::default()))
-            }
-        }
-        fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
-            Gauge::from_arc(Arc::new(Cell::default()))
-        }
-        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
-            Histogram::from_arc(Arc::new(Cell::default()))
-        }
-    }
-
-    let calls = Arc::new(Cell::default());
-    let recorder = Atomics(calls.clone());
+    // Its handles are atomics: recording allocates nothing.
+    let recorder = palisade_core::test_util::TestRecorder::new();
     metrics::with_local_recorder(&recorder, || {
         let breaker = CircuitBreaker::builder()
             .count_window(100)
@@ -178,9 +125,11 @@ fn recording_metrics_per_call_allocates_nothing() {
         });
         assert_eq!(info.count_total, 0, "recording a call's metrics allocated");
     });
-    // Relaxed: read after the calls, on this thread.
-    assert!(
-        calls.0.load(Ordering::Relaxed) >= 20_300,
-        "the calls were recorded"
-    );
+    let calls: f64 = recorder
+        .values()
+        .iter()
+        .filter(|(series, _)| series.starts_with("palisade_circuit_breaker_calls_total{"))
+        .map(|(_, calls)| calls)
+        .sum();
+    assert!(calls >= 20_300.0, "the calls were recorded: {calls}");
 }
