@@ -844,11 +844,8 @@ mod tests {
 #[cfg(all(test, feature = "metrics", not(loom)))]
 mod metrics_tests {
     use super::*;
-    use metrics::{
-        Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
-    };
-    use std::collections::BTreeMap;
-    use std::sync::Mutex;
+    use crate::test_util::TestRecorder;
+    use metrics::Unit;
     use std::sync::atomic::AtomicUsize;
 
     static REGISTERED: AtomicUsize = AtomicUsize::new(0);
@@ -899,61 +896,6 @@ mod metrics_tests {
             1,
             "no recorder: registered once"
         );
-    }
-
-    /// Remembers every counter by name, and counts registrations and descriptions.
-    #[derive(Default)]
-    struct TestRecorder {
-        counters: Mutex<BTreeMap<String, StdArc<AtomicU64>>>,
-        gauges: Mutex<BTreeMap<String, StdArc<AtomicU64>>>,
-        registrations: AtomicUsize,
-        descriptions: Mutex<Vec<(String, Option<Unit>, String)>>,
-    }
-
-    impl TestRecorder {
-        fn counter(&self, name: &str) -> u64 {
-            self.counters
-                .lock()
-                .unwrap()
-                .get(name)
-                // Relaxed: read after the events, on the same thread.
-                .map_or(0, |c| c.load(Ordering::Relaxed))
-        }
-
-        fn gauge(&self, name: &str) -> Option<f64> {
-            self.gauges
-                .lock()
-                .unwrap()
-                .get(name)
-                // Relaxed: as above. metrics stores a gauge's f64 as its bits.
-                .map(|g| f64::from_bits(g.load(Ordering::Relaxed)))
-        }
-    }
-
-    impl Recorder for TestRecorder {
-        fn describe_counter(&self, key: KeyName, unit: Option<Unit>, help: SharedString) {
-            let entry = (key.as_str().to_owned(), unit, help.to_string());
-            self.descriptions.lock().unwrap().push(entry);
-        }
-        fn describe_gauge(&self, key: KeyName, unit: Option<Unit>, help: SharedString) {
-            self.describe_counter(key, unit, help);
-        }
-        fn describe_histogram(&self, key: KeyName, unit: Option<Unit>, help: SharedString) {
-            self.describe_counter(key, unit, help);
-        }
-        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-            // Relaxed: a test counter.
-            self.registrations.fetch_add(1, Ordering::Relaxed);
-            let mut counters = self.counters.lock().unwrap();
-            Counter::from_arc(counters.entry(key.name().to_owned()).or_default().clone())
-        }
-        fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
-            let mut gauges = self.gauges.lock().unwrap();
-            Gauge::from_arc(gauges.entry(key.name().to_owned()).or_default().clone())
-        }
-        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
-            Histogram::noop()
-        }
     }
 
     /// An event of a layer with a call counter and a gauge set at registration.
@@ -1016,16 +958,19 @@ mod metrics_tests {
                 bus.emit(Call);
             }
         });
-        assert_eq!(recorder.counter("palisade_test_calls_total"), 3);
         assert_eq!(
-            recorder.gauge("palisade_test_limit"),
+            recorder.counter("palisade_test_calls_total{name=orders}"),
+            3
+        );
+        assert_eq!(
+            recorder.get("palisade_test_limit{name=orders}"),
             Some(64.0),
             "the gauge is set at the late registration"
         );
         assert_eq!(
-            recorder.registrations.load(Ordering::Relaxed),
-            1,
-            "registered once, not per event"
+            recorder.registrations(),
+            2,
+            "registered once (a counter and a gauge), not per event"
         );
         // Once registered, an event allocates nothing and looks nothing up.
         let info = allocation_counter::measure(|| {
@@ -1036,8 +981,11 @@ mod metrics_tests {
             });
         });
         assert_eq!(info.count_total, 0);
-        assert_eq!(recorder.counter("palisade_test_calls_total"), 103);
-        assert_eq!(recorder.registrations.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            recorder.counter("palisade_test_calls_total{name=orders}"),
+            103
+        );
+        assert_eq!(recorder.registrations(), 2);
     }
 
     #[test]
@@ -1046,7 +994,7 @@ mod metrics_tests {
         metrics::with_local_recorder(&recorder, || {
             let bus = bus_with_listener();
             assert_eq!(
-                recorder.gauge("palisade_test_limit"),
+                recorder.get("palisade_test_limit{name=orders}"),
                 Some(64.0),
                 "set at build"
             );
@@ -1058,8 +1006,11 @@ mod metrics_tests {
             });
             assert_eq!(info.count_total, 0);
         });
-        assert_eq!(recorder.counter("palisade_test_calls_total"), 101);
-        assert_eq!(recorder.registrations.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            recorder.counter("palisade_test_calls_total{name=orders}"),
+            101
+        );
+        assert_eq!(recorder.registrations(), 2);
     }
 
     #[test]
@@ -1072,7 +1023,11 @@ mod metrics_tests {
                 let _listener = MetricsListener::<Call>::new(name);
             }
         });
-        let descriptions = recorder.descriptions.lock().unwrap().clone();
+        let descriptions: Vec<_> = recorder
+            .descriptions()
+            .into_iter()
+            .map(|d| (d.name, d.unit, d.help))
+            .collect();
         assert_eq!(
             descriptions,
             vec![
@@ -1093,6 +1048,6 @@ mod metrics_tests {
         metrics::with_local_recorder(other, || {
             let _listener = MetricsListener::<Call>::new("a");
         });
-        assert_eq!(other.descriptions.lock().unwrap().len(), 2);
+        assert_eq!(other.descriptions().len(), 2);
     }
 }
