@@ -103,7 +103,12 @@ impl Scrape {
             .filter(|(name, _)| name.starts_with("palisade_"))
             .flat_map(|(_, (mut comments, mut samples))| {
                 comments.sort_unstable();
-                samples.sort_unstable();
+                samples.sort_by(|a, b| {
+                    let (a, b) = (sort_key(a), sort_key(b));
+                    (&a.0, &a.1, a.2)
+                        .cmp(&(&b.0, &b.1, b.2))
+                        .then(a.3.total_cmp(&b.3))
+                });
                 comments.into_iter().chain(samples)
             })
             .collect()
@@ -126,6 +131,28 @@ impl Scrape {
         let first = found.next()?;
         found.next().is_none().then_some(first.value)
     }
+}
+
+/// Orders a family's samples by series, a histogram's `_bucket`s (by `le`, `+Inf` last)
+/// before its `_sum` and `_count`.
+fn sort_key(line: &str) -> (String, BTreeMap<String, String>, u8, f64) {
+    let Some(mut sample) = parse_sample(line) else {
+        return (line.to_owned(), BTreeMap::new(), 0, 0.0);
+    };
+    let le = sample
+        .labels
+        .remove("le")
+        .map_or(0.0, |le| le.parse().unwrap_or(f64::INFINITY));
+    let (base, rank) = [("_bucket", 0), ("_sum", 1), ("_count", 2)]
+        .into_iter()
+        .find_map(|(suffix, rank)| {
+            sample
+                .name
+                .strip_suffix(suffix)
+                .map(|b| (b.to_owned(), rank))
+        })
+        .unwrap_or((sample.name, 0));
+    (base, sample.labels, rank, le)
 }
 
 /// Parses `name{k="v",…} value` or `name value`. Label values here never hold `"` or `,`.

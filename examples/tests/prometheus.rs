@@ -100,6 +100,29 @@ fn every_layer_exports_its_series_with_help_and_type() {
         .expect("state family printed");
     assert!(lines[state + 1].starts_with("# TYPE palisade_circuit_breaker_state "));
     assert!(lines[state + 2].starts_with("palisade_circuit_breaker_state{"));
+    // A histogram prints as Prometheus writes one: buckets by `le`, `+Inf` last, then sum, count.
+    let backoff: Vec<&str> = lines
+        .iter()
+        .filter(|l| l.starts_with("palisade_retry_backoff_seconds_"))
+        .map(|l| l.split(' ').next().unwrap())
+        .collect();
+    let les: Vec<&str> = backoff
+        .iter()
+        .filter_map(|l| l.split("le=\"").nth(1)?.split('"').next())
+        .collect();
+    assert_eq!(
+        les,
+        [
+            "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.05", "0.25", "1", "+Inf"
+        ]
+    );
+    assert_eq!(
+        &backoff[les.len()..],
+        [
+            "palisade_retry_backoff_seconds_sum{name=\"client\"}",
+            "palisade_retry_backoff_seconds_count{name=\"client\"}"
+        ]
+    );
 }
 
 #[test]
