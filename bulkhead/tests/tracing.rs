@@ -4,57 +4,14 @@
 #![cfg(all(feature = "tracing", not(loom)))]
 
 use palisade_bulkhead::Bulkhead;
-use palisade_core::test_util::{Echo, call_now};
-use std::collections::BTreeMap;
-use std::fmt;
-use std::sync::{Arc, Mutex};
+use palisade_core::test_util::{Echo, TraceCapture, call_now};
 use tower::Layer;
-use tracing::field::{Field, Visit};
-use tracing::span::{Attributes, Id, Record};
-use tracing::{Event, Level, Metadata, Subscriber};
-
-type Seen = Arc<Mutex<Vec<(Level, String, BTreeMap<String, String>)>>>;
-
-struct Fields(BTreeMap<String, String>);
-
-impl Visit for Fields {
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.0.insert(field.name().to_owned(), format!("{value:?}"));
-    }
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.insert(field.name().to_owned(), value.to_owned());
-    }
-}
-
-struct Capture(Seen);
-
-impl Subscriber for Capture {
-    fn enabled(&self, _: &Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &Attributes<'_>) -> Id {
-        Id::from_u64(1)
-    }
-    fn record(&self, _: &Id, _: &Record<'_>) {}
-    fn record_follows_from(&self, _: &Id, _: &Id) {}
-    fn event(&self, event: &Event<'_>) {
-        let mut fields = Fields(BTreeMap::new());
-        event.record(&mut fields);
-        let meta = event.metadata();
-        self.0
-            .lock()
-            .unwrap()
-            .push((*meta.level(), meta.target().to_owned(), fields.0));
-    }
-    fn enter(&self, _: &Id) {}
-    fn exit(&self, _: &Id) {}
-}
+use tracing::Level;
 
 #[test]
 fn limit_changes_at_info_per_call_events_at_trace_with_fields() {
-    let seen: Seen = Arc::default();
-    let subscriber = Capture(seen.clone());
-    tracing::subscriber::with_default(subscriber, || {
+    let capture = TraceCapture::new();
+    tracing::subscriber::with_default(capture.clone(), || {
         let bulkhead = Bulkhead::builder()
             .name("inventory")
             .max_concurrent_calls(1)
@@ -65,7 +22,11 @@ fn limit_changes_at_info_per_call_events_at_trace_with_fields() {
         bulkhead.set_limit(0);
         assert!(matches!(call_now(&mut svc, 2u32), Some(Err(_))));
     });
-    let seen = seen.lock().unwrap();
+    let seen: Vec<_> = capture
+        .events()
+        .into_iter()
+        .map(|e| (e.level, e.target, e.fields))
+        .collect();
     let find = |event: &str| {
         seen.iter()
             .filter(|(_, _, f)| f.get("event").map(String::as_str) == Some(event))

@@ -3,62 +3,16 @@
 #![cfg(all(feature = "tracing", not(loom)))]
 
 use palisade_core::clock::ManualClock;
+use palisade_core::test_util::TraceCapture;
 use palisade_rate_limit::{Quota, RateLimiter};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tracing::field::{Field, Visit};
-use tracing::span::{Attributes, Id, Record};
-use tracing::{Event, Level, Metadata, Subscriber};
-
-/// (level, message, field names) of every event.
-type Seen = Arc<Mutex<Vec<(Level, String, Vec<String>)>>>;
-
-struct Collect(Seen);
-
-struct Fields {
-    message: String,
-    names: Vec<String>,
-}
-
-impl Visit for Fields {
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        if field.name() == "message" {
-            self.message = format!("{value:?}");
-        } else {
-            self.names.push(field.name().to_owned());
-        }
-    }
-}
-
-impl Subscriber for Collect {
-    fn enabled(&self, _: &Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &Attributes<'_>) -> Id {
-        Id::from_u64(1)
-    }
-    fn record(&self, _: &Id, _: &Record<'_>) {}
-    fn record_follows_from(&self, _: &Id, _: &Id) {}
-    fn event(&self, event: &Event<'_>) {
-        let mut fields = Fields {
-            message: String::new(),
-            names: Vec::new(),
-        };
-        event.record(&mut fields);
-        self.0
-            .lock()
-            .unwrap()
-            .push((*event.metadata().level(), fields.message, fields.names));
-    }
-    fn enter(&self, _: &Id) {}
-    fn exit(&self, _: &Id) {}
-}
+use tracing::Level;
 
 #[test]
 fn quota_changes_at_info_and_calls_at_trace_with_structured_fields() {
-    let seen: Seen = Arc::default();
+    let capture = TraceCapture::new();
     let manual = ManualClock::new();
-    tracing::subscriber::with_default(Collect(seen.clone()), || {
+    tracing::subscriber::with_default(capture.clone(), || {
         let limiter = RateLimiter::builder()
             .name("orders")
             .rate(1, Duration::from_secs(1))
@@ -69,7 +23,16 @@ fn quota_changes_at_info_and_calls_at_trace_with_structured_fields() {
         limiter.check().unwrap_err();
         limiter.set_quota(Quota::per_second(5).unwrap());
     });
-    let seen = seen.lock().unwrap();
+    // (level, message, field names) of every event.
+    let seen: Vec<(Level, String, Vec<String>)> = capture
+        .events()
+        .into_iter()
+        .map(|e| {
+            let message = e.message().unwrap_or_default().to_owned();
+            let names = e.fields.into_keys().filter(|k| k != "message").collect();
+            (e.level, message, names)
+        })
+        .collect();
     let find = |message: &str| {
         seen.iter()
             .find(|(_, m, _)| m == message)

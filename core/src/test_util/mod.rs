@@ -38,6 +38,8 @@ mod immediate;
 pub mod metrics;
 mod runtime;
 mod script;
+#[cfg(feature = "tracing")]
+pub mod trace;
 
 #[cfg(feature = "metrics")]
 pub use self::metrics::{Description, Registered, TestRecorder};
@@ -51,6 +53,8 @@ pub use runtime::{
     run_paused,
 };
 pub use script::{Action, CallContext, RandomProfile, Script, Step};
+#[cfg(feature = "tracing")]
+pub use trace::{CapturedEvent, TraceCapture};
 
 #[cfg(all(test, not(loom)))]
 mod tests;
