@@ -331,7 +331,21 @@ impl Bulkhead {
         });
         let name: StdArc<str> = StdArc::from(name);
         let events = EventBus::new();
-        palisade_core::subscribe_feature_listeners!(events, "bulkhead", name);
+        if adaptive.is_some() {
+            // Only an adaptive bulkhead times its calls: only it gets the duration histogram.
+            #[cfg(feature = "metrics")]
+            let histogram_name = StdArc::clone(&name);
+            palisade_core::subscribe_feature_listeners!(
+                events,
+                "bulkhead",
+                name,
+                move |m: &crate::events::BulkheadMetrics| {
+                    m.register_call_durations(&histogram_name);
+                }
+            );
+        } else {
+            palisade_core::subscribe_feature_listeners!(events, "bulkhead", name);
+        }
         // The feature listeners set the limit gauge from this (nobody else listens yet).
         events.emit(BulkheadEvent::LimitChanged {
             from: 0,

@@ -121,8 +121,11 @@ const fn outcome_label(outcome: Outcome) -> &'static str {
 pub struct BulkheadMetrics {
     /// `calls_total` by outcome: success, failure, ignore, rejected.
     calls: [metrics::Counter; 4],
-    /// `call_duration_seconds` by outcome: success, failure, ignore.
-    duration: [metrics::Histogram; 3],
+    /// `call_duration_seconds` by outcome: success, failure, ignore; registered only for an
+    /// adaptive bulkhead (the only kind that times its calls), by
+    /// [`register_call_durations`](Self::register_call_durations), so a fixed bulkhead exports
+    /// no series that can never carry data.
+    duration: std::sync::OnceLock<[metrics::Histogram; 3]>,
     /// `rejections_total` by reason: bulkhead_full, wait_timeout.
     rejections: [metrics::Counter; 2],
     in_flight: metrics::Gauge,
@@ -134,6 +137,36 @@ pub struct BulkheadMetrics {
 impl std::fmt::Debug for BulkheadMetrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BulkheadMetrics").finish_non_exhaustive()
+    }
+}
+
+#[cfg(feature = "metrics")]
+impl BulkheadMetrics {
+    /// Registers `palisade_bulkhead_call_duration_seconds{name, outcome}` (once; later calls
+    /// do nothing). Run right after registration for adaptive bulkheads only: a fixed one
+    /// reads no clock, and its histogram would stay empty forever.
+    pub(crate) fn register_call_durations(&self, name: &str) {
+        self.duration.get_or_init(|| {
+            metrics::describe_histogram!(
+                "palisade_bulkhead_call_duration_seconds",
+                metrics::Unit::Seconds,
+                "Round-trip time of calls through an adaptive bulkhead (fixed bulkheads do \
+                 not time calls and export no such series), by outcome: success, failure, \
+                 ignore."
+            );
+            let duration = |outcome: Outcome| {
+                metrics::histogram!(
+                    "palisade_bulkhead_call_duration_seconds",
+                    "name" => name.to_owned(),
+                    "outcome" => outcome_label(outcome)
+                )
+            };
+            [
+                duration(Outcome::Success),
+                duration(Outcome::Failure),
+                duration(Outcome::Ignore),
+            ]
+        });
     }
 }
 
@@ -164,11 +197,6 @@ impl palisade_core::events::RecordMetrics for BulkheadEvent {
             "Calls the bulkhead rejected, by reason: bulkhead_full, wait_timeout."
         );
         metrics::describe_histogram!(
-            "palisade_bulkhead_call_duration_seconds",
-            Unit::Seconds,
-            "Round-trip time of calls through an adaptive bulkhead, by outcome."
-        );
-        metrics::describe_histogram!(
             "palisade_bulkhead_wait_seconds",
             Unit::Seconds,
             "How long admitted calls queued for a slot."
@@ -185,13 +213,6 @@ impl palisade_core::events::RecordMetrics for BulkheadEvent {
         );
         let name = name.to_owned();
         let calls = |outcome: &'static str| metrics::counter!("palisade_bulkhead_calls_total", "name" => name.clone(), "outcome" => outcome);
-        let duration = |outcome: Outcome| {
-            metrics::histogram!(
-                "palisade_bulkhead_call_duration_seconds",
-                "name" => name.clone(),
-                "outcome" => outcome_label(outcome)
-            )
-        };
         let rejections = |kind: RejectionKind| {
             metrics::counter!(
                 "palisade_bulkhead_rejections_total",
@@ -209,11 +230,7 @@ impl palisade_core::events::RecordMetrics for BulkheadEvent {
                 calls("ignore"),
                 calls("rejected"),
             ],
-            duration: [
-                duration(Outcome::Success),
-                duration(Outcome::Failure),
-                duration(Outcome::Ignore),
-            ],
+            duration: std::sync::OnceLock::new(),
             rejections: [
                 rejections(RejectionKind::BulkheadFull),
                 rejections(RejectionKind::WaitTimeout),
@@ -245,8 +262,10 @@ impl palisade_core::events::RecordMetrics for BulkheadEvent {
             } => {
                 m.calls[outcome_index(outcome)].increment(1);
                 m.in_flight.set(in_flight as f64);
-                if let Some(rtt) = rtt {
-                    m.duration[outcome_index(outcome)].record(rtt.as_secs_f64());
+                if let Some(rtt) = rtt
+                    && let Some(duration) = m.duration.get()
+                {
+                    duration[outcome_index(outcome)].record(rtt.as_secs_f64());
                 }
             }
             BulkheadEvent::ReservationReleased { in_flight } => m.in_flight.set(in_flight as f64),

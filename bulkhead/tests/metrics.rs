@@ -116,15 +116,23 @@ fn gauges_are_set_at_build_and_calls_are_counted_by_outcome() {
         Some(6.0),
         "one wait sample per started call (four, the cancelled one, `a`'s)"
     );
-    // A fixed bulkhead reads no clock: no duration histogram.
-    assert_eq!(
-        get("palisade_bulkhead_call_duration_seconds{name=inventory,outcome=success}"),
-        None
+    // A fixed bulkhead reads no clock: no duration histogram, not even an empty one.
+    for outcome in ["success", "failure", "ignore"] {
+        for name in ["inventory", "bulkhead"] {
+            let series =
+                format!("palisade_bulkhead_call_duration_seconds{{name={name},outcome={outcome}}}");
+            assert!(!recorder.is_registered(&series), "{series} is registered");
+        }
+    }
+    assert!(
+        !recorder
+            .registered()
+            .contains_key("palisade_bulkhead_call_duration_seconds"),
+        "a fixed bulkhead registers no duration histogram"
     );
     for name in [
         "palisade_bulkhead_calls_total",
         "palisade_bulkhead_rejections_total",
-        "palisade_bulkhead_call_duration_seconds",
         "palisade_bulkhead_wait_seconds",
         "palisade_bulkhead_in_flight",
         "palisade_bulkhead_limit",
@@ -164,4 +172,27 @@ fn adaptive_bulkheads_record_call_durations_by_outcome() {
     assert_eq!(duration("success"), Some(1.0));
     assert_eq!(duration("failure"), Some(2.0));
     assert_eq!(duration("ignore"), Some(1.0));
+    assert!(recorder.is_described("palisade_bulkhead_call_duration_seconds"));
+}
+
+#[test]
+fn an_adaptive_bulkhead_built_before_the_recorder_registers_its_histogram_late() {
+    let bulkhead = Bulkhead::builder()
+        .name("late")
+        .adaptive(Aimd::builder().initial_limit(30).build().unwrap())
+        .build()
+        .unwrap();
+    let recorder = TestRecorder::new();
+    metrics::with_local_recorder(&recorder, || {
+        let mut svc = bulkhead.layer().layer(Scripted);
+        assert!(call_now(&mut svc, 0).is_some());
+    });
+    assert!(
+        recorder
+            .is_registered("palisade_bulkhead_call_duration_seconds{name=late,outcome=failure}")
+    );
+    assert_eq!(
+        recorder.get("palisade_bulkhead_call_duration_seconds{name=late,outcome=success}"),
+        Some(1.0)
+    );
 }
