@@ -116,6 +116,10 @@ impl CircuitBreaker {
                 move |m: &crate::events::CircuitBreakerMetrics| {
                     if let Some(shared) = weak.upgrade() {
                         m.set_state(shared.load().state());
+                        // Only a breaker that times its calls gets the series timing feeds.
+                        if shared.times_calls() {
+                            m.register_timed(&shared.settings.name);
+                        }
                     }
                 }
             );

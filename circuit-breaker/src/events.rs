@@ -55,8 +55,8 @@ pub enum CircuitBreakerEvent {
 /// |---|---|---|
 /// | `palisade_circuit_breaker_calls_total` | counter | `name`, `outcome` = `success` \| `failure` \| `ignore` \| `rejected` |
 /// | `palisade_circuit_breaker_rejections_total` | counter | `name`, `reason` = `circuit_open` |
-/// | `palisade_circuit_breaker_call_duration_seconds` | histogram (with slow-call detection, which times calls anyway) | `name`, `outcome` |
-/// | `palisade_circuit_breaker_slow_calls_total` | counter | `name` |
+/// | `palisade_circuit_breaker_call_duration_seconds` | histogram, registered only with slow-call detection (which times calls anyway) | `name`, `outcome` |
+/// | `palisade_circuit_breaker_slow_calls_total` | counter, registered only with slow-call detection | `name` |
 /// | `palisade_circuit_breaker_transitions_total` | counter | `name`, `state` (the new state) |
 /// | `palisade_circuit_breaker_resets_total` | counter | `name` |
 /// | `palisade_circuit_breaker_state` | gauge, 1 for the current state and 0 for the others, set at build | `name`, `state` |
@@ -67,11 +67,20 @@ pub struct CircuitBreakerMetrics {
     state: [metrics::Gauge; STATES.len()],
     /// success, failure, ignore, rejected.
     calls: [metrics::Counter; 4],
+    /// Registered only for a breaker with slow-call detection (the only one that times its
+    /// calls), by [`register_timed`](Self::register_timed): without it these series could
+    /// never carry data.
+    timed: std::sync::OnceLock<TimedMetrics>,
+    rejections: metrics::Counter,
+    resets: metrics::Counter,
+}
+
+/// The handles of a breaker that times its calls.
+#[cfg(feature = "metrics")]
+struct TimedMetrics {
     /// success, failure, ignore.
     duration: [metrics::Histogram; 3],
-    rejections: metrics::Counter,
     slow: metrics::Counter,
-    resets: metrics::Counter,
 }
 
 #[cfg(feature = "metrics")]
@@ -109,16 +118,6 @@ fn describe() {
         "Calls the circuit breaker rejected without calling the dependency, by reason.",
     );
     describe(
-        MetricKind::Histogram,
-        "palisade_circuit_breaker_call_duration_seconds",
-        "Duration of the calls the circuit breaker timed (slow-call detection on), by outcome.",
-    );
-    describe(
-        MetricKind::Counter,
-        "palisade_circuit_breaker_slow_calls_total",
-        "Calls slower than the breaker's slow_call_duration.",
-    );
-    describe(
         MetricKind::Counter,
         "palisade_circuit_breaker_transitions_total",
         "State transitions of the circuit breaker, by the state entered.",
@@ -143,6 +142,31 @@ impl CircuitBreakerMetrics {
             gauge.set(if state == current { 1.0 } else { 0.0 });
         }
     }
+
+    /// Registers the call-duration histogram and the slow-call counter (once; later calls do
+    /// nothing). Run right after registration, only for a breaker with slow-call detection.
+    pub(crate) fn register_timed(&self, name: &str) {
+        use palisade_core::events::{MetricKind, describe};
+        self.timed.get_or_init(|| {
+            describe(
+                MetricKind::Histogram,
+                "palisade_circuit_breaker_call_duration_seconds",
+                "Duration of the calls the circuit breaker timed (only breakers with slow-call \
+                 detection time calls), by outcome.",
+            );
+            describe(
+                MetricKind::Counter,
+                "palisade_circuit_breaker_slow_calls_total",
+                "Calls slower than the breaker's slow_call_duration.",
+            );
+            TimedMetrics {
+                duration: [OUTCOMES[0], OUTCOMES[1], OUTCOMES[2]].map(|outcome| {
+                    metrics::histogram!("palisade_circuit_breaker_call_duration_seconds", "name" => name.to_owned(), "outcome" => outcome)
+                }),
+                slow: metrics::counter!("palisade_circuit_breaker_slow_calls_total", "name" => name.to_owned()),
+            }
+        });
+    }
 }
 
 #[cfg(feature = "metrics")]
@@ -162,15 +186,12 @@ impl palisade_core::events::RecordMetrics for CircuitBreakerEvent {
             calls: OUTCOMES.map(|outcome| {
                 metrics::counter!("palisade_circuit_breaker_calls_total", "name" => name.clone(), "outcome" => outcome)
             }),
-            duration: [OUTCOMES[0], OUTCOMES[1], OUTCOMES[2]].map(|outcome| {
-                metrics::histogram!("palisade_circuit_breaker_call_duration_seconds", "name" => name.clone(), "outcome" => outcome)
-            }),
+            timed: std::sync::OnceLock::new(),
             rejections: metrics::counter!(
                 "palisade_circuit_breaker_rejections_total",
                 "name" => name.clone(),
                 "reason" => palisade_core::rejection::RejectionKind::CircuitOpen.as_str()
             ),
-            slow: metrics::counter!("palisade_circuit_breaker_slow_calls_total", "name" => name.clone()),
             resets: metrics::counter!("palisade_circuit_breaker_resets_total", "name" => name),
         }
     }
@@ -178,8 +199,10 @@ impl palisade_core::events::RecordMetrics for CircuitBreakerEvent {
     fn record_metrics(&self, m: &CircuitBreakerMetrics) {
         let timed = |i: usize, elapsed: Option<Duration>| {
             m.calls[i].increment(1);
-            if let Some(elapsed) = elapsed {
-                m.duration[i].record(elapsed.as_secs_f64());
+            if let Some(elapsed) = elapsed
+                && let Some(timed) = m.timed.get()
+            {
+                timed.duration[i].record(elapsed.as_secs_f64());
             }
         };
         match *self {
@@ -195,7 +218,11 @@ impl palisade_core::events::RecordMetrics for CircuitBreakerEvent {
             CircuitBreakerEvent::SuccessRecorded { elapsed } => timed(0, elapsed),
             CircuitBreakerEvent::ErrorRecorded { elapsed } => timed(1, elapsed),
             CircuitBreakerEvent::CallIgnored { elapsed } => timed(2, elapsed),
-            CircuitBreakerEvent::SlowCallRecorded { .. } => m.slow.increment(1),
+            CircuitBreakerEvent::SlowCallRecorded { .. } => {
+                if let Some(timed) = m.timed.get() {
+                    timed.slow.increment(1);
+                }
+            }
             CircuitBreakerEvent::Reset => m.resets.increment(1),
         }
     }

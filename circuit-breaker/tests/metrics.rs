@@ -2,7 +2,9 @@
 #![cfg(all(feature = "metrics", not(loom)))]
 
 use palisade_circuit_breaker::{CircuitBreaker, State};
+use palisade_core::clock::ManualClock;
 use palisade_core::test_util::TestRecorder;
+use std::time::Duration;
 
 #[test]
 fn events_are_recorded_under_palisade_names() {
@@ -117,4 +119,86 @@ fn a_breaker_built_before_the_recorder_still_exports_its_state() {
         get("palisade_circuit_breaker_calls_total{name=early,outcome=rejected}"),
         Some(1.0)
     );
+}
+
+/// Regression (issue 9 §6): a breaker without slow-call detection times no call, yet it
+/// exported all-zero `call_duration_seconds` series (and a `slow_calls_total` that could never
+/// move).
+#[test]
+fn a_breaker_without_slow_call_detection_registers_no_timing_series() {
+    let recorder = TestRecorder::new();
+    metrics::with_local_recorder(&recorder, || {
+        let breaker = CircuitBreaker::builder().name("untimed").build().unwrap();
+        breaker.try_acquire().unwrap().success();
+        breaker.try_acquire().unwrap().failure();
+    });
+    for outcome in ["success", "failure", "ignore"] {
+        let series = format!(
+            "palisade_circuit_breaker_call_duration_seconds{{name=untimed,outcome={outcome}}}"
+        );
+        assert!(!recorder.is_registered(&series), "{series} is registered");
+    }
+    assert!(!recorder.is_registered("palisade_circuit_breaker_slow_calls_total{name=untimed}"));
+    let registered = recorder.registered();
+    assert!(!registered.contains_key("palisade_circuit_breaker_call_duration_seconds"));
+    assert!(!registered.contains_key("palisade_circuit_breaker_slow_calls_total"));
+    // The rest is there from build.
+    assert!(
+        recorder.is_registered("palisade_circuit_breaker_calls_total{name=untimed,outcome=ignore}")
+    );
+}
+
+/// With slow-call detection the breaker times every call: the histogram and the slow-call
+/// counter are registered and fed, also when the recorder comes after the breaker.
+#[test]
+fn a_breaker_with_slow_call_detection_records_call_durations() {
+    let clock = ManualClock::new();
+    let build = |name: &str| {
+        CircuitBreaker::builder()
+            .name(name)
+            .slow_call_duration(Duration::from_millis(10))
+            .clock(clock.clock())
+            .build()
+            .unwrap()
+    };
+    let late = build("late");
+    let recorder = TestRecorder::new();
+    metrics::with_local_recorder(&recorder, || {
+        let timed = build("timed");
+        for breaker in [&timed, &late] {
+            let permit = breaker.try_acquire().unwrap();
+            clock.advance(Duration::from_millis(3));
+            permit.success();
+            let permit = breaker.try_acquire().unwrap();
+            clock.advance(Duration::from_millis(30));
+            permit.failure();
+        }
+    });
+    for name in ["timed", "late"] {
+        let get = |what: &str| recorder.get(&format!("palisade_circuit_breaker_{what}"));
+        assert_eq!(
+            get(&format!(
+                "call_duration_seconds{{name={name},outcome=success}}"
+            )),
+            Some(1.0),
+            "{name}"
+        );
+        assert_eq!(
+            get(&format!(
+                "call_duration_seconds{{name={name},outcome=failure}}"
+            )),
+            Some(1.0),
+            "{name}"
+        );
+        assert!(recorder.is_registered(&format!(
+            "palisade_circuit_breaker_call_duration_seconds{{name={name},outcome=ignore}}"
+        )));
+        assert_eq!(
+            get(&format!("slow_calls_total{{name={name}}}")),
+            Some(1.0),
+            "{name}"
+        );
+    }
+    assert!(recorder.is_described("palisade_circuit_breaker_call_duration_seconds"));
+    assert!(recorder.is_described("palisade_circuit_breaker_slow_calls_total"));
 }
