@@ -53,11 +53,11 @@ pub enum RateLimiterEvent {
 /// | metric | kind | labels |
 /// |---|---|---|
 /// | `palisade_rate_limit_calls_total` | counter: calls through a service (`success`, `failure`, `ignore`) and every refusal (`rejected`) | `name`, `outcome` |
-/// | `palisade_rate_limit_rejections_total` | counter | `name`, `reason` (`rate_limited`, `cost_exceeds_burst`, `too_many_keys`) |
+/// | `palisade_rate_limit_rejections_total` | counter | `name`, `reason` (`rate_limited`, `cost_exceeds_burst`; `too_many_keys` on keyed limiters only) |
 /// | `palisade_rate_limit_permitted_total` | counter: requests that took tokens | `name` |
 /// | `palisade_rate_limit_permitted_tokens_total` | counter | `name` |
 /// | `palisade_rate_limit_refunded_total` | counter: takes given back | `name` |
-/// | `palisade_rate_limit_quota_changes_total` | counter | `name` |
+/// | `palisade_rate_limit_quota_changes_total` | counter, on plain limiters only (a keyed limiter's quota is fixed) | `name` |
 /// | `palisade_rate_limit_burst` | gauge, set at build and on each quota change | `name` |
 /// | `palisade_rate_limit_rate` | gauge: tokens per second, set likewise | `name` |
 ///
@@ -66,12 +66,17 @@ pub enum RateLimiterEvent {
 pub struct RateLimiterMetrics {
     /// success, failure, ignore, rejected.
     calls: [metrics::Counter; 4],
-    /// rate_limited, cost_exceeds_burst, too_many_keys.
-    rejections: [metrics::Counter; 3],
+    /// rate_limited, cost_exceeds_burst.
+    rejections: [metrics::Counter; 2],
+    /// `rejections_total{reason="too_many_keys"}`: registered for keyed limiters only (by
+    /// [`register_keyed`](Self::register_keyed)), the only ones that can refuse a key.
+    too_many_keys: std::sync::OnceLock<metrics::Counter>,
     permitted: metrics::Counter,
     permitted_tokens: metrics::Counter,
     refunded: metrics::Counter,
-    quota_changes: metrics::Counter,
+    /// `quota_changes_total`: registered for plain limiters only (by
+    /// [`register_unkeyed`](Self::register_unkeyed)); a keyed limiter's quota is fixed.
+    quota_changes: std::sync::OnceLock<metrics::Counter>,
     burst: metrics::Gauge,
     rate: metrics::Gauge,
 }
@@ -80,11 +85,10 @@ pub struct RateLimiterMetrics {
 const OUTCOMES: [&str; 4] = ["success", "failure", "ignore", "rejected"];
 
 #[cfg(feature = "metrics")]
-const REASONS: [RejectionKind; 3] = [
-    RejectionKind::RateLimited,
-    RejectionKind::CostExceedsBurst,
-    RejectionKind::TooManyKeys,
-];
+/// The reasons every limiter can give: both handles take weighted costs (`check_n`,
+/// `check_key_n`, a cost function on the layer), and a cost above the burst is refused.
+/// `too_many_keys` is registered apart, for keyed limiters only.
+const REASONS: [RejectionKind; 2] = [RejectionKind::RateLimited, RejectionKind::CostExceedsBurst];
 
 #[cfg(feature = "metrics")]
 impl std::fmt::Debug for RateLimiterMetrics {
@@ -133,6 +137,31 @@ fn describe() {
 /// Sets the quota gauges of the instance `name`: called at build, so a dashboard reads them
 /// before the first quota change.
 #[cfg(feature = "metrics")]
+impl RateLimiterMetrics {
+    /// Registers what only a keyed limiter can produce,
+    /// `palisade_rate_limit_rejections_total{reason="too_many_keys"}` (once; later calls do
+    /// nothing). Run right after registration.
+    pub(crate) fn register_keyed(&self, name: &str) {
+        self.too_many_keys.get_or_init(|| {
+            metrics::counter!(
+                "palisade_rate_limit_rejections_total",
+                "name" => name.to_owned(),
+                "reason" => RejectionKind::TooManyKeys.as_str()
+            )
+        });
+    }
+
+    /// Registers what only a plain (non-keyed) limiter can produce,
+    /// `palisade_rate_limit_quota_changes_total` (`set_quota`; once, later calls do nothing).
+    /// Run right after registration.
+    pub(crate) fn register_unkeyed(&self, name: &str) {
+        self.quota_changes.get_or_init(|| {
+            metrics::counter!("palisade_rate_limit_quota_changes_total", "name" => name.to_owned())
+        });
+    }
+}
+
+#[cfg(feature = "metrics")]
 pub(crate) fn record_quota(name: &str, quota: Quota) {
     describe();
     metrics::gauge!("palisade_rate_limit_burst", "name" => name.to_owned())
@@ -163,7 +192,8 @@ impl palisade_core::events::RecordMetrics for RateLimiterEvent {
             permitted: metrics::counter!("palisade_rate_limit_permitted_total", "name" => name.clone()),
             permitted_tokens: metrics::counter!("palisade_rate_limit_permitted_tokens_total", "name" => name.clone()),
             refunded: metrics::counter!("palisade_rate_limit_refunded_total", "name" => name.clone()),
-            quota_changes: metrics::counter!("palisade_rate_limit_quota_changes_total", "name" => name.clone()),
+            too_many_keys: std::sync::OnceLock::new(),
+            quota_changes: std::sync::OnceLock::new(),
             burst: metrics::gauge!("palisade_rate_limit_burst", "name" => name.clone()),
             rate: metrics::gauge!("palisade_rate_limit_rate", "name" => name),
         }
@@ -179,6 +209,10 @@ impl palisade_core::events::RecordMetrics for RateLimiterEvent {
                 m.calls[3].increment(1);
                 if let Some(i) = REASONS.iter().position(|r| *r == reason) {
                     m.rejections[i].increment(1);
+                } else if reason == RejectionKind::TooManyKeys
+                    && let Some(too_many_keys) = m.too_many_keys.get()
+                {
+                    too_many_keys.increment(1);
                 }
             }
             RateLimiterEvent::Refunded { .. } => m.refunded.increment(1),
@@ -193,7 +227,9 @@ impl palisade_core::events::RecordMetrics for RateLimiterEvent {
             RateLimiterEvent::QuotaChanged { to, .. } => {
                 m.burst.set(f64::from(to.burst()));
                 m.rate.set(tokens_per_second(to));
-                m.quota_changes.increment(1);
+                if let Some(quota_changes) = m.quota_changes.get() {
+                    quota_changes.increment(1);
+                }
             }
         }
     }

@@ -216,10 +216,14 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
         };
         #[cfg(feature = "metrics")]
         crate::events::record_quota(&limiter.inner.name, quota);
+        #[cfg(feature = "metrics")]
+        let too_many_keys_name = limiter.inner.name.clone();
+        // Only a keyed limiter refuses keys: only it gets `reason="too_many_keys"`.
         palisade_core::subscribe_feature_listeners!(
             limiter,
             "rate_limit",
-            limiter.inner.name.as_str()
+            limiter.inner.name.as_str(),
+            move |m: &crate::events::RateLimiterMetrics| m.register_keyed(&too_many_keys_name)
         );
         limiter
     }

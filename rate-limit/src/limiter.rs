@@ -87,10 +87,14 @@ impl RateLimiter {
                 name,
             }),
         };
+        #[cfg(feature = "metrics")]
+        let quota_changes_name = limiter.inner.name.clone();
+        // Only a plain limiter's quota can change: only it gets `quota_changes_total`.
         palisade_core::subscribe_feature_listeners!(
             limiter,
             "rate_limit",
-            limiter.inner.name.as_str()
+            limiter.inner.name.as_str(),
+            move |m: &crate::events::RateLimiterMetrics| m.register_unkeyed(&quota_changes_name)
         );
         #[cfg(feature = "metrics")]
         crate::events::record_quota(&limiter.inner.name, quota);

@@ -111,4 +111,89 @@ fn gauges_from_build_and_calls_by_outcome_and_rejections_by_reason() {
         recorder.get("palisade_rate_limit_rate{name=orders}"),
         Some(2.0)
     );
+    assert_eq!(
+        recorder.counter("palisade_rate_limit_quota_changes_total{name=orders}"),
+        1
+    );
+}
+
+/// Regression (issue 9 §6): every limiter registered all three rejection reasons and the
+/// quota-change counter, so a plain limiter exported `reason="too_many_keys"` and a keyed one a
+/// `quota_changes_total`, series that could never carry data.
+#[test]
+fn each_limiter_registers_only_the_series_it_can_produce() {
+    let recorder = TestRecorder::new();
+    let manual = ManualClock::new();
+    let (plain, keyed) = metrics::with_local_recorder(&recorder, || {
+        let plain = RateLimiter::builder()
+            .name("plain")
+            .rate(1, Duration::from_secs(1))
+            .clock(manual.clock())
+            .build()
+            .unwrap();
+        let keyed = KeyedRateLimiter::<u8>::builder()
+            .name("keyed")
+            .rate(1, Duration::from_secs(1))
+            .max_keys(1)
+            .shards(1)
+            .clock(manual.clock())
+            .build()
+            .unwrap();
+        (plain, keyed)
+    });
+    let reason = |name: &str, r: &str| {
+        format!("palisade_rate_limit_rejections_total{{name={name},reason={r}}}")
+    };
+    assert!(
+        !recorder.is_registered(&reason("plain", "too_many_keys")),
+        "a plain limiter has no keys to refuse"
+    );
+    assert!(
+        !recorder.is_registered("palisade_rate_limit_quota_changes_total{name=keyed}"),
+        "a keyed limiter's quota never changes"
+    );
+    // What each can produce is there from build, before any event.
+    for name in ["plain", "keyed"] {
+        for r in ["rate_limited", "cost_exceeds_burst"] {
+            assert!(recorder.is_registered(&reason(name, r)), "{name} {r}");
+        }
+    }
+    assert!(recorder.is_registered(&reason("keyed", "too_many_keys")));
+    assert!(recorder.is_registered("palisade_rate_limit_quota_changes_total{name=plain}"));
+
+    // And the keyed one counts its refusals of new keys.
+    assert!(keyed.check(&1).is_ok());
+    assert!(matches!(
+        keyed.check(&2),
+        Err(palisade_rate_limit::KeyedRejection::TooManyKeys(_))
+    ));
+    assert_eq!(recorder.counter(&reason("keyed", "too_many_keys")), 1);
+    assert!(plain.check().is_ok());
+    assert!(plain.check().is_err());
+    assert_eq!(recorder.counter(&reason("plain", "rate_limited")), 1);
+}
+
+/// A keyed limiter built before the recorder is installed registers its `too_many_keys`
+/// counter with the rest at the first event after the recorder arrives.
+#[test]
+fn a_keyed_limiter_built_before_the_recorder_registers_too_many_keys_late() {
+    let manual = ManualClock::new();
+    let keyed = KeyedRateLimiter::<u8>::builder()
+        .name("early")
+        .rate(1, Duration::from_secs(1))
+        .max_keys(1)
+        .shards(1)
+        .clock(manual.clock())
+        .build()
+        .unwrap();
+    let recorder = TestRecorder::new();
+    metrics::with_local_recorder(&recorder, || {
+        assert!(keyed.check(&1).is_ok());
+        assert!(keyed.check(&2).is_err());
+    });
+    assert_eq!(
+        recorder.counter("palisade_rate_limit_rejections_total{name=early,reason=too_many_keys}"),
+        1
+    );
+    assert!(!recorder.is_registered("palisade_rate_limit_quota_changes_total{name=early}"));
 }
