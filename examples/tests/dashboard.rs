@@ -15,6 +15,12 @@ use std::time::Duration;
 fn build_every_layer() {
     use palisade::prelude::*;
     CircuitBreaker::builder().name("cb").build().unwrap();
+    // Only a breaker with slow-call detection times calls (duration histogram, slow calls).
+    CircuitBreaker::builder()
+        .name("cb_slow")
+        .slow_call_duration(Duration::from_secs(1))
+        .build()
+        .unwrap();
     Bulkhead::builder().name("bh").build().unwrap();
     Bulkhead::builder()
         .name("bh_adaptive")
@@ -27,6 +33,12 @@ fn build_every_layer() {
         .unwrap();
     RateLimiter::builder()
         .name("rl")
+        .rate(10, Duration::from_secs(1))
+        .build()
+        .unwrap();
+    // Only a keyed limiter can reject with reason `too_many_keys`.
+    let _: KeyedRateLimiter<u32> = KeyedRateLimiter::<u32>::builder()
+        .name("rl_keyed")
         .rate(10, Duration::from_secs(1))
         .build()
         .unwrap();

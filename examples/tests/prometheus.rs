@@ -125,6 +125,46 @@ fn every_layer_exports_its_series_with_help_and_type() {
     );
 }
 
+/// Regression (issue 9 §6): a fixed bulkhead exported an always-empty duration histogram
+/// (with help text about adaptive bulkheads), breakers without slow-call detection all-zero
+/// duration and slow-call series, and a plain limiter a `reason="too_many_keys"` counter.
+#[test]
+fn no_series_that_can_never_carry_data() {
+    let text = &scrape().text;
+    let samples = |name: &str| -> Vec<&str> {
+        text.lines()
+            .filter(|l| !l.starts_with('#') && l.starts_with(name))
+            .collect()
+    };
+    assert!(
+        !text.contains("palisade_bulkhead_call_duration_seconds"),
+        "the fixed bulkhead times no call:\n{text}"
+    );
+    for name in [
+        "palisade_circuit_breaker_call_duration_seconds",
+        "palisade_circuit_breaker_slow_calls_total",
+    ] {
+        let lines = samples(name);
+        for breaker in ["early", "idle"] {
+            let label = format!("name=\"{breaker}\"");
+            assert!(
+                !lines.iter().any(|l| l.contains(&label)),
+                "{breaker} has no slow-call detection: {lines:?}"
+            );
+        }
+        assert!(
+            lines.iter().any(|l| l.contains("name=\"backends\"")),
+            "the slow-call breaker exports {name}"
+        );
+    }
+    let rejections = samples("palisade_rate_limit_rejections_total");
+    assert!(!rejections.is_empty());
+    assert!(
+        !rejections.iter().any(|l| l.contains("too_many_keys")),
+        "a plain limiter refuses no keys: {rejections:?}"
+    );
+}
+
 #[test]
 fn a_breaker_built_and_never_called_exports_its_closed_state() {
     let state = "palisade_circuit_breaker_state";
