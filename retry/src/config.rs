@@ -118,14 +118,24 @@ impl RetryPolicyBuilder {
 }
 
 impl<C, Q, H> RetryPolicyBuilder<C, Q, H> {
-    /// Attempts per request, the first included: 1 (never retry) to 100. Default 3.
+    /// Attempts per request, the first included: 1 (never retry) to 100. Default 3, as
+    /// resilience4j's `maxAttempts` and the AWS SDKs' standard retry mode: two retries cover a
+    /// transient failure, and with the default budget a failing dependency still sees at most
+    /// ~1.2× its load, whatever this number (the budget, not the attempt count, bounds a storm).
     #[must_use]
     pub fn max_attempts(mut self, attempts: u32) -> Self {
         self.max_attempts = attempts;
         self
     }
 
-    /// The wait before each retry. Default: full jitter from 50 ms, capped at 5 s.
+    /// The wait before each retry. Default: full jitter from 50 ms, capped at 5 s. Full jitter
+    /// because it spreads the retries of many callers failing together the most (Brooker,
+    /// "Exponential Backoff And Jitter", AWS Architecture Blog, 2015); a 50 ms base so the
+    /// first retry can still help a caller with a deadline of a second or so; a 5 s cap, which
+    /// is also the default bound on any remote `retry_after` hint ([`max_retry_after`]), so a
+    /// default policy never makes a caller wait longer than 5 s on anything.
+    ///
+    /// [`max_retry_after`]: RetryPolicyBuilder::max_retry_after
     #[must_use]
     pub fn backoff(mut self, backoff: Backoff) -> Self {
         self.backoff = backoff;
