@@ -24,8 +24,10 @@ use tower_service::Service;
 /// The response future of [`RetryPolicyService`](crate::RetryPolicyService): runs attempts, waits out backoffs, and
 /// resolves to the first result that is not a retryable failure, or to the last one.
 ///
-/// The deadline bounds attempts, backoffs and the wait for the inner service's readiness
-/// before a retry; the attempt timeout bounds a retry's readiness wait and its call together.
+/// The deadline bounds attempts, backoffs and every wait for the inner service's readiness
+/// (the first attempt's included: with a deadline or an attempt timeout the service's
+/// `poll_ready` is ready at once and this future waits for the inner service instead); the
+/// attempt timeout bounds an attempt's readiness wait and its call together.
 ///
 /// # Cancel safety
 ///
@@ -45,9 +47,11 @@ where
     /// Whether `timer` is the overall deadline (rather than the attempt's own timeout).
     timer_is_deadline: bool,
     service: S,
-    /// A copy of the request for the next attempt, made only when one may follow.
+    /// The request for the next attempt: a copy, made only when one may follow; or, while the
+    /// first attempt waits for readiness, the caller's request itself.
     request: Option<Req>,
-    /// Attempts started so far.
+    /// Attempts started so far (0 while the first waits for readiness; an attempt whose
+    /// readiness wait outlasted its timeout counts as started).
     attempt: u32,
     deadline: Option<Instant>,
     rng: Option<SplitMix64>,
@@ -64,8 +68,8 @@ enum State<F> {
     },
     /// Waiting before the next attempt, on `timer`.
     Backoff,
-    /// Waiting for the service to be ready for the next attempt (bounded by `timer` when
-    /// there is a deadline or an attempt timeout).
+    /// Waiting for the service to be ready for the next attempt, the first one included when
+    /// there is a deadline or an attempt timeout (bounded by `timer` then).
     Ready,
 }
 
@@ -97,6 +101,35 @@ where
             service,
             request,
             attempt: 1,
+            deadline,
+            rng: None,
+            previous_delay: Duration::ZERO,
+            shared,
+        }
+    }
+}
+
+impl<S, Req, C, Q, H> ResponseFuture<S, Req, C, Q, H>
+where
+    S: Service<Req>,
+{
+    /// The future of a call whose first attempt has not been sent: it first waits for
+    /// `service`'s readiness, under the timer armed now (the attempt timeout, or the deadline
+    /// if that is sooner), exactly as before a retry. Used when the policy has a deadline or an
+    /// attempt timeout, so that `poll_ready` can be ready at once (crate docs, "Readiness").
+    pub(crate) fn awaiting_ready(service: S, request: Req, shared: Arc<Shared<C, Q, H>>) -> Self {
+        let now = shared.clock.now();
+        let deadline = shared.deadline.map(|d| now + d);
+        let (limit, timer_is_deadline) = attempt_limit(shared.attempt_timeout, deadline, now);
+        ResponseFuture {
+            state: State::Ready,
+            timer: limit.map(tokio::time::sleep),
+            timer_is_deadline,
+            service,
+            // The request itself, not a copy: the `Ready` state sends it as attempt 1 (and
+            // copies it then if another attempt may follow).
+            request: Some(request),
+            attempt: 0,
             deadline,
             rng: None,
             previous_delay: Duration::ZERO,
@@ -293,7 +326,7 @@ where
                     let request = this
                         .request
                         .take()
-                        .expect("a retry is scheduled only with a copy of the request");
+                        .expect("the ready state is entered only with a request to send");
                     *this.attempt += 1;
                     if *this.attempt < this.shared.max_attempts {
                         *this.request = this.shared.requests.clone_request(&request);

@@ -33,12 +33,36 @@
 //!   makes a caller wait longer than its backoff cap. Sleeps are tokio's, so they run in
 //!   paused time in tests.
 //! - **How long**: an optional per-attempt timeout ([`AttemptTimedOut`], a retryable failure;
-//!   it bounds a retry's wait for the inner service's readiness too) and an optional overall
+//!   it bounds an attempt's wait for the inner service's readiness too) and an optional overall
 //!   deadline ([`DeadlineExceeded`], a local rejection, mid-attempt or while waiting for
-//!   readiness; no retry is scheduled that could not start before it, including one a hint
+//!   readiness, the first attempt's included: see [Readiness](#readiness); no retry is scheduled that could not start before it, including one a hint
 //!   pushes past it).
 //! - **Copies**: the request is copied only when another attempt may follow; never before the
 //!   last attempt, never with `max_attempts(1)`.
+//!
+//! # Readiness
+//!
+//! - **With a deadline or an attempt timeout**, [`RetryPolicyService`]'s `poll_ready` is ready
+//!   at once and reserves nothing; the response future waits for the inner service's readiness
+//!   itself (on the clone it keeps for retries), before the first attempt as before every
+//!   retry. So the deadline, which starts at `call`, bounds the caller's whole wait: a 1 s
+//!   deadline over a bulkhead that stays full for an hour answers [`DeadlineExceeded`] (a local
+//!   rejection) after 1 s, not after the bulkhead's `max_wait`. The attempt timeout bounds the
+//!   first attempt's readiness wait and its call together, as for a retry: a readiness wait
+//!   that outlasts it is a timed-out attempt, retried as any other (the request was never
+//!   sent, so even a request the request policy would not copy can be sent on the next one).
+//!   An error from the inner service's `poll_ready` is the call's error. The cost: a layer
+//!   *above* the retry no longer sees backpressure from below it (a `Buffer` or
+//!   `ConcurrencyLimit` above admits calls that then wait, bounded, in their futures; a
+//!   `LoadShed` above does not shed), which is what a deadline asks for: the caller's wait is
+//!   bounded here, not there.
+//! - **With neither**, `poll_ready` is the inner service's, delegated, and `call` sends the
+//!   first attempt at once: no limit is set on the wait, so the retry adds none, and
+//!   backpressure reaches the layers above unchanged.
+//!
+//! Either way, tower's contract holds: a ready service dropped without `call` has reserved
+//! nothing of its own (and, with a limit, nothing below either, as the inner service was not
+//! asked).
 //!
 //! # Example
 //!

@@ -57,6 +57,13 @@ pub(crate) struct Shared<C, Q, H> {
 }
 
 impl<C, Q, H> Shared<C, Q, H> {
+    /// Whether the response future, rather than the service's `poll_ready`, waits for the
+    /// inner service's readiness: so when a deadline or an attempt timeout can bound that wait.
+    #[inline]
+    pub(crate) fn bounds_readiness(&self) -> bool {
+        self.deadline.is_some() || self.attempt_timeout.is_some()
+    }
+
     /// The seed of the next call's jitter stream: the policy's seed for the first call that
     /// needs one, then distinct, reproducible seeds.
     pub(crate) fn next_stream_seed(&self) -> u64 {

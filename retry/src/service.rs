@@ -84,8 +84,15 @@ where
     type Error = BoxError;
     type Future = ResponseFuture<S, Req, C, Q, H>;
 
+    /// Ready at once when the policy has a deadline or an attempt timeout: the response future
+    /// then awaits the inner service's readiness itself, within those limits (see the crate
+    /// docs, "Readiness"); nothing is reserved here, so a ready service dropped without `call`
+    /// holds nothing below. Without either limit, the inner service's readiness, delegated.
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        if self.shared.bounds_readiness() {
+            return Poll::Ready(Ok(()));
+        }
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
@@ -97,6 +104,12 @@ where
     fn call(&mut self, request: Req) -> Self::Future {
         let shared = &self.shared;
         shared.spend.on_request();
+        if shared.bounds_readiness() {
+            // `poll_ready` did not ask the inner service: the future waits for its readiness
+            // (on the clone it keeps for retries), under the deadline and the attempt timeout.
+            let service = self.inner.clone();
+            return ResponseFuture::awaiting_ready(service, request, Arc::clone(shared));
+        }
         let copy = if shared.max_attempts > 1 {
             shared.requests.clone_request(&request)
         } else {

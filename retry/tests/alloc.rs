@@ -45,6 +45,31 @@ fn a_remote_hint_hook_allocates_nothing_on_success() {
     assert_eq!(info.count_total, 0);
 }
 
+/// With a deadline and an attempt timeout the response future waits for readiness itself
+/// (crate docs, "Readiness"): that path, and its timer, allocate nothing on a first-attempt
+/// success either.
+#[test]
+fn first_attempt_success_with_a_deadline_allocates_nothing() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _entered = runtime.enter();
+    let policy = RetryPolicy::builder()
+        .deadline(std::time::Duration::from_secs(1))
+        .attempt_timeout(std::time::Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let mut svc = policy.layer().layer(Echo);
+    answer(&mut svc, 0u64).unwrap();
+    let info = allocation_counter::measure(|| {
+        for i in 0..1000u64 {
+            assert_eq!(answer(&mut svc, i).unwrap(), i);
+        }
+    });
+    assert_eq!(info.count_total, 0);
+}
+
 #[test]
 fn the_only_allocation_is_the_request_copy() {
     let budget = RetryBudget::default();
