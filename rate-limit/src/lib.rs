@@ -71,7 +71,7 @@
 //!
 //! | service | tokens taken in | over the limit |
 //! |---|---|---|
-//! | [`RateLimiterService`] (one token) | reject mode: `call`; wait mode: `poll_ready`, once the inner service is ready | the future fails, or `poll_ready` waits |
+//! | [`RateLimiterService`] (one token) | reject mode: `call`; wait mode: `poll_ready`, once the inner service is ready | the future fails (without waiting for the inner service's readiness), or `poll_ready` waits (at most `max_wait` per call in all) |
 //! | [`WeightedRateLimiterService`] (cost per request) | `call` (the cost needs the request) | the future fails, or waits |
 //! | [`KeyedRateLimiterService`] (key per request) | `call` (the key needs the request) | the future fails, or waits |
 //!

@@ -271,6 +271,32 @@ impl RateLimiter {
         (acquired, now)
     }
 
+    /// Whether one token is there now, taking nothing and emitting nothing: `None` if so
+    /// (or if only `acquire` can tell), else `Some((retry_after, now))`, the clock reading
+    /// used.
+    #[inline]
+    pub(crate) fn peek(&self) -> Option<(u64, u64)> {
+        let now = self.clock_nanos();
+        self.inner.state.peek(now, 1).map(|after| (after, now))
+    }
+
+    /// The clock reading `acquire` and `peek` use, in nanoseconds.
+    #[inline]
+    pub(crate) fn now_nanos(&self) -> u64 {
+        self.clock_nanos()
+    }
+
+    /// Reports a unit call refused without `acquire` (decided by [`peek`](Self::peek) at
+    /// `poll_ready`), as `acquire` reports its refusals.
+    #[cold]
+    pub(crate) fn refused(&self, retry_after: u64) {
+        self.inner.events.emit_with(|| RateLimiterEvent::Rejected {
+            cost: 1,
+            reason: RejectionKind::RateLimited,
+            retry_after: Some(Duration::from_nanos(retry_after)),
+        });
+    }
+
     /// Gives back `cost` tokens taken for a call that never reached the dependency.
     #[cold]
     pub(crate) fn refund(&self, taken: Taken, cost: u32) {

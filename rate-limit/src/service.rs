@@ -23,15 +23,24 @@ use tower_service::Service;
 /// Following tower's contract, `poll_ready` never fails for "limited" (only when the inner
 /// service fails), and nothing is consumed before it is used:
 ///
-/// - In [`Mode::Reject`] (the default) `poll_ready` is the inner service's readiness, and
-///   `call` takes the token: over the limit, the response future fails with [`RateLimited`]
-///   and the inner service is not called (it stays ready for the next call).
+/// - In [`Mode::Reject`] (the default) `poll_ready` first checks the bucket, taking nothing
+///   (one load of the bucket's word and of its quota, no write). Empty: it is ready at once,
+///   without polling the inner service, and the next `call` fails with [`RateLimited`]
+///   without calling it — a refusal needs nothing from the layers below, so it never waits
+///   for a full bulkhead or a gated breaker there. Otherwise `poll_ready` is the inner
+///   service's readiness, and `call` takes the token: if another clone took it meanwhile, the
+///   response future fails with [`RateLimited`] and the inner service is not called (it stays
+///   ready for the next call).
 /// - In [`Mode::Wait`] `poll_ready` takes the token first, then readies the inner service; if
 ///   the inner service is not ready the token is given back at once and the service waits for
 ///   the inner one (so a full bulkhead below burns no tokens). While the bucket is empty,
-///   `poll_ready` is `Pending` and a tokio timer wakes the task when the next token is due; if
-///   no token is due within `max_wait`, it turns ready (once the inner service is) and `call`
-///   decides afresh: it takes a token if one has come since, else fails with [`RateLimited`].
+///   `poll_ready` is `Pending` and a tokio timer wakes the task when the next token is due.
+///   The waits for tokens of one readiness-to-call cycle share one `max_wait`, counted from
+///   the cycle's first `poll_ready` until `call`: once no token is due before that deadline,
+///   it turns ready and `call` fails with [`RateLimited`], without waiting. If the inner
+///   service is ready then, `call` decides afresh (a service kept ready for long, as tower's
+///   p2c does, is not stuck with a stale refusal): it takes a token if one has come since,
+///   else fails; if it is not, `call` fails without calling it, at once.
 ///   A service dropped ready, holding its token, gives it back.
 ///
 /// Either way, a call that a layer below rejects locally (its error carries a
@@ -48,7 +57,9 @@ pub struct RateLimiterService<S> {
     state: Ready,
     /// The wait mode's timer, kept to be reset rather than allocated again.
     sleep: Option<Pin<Box<Sleep>>>,
-    /// The wait mode's deadline (the limiter's clock, ns) for the current readiness.
+    /// The wait mode's deadline (the limiter's clock, ns) for the current readiness-to-call
+    /// cycle: set at its first `poll_ready`, kept until `call`, so that the waits for tokens
+    /// between waits for the inner service add up to `max_wait` at most.
     deadline: Option<u64>,
 }
 
@@ -57,12 +68,18 @@ enum Ready {
     Idle,
     /// Reject mode: the inner service reported ready.
     Polled,
+    /// The bucket was empty at `poll_ready` (reject mode), or the wait mode's `max_wait` is
+    /// spent while the inner service is not ready: `call` refuses without calling the inner
+    /// service, which was not polled or is not ready, since the refusal needs nothing from
+    /// it. Holds the limiter's clock (ns) when the next token is due.
+    Refused(u64),
     /// Wait mode: a token taken for the next call (given back if dropped).
     Held(Held),
     /// Wait mode: sleeping until a token is due.
     Waiting,
-    /// Wait mode: no token within `max_wait`; `call` tries once more, then fails.
-    Rejected,
+    /// Wait mode: no token within `max_wait` (due at this reading of the limiter's clock,
+    /// ns); `call` tries once more, then fails.
+    Rejected(u64),
 }
 
 /// A token held by a ready service, given back on drop unless spent by `call`.
@@ -121,9 +138,10 @@ impl<S: fmt::Debug> fmt::Debug for RateLimiterService<S> {
         let state = match self.state {
             Ready::Idle => "idle",
             Ready::Polled => "ready",
+            Ready::Refused(_) => "refused",
             Ready::Held(_) => "holding a token",
             Ready::Waiting => "waiting",
-            Ready::Rejected => "rejected",
+            Ready::Rejected(_) => "rejected",
         };
         f.debug_struct("RateLimiterService")
             .field("inner", &self.inner)
@@ -139,17 +157,19 @@ impl<S> RateLimiterService<S> {
     fn poll_token(&mut self, cx: &mut Context<'_>, max_wait: u64) -> Poll<()> {
         loop {
             match self.state {
-                Ready::Held(_) | Ready::Rejected => return Poll::Ready(()),
+                Ready::Held(_) | Ready::Rejected(_) => return Poll::Ready(()),
                 Ready::Waiting => {
                     let sleep = self.sleep.as_mut().expect("waiting has a timer");
                     ready!(sleep.as_mut().poll(cx));
                     self.state = Ready::Idle;
                 }
-                Ready::Idle | Ready::Polled => {
+                Ready::Idle | Ready::Polled | Ready::Refused(_) => {
                     let (acquired, now) = self.limiter.acquire(1);
+                    // The first poll of the cycle starts its clock; later ones (after the
+                    // inner service was not ready and the token went back) keep it.
+                    let deadline = *self.deadline.get_or_insert(now.saturating_add(max_wait));
                     let after = match acquired {
                         Acquired::Now(taken) => {
-                            self.deadline = None;
                             self.state = Ready::Held(Held(Some(Spent {
                                 limiter: self.limiter.clone(),
                                 taken,
@@ -161,10 +181,8 @@ impl<S> RateLimiterService<S> {
                         // A burst is at least one token: cannot happen; refuse safely.
                         Acquired::TooCostly(_) => u64::MAX,
                     };
-                    let deadline = *self.deadline.get_or_insert(now.saturating_add(max_wait));
                     if now.saturating_add(after) > deadline {
-                        self.deadline = None;
-                        self.state = Ready::Rejected;
+                        self.state = Ready::Rejected(now.saturating_add(after));
                         return Poll::Ready(());
                     }
                     let until = tokio::time::Instant::now() + Duration::from_nanos(after);
@@ -217,6 +235,14 @@ where
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         let max_wait = match self.limiter.mode() {
             Mode::Reject => {
+                // A check that takes nothing: an empty bucket's refusal needs nothing from the
+                // inner service, so it must not wait for it (a full bulkhead, a gated breaker
+                // below). A token there now is taken only by `call`.
+                if let Some((after, now)) = self.limiter.peek() {
+                    self.state = Ready::Refused(now.saturating_add(after));
+                    return Poll::Ready(Ok(()));
+                }
+                self.state = Ready::Idle;
                 ready!(self.inner.poll_ready(cx)).map_err(Into::into)?;
                 self.state = Ready::Polled;
                 return Poll::Ready(Ok(()));
@@ -225,11 +251,18 @@ where
         };
         // Held (a token for the call) or Rejected (none within `max_wait`: `call` decides
         // afresh, so a service kept ready for long, as tower's p2c does, is not stuck with a
-        // stale refusal). Either way the inner service must be ready for the call.
+        // stale refusal). Either way the inner service must be ready for the call, except to
+        // refuse it.
         ready!(self.poll_token(cx, max_wait));
         match self.inner.poll_ready(cx) {
             Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
             Poll::Pending => {
+                if let Ready::Rejected(due) = self.state {
+                    // The wait for the limiter is over and the refusal needs nothing from the
+                    // inner service: refuse now rather than after its wait.
+                    self.state = Ready::Refused(due);
+                    return Poll::Ready(Ok(()));
+                }
                 // Give the token back (dropping `Held`) while the inner service is not ready:
                 // a full layer below must not burn tokens. Its waker is registered; when it
                 // wakes us, we take a token again.
@@ -238,20 +271,30 @@ where
             }
             Poll::Ready(Err(error)) => {
                 self.state = Ready::Idle;
+                self.deadline = None;
                 Poll::Ready(Err(error.into()))
             }
         }
     }
 
     fn call(&mut self, request: Req) -> Self::Future {
+        // The call ends the readiness cycle: the next `poll_ready` starts a fresh `max_wait`.
+        self.deadline = None;
         match std::mem::replace(&mut self.state, Ready::Idle) {
             Ready::Polled => self.call_now(request),
+            Ready::Refused(due) => {
+                // The inner service was not polled: it must not be called. A token that came
+                // since is left for the next call (decided afresh at the next `poll_ready`).
+                let after = due.saturating_sub(self.limiter.now_nanos());
+                self.limiter.refused(after);
+                ResponseFuture::rejected(Box::new(RateLimited::new(Duration::from_nanos(after))))
+            }
             Ready::Held(mut held) => {
                 let spent = held.0.take().expect("a held token");
                 ResponseFuture::called(self.inner.call(request), spent)
             }
             // No token came within `max_wait` when polled; one may have since.
-            Ready::Rejected => self.call_now(request),
+            Ready::Rejected(_) => self.call_now(request),
             Ready::Idle | Ready::Waiting => panic!("poll_ready must be called first"),
         }
     }

@@ -236,6 +236,31 @@ impl State {
         }
     }
 
+    /// Whether `cost` tokens are there at the absolute clock reading `now`, taking nothing:
+    /// `None` if [`acquire`](Self::acquire) would admit them now (or cannot tell: a quota
+    /// change or a rebase under way, left to `acquire` to decide), else `Some(retry_after)`.
+    ///
+    /// Costs one load of the word and the slot's three loads (all plain loads on x86 and
+    /// ARMv8's `ldar`), no write: the bucket's cache line stays shared.
+    #[inline]
+    pub(crate) fn peek(&self, now: u64, cost: u32) -> Option<u64> {
+        // Acquire: makes the slot of this generation visible, as in `acquire`. An answer from
+        // a stale word only errs one way or the other for this one readiness: `call` takes the
+        // token with `acquire`, which decides for real.
+        let word = self.word.load(Ordering::Acquire);
+        let params = self.slots[(gen_of(word) & 1) as usize].load()?;
+        let rel = params.rel(now);
+        if rel >= REBASE_AT {
+            return None;
+        }
+        match decide(tat_of(word), rel, cost, params.gcra, 0) {
+            Decision::Admit { .. } => None,
+            Decision::Deny { retry_after } => Some(retry_after),
+            // Not for the unit-cost service (a burst is at least one token); refuse safely.
+            Decision::TooCostly => Some(u64::MAX),
+        }
+    }
+
     /// Gives back a token taken by [`acquire`](Self::acquire) and never used, at the absolute
     /// clock reading `now`, as much of it as is safe (see "Tokens given back" in the module
     /// docs). Nothing is given back across a quota change or a rebase.
