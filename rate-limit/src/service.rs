@@ -23,14 +23,14 @@ use tower_service::Service;
 /// Following tower's contract, `poll_ready` never fails for "limited" (only when the inner
 /// service fails), and nothing is consumed before it is used:
 ///
-/// - In [`Mode::Reject`] (the default) `poll_ready` first checks the bucket, taking nothing
-///   (one load of the bucket's word and of its quota, no write). Empty: it is ready at once,
-///   without polling the inner service, and the next `call` fails with [`RateLimited`]
-///   without calling it — a refusal needs nothing from the layers below, so it never waits
-///   for a full bulkhead or a gated breaker there. Otherwise `poll_ready` is the inner
-///   service's readiness, and `call` takes the token: if another clone took it meanwhile, the
-///   response future fails with [`RateLimited`] and the inner service is not called (it stays
-///   ready for the next call).
+/// - In [`Mode::Reject`] (the default) `poll_ready` is the inner service's readiness, and
+///   `call` takes the token or fails with [`RateLimited`] without calling the inner service
+///   (which stays ready for the next call). While the inner service is *not* ready,
+///   `poll_ready` checks the bucket, taking nothing (one load of the bucket's word and of its
+///   quota, no write): empty, it is ready at once and the next `call` fails with
+///   [`RateLimited`] without calling it — a refusal needs nothing from the layers below, so it
+///   never waits for a full bulkhead or a gated breaker there. The check is made only on that
+///   path, so an admitted call over a ready service pays nothing for it.
 /// - In [`Mode::Wait`] `poll_ready` takes the token first, then readies the inner service; if
 ///   the inner service is not ready the token is given back at once and the service waits for
 ///   the inner one (so a full bulkhead below burns no tokens). While the bucket is empty,
@@ -68,9 +68,9 @@ enum Ready {
     Idle,
     /// Reject mode: the inner service reported ready.
     Polled,
-    /// The bucket was empty at `poll_ready` (reject mode), or the wait mode's `max_wait` is
-    /// spent while the inner service is not ready: `call` refuses without calling the inner
-    /// service, which was not polled or is not ready, since the refusal needs nothing from
+    /// The bucket was empty at a `poll_ready` that found the inner service not ready (reject
+    /// mode), or the wait mode's `max_wait` is spent while the inner service is not ready:
+    /// `call` refuses without calling the inner service, since the refusal needs nothing from
     /// it. Holds the limiter's clock (ns) when the next token is due.
     Refused(u64),
     /// Wait mode: a token taken for the next call (given back if dropped).
@@ -235,17 +235,31 @@ where
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         let max_wait = match self.limiter.mode() {
             Mode::Reject => {
-                // A check that takes nothing: an empty bucket's refusal needs nothing from the
-                // inner service, so it must not wait for it (a full bulkhead, a gated breaker
-                // below). A token there now is taken only by `call`.
-                if let Some((after, now)) = self.limiter.peek() {
-                    self.state = Ready::Refused(now.saturating_add(after));
-                    return Poll::Ready(Ok(()));
-                }
-                self.state = Ready::Idle;
-                ready!(self.inner.poll_ready(cx)).map_err(Into::into)?;
-                self.state = Ready::Polled;
-                return Poll::Ready(Ok(()));
+                // The inner service first: when it is ready (the common case) this costs
+                // nothing more, and `call` takes the token or refuses. Only while it is not
+                // ready do we look at the bucket, with a check that takes nothing: an empty
+                // bucket's refusal needs nothing from the inner service, so it must not wait
+                // for it (a full bulkhead, a gated breaker below).
+                return match self.inner.poll_ready(cx) {
+                    Poll::Ready(Ok(())) => {
+                        self.state = Ready::Polled;
+                        Poll::Ready(Ok(()))
+                    }
+                    Poll::Ready(Err(error)) => {
+                        self.state = Ready::Idle;
+                        Poll::Ready(Err(error.into()))
+                    }
+                    Poll::Pending => match self.limiter.peek() {
+                        Some((after, now)) => {
+                            self.state = Ready::Refused(now.saturating_add(after));
+                            Poll::Ready(Ok(()))
+                        }
+                        None => {
+                            self.state = Ready::Idle;
+                            Poll::Pending
+                        }
+                    },
+                };
             }
             Mode::Wait { .. } => self.limiter.max_wait_nanos(),
         };
@@ -283,7 +297,7 @@ where
         match std::mem::replace(&mut self.state, Ready::Idle) {
             Ready::Polled => self.call_now(request),
             Ready::Refused(due) => {
-                // The inner service was not polled: it must not be called. A token that came
+                // The inner service is not ready: it must not be called. A token that came
                 // since is left for the next call (decided afresh at the next `poll_ready`).
                 let after = due.saturating_sub(self.limiter.now_nanos());
                 self.limiter.refused(after);
