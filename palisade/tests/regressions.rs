@@ -331,8 +331,6 @@ async fn balancer_pending_returns_after_a_panic_in_call() {
 /// queue of 50 ms) before it answers; a breaker in reject mode is ready at once for the same
 /// reason.
 #[tokio::test(start_paused = true)]
-#[ignore = "waits on rate-limit: the refusal is answered only once the inner service is ready \
-    (after the bulkhead's 50 ms queue)"]
 async fn an_empty_limiter_refuses_without_waiting_for_the_layer_below() {
     let limiter = RateLimiter::builder()
         .rate(1, Duration::from_secs(3600))
@@ -369,8 +367,6 @@ async fn an_empty_limiter_refuses_without_waiting_for_the_layer_below() {
 /// for the bulkhead below (2 ms, while another caller takes that token), and the call must not
 /// wait for the limiter a second time: 20 ms + the bulkhead's 5 ms bound the whole wait.
 #[tokio::test(start_paused = true)]
-#[ignore = "waits on rate-limit: the call waits for a token again after poll_ready waited \
-    (41 ms in all for a 20 ms max_wait and a 5 ms bulkhead)"]
 async fn a_waiting_limiter_waits_once_per_call() {
     let limiter = RateLimiter::builder()
         .rate(50, Duration::from_secs(1))
