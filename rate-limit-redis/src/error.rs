@@ -6,102 +6,9 @@ use std::error::Error;
 use std::fmt;
 use std::time::Duration;
 
-/// The request is over the global rate limit (or, with Redis unreachable in fail-open mode,
-/// over the local fallback limit). Trying again after [`retry_after`](Self::retry_after) may
-/// succeed.
-///
-/// A local rejection: its [`source`](Error::source) is a core [`Rejection`] of kind
-/// [`RejectionKind::RateLimited`] whose own source is the `RetryAfter` hint, exactly as
-/// `palisade_rate_limit::RateLimited`, so breakers ignore it and `palisade_core::retry_after`
-/// finds the hint.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct RateLimited {
-    rejection: Rejection,
-}
-
-impl RateLimited {
-    pub(crate) fn new(retry_after: Duration) -> Self {
-        RateLimited {
-            rejection: Rejection::new(RejectionKind::RateLimited).with_retry_after(retry_after),
-        }
-    }
-
-    /// How long until the request would conform.
-    #[must_use]
-    pub fn retry_after(&self) -> Duration {
-        self.rejection.retry_after().unwrap_or(Duration::ZERO)
-    }
-
-    /// The core marker this rejection carries.
-    #[must_use]
-    pub fn rejection(&self) -> &Rejection {
-        &self.rejection
-    }
-}
-
-impl fmt::Display for RateLimited {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "globally rate limited: retry after {:?}",
-            self.retry_after()
-        )
-    }
-}
-
-impl Error for RateLimited {
-    fn source(&self) -> Option<&(dyn Error + 'static)> {
-        Some(&self.rejection)
-    }
-}
-
-static COST_EXCEEDS_BURST: Rejection = Rejection::new(RejectionKind::CostExceedsBurst);
-
-/// The request costs more tokens than the global bucket holds: it can never be admitted, so
-/// it is rejected at once, without a round trip.
-///
-/// A local rejection of kind [`RejectionKind::CostExceedsBurst`], with no retry hint.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct CostExceedsBurst {
-    cost: u32,
-    burst: u32,
-}
-
-impl CostExceedsBurst {
-    pub(crate) fn new(cost: u32, burst: u32) -> Self {
-        CostExceedsBurst { cost, burst }
-    }
-
-    /// The request's cost.
-    #[must_use]
-    pub fn cost(&self) -> u32 {
-        self.cost
-    }
-
-    /// The bucket's capacity.
-    #[must_use]
-    pub fn burst(&self) -> u32 {
-        self.burst
-    }
-}
-
-impl fmt::Display for CostExceedsBurst {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "request cost {} exceeds the global burst of {}",
-            self.cost, self.burst
-        )
-    }
-}
-
-impl Error for CostExceedsBurst {
-    fn source(&self) -> Option<&(dyn Error + 'static)> {
-        Some(&COST_EXCEEDS_BURST)
-    }
-}
+/// The refusals are the local limiter's own types, so a caller downcasts one `RateLimited`
+/// (and one `CostExceedsBurst`) whichever limiter, local or global, refused.
+pub use palisade_rate_limit::{CostExceedsBurst, RateLimited};
 
 /// Why a call to Redis failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -228,5 +135,13 @@ mod tests {
             Some(RejectionKind::CostExceedsBurst)
         );
         assert_eq!(std::mem::size_of::<CostExceedsBurst>(), 8);
+    }
+
+    #[test]
+    fn the_global_limiter_refuses_with_the_local_limiters_types() {
+        let boxed: palisade_core::BoxError = Box::new(RateLimited::new(Duration::from_secs(1)));
+        assert!(boxed.is::<palisade_rate_limit::RateLimited>());
+        let boxed: palisade_core::BoxError = Box::new(CostExceedsBurst::new(5, 2));
+        assert!(boxed.is::<palisade_rate_limit::CostExceedsBurst>());
     }
 }

@@ -19,7 +19,13 @@ pub struct RateLimited {
 }
 
 impl RateLimited {
-    pub(crate) fn new(retry_after: Duration) -> Self {
+    /// A refusal whose request would conform after `retry_after`.
+    ///
+    /// Public so that other limiters (the Redis-backed global limiter of
+    /// `palisade-rate-limit-redis`) answer with this same type: a caller downcasts one
+    /// `RateLimited`, whichever limiter refused.
+    #[must_use]
+    pub fn new(retry_after: Duration) -> Self {
         RateLimited {
             rejection: Rejection::new(RejectionKind::RateLimited).with_retry_after(retry_after),
         }
@@ -65,7 +71,10 @@ pub struct CostExceedsBurst {
 }
 
 impl CostExceedsBurst {
-    pub(crate) fn new(cost: u32, burst: u32) -> Self {
+    /// A request of `cost` tokens refused by a bucket of `burst`. Public for the same reason
+    /// as [`RateLimited::new`].
+    #[must_use]
+    pub fn new(cost: u32, burst: u32) -> Self {
         CostExceedsBurst { cost, burst }
     }
 
