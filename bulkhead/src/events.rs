@@ -105,27 +105,17 @@ pub enum BulkheadEvent {
     },
 }
 
-/// The `metrics` label value of an outcome.
-#[cfg(any(feature = "metrics", feature = "tracing"))]
-const fn outcome_label(outcome: Outcome) -> &'static str {
-    match outcome {
-        Outcome::Success => "success",
-        Outcome::Failure => "failure",
-        Outcome::Ignore => "ignore",
-    }
-}
-
 /// The `metrics` handles of one bulkhead, registered once (feature `metrics`); see
 /// [`BulkheadEvent`] for what each records.
 #[cfg(feature = "metrics")]
 pub struct BulkheadMetrics {
     /// `calls_total` by outcome: success, failure, ignore, rejected.
-    calls: [metrics::Counter; 4],
+    calls: palisade_core::events::OutcomeCounters,
     /// `call_duration_seconds` by outcome: success, failure, ignore; registered only for an
     /// adaptive bulkhead (the only kind that times its calls), by
     /// [`register_call_durations`](Self::register_call_durations), so a fixed bulkhead exports
     /// no series that can never carry data.
-    duration: std::sync::OnceLock<[metrics::Histogram; 3]>,
+    duration: std::sync::OnceLock<palisade_core::events::OutcomeHistograms>,
     /// `rejections_total` by reason: bulkhead_full, wait_timeout.
     rejections: [metrics::Counter; 2],
     in_flight: metrics::Gauge,
@@ -154,28 +144,11 @@ impl BulkheadMetrics {
                  not time calls and export no such series), by outcome: success, failure, \
                  ignore."
             );
-            let duration = |outcome: Outcome| {
-                metrics::histogram!(
-                    "palisade_bulkhead_call_duration_seconds",
-                    "name" => name.to_owned(),
-                    "outcome" => outcome_label(outcome)
-                )
-            };
-            [
-                duration(Outcome::Success),
-                duration(Outcome::Failure),
-                duration(Outcome::Ignore),
-            ]
+            palisade_core::events::OutcomeHistograms::register(
+                "palisade_bulkhead_call_duration_seconds",
+                name,
+            )
         });
-    }
-}
-
-#[cfg(feature = "metrics")]
-const fn outcome_index(outcome: Outcome) -> usize {
-    match outcome {
-        Outcome::Success => 0,
-        Outcome::Failure => 1,
-        Outcome::Ignore => 2,
     }
 }
 
@@ -211,8 +184,9 @@ impl palisade_core::events::RecordMetrics for BulkheadEvent {
             Unit::Count,
             "The bulkhead's current concurrency limit."
         );
+        let calls =
+            palisade_core::events::OutcomeCounters::register("palisade_bulkhead_calls_total", name);
         let name = name.to_owned();
-        let calls = |outcome: &'static str| metrics::counter!("palisade_bulkhead_calls_total", "name" => name.clone(), "outcome" => outcome);
         let rejections = |kind: RejectionKind| {
             metrics::counter!(
                 "palisade_bulkhead_rejections_total",
@@ -224,12 +198,7 @@ impl palisade_core::events::RecordMetrics for BulkheadEvent {
         // Nothing is in flight at build; the limit gauge is set by the build's `LimitChanged`.
         in_flight.set(0.0);
         BulkheadMetrics {
-            calls: [
-                calls("success"),
-                calls("failure"),
-                calls("ignore"),
-                calls("rejected"),
-            ],
+            calls,
             duration: std::sync::OnceLock::new(),
             rejections: [
                 rejections(RejectionKind::BulkheadFull),
@@ -248,7 +217,7 @@ impl palisade_core::events::RecordMetrics for BulkheadEvent {
                 m.wait.record(waited.as_secs_f64());
             }
             BulkheadEvent::CallRejected { reason } => {
-                m.calls[3].increment(1);
+                m.calls.rejected();
                 let index = match reason.kind() {
                     RejectionKind::WaitTimeout => 1,
                     _ => 0,
@@ -260,12 +229,12 @@ impl palisade_core::events::RecordMetrics for BulkheadEvent {
                 outcome,
                 rtt,
             } => {
-                m.calls[outcome_index(outcome)].increment(1);
+                m.calls.finished(outcome);
                 m.in_flight.set(in_flight as f64);
                 if let Some(rtt) = rtt
                     && let Some(duration) = m.duration.get()
                 {
-                    duration[outcome_index(outcome)].record(rtt.as_secs_f64());
+                    duration.record(outcome, rtt);
                 }
             }
             BulkheadEvent::ReservationReleased { in_flight } => m.in_flight.set(in_flight as f64),
@@ -305,7 +274,7 @@ impl palisade_core::events::TraceEvent for BulkheadEvent {
                 name,
                 event = "call_finished",
                 in_flight,
-                outcome = outcome_label(outcome),
+                outcome = outcome.as_str(),
                 rtt_s = rtt.map(|d| d.as_secs_f64()),
             ),
             BulkheadEvent::ReservationReleased { in_flight } => tracing::trace!(

@@ -66,7 +66,7 @@ pub struct CircuitBreakerMetrics {
     transitions: [metrics::Counter; STATES.len()],
     state: [metrics::Gauge; STATES.len()],
     /// success, failure, ignore, rejected.
-    calls: [metrics::Counter; 4],
+    calls: palisade_core::events::OutcomeCounters,
     /// Registered only for a breaker with slow-call detection (the only one that times its
     /// calls), by [`register_timed`](Self::register_timed): without it these series could
     /// never carry data.
@@ -79,7 +79,7 @@ pub struct CircuitBreakerMetrics {
 #[cfg(feature = "metrics")]
 struct TimedMetrics {
     /// success, failure, ignore.
-    duration: [metrics::Histogram; 3],
+    duration: palisade_core::events::OutcomeHistograms,
     slow: metrics::Counter,
 }
 
@@ -92,9 +92,6 @@ const STATES: [State; 6] = [
     State::Disabled,
     State::MetricsOnly,
 ];
-
-#[cfg(feature = "metrics")]
-const OUTCOMES: [&str; 4] = ["success", "failure", "ignore", "rejected"];
 
 #[cfg(feature = "metrics")]
 impl std::fmt::Debug for CircuitBreakerMetrics {
@@ -160,9 +157,10 @@ impl CircuitBreakerMetrics {
                 "Calls slower than the breaker's slow_call_duration.",
             );
             TimedMetrics {
-                duration: [OUTCOMES[0], OUTCOMES[1], OUTCOMES[2]].map(|outcome| {
-                    metrics::histogram!("palisade_circuit_breaker_call_duration_seconds", "name" => name.to_owned(), "outcome" => outcome)
-                }),
+                duration: palisade_core::events::OutcomeHistograms::register(
+                    "palisade_circuit_breaker_call_duration_seconds",
+                    name,
+                ),
                 slow: metrics::counter!("palisade_circuit_breaker_slow_calls_total", "name" => name.to_owned()),
             }
         });
@@ -183,9 +181,10 @@ impl palisade_core::events::RecordMetrics for CircuitBreakerEvent {
             state: STATES.map(|state| {
                 metrics::gauge!("palisade_circuit_breaker_state", "name" => name.clone(), "state" => state.as_str())
             }),
-            calls: OUTCOMES.map(|outcome| {
-                metrics::counter!("palisade_circuit_breaker_calls_total", "name" => name.clone(), "outcome" => outcome)
-            }),
+            calls: palisade_core::events::OutcomeCounters::register(
+                "palisade_circuit_breaker_calls_total",
+                &name,
+            ),
             timed: std::sync::OnceLock::new(),
             rejections: metrics::counter!(
                 "palisade_circuit_breaker_rejections_total",
@@ -197,12 +196,13 @@ impl palisade_core::events::RecordMetrics for CircuitBreakerEvent {
     }
 
     fn record_metrics(&self, m: &CircuitBreakerMetrics) {
-        let timed = |i: usize, elapsed: Option<Duration>| {
-            m.calls[i].increment(1);
+        use palisade_core::Outcome;
+        let timed = |outcome: Outcome, elapsed: Option<Duration>| {
+            m.calls.finished(outcome);
             if let Some(elapsed) = elapsed
                 && let Some(timed) = m.timed.get()
             {
-                timed.duration[i].record(elapsed.as_secs_f64());
+                timed.duration.record(outcome, elapsed);
             }
         };
         match *self {
@@ -212,12 +212,12 @@ impl palisade_core::events::RecordMetrics for CircuitBreakerEvent {
                 m.state[to as usize].set(1.0);
             }
             CircuitBreakerEvent::CallRejected { .. } => {
-                m.calls[3].increment(1);
+                m.calls.rejected();
                 m.rejections.increment(1);
             }
-            CircuitBreakerEvent::SuccessRecorded { elapsed } => timed(0, elapsed),
-            CircuitBreakerEvent::ErrorRecorded { elapsed } => timed(1, elapsed),
-            CircuitBreakerEvent::CallIgnored { elapsed } => timed(2, elapsed),
+            CircuitBreakerEvent::SuccessRecorded { elapsed } => timed(Outcome::Success, elapsed),
+            CircuitBreakerEvent::ErrorRecorded { elapsed } => timed(Outcome::Failure, elapsed),
+            CircuitBreakerEvent::CallIgnored { elapsed } => timed(Outcome::Ignore, elapsed),
             CircuitBreakerEvent::SlowCallRecorded { .. } => {
                 if let Some(timed) = m.timed.get() {
                     timed.slow.increment(1);

@@ -293,6 +293,89 @@ pub trait RecordMetrics: 'static {
     fn record_metrics(&self, handles: &Self::Handles);
 }
 
+/// The `palisade_<layer>_calls_total{name, outcome}` counters of one layer instance, one
+/// handle per outcome (`success`, `failure`, `ignore`, `rejected`), registered once: the
+/// calls-by-outcome part of the [label scheme](self#metric-names-and-labels) that every layer
+/// records the same way.
+#[cfg(feature = "metrics")]
+pub struct OutcomeCounters([metrics::Counter; 4]);
+
+#[cfg(feature = "metrics")]
+impl OutcomeCounters {
+    /// Registers the counters of the metric `metric` for the instance called `name`.
+    #[must_use]
+    pub fn register(metric: &'static str, name: &str) -> Self {
+        let counter = |outcome: &'static str| metrics::counter!(metric, "name" => name.to_owned(), "outcome" => outcome);
+        OutcomeCounters([
+            counter(crate::Outcome::Success.as_str()),
+            counter(crate::Outcome::Failure.as_str()),
+            counter(crate::Outcome::Ignore.as_str()),
+            counter("rejected"),
+        ])
+    }
+
+    /// Counts a call that went through the layer and ended with `outcome`.
+    #[inline]
+    pub fn finished(&self, outcome: crate::Outcome) {
+        self.0[outcome_index(outcome)].increment(1);
+    }
+
+    /// Counts a call the layer refused itself (`outcome="rejected"`).
+    #[inline]
+    pub fn rejected(&self) {
+        self.0[3].increment(1);
+    }
+}
+
+#[cfg(feature = "metrics")]
+impl fmt::Debug for OutcomeCounters {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OutcomeCounters").finish_non_exhaustive()
+    }
+}
+
+/// The `palisade_<layer>_call_duration_seconds{name, outcome}` histograms of one layer
+/// instance, one handle per outcome of a call that went through (`success`, `failure`,
+/// `ignore`), registered once.
+#[cfg(feature = "metrics")]
+pub struct OutcomeHistograms([metrics::Histogram; 3]);
+
+#[cfg(feature = "metrics")]
+impl OutcomeHistograms {
+    /// Registers the histograms of the metric `metric` for the instance called `name`.
+    #[must_use]
+    pub fn register(metric: &'static str, name: &str) -> Self {
+        let histogram = |outcome: crate::Outcome| metrics::histogram!(metric, "name" => name.to_owned(), "outcome" => outcome.as_str());
+        OutcomeHistograms([
+            histogram(crate::Outcome::Success),
+            histogram(crate::Outcome::Failure),
+            histogram(crate::Outcome::Ignore),
+        ])
+    }
+
+    /// Records the duration of a call that ended with `outcome`, in seconds.
+    #[inline]
+    pub fn record(&self, outcome: crate::Outcome, elapsed: std::time::Duration) {
+        self.0[outcome_index(outcome)].record(elapsed.as_secs_f64());
+    }
+}
+
+#[cfg(feature = "metrics")]
+impl fmt::Debug for OutcomeHistograms {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OutcomeHistograms").finish_non_exhaustive()
+    }
+}
+
+#[cfg(feature = "metrics")]
+const fn outcome_index(outcome: crate::Outcome) -> usize {
+    match outcome {
+        crate::Outcome::Success => 0,
+        crate::Outcome::Failure => 1,
+        crate::Outcome::Ignore => 2,
+    }
+}
+
 /// Whether a `metrics` recorder is installed for the current thread: a global one
 /// (`metrics::set_global_recorder`, which exporters call) or a thread-local one
 /// (`metrics::with_local_recorder`).
@@ -986,6 +1069,42 @@ mod metrics_tests {
             103
         );
         assert_eq!(recorder.registrations(), 2);
+    }
+
+    #[test]
+    fn outcome_counters_and_histograms_follow_the_label_scheme() {
+        use crate::Outcome;
+        let recorder = TestRecorder::default();
+        metrics::with_local_recorder(&recorder, || {
+            let calls = OutcomeCounters::register("palisade_test_calls_total", "orders");
+            let durations =
+                OutcomeHistograms::register("palisade_test_call_duration_seconds", "orders");
+            calls.finished(Outcome::Success);
+            calls.finished(Outcome::Success);
+            calls.finished(Outcome::Failure);
+            calls.finished(Outcome::Ignore);
+            calls.rejected();
+            durations.record(Outcome::Failure, std::time::Duration::from_millis(3));
+        });
+        let series =
+            |outcome: &str| format!("palisade_test_calls_total{{name=orders,outcome={outcome}}}");
+        assert_eq!(recorder.counter(&series("success")), 2);
+        assert_eq!(recorder.counter(&series("failure")), 1);
+        assert_eq!(recorder.counter(&series("ignore")), 1);
+        assert_eq!(recorder.counter(&series("rejected")), 1);
+        assert_eq!(
+            recorder.get("palisade_test_call_duration_seconds{name=orders,outcome=failure}"),
+            Some(1.0)
+        );
+        assert!(
+            recorder
+                .is_registered("palisade_test_call_duration_seconds{name=orders,outcome=ignore}")
+        );
+        assert_eq!(
+            recorder.registrations(),
+            7,
+            "4 counters and 3 histograms, once"
+        );
     }
 
     #[test]

@@ -89,9 +89,9 @@ pub enum BalancerEvent<K> {
 #[cfg(feature = "metrics")]
 pub struct BalancerMetrics {
     /// `calls_total` by outcome: success, failure, ignore, rejected.
-    calls: [metrics::Counter; 4],
+    calls: palisade_core::events::OutcomeCounters,
     /// `call_duration_seconds` by outcome: success, failure, ignore.
-    duration: [metrics::Histogram; 3],
+    duration: palisade_core::events::OutcomeHistograms,
     rejections: metrics::Counter,
     ejections: metrics::Counter,
     endpoints: metrics::Gauge,
@@ -102,15 +102,6 @@ pub struct BalancerMetrics {
 impl std::fmt::Debug for BalancerMetrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BalancerMetrics").finish_non_exhaustive()
-    }
-}
-
-#[cfg(feature = "metrics")]
-const fn outcome_index(outcome: Outcome) -> usize {
-    match outcome {
-        Outcome::Success => 0,
-        Outcome::Failure => 1,
-        Outcome::Ignore => 2,
     }
 }
 
@@ -151,21 +142,15 @@ impl<K: 'static> palisade_core::events::RecordMetrics for BalancerEvent<K> {
             Unit::Count,
             "Endpoints ejected now."
         );
+        let calls = palisade_core::events::OutcomeCounters::register(
+            "palisade_load_balancer_calls_total",
+            name,
+        );
+        let duration = palisade_core::events::OutcomeHistograms::register(
+            "palisade_load_balancer_call_duration_seconds",
+            name,
+        );
         let name = name.to_owned();
-        let calls = |outcome: &'static str| {
-            metrics::counter!(
-                "palisade_load_balancer_calls_total",
-                "name" => name.clone(),
-                "outcome" => outcome
-            )
-        };
-        let duration = |outcome: Outcome| {
-            metrics::histogram!(
-                "palisade_load_balancer_call_duration_seconds",
-                "name" => name.clone(),
-                "outcome" => outcome.as_str()
-            )
-        };
         let endpoints = metrics::gauge!("palisade_load_balancer_endpoints", "name" => name.clone());
         let ejected =
             metrics::gauge!("palisade_load_balancer_ejected_endpoints", "name" => name.clone());
@@ -173,17 +158,8 @@ impl<K: 'static> palisade_core::events::RecordMetrics for BalancerEvent<K> {
         endpoints.set(0.0);
         ejected.set(0.0);
         BalancerMetrics {
-            calls: [
-                calls("success"),
-                calls("failure"),
-                calls("ignore"),
-                calls("rejected"),
-            ],
-            duration: [
-                duration(Outcome::Success),
-                duration(Outcome::Failure),
-                duration(Outcome::Ignore),
-            ],
+            calls,
+            duration,
             rejections: metrics::counter!(
                 "palisade_load_balancer_rejections_total",
                 "name" => name.clone(),
@@ -212,12 +188,12 @@ impl<K: 'static> palisade_core::events::RecordMetrics for BalancerEvent<K> {
             }
             BalancerEvent::EndpointRestored { ejected, .. } => m.ejected.set(*ejected as f64),
             BalancerEvent::CallRejected { .. } => {
-                m.calls[3].increment(1);
+                m.calls.rejected();
                 m.rejections.increment(1);
             }
             BalancerEvent::CallFinished { outcome, duration } => {
-                m.calls[outcome_index(*outcome)].increment(1);
-                m.duration[outcome_index(*outcome)].record(duration.as_secs_f64());
+                m.calls.finished(*outcome);
+                m.duration.record(*outcome, *duration);
             }
         }
     }

@@ -65,7 +65,7 @@ pub enum RateLimiterEvent {
 #[cfg(feature = "metrics")]
 pub struct RateLimiterMetrics {
     /// success, failure, ignore, rejected.
-    calls: [metrics::Counter; 4],
+    calls: palisade_core::events::OutcomeCounters,
     /// rate_limited, cost_exceeds_burst.
     rejections: [metrics::Counter; 2],
     /// `rejections_total{reason="too_many_keys"}`: registered for keyed limiters only (by
@@ -80,9 +80,6 @@ pub struct RateLimiterMetrics {
     burst: metrics::Gauge,
     rate: metrics::Gauge,
 }
-
-#[cfg(feature = "metrics")]
-const OUTCOMES: [&str; 4] = ["success", "failure", "ignore", "rejected"];
 
 #[cfg(feature = "metrics")]
 /// The reasons every limiter can give: both handles take weighted costs (`check_n`,
@@ -183,9 +180,10 @@ impl palisade_core::events::RecordMetrics for RateLimiterEvent {
         describe();
         let name = name.to_owned();
         RateLimiterMetrics {
-            calls: OUTCOMES.map(|outcome| {
-                metrics::counter!("palisade_rate_limit_calls_total", "name" => name.clone(), "outcome" => outcome)
-            }),
+            calls: palisade_core::events::OutcomeCounters::register(
+                "palisade_rate_limit_calls_total",
+                &name,
+            ),
             rejections: REASONS.map(|reason| {
                 metrics::counter!("palisade_rate_limit_rejections_total", "name" => name.clone(), "reason" => reason.as_str())
             }),
@@ -206,7 +204,7 @@ impl palisade_core::events::RecordMetrics for RateLimiterEvent {
                 m.permitted_tokens.increment(u64::from(cost));
             }
             RateLimiterEvent::Rejected { reason, .. } => {
-                m.calls[3].increment(1);
+                m.calls.rejected();
                 if let Some(i) = REASONS.iter().position(|r| *r == reason) {
                     m.rejections[i].increment(1);
                 } else if reason == RejectionKind::TooManyKeys
@@ -216,14 +214,7 @@ impl palisade_core::events::RecordMetrics for RateLimiterEvent {
                 }
             }
             RateLimiterEvent::Refunded { .. } => m.refunded.increment(1),
-            RateLimiterEvent::Completed { outcome } => {
-                let i = match outcome {
-                    Outcome::Success => 0,
-                    Outcome::Failure => 1,
-                    Outcome::Ignore => 2,
-                };
-                m.calls[i].increment(1);
-            }
+            RateLimiterEvent::Completed { outcome } => m.calls.finished(outcome),
             RateLimiterEvent::QuotaChanged { to, .. } => {
                 m.burst.set(f64::from(to.burst()));
                 m.rate.set(tokens_per_second(to));
