@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # Starts the real servers that Palisade's integration tests talk to (issue 13): redis-server
-# on 127.0.0.1 on a free port, as a child of this shell, with persistence off.
+# on 127.0.0.1 on a free port, as a child of this shell, with persistence off; and etcd
+# (Debian package etcd-server) on 127.0.0.1 on free client and peer ports, with a temporary
+# data directory.
 #
 # Use it by sourcing it, so the exported variables reach the tests and the EXIT trap stops
 # the servers when the calling script ends:
 #
-#     source .ci/services.sh        # exports PALISADE_REDIS_URL, PALISADE_REDIS_PORT, ...
+#     source .ci/services.sh        # exports PALISADE_REDIS_URL, PALISADE_ETCD_ENDPOINT, ...
 #     cargo test -p palisade-rate-limit-redis
+#     cargo test -p palisade-discovery --features etcd   # needs protoc (protobuf-compiler)
 #
 # It also writes the variables to target/palisade-services.env (for a second shell:
 # `set -a; source target/palisade-services.env; set +a`). Installs redis-server from the
-# distribution's packages when it is missing (root, or passwordless sudo). A server that
+# distribution's packages when they are missing (root, or passwordless sudo). A server that
 # cannot be installed or started is reported on stderr and its variable left unset: the tests
 # that need it then skip with a printed reason, so a CI run must check that they ran.
 
@@ -78,10 +81,59 @@ palisade_services_main() {
     else
         echo "services: redis-server is not installed and could not be installed" >&2
     fi
+
+    # --- etcd ---------------------------------------------------------------------------
+    if ensure_pkg etcd etcd-server; then
+        local client_port peer_port
+        client_port="$(free_port)"
+        peer_port="$(free_port)"
+        while [ "$peer_port" = "$client_port" ]; do peer_port="$(free_port)"; done
+        PALISADE_ETCD_DATA="$(mktemp -d "$state_dir/etcd.XXXXXX")"
+        local client_url="http://127.0.0.1:$client_port" peer_url="http://127.0.0.1:$peer_port"
+        etcd --name palisade --data-dir "$PALISADE_ETCD_DATA" \
+            --listen-client-urls "$client_url" --advertise-client-urls "$client_url" \
+            --listen-peer-urls "$peer_url" --initial-advertise-peer-urls "$peer_url" \
+            --initial-cluster "palisade=$peer_url" --initial-cluster-state new \
+            >"$state_dir/etcd.log" 2>&1 &
+        PALISADE_ETCD_PID=$!
+        etcd_healthy() {
+            if command -v curl >/dev/null 2>&1; then
+                curl -fsS --max-time 1 "$client_url/health" 2>/dev/null | grep -q '"health":"true"'
+            else
+                python3 -c 'import sys, urllib.request; sys.exit(0 if b"true" in urllib.request.urlopen(sys.argv[1] + "/health", timeout=1).read() else 1)' "$client_url" 2>/dev/null
+            fi
+        }
+        local i
+        for i in $(seq 1 100); do
+            etcd_healthy && break
+            sleep 0.1
+        done
+        if etcd_healthy; then
+            export PALISADE_ETCD_ENDPOINT="$client_url"
+            export PALISADE_ETCD_PID PALISADE_ETCD_DATA
+            echo "PALISADE_ETCD_ENDPOINT=$PALISADE_ETCD_ENDPOINT" >>"$env_file"
+            echo "services: etcd $(etcd --version 2>/dev/null | awk '/etcd Version/ {print $3}') on $PALISADE_ETCD_ENDPOINT (pid $PALISADE_ETCD_PID)" >&2
+        else
+            echo "services: etcd did not become healthy on $client_url; see $state_dir/etcd.log" >&2
+            kill "$PALISADE_ETCD_PID" 2>/dev/null || true
+            wait "$PALISADE_ETCD_PID" 2>/dev/null || true
+            rm -rf "$PALISADE_ETCD_DATA"
+            unset PALISADE_ETCD_PID PALISADE_ETCD_DATA
+        fi
+    else
+        echo "services: etcd (etcd-server) is not installed and could not be installed" >&2
+    fi
 }
 
 # Stops what this script started (and a Redis a test restarted on the same port).
 palisade_services_stop() {
+    if [ -n "${PALISADE_ETCD_PID:-}" ]; then
+        kill "$PALISADE_ETCD_PID" 2>/dev/null || true
+        wait "$PALISADE_ETCD_PID" 2>/dev/null || true
+    fi
+    if [ -n "${PALISADE_ETCD_DATA:-}" ]; then
+        rm -rf "$PALISADE_ETCD_DATA"
+    fi
     if [ -n "${PALISADE_REDIS_PORT:-}" ]; then
         redis-cli -h 127.0.0.1 -p "$PALISADE_REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
     fi

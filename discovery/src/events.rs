@@ -32,6 +32,30 @@ pub enum DiscoveryEvent {
         /// What is wrong with it.
         detail: String,
     },
+    /// etcd discovery: a value under the prefix is not an endpoint and was skipped; the key
+    /// keeps its last good endpoint (a new key is not added).
+    InvalidValue {
+        /// The key.
+        key: String,
+        /// What is wrong with the value.
+        detail: String,
+    },
+    /// etcd discovery: connecting, listing or watching failed; the set is kept, and discovery
+    /// reconnects with backoff and resumes from the last revision it saw.
+    WatchFailed {
+        /// What went wrong.
+        error: String,
+        /// The endpoints kept.
+        kept: usize,
+    },
+    /// etcd discovery: the revision to resume from was compacted away; the prefix is listed
+    /// again and the difference applied.
+    WatchCompacted {
+        /// The revision discovery asked to resume from.
+        resume_revision: i64,
+        /// The oldest revision etcd still has.
+        compact_revision: i64,
+    },
 }
 
 #[cfg(feature = "tracing")]
@@ -49,6 +73,20 @@ impl palisade_core::events::TraceEvent for DiscoveryEvent {
             ),
             DiscoveryEvent::BadRecord { detail } => tracing::warn!(
                 target: "palisade", layer, name, event = "bad_record", detail = detail.as_str()
+            ),
+            DiscoveryEvent::InvalidValue { key, detail } => tracing::warn!(
+                target: "palisade", layer, name, event = "invalid_value", key = key.as_str(),
+                detail = detail.as_str()
+            ),
+            DiscoveryEvent::WatchFailed { error, kept } => tracing::warn!(
+                target: "palisade", layer, name, event = "watch_failed", error = error.as_str(), kept
+            ),
+            DiscoveryEvent::WatchCompacted {
+                resume_revision,
+                compact_revision,
+            } => tracing::info!(
+                target: "palisade", layer, name, event = "watch_compacted", resume_revision,
+                compact_revision
             ),
         }
     }

@@ -1,5 +1,5 @@
 //! Endpoint discovery for Palisade's load balancer: the endpoints a client balances over come
-//! from DNS, not a constant.
+//! from DNS or etcd, not a constant.
 //!
 //! Finagle and linkerd resolve names through DNS; Envoy's `STRICT_DNS` clusters re-resolve on
 //! TTL. A [`DnsDiscovery`] follows the A/AAAA records of a host, or the SRV records of a
@@ -34,17 +34,64 @@
 //! cores together with the test server). Its cache is off: discovery schedules its own lookups
 //! on the TTL.
 //!
-//! Not yet here: etcd discovery (prefix watch, lease-based registration). `etcd-client`
-//! needs `protoc` at build time and adds ~1 min 40 s to a cold debug build on 2 cores (more
-//! with CI's release loom build), so it waits for a decision on CI time.
+//! # etcd (feature `etcd`)
+//!
+//! An `EtcdDiscovery` follows the keys under a prefix (each value `10.0.0.7:8080`, or
+//! `{"addr": "10.0.0.7:8080", "weight": 3}`): one listing with its revision, then a watch from
+//! revision + 1 (no polling); on a lost connection it keeps the set, reconnects with backoff
+//! and resumes from the last revision it saw (re-listing and diffing if etcd compacted it
+//! away). A value that is not an endpoint is a [`DiscoveryEvent::InvalidValue`] and is
+//! skipped. `EtcdRegistration` is the serving side: a key under a lease with a TTL, kept
+//! alive by a task, revoked on shutdown or drop.
+//!
+//! ```no_run
+//! # #[cfg(feature = "etcd")]
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use palisade_discovery::{Endpoint, EtcdDiscovery, EtcdRegistration};
+//! use palisade_load_balancer::Balancer;
+//! use std::net::SocketAddr;
+//! use std::time::Duration;
+//!
+//! # #[derive(Clone)] struct Client(SocketAddr);
+//! // The serving side.
+//! let me = Endpoint { addr: "10.0.0.7:8080".parse()?, weight: 1 };
+//! let _registration = EtcdRegistration::register(
+//!     &["http://127.0.0.1:2379"], "/services/backend/a", me, Duration::from_secs(10),
+//! ).await?;
+//! // The calling side.
+//! let balancer: Balancer<SocketAddr, Client> = Balancer::builder().build()?;
+//! let discovery = EtcdDiscovery::builder()
+//!     .endpoint("http://127.0.0.1:2379")
+//!     .prefix("/services/backend/")
+//!     .build()?;
+//! tokio::spawn(discovery.clone().run(balancer.clone(), Client));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The client is `etcd-client` (tonic/prost gRPC): the maintained async etcd v3 client, with
+//! watch streams and lease keep-alive. Its build script runs `protoc` (Debian:
+//! `protobuf-compiler`), which is why the feature is off by default.
 
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod dns_discovery;
+#[cfg(feature = "etcd")]
+mod etcd_discovery;
+#[cfg(feature = "etcd")]
+mod etcd_values;
 mod events;
 mod records;
 
 pub use dns_discovery::{DnsDiscover, DnsDiscovery, DnsDiscoveryBuilder, DnsSnapshot};
 pub use events::DiscoveryEvent;
 pub use records::Endpoint;
+#[cfg(feature = "etcd")]
+#[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
+pub use etcd_discovery::{EtcdDiscovery, EtcdDiscoveryBuilder, EtcdRegistration, EtcdSnapshot};
+/// The etcd client crate, re-exported for its `Error` type (returned by
+/// [`EtcdRegistration`]).
+#[cfg(feature = "etcd")]
+#[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
+pub use etcd_client;

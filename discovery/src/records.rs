@@ -5,12 +5,13 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// One endpoint found in DNS.
+/// One discovered endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Endpoint {
     /// Where to connect.
     pub addr: SocketAddr,
-    /// The balancer weight: the SRV weight (at least 1), 1 for A/AAAA records.
+    /// The balancer weight: the SRV weight (at least 1), 1 for A/AAAA records; for etcd the
+    /// value's `weight` (default 1).
     pub weight: u32,
 }
 
