@@ -133,6 +133,9 @@ pub struct EndpointSnapshot<K> {
     pub ejected_for: Option<Duration>,
     /// Its weight, from its [`EndpointMeta`].
     pub weight: u32,
+    /// The state of its circuit breaker, with
+    /// [`endpoint_breaker`](BalancerBuilder::endpoint_breaker) set.
+    pub breaker: Option<palisade_circuit_breaker::State>,
 }
 
 impl Balancer<(), ()> {
@@ -165,7 +168,7 @@ where
         let seed = builder.seed.unwrap_or_else(random_seed);
         let events = EventBus::new();
         palisade_core::subscribe_feature_listeners!(events, "load_balancer", name);
-        let core = Core::new(
+        let mut core = Core::new(
             Arc::clone(&name),
             builder.clock.unwrap_or_default(),
             builder.decay,
@@ -181,6 +184,7 @@ where
                 min_factor: 0.1,
             }),
         );
+        core.breaker_template = builder.endpoint_breaker;
         Balancer {
             shared: Arc::new(Shared {
                 core: Arc::new(core),
@@ -224,7 +228,9 @@ where
             let estimate = fleet_estimate(&current, now, core, None);
             // Relaxed: ids need only be unique; the RMW guarantees it.
             let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-            let node = Arc::new(Node::new(key.clone(), id, meta, estimate, Arc::clone(core)));
+            let mut node = Node::new(key.clone(), id, meta, estimate, Arc::clone(core));
+            node.breaker = core.new_endpoint_breaker(&key, id);
+            let node = Arc::new(node);
             let mut next: Vec<Entry<K, S>> = Vec::with_capacity(current.len() + 1);
             let mut replaced = None;
             for entry in current.iter() {
@@ -392,8 +398,9 @@ where
     /// Sets per-endpoint gauges from a [`snapshot`](Self::snapshot) (feature `metrics`):
     /// `palisade_load_balancer_endpoint_pending`, `..._endpoint_latency_seconds` (the latency
     /// estimate), `..._endpoint_calls` and `..._endpoint_failures` (totals),
-    /// `..._endpoint_ejections` (ejections in a row) and `..._endpoint_ejected` (1 or 0), each
-    /// labelled `name` and `endpoint` (the key's `Display`).
+    /// `..._endpoint_ejections` (ejections in a row), `..._endpoint_ejected` (1 or 0) and,
+    /// with per-endpoint breakers, `..._endpoint_breaker_open` (1 while open or half-open),
+    /// each labelled `name` and `endpoint` (the key's `Display`).
     ///
     /// Not recorded per call: call it periodically (say, from your metrics scrape), so that the
     /// cost and the label cardinality follow the endpoint set, not the traffic. An endpoint
@@ -420,6 +427,16 @@ where
                 .set(f64::from(e.times_ejected));
             metrics::gauge!("palisade_load_balancer_endpoint_ejected", &labels)
                 .set(if e.ejected_for.is_some() { 1.0 } else { 0.0 });
+            if let Some(state) = e.breaker {
+                let open = !matches!(
+                    state,
+                    palisade_circuit_breaker::State::Closed
+                        | palisade_circuit_breaker::State::Disabled
+                        | palisade_circuit_breaker::State::MetricsOnly
+                );
+                metrics::gauge!("palisade_load_balancer_endpoint_breaker_open", &labels)
+                    .set(if open { 1.0 } else { 0.0 });
+            }
         }
     }
 

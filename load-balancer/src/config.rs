@@ -88,6 +88,7 @@ pub struct BalancerBuilder {
     pub(crate) remote_zone_factor: f64,
     pub(crate) slow_start: Option<Duration>,
     pub(crate) when_empty: WhenEmpty,
+    pub(crate) endpoint_breaker: Option<palisade_circuit_breaker::CircuitBreakerBuilder>,
 }
 
 impl Default for BalancerBuilder {
@@ -106,6 +107,7 @@ impl Default for BalancerBuilder {
             remote_zone_factor: 2.0,
             slow_start: None,
             when_empty: WhenEmpty::Reject,
+            endpoint_breaker: None,
         }
     }
 }
@@ -124,6 +126,7 @@ impl fmt::Debug for BalancerBuilder {
             .field("remote_zone_factor", &self.remote_zone_factor)
             .field("slow_start", &self.slow_start)
             .field("when_empty", &self.when_empty)
+            .field("endpoint_breaker", &self.endpoint_breaker)
             .finish_non_exhaustive()
     }
 }
@@ -251,6 +254,21 @@ impl BalancerBuilder {
         self
     }
 
+    /// Gives every endpoint its own circuit breaker built from `template` (start from
+    /// [`fleet_breaker`](crate::fleet_breaker): 5 failures in a row, a 1 s open wait doubling
+    /// to 30 s, ±20 % jitter); default: none. An endpoint whose breaker is open is not a
+    /// candidate, a half-open one takes probe calls, and no pick ever waits on a breaker:
+    /// see [`breaker`](crate::breaker). The balancer overrides the template's clock (its own),
+    /// name (`"<balancer>/<key:?>"`) and jitter seed (from its seed and the endpoint).
+    #[must_use]
+    pub fn endpoint_breaker(
+        mut self,
+        template: palisade_circuit_breaker::CircuitBreakerBuilder,
+    ) -> Self {
+        self.endpoint_breaker = Some(template);
+        self
+    }
+
     /// Seeds the endpoint sampling and the ejection jitter, for reproducible simulations
     /// (default: a random seed).
     #[must_use]
@@ -264,7 +282,8 @@ impl BalancerBuilder {
     /// # Errors
     ///
     /// [`ConfigError`] naming the refused setting: `decay`, `failure_penalty` or `default_rtt`
-    /// zero, `max_ready_tries` outside `1..=8`, or an invalid outlier setting.
+    /// zero, `max_ready_tries` outside `1..=8`, an invalid outlier setting, or an invalid
+    /// [`endpoint_breaker`](Self::endpoint_breaker) template (the breaker's own error).
     pub fn build<K, S>(self) -> Result<Balancer<K, S>, ConfigError>
     where
         K: Clone + PartialEq + fmt::Debug + Send + Sync + 'static,
@@ -296,6 +315,10 @@ impl BalancerBuilder {
             check_nonzero_duration("slow_start", window)?;
         }
         self.outlier.validate()?;
+        if let Some(template) = &self.endpoint_breaker {
+            // The per-endpoint breakers differ from this one only in name, clock and seed.
+            template.clone().build()?;
+        }
         Ok(Balancer::from_builder(self))
     }
 }

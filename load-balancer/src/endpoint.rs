@@ -284,6 +284,10 @@ pub(crate) struct Core<K> {
     /// When the success-rate and failure-percentage detectors next run (clock nanoseconds).
     pub(crate) next_evaluation: AtomicU64,
     jitter: AtomicU64,
+    /// The template of the per-endpoint breakers (`BalancerBuilder::endpoint_breaker`).
+    pub(crate) breaker_template: Option<palisade_circuit_breaker::CircuitBreakerBuilder>,
+    /// Seeds the per-endpoint breakers' jitter.
+    pub(crate) breaker_seed: u64,
 }
 
 impl<K> Core<K> {
@@ -316,6 +320,8 @@ impl<K> Core<K> {
             health_lock: Mutex::new(()),
             next_evaluation: AtomicU64::new(0),
             jitter: AtomicU64::new(seed),
+            breaker_template: None,
+            breaker_seed: seed,
         }
     }
 
@@ -344,6 +350,8 @@ pub(crate) struct Node<K> {
     active_since: AtomicU64,
     /// The hash of the key for rendezvous hashing, computed on first use (0: not yet).
     key_hash: AtomicU64,
+    /// The endpoint's own circuit breaker, when the balancer has a template for them.
+    pub(crate) breaker: Option<crate::breaker::EndpointBreaker>,
     pub(crate) core: Arc<Core<K>>,
 }
 
@@ -395,6 +403,7 @@ impl<K: Clone + Send + Sync + 'static> Node<K> {
             removed: AtomicBool::new(false),
             active_since: AtomicU64::new(now.as_nanos()),
             key_hash: AtomicU64::new(0),
+            breaker: None,
             core,
         }
     }
@@ -417,6 +426,9 @@ impl<K: Clone + Send + Sync + 'static> Node<K> {
 
     /// A failure outside a call (the endpoint's `poll_ready` failed).
     pub(crate) fn readiness_failed(&self, now: Instant) {
+        if let Some(permit) = self.breaker.as_ref().and_then(|b| b.admit(now)) {
+            permit.failure();
+        }
         self.record(CallResult::Failure, self.core.penalty_ns, now);
     }
 
@@ -614,7 +626,14 @@ impl<K: Clone + Send + Sync + 'static> Node<K> {
             times_ejected: stats.times_ejected.load(Ordering::Relaxed),
             ejected_for: ejected_until.map(|until| until.saturating_duration_since(now)),
             weight: self.meta.weight,
+            breaker: self.breaker.as_ref().map(|b| b.breaker.state()),
         }
+    }
+
+    /// Whether this endpoint's breaker (if any) lets a pick consider it now.
+    #[inline]
+    pub(crate) fn breaker_allows(&self, now: Instant) -> bool {
+        self.breaker.as_ref().is_none_or(|b| b.is_candidate(now))
     }
 }
 
@@ -624,7 +643,7 @@ impl<K: Clone + Send + Sync + 'static> Record for Node<K> {
         let now = self.core.clock.now();
         let elapsed = now.saturating_duration_since(started);
         self.record(result, duration_to_nanos(elapsed) as f64, now);
-        self.core.events.emit_with(|| BalancerEvent::CallFinished {
+        self.core.events.emit_call_with(|| BalancerEvent::CallFinished {
             outcome: match result {
                 CallResult::Success => palisade_core::Outcome::Success,
                 CallResult::Failure => palisade_core::Outcome::Failure,

@@ -18,6 +18,9 @@ pub(crate) struct InFlight {
     node: Arc<dyn Record>,
     picked: Instant,
     finished: bool,
+    /// The endpoint breaker's permit, recorded with the call's outcome (dropped unrecorded,
+    /// a cancelled call, which the breaker does not count).
+    permit: Option<palisade_circuit_breaker::OwnedPermit>,
 }
 
 impl InFlight {
@@ -26,12 +29,26 @@ impl InFlight {
             node,
             picked,
             finished: false,
+            permit: None,
         }
+    }
+
+    /// The same guard, also completing the endpoint breaker's `permit`.
+    pub(crate) fn with_permit(mut self, permit: Option<palisade_circuit_breaker::OwnedPermit>) -> Self {
+        self.permit = permit;
+        self
     }
 
     pub(crate) fn finish(&mut self, result: CallResult) {
         if !self.finished {
             self.finished = true;
+            if let Some(permit) = self.permit.take() {
+                permit.record(match result {
+                    CallResult::Success => Outcome::Success,
+                    CallResult::Failure => Outcome::Failure,
+                    CallResult::Rejected | CallResult::Ignored => Outcome::Ignore,
+                });
+            }
             self.node.finish(result, self.picked);
         }
     }

@@ -7,8 +7,9 @@
 //! wins. A membership change moves only the keys of the endpoint that left, or `1/N` of the
 //! keys to one that joined: the minimum possible (tested). Ejected endpoints are not
 //! candidates, so their keys move to their next-best endpoint while they are out and come
-//! back with them. O(n) per call, no table to rebuild on a change; for thousands of endpoints
-//! a ring or Maglev table would be cheaper per call.
+//! back with them. O(n) per call, no table to rebuild on a change: the simple option for tens
+//! of endpoints; for hundreds or thousands, [`MaglevService`](crate::MaglevService)
+//! ([`Balancer::maglev`](crate::Balancer::maglev)) answers in O(1) from a lookup table.
 //!
 //! The endpoint is known only once the request is, so `poll_ready` is always ready and the
 //! response future waits for the chosen endpoint's readiness before calling it (as
@@ -94,10 +95,11 @@ where
         let chosen = set
             .iter()
             .filter(|e| {
-                panic
-                    || !e.node.is_ejected(now, || {
-                        crate::balancer::fleet_estimate(&set, now, core, Some(e.node.id))
-                    })
+                e.node.breaker_allows(now)
+                    && (panic
+                        || !e.node.is_ejected(now, || {
+                            crate::balancer::fleet_estimate(&set, now, core, Some(e.node.id))
+                        }))
             })
             .max_by_key(|e| rendezvous_score(request_hash, e.node.key_hash()));
         let Some(entry) = chosen else {
@@ -146,6 +148,26 @@ enum HashState<S: Service<Req>, Req> {
         future: ResponseFuture<S::Future, ErrorIsFailure>,
     },
     Rejected,
+}
+
+impl<S: Service<Req>, Req> HashFuture<S, Req> {
+    /// A future that waits for `service`'s readiness, then calls it with `request`.
+    pub(crate) fn not_ready(service: S, request: Req, guard: InFlight) -> Self {
+        HashFuture {
+            state: HashState::NotReady {
+                service,
+                request: Some(request),
+                guard: Some(guard),
+            },
+        }
+    }
+
+    /// A future that answers [`NoHealthyEndpoints`].
+    pub(crate) fn rejected() -> Self {
+        HashFuture {
+            state: HashState::Rejected,
+        }
+    }
 }
 
 impl<S: Service<Req>, Req> fmt::Debug for HashFuture<S, Req> {

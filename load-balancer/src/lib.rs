@@ -29,11 +29,13 @@
 //!
 //! Strategies ([`strategy`]): [`P2cPeakEwma`] (default), [`P2cPending`], [`LeastPending`]
 //! (Ribbon `BestAvailableRule`), [`RoundRobin`], [`Random`], the weighted
-//! [`WeightedP2cPeakEwma`], [`WeightedRandom`] and [`WeightedResponseTime`] (Ribbon), or your
+//! [`WeightedP2cPeakEwma`], [`WeightedRandom`], [`WeightedRoundRobin`] (nginx's smooth
+//! weighted round robin) and [`WeightedResponseTime`] (Ribbon), or your
 //! own [`Strategy`].
 //!
 //! Affinity: [`Balancer::hashed`] sends each request to the endpoint its key hashes to
-//! (rendezvous hashing over the healthy endpoints; see [`hash`]).
+//! (rendezvous hashing over the healthy endpoints, O(n) per call; see [`hash`]), and
+//! [`Balancer::maglev`] does it in O(1) from a Maglev lookup table (see [`maglev`]).
 //!
 //! Zones: with [`local_zone`](BalancerBuilder::local_zone), endpoints of other zones are
 //! charged twice their latency, so the local zone takes the traffic while it costs less and
@@ -127,6 +129,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod balancer;
+pub mod breaker;
 mod config;
 mod endpoint;
 mod error;
@@ -135,19 +138,23 @@ pub mod ewma;
 pub mod future;
 pub mod hash;
 pub mod health;
+pub mod maglev;
 mod service;
 pub mod strategy;
+mod wrr;
 
 pub use balancer::{Balancer, BalancerSnapshot, EndpointSnapshot};
+pub use breaker::fleet_breaker;
 pub use config::{BalancerBuilder, EndpointMeta, WhenEmpty};
 pub use error::NoHealthyEndpoints;
 pub use events::BalancerEvent;
 #[cfg(feature = "metrics")]
 pub use events::BalancerMetrics;
 pub use hash::HashService;
+pub use maglev::MaglevService;
 pub use health::{FailurePercentage, OutlierDetection, SuccessRate};
 pub use service::BalancerService;
 pub use strategy::{
     HotCold, LeastPending, Load, P2cPeakEwma, P2cPending, Random, RoundRobin, Strategy,
-    WeightedP2cPeakEwma, WeightedRandom, WeightedResponseTime,
+    WeightedP2cPeakEwma, WeightedRandom, WeightedResponseTime, WeightedRoundRobin,
 };

@@ -24,6 +24,8 @@ enum Slot<K, S> {
         node: Arc<Node<K>>,
         service: S,
         picked: Instant,
+        /// The endpoint breaker's permit, taken once the endpoint was ready.
+        permit: Option<palisade_circuit_breaker::OwnedPermit>,
     },
     /// Every endpoint tried was busy: the first of them, polled again next time (its wake-up
     /// is registered).
@@ -33,6 +35,19 @@ enum Slot<K, S> {
     },
     /// No endpoint could take the call: `call` answers [`NoHealthyEndpoints`](crate::NoHealthyEndpoints).
     Reject,
+}
+
+/// The endpoint breaker's permit for a call to `node`: `Ok(None)` without a breaker,
+/// `Err(())` when the breaker refuses.
+#[inline]
+fn admit<K: Clone + Send + Sync + 'static>(
+    node: &Node<K>,
+    now: Instant,
+) -> Result<Option<palisade_circuit_breaker::OwnedPermit>, ()> {
+    match &node.breaker {
+        None => Ok(None),
+        Some(breaker) => breaker.admit(now).map(Some).ok_or(()),
+    }
 }
 
 /// The balancing `Service` of a [`Balancer`](crate::Balancer), from
@@ -201,6 +216,10 @@ where
                 {
                     return None;
                 }
+                // Availability filtering: an open breaker is not a candidate, even in panic.
+                if !node.breaker_allows(now) {
+                    return None;
+                }
                 Some(crate::strategy::Load {
                     pending: node.stats.pending(),
                     latency_ns: node.pick_latency_ns(now),
@@ -240,12 +259,20 @@ where
             Slot::Waiting { node, .. } if node.is_removed() => {}
             Slot::Waiting { node, mut service } => match service.poll_ready(cx) {
                 Poll::Ready(Ok(())) => {
-                    self.slot = Slot::Ready {
-                        node,
-                        service,
-                        picked: clock.now(),
-                    };
-                    return Poll::Ready(Ok(()));
+                    let now = clock.now();
+                    match admit(&node, now) {
+                        Ok(permit) => {
+                            self.slot = Slot::Ready {
+                                node,
+                                service,
+                                picked: now,
+                                permit,
+                            };
+                            return Poll::Ready(Ok(()));
+                        }
+                        // Its breaker opened meanwhile: pick another below.
+                        Err(()) => {}
+                    }
                 }
                 Poll::Ready(Err(_)) => node.readiness_failed(clock.now()),
                 Poll::Pending => waiting = Some((node, service)),
@@ -289,13 +316,18 @@ where
             let mut service = entry.service.clone();
             match service.poll_ready(cx) {
                 Poll::Ready(Ok(())) => {
-                    self.last = Some(entry.node.id);
-                    self.slot = Slot::Ready {
-                        node: Arc::clone(&entry.node),
-                        service,
-                        picked: now,
-                    };
-                    return Poll::Ready(Ok(()));
+                    // A breaker that refuses (half-open with its probes out, or opened since
+                    // the filter looked) passes the endpoint over, like a busy one.
+                    if let Ok(permit) = admit(&entry.node, now) {
+                        self.last = Some(entry.node.id);
+                        self.slot = Slot::Ready {
+                            node: Arc::clone(&entry.node),
+                            service,
+                            picked: now,
+                            permit,
+                        };
+                        return Poll::Ready(Ok(()));
+                    }
                 }
                 // The failed clone is dropped (tower: a service whose readiness failed is
                 // discarded); the endpoint stays in the set, charged a failure.
@@ -323,6 +355,7 @@ where
                 node,
                 mut service,
                 picked,
+                permit,
             } => {
                 self.last = Some(node.id);
                 if self.avoid.is_some() {
@@ -333,7 +366,7 @@ where
                 // The guard exists before the endpoint's `call` runs, so a panic in it gives the
                 // pending count back.
                 let record: Arc<dyn Record> = node;
-                let guard = InFlight::new(record, picked);
+                let guard = InFlight::new(record, picked).with_permit(permit);
                 let future = service.call(request);
                 ResponseFuture::called(future, guard, self.classify.clone())
             }
@@ -341,7 +374,7 @@ where
                 self.shared
                     .core
                     .events
-                    .emit_with(|| BalancerEvent::CallRejected {
+                    .emit_call_with(|| BalancerEvent::CallRejected {
                         kind: RejectionKind::NoHealthyEndpoints,
                     });
                 ResponseFuture::rejected()

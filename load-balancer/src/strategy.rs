@@ -16,6 +16,7 @@
 //! | [`Random`]      | one random candidate (seeded) | Ribbon `RandomRule` |
 //! | [`WeightedP2cPeakEwma`] | 2 endpoints: peak-EWMA cost ÷ weight | tower#696's weighted P2C; Finagle's weighted aperture idea |
 //! | [`WeightedRandom`] | every endpoint: random in proportion to weight | Envoy's weighted random / Ribbon weights |
+//! | [`WeightedRoundRobin`] | every endpoint: smooth weighted round robin (one short lock) | nginx's smooth weighted round robin (2012) |
 //! | [`WeightedResponseTime`] | every endpoint: random, weight = total latency − own latency | Ribbon `WeightedResponseTimeRule` |
 //! | [`HotCold`] | 3 endpoints: cold ones by latency, else fewest pending | Prequal (Wydrowski, Kleinberg, Rumble, 2024), client-observed |
 //!
@@ -27,6 +28,8 @@ use palisade_core::rng::mix;
 use palisade_core::sync::atomic::{AtomicUsize, Ordering};
 use std::fmt;
 use std::time::Duration;
+
+pub use crate::wrr::WeightedRoundRobin;
 
 /// What a strategy knows of one candidate endpoint.
 #[derive(Clone, Copy, Debug, PartialEq)]
