@@ -1,10 +1,13 @@
 //! Builders, validated by `build()`.
 
+use crate::keyed_leased_rate_limiter::KeyedLeasedRateLimiter;
 use crate::leased_rate_limiter::LeasedRateLimiter;
 use crate::redis_rate_limiter::RedisRateLimiter;
 use palisade_core::{Clock, ConfigError};
 use palisade_rate_limit::RateLimiter;
 use std::fmt;
+use std::hash::Hash;
+use std::marker::PhantomData;
 use std::time::Duration;
 
 /// What a call does when Redis cannot decide (unreachable, slow past the call timeout,
@@ -239,5 +242,124 @@ impl LeasedRateLimiterBuilder {
     /// 2^24 - 1, `lease_target` or `lease_ttl` zero.
     pub fn build(self) -> Result<LeasedRateLimiter, ConfigError> {
         LeasedRateLimiter::from_builder(self)
+    }
+}
+
+/// Builds a [`KeyedLeasedRateLimiter`]: see [`RedisRateLimiter::keyed_leased`]. The lease
+/// settings are the one-key limiter's ([`LeasedRateLimiterBuilder`]), applied to each key.
+pub struct KeyedLeasedRateLimiterBuilder<K> {
+    pub(crate) global: RedisRateLimiter,
+    pub(crate) max_batch: u32,
+    pub(crate) lease_target: Duration,
+    pub(crate) lease_ttl: Duration,
+    pub(crate) clock: Option<Clock>,
+    pub(crate) max_keys: usize,
+    pub(crate) shards: usize,
+    _key: PhantomData<fn() -> K>,
+}
+
+impl<K> Clone for KeyedLeasedRateLimiterBuilder<K> {
+    fn clone(&self) -> Self {
+        KeyedLeasedRateLimiterBuilder {
+            global: self.global.clone(),
+            max_batch: self.max_batch,
+            lease_target: self.lease_target,
+            lease_ttl: self.lease_ttl,
+            clock: self.clock.clone(),
+            max_keys: self.max_keys,
+            shards: self.shards,
+            _key: PhantomData,
+        }
+    }
+}
+
+impl<K> fmt::Debug for KeyedLeasedRateLimiterBuilder<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyedLeasedRateLimiterBuilder")
+            .field("global", &self.global)
+            .field("max_batch", &self.max_batch)
+            .field("lease_target", &self.lease_target)
+            .field("lease_ttl", &self.lease_ttl)
+            .field("max_keys", &self.max_keys)
+            .field("shards", &self.shards)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K> KeyedLeasedRateLimiterBuilder<K> {
+    pub(crate) fn new(global: RedisRateLimiter) -> Self {
+        let one = LeasedRateLimiterBuilder::new(global, String::new());
+        KeyedLeasedRateLimiterBuilder {
+            global: one.global,
+            max_batch: one.max_batch,
+            lease_target: one.lease_target,
+            lease_ttl: one.lease_ttl,
+            clock: None,
+            max_keys: 10_000,
+            shards: 16,
+            _key: PhantomData,
+        }
+    }
+
+    /// The most tokens one lease of one key takes. Default 16. Per key, the fleet may exceed
+    /// the global quota by at most that key's outstanding leases, `replicas × max_batch`.
+    #[must_use]
+    pub fn max_batch(mut self, max_batch: u32) -> Self {
+        self.max_batch = max_batch;
+        self
+    }
+
+    /// How long one lease of a key should last at that key's recent rate on this replica
+    /// (default 100 ms), as [`LeasedRateLimiterBuilder::lease_target`].
+    #[must_use]
+    pub fn lease_target(mut self, target: Duration) -> Self {
+        self.lease_target = target;
+        self
+    }
+
+    /// Leased tokens not spent within this time are dropped (default 1 s); a key whose lease
+    /// expired is idle and may be evicted.
+    #[must_use]
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = ttl;
+        self
+    }
+
+    /// The clock for lease expiry and the rate estimates. Default `Clock::default()`.
+    #[must_use]
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// The most keys held at once by this limiter (default 10 000). A key costs its `K`, a
+    /// pool (~120 bytes) and its Redis key string. A new key at the cap evicts idle keys, or
+    /// is refused with `palisade_rate_limit::TooManyKeys` (see
+    /// [`KeyedLeasedRateLimiter`]'s memory rules).
+    #[must_use]
+    pub fn max_keys(mut self, max_keys: usize) -> Self {
+        self.max_keys = max_keys;
+        self
+    }
+
+    /// The number of independently locked shards of the key table, a power of two
+    /// (default 16).
+    #[must_use]
+    pub fn shards(mut self, shards: usize) -> Self {
+        self.shards = shards;
+        self
+    }
+
+    /// Validates and builds.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the field: as [`LeasedRateLimiterBuilder::build`], and
+    /// `max_keys` zero, `shards` not a power of two.
+    pub fn build(self) -> Result<KeyedLeasedRateLimiter<K>, ConfigError>
+    where
+        K: Hash + Eq + Clone + fmt::Display + Send + Sync + 'static,
+    {
+        KeyedLeasedRateLimiter::from_builder(self)
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 /// The refusals are the local limiter's own types, so a caller downcasts one `RateLimited`
 /// (and one `CostExceedsBurst`) whichever limiter, local or global, refused.
-pub use palisade_rate_limit::{CostExceedsBurst, RateLimited};
+pub use palisade_rate_limit::{CostExceedsBurst, RateLimited, TooManyKeys};
 
 /// Why a call to Redis failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

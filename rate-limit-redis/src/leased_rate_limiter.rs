@@ -121,17 +121,199 @@ pub struct LeasedRateLimiter {
 
 struct Inner {
     global: RedisRateLimiter,
-    key: String,
+    pool: Pool,
+    settings: LeaseSettings,
+    stats: LeaseStats,
+}
+
+/// The lease settings shared by the one-key and the keyed two-tier limiters, validated.
+#[derive(Clone, Debug)]
+pub(crate) struct LeaseSettings {
+    pub(crate) clock: Clock,
+    pub(crate) max_batch: u32,
+    pub(crate) lease_target: Duration,
+    pub(crate) lease_ttl_ms: u64,
+}
+
+impl LeaseSettings {
+    /// Validates the lease settings of a builder against its global limiter.
+    pub(crate) fn new(
+        global: &RedisRateLimiter,
+        max_batch: u32,
+        lease_target: Duration,
+        lease_ttl: Duration,
+        clock: Option<Clock>,
+    ) -> Result<Self, ConfigError> {
+        if max_batch == 0 || u64::from(max_batch) > TOKEN_MAX {
+            return Err(ConfigError::new(
+                "max_batch",
+                "must be between 1 and 2^24 - 1",
+            ));
+        }
+        if max_batch > global.burst() {
+            return Err(ConfigError::new(
+                "max_batch",
+                "must not exceed the global burst (a lease larger than the bucket is never granted whole)",
+            ));
+        }
+        if lease_target.is_zero() {
+            return Err(ConfigError::new("lease_target", "must be above zero"));
+        }
+        let lease_ttl_ms = u64::try_from(lease_ttl.as_millis()).unwrap_or(u64::MAX >> EXPIRY_SHIFT);
+        if lease_ttl_ms == 0 {
+            return Err(ConfigError::new("lease_ttl", "must be at least 1 ms"));
+        }
+        Ok(LeaseSettings {
+            clock: clock.unwrap_or_default(),
+            max_batch,
+            lease_target,
+            lease_ttl_ms,
+        })
+    }
+
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.clock.now().as_nanos() / 1_000_000
+    }
+}
+
+/// Counters of the leases, shared by every pool of a limiter.
+#[derive(Default)]
+pub(crate) struct LeaseStats {
+    pub(crate) local_spends: AtomicU64,
+    pub(crate) leases: AtomicU64,
+    pub(crate) leased_tokens: AtomicU64,
+    pub(crate) expired_tokens: AtomicU64,
+}
+
+/// One local pool of leased tokens for one Redis bucket key: the lease word, and the refill
+/// that serialises the round trips of the calls that found it empty.
+#[derive(Debug)]
+pub(crate) struct Pool {
+    redis_key: String,
     word: AtomicU64,
-    clock: Clock,
-    max_batch: u32,
-    lease_target: Duration,
-    lease_ttl_ms: u64,
     refill: tokio::sync::Mutex<Option<(Instant, u32)>>,
-    local_spends: AtomicU64,
-    leases: AtomicU64,
-    leased_tokens: AtomicU64,
-    expired_tokens: AtomicU64,
+}
+
+impl Pool {
+    pub(crate) fn new(redis_key: String) -> Pool {
+        Pool {
+            redis_key,
+            word: AtomicU64::new(0),
+            refill: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The lease now: its tokens (0 once expired) and its expiry in clock milliseconds.
+    pub(crate) fn lease_at(&self, now_ms: u64) -> (u64, u64) {
+        // Relaxed: a read of the pool's whole state; a stale value only delays an eviction or
+        // shows an old count (callers that evict hold the only reference to the pool).
+        let lease = Lease::unpack(self.word.load(Ordering::Relaxed));
+        let tokens = if now_ms <= lease.expires_ms {
+            lease.tokens
+        } else {
+            0
+        };
+        (tokens, lease.expires_ms)
+    }
+
+    /// Spends `cost` tokens, if the lease is valid and holds them (one CAS loop).
+    pub(crate) fn try_spend(&self, cost: u32, now_ms: u64, stats: &LeaseStats) -> bool {
+        let word = &self.word;
+        // Relaxed: the word is the pool's whole state (see the types' memory ordering docs).
+        let mut current = word.load(Ordering::Relaxed);
+        loop {
+            let Some(next) = Lease::unpack(current).spend(u64::from(cost), now_ms) else {
+                return false;
+            };
+            // Relaxed: the CAS alone keeps two callers from spending the same token.
+            match word.compare_exchange_weak(
+                current,
+                next.pack(),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    // Relaxed: statistics only, read by snapshot().
+                    stats.local_spends.fetch_add(1, Ordering::Relaxed);
+                    return true;
+                }
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    /// Leases a batch for a call of `cost` that found the pool empty (one round trip, shared
+    /// by the calls waiting on the refill lock).
+    pub(crate) async fn refill(
+        &self,
+        global: &RedisRateLimiter,
+        settings: &LeaseSettings,
+        stats: &LeaseStats,
+        cost: u32,
+    ) -> Result<(), BoxError> {
+        let mut last = self.refill.lock().await;
+        // Another call's refill may have filled the pool while this one waited.
+        if self.try_spend(cost, settings.now_ms(), stats) {
+            global.permitted(cost, false);
+            return Ok(());
+        }
+        let now = settings.clock.now();
+        let requested = next_batch(*last, now, settings.lease_target, settings.max_batch).max(cost);
+        match global.round_trip(&self.redis_key, cost, requested).await {
+            Ok(reply) if reply.granted > 0 => {
+                // parse_reply checked cost <= granted <= requested.
+                let granted = u32::try_from(reply.granted).unwrap_or(requested);
+                self.deposit(u64::from(granted - cost), settings, stats);
+                *last = Some((now, granted));
+                // Relaxed: statistics only, read by snapshot().
+                stats.leases.fetch_add(1, Ordering::Relaxed);
+                stats
+                    .leased_tokens
+                    .fetch_add(u64::from(granted), Ordering::Relaxed);
+                global.emit(|| RedisRateLimiterEvent::LeaseGranted { requested, granted });
+                global.permitted(cost, true);
+                Ok(())
+            }
+            Ok(reply) => {
+                *last = None;
+                Err(global
+                    .rejected(cost, Duration::from_micros(reply.retry_after_us))
+                    .into())
+            }
+            Err(error) => global.fail(cost, error),
+        }
+    }
+
+    fn deposit(&self, tokens: u64, settings: &LeaseSettings, stats: &LeaseStats) {
+        let now_ms = settings.now_ms();
+        let expires_ms = now_ms.saturating_add(settings.lease_ttl_ms);
+        let word = &self.word;
+        // Relaxed: the word is the pool's whole state (see the types' memory ordering docs).
+        let mut current = word.load(Ordering::Relaxed);
+        loop {
+            let (next, dropped) = Lease::unpack(current).deposit(tokens, now_ms, expires_ms);
+            // Relaxed: the CAS alone keeps a concurrent spend from being lost.
+            match word.compare_exchange_weak(
+                current,
+                next.pack(),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    // Relaxed: statistics only, read by snapshot().
+                    stats.expired_tokens.fetch_add(dropped, Ordering::Relaxed);
+                    return;
+                }
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    /// Puts tokens into the pool as a lease would (tests of eviction, without Redis).
+    #[cfg(test)]
+    pub(crate) fn deposit_for_test(&self, tokens: u64, settings: &LeaseSettings) {
+        self.deposit(tokens, settings, &LeaseStats::default());
+    }
 }
 
 /// A point-in-time view of a [`LeasedRateLimiter`] (each counter read on its own).
@@ -154,9 +336,9 @@ impl fmt::Debug for LeasedRateLimiter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LeasedRateLimiter")
             .field("global", &self.inner.global)
-            .field("key", &self.inner.key)
-            .field("max_batch", &self.inner.max_batch)
-            .field("lease_target", &self.inner.lease_target)
+            .field("key", &self.inner.pool.redis_key)
+            .field("max_batch", &self.inner.settings.max_batch)
+            .field("lease_target", &self.inner.settings.lease_target)
             .finish_non_exhaustive()
     }
 }
@@ -170,74 +352,30 @@ impl LeasedRateLimiter {
     }
 
     pub(crate) fn from_builder(b: LeasedRateLimiterBuilder) -> Result<Self, ConfigError> {
-        if b.max_batch == 0 || u64::from(b.max_batch) > TOKEN_MAX {
-            return Err(ConfigError::new(
-                "max_batch",
-                "must be between 1 and 2^24 - 1",
-            ));
-        }
-        if b.max_batch > b.global.burst() {
-            return Err(ConfigError::new(
-                "max_batch",
-                "must not exceed the global burst (a lease larger than the bucket is never granted whole)",
-            ));
-        }
-        if b.lease_target.is_zero() {
-            return Err(ConfigError::new("lease_target", "must be above zero"));
-        }
-        let lease_ttl_ms =
-            u64::try_from(b.lease_ttl.as_millis()).unwrap_or(u64::MAX >> EXPIRY_SHIFT);
-        if lease_ttl_ms == 0 {
-            return Err(ConfigError::new("lease_ttl", "must be at least 1 ms"));
-        }
+        let settings =
+            LeaseSettings::new(&b.global, b.max_batch, b.lease_target, b.lease_ttl, b.clock)?;
         Ok(LeasedRateLimiter {
             inner: Arc::new(Inner {
                 global: b.global,
-                key: b.key,
-                word: AtomicU64::new(0),
-                clock: b.clock.unwrap_or_default(),
-                max_batch: b.max_batch,
-                lease_target: b.lease_target,
-                lease_ttl_ms,
-                refill: tokio::sync::Mutex::new(None),
-                local_spends: AtomicU64::new(0),
-                leases: AtomicU64::new(0),
-                leased_tokens: AtomicU64::new(0),
-                expired_tokens: AtomicU64::new(0),
+                pool: Pool::new(b.key),
+                settings,
+                stats: LeaseStats::default(),
             }),
         })
-    }
-
-    fn now_ms(&self) -> u64 {
-        self.inner.clock.now().as_nanos() / 1_000_000
     }
 
     /// Spends `cost` tokens from the local pool, without a round trip; `false` when it lacks
     /// them (then [`acquire`](Self::acquire) leases more).
     pub fn try_acquire_local(&self, cost: u32) -> bool {
-        let now_ms = self.now_ms();
-        let word = &self.inner.word;
-        // Relaxed: the word is the pool's whole state (see the type's memory ordering docs).
-        let mut current = word.load(Ordering::Relaxed);
-        loop {
-            let Some(next) = Lease::unpack(current).spend(u64::from(cost), now_ms) else {
-                return false;
-            };
-            // Relaxed: the CAS alone keeps two callers from spending the same token.
-            match word.compare_exchange_weak(
-                current,
-                next.pack(),
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => {
-                    // Relaxed: statistics only, read by snapshot().
-                    self.inner.local_spends.fetch_add(1, Ordering::Relaxed);
-                    self.inner.global.permitted(cost, false);
-                    return true;
-                }
-                Err(actual) => current = actual,
-            }
+        let inner = &*self.inner;
+        if inner
+            .pool
+            .try_spend(cost, inner.settings.now_ms(), &inner.stats)
+        {
+            inner.global.permitted(cost, false);
+            true
+        } else {
+            false
         }
     }
 
@@ -250,7 +388,8 @@ impl LeasedRateLimiter {
     /// bucket lacks `cost` tokens, [`CostExceedsBurst`], and the failure mode's decision when
     /// no lease arrives within the call timeout (waiting for another call's refill included).
     pub async fn acquire(&self, cost: u32) -> Result<(), BoxError> {
-        let global = &self.inner.global;
+        let inner = &*self.inner;
+        let global = &inner.global;
         if cost == 0 {
             return Ok(());
         }
@@ -260,80 +399,7 @@ impl LeasedRateLimiter {
         if self.try_acquire_local(cost) {
             return Ok(());
         }
-        match tokio::time::timeout(global.call_timeout(), self.refill(cost)).await {
-            Ok(decided) => decided,
-            Err(_elapsed) => global.fail(
-                cost,
-                StoreError {
-                    kind: StoreErrorKind::Timeout,
-                    detail: format!("no lease within {:?}", global.call_timeout()),
-                },
-            ),
-        }
-    }
-
-    async fn refill(&self, cost: u32) -> Result<(), BoxError> {
-        let inner = &*self.inner;
-        let mut last = inner.refill.lock().await;
-        // Another call's refill may have filled the pool while this one waited.
-        if self.try_acquire_local(cost) {
-            return Ok(());
-        }
-        let now = inner.clock.now();
-        let requested = next_batch(*last, now, inner.lease_target, inner.max_batch).max(cost);
-        match inner.global.round_trip(&inner.key, cost, requested).await {
-            Ok(reply) if reply.granted > 0 => {
-                // parse_reply checked cost <= granted <= requested.
-                let granted = u32::try_from(reply.granted).unwrap_or(requested);
-                self.deposit(u64::from(granted - cost));
-                *last = Some((now, granted));
-                // Relaxed: statistics only, read by snapshot().
-                inner.leases.fetch_add(1, Ordering::Relaxed);
-                inner
-                    .leased_tokens
-                    .fetch_add(u64::from(granted), Ordering::Relaxed);
-                inner
-                    .global
-                    .emit(|| RedisRateLimiterEvent::LeaseGranted { requested, granted });
-                inner.global.permitted(cost, true);
-                Ok(())
-            }
-            Ok(reply) => {
-                *last = None;
-                Err(inner
-                    .global
-                    .rejected(cost, Duration::from_micros(reply.retry_after_us))
-                    .into())
-            }
-            Err(error) => inner.global.fail(cost, error),
-        }
-    }
-
-    fn deposit(&self, tokens: u64) {
-        let now_ms = self.now_ms();
-        let expires_ms = now_ms.saturating_add(self.inner.lease_ttl_ms);
-        let word = &self.inner.word;
-        // Relaxed: the word is the pool's whole state (see the type's memory ordering docs).
-        let mut current = word.load(Ordering::Relaxed);
-        loop {
-            let (next, dropped) = Lease::unpack(current).deposit(tokens, now_ms, expires_ms);
-            // Relaxed: the CAS alone keeps a concurrent spend from being lost.
-            match word.compare_exchange_weak(
-                current,
-                next.pack(),
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => {
-                    // Relaxed: statistics only, read by snapshot().
-                    self.inner
-                        .expired_tokens
-                        .fetch_add(dropped, Ordering::Relaxed);
-                    return;
-                }
-                Err(actual) => current = actual,
-            }
-        }
+        refill_within_timeout(global, &inner.pool, &inner.settings, &inner.stats, cost).await
     }
 
     /// A layer that takes one token per request.
@@ -352,18 +418,15 @@ impl LeasedRateLimiter {
     #[must_use]
     pub fn snapshot(&self) -> LeasedSnapshot {
         let inner = &self.inner;
-        // Relaxed: a read of the pool's state for display; statistics each read on their own.
-        let lease = Lease::unpack(inner.word.load(Ordering::Relaxed));
+        let (local_tokens, _) = inner.pool.lease_at(inner.settings.now_ms());
+        let stats = &inner.stats;
+        // Relaxed: statistics, each read on its own.
         LeasedSnapshot {
-            local_tokens: if self.now_ms() <= lease.expires_ms {
-                lease.tokens
-            } else {
-                0
-            },
-            local_spends: inner.local_spends.load(Ordering::Relaxed),
-            leases: inner.leases.load(Ordering::Relaxed),
-            leased_tokens: inner.leased_tokens.load(Ordering::Relaxed),
-            expired_tokens: inner.expired_tokens.load(Ordering::Relaxed),
+            local_tokens,
+            local_spends: stats.local_spends.load(Ordering::Relaxed),
+            leases: stats.leases.load(Ordering::Relaxed),
+            leased_tokens: stats.leased_tokens.load(Ordering::Relaxed),
+            expired_tokens: stats.expired_tokens.load(Ordering::Relaxed),
         }
     }
 
@@ -375,6 +438,31 @@ impl LeasedRateLimiter {
     /// Removes a listener; `false` if it was not registered.
     pub fn unsubscribe(&self, id: ListenerId) -> bool {
         self.inner.global.unsubscribe(id)
+    }
+}
+
+/// A refill bounded by the global limiter's call timeout; past it, the failure mode decides.
+pub(crate) async fn refill_within_timeout(
+    global: &RedisRateLimiter,
+    pool: &Pool,
+    settings: &LeaseSettings,
+    stats: &LeaseStats,
+    cost: u32,
+) -> Result<(), BoxError> {
+    match tokio::time::timeout(
+        global.call_timeout(),
+        pool.refill(global, settings, stats, cost),
+    )
+    .await
+    {
+        Ok(decided) => decided,
+        Err(_elapsed) => global.fail(
+            cost,
+            StoreError {
+                kind: StoreErrorKind::Timeout,
+                detail: format!("no lease within {:?}", global.call_timeout()),
+            },
+        ),
     }
 }
 

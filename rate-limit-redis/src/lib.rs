@@ -117,21 +117,27 @@ mod config;
 mod error;
 mod events;
 pub mod future;
+mod keyed_leased_rate_limiter;
 mod layer;
 mod leased_rate_limiter;
 mod redis_rate_limiter;
 mod script;
 mod service;
 
-pub use config::{FailureMode, LeasedRateLimiterBuilder, RedisRateLimiterBuilder};
-pub use error::{CostExceedsBurst, RateLimited, StoreErrorKind, StoreUnavailable};
+pub use config::{
+    FailureMode, KeyedLeasedRateLimiterBuilder, LeasedRateLimiterBuilder, RedisRateLimiterBuilder,
+};
+pub use error::{CostExceedsBurst, RateLimited, StoreErrorKind, StoreUnavailable, TooManyKeys};
 pub use events::RedisRateLimiterEvent;
 #[cfg(feature = "metrics")]
 pub use events::RedisRateLimiterMetrics;
-pub use layer::{LeasedRateLimiterLayer, RedisRateLimiterLayer};
+pub use keyed_leased_rate_limiter::{KeyedLeasedRateLimiter, KeyedLeasedSnapshot};
+pub use layer::{KeyedLeasedRateLimiterLayer, LeasedRateLimiterLayer, RedisRateLimiterLayer};
 pub use leased_rate_limiter::{LeasedRateLimiter, LeasedSnapshot};
 pub use redis_rate_limiter::{RedisRateLimiter, Snapshot};
-pub use service::{LeasedRateLimiterService, RedisRateLimiterService};
+pub use service::{
+    KeyedLeasedRateLimiterService, LeasedRateLimiterService, RedisRateLimiterService,
+};
 
 /// The Lua source of the GCRA script Redis runs (for review, or to load it by hand).
 pub const GCRA_SCRIPT: &str = script::GCRA_LUA;

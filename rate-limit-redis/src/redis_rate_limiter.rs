@@ -267,6 +267,14 @@ impl RedisRateLimiter {
         LeasedRateLimiterBuilder::new(self.clone(), key.into())
     }
 
+    /// A keyed two-tier limiter: one leased pool per key `K` (its Redis bucket is
+    /// `{prefix}{name}:{key}`, the key written with `Display`), in bounded memory. See
+    /// [`KeyedLeasedRateLimiter`](crate::KeyedLeasedRateLimiter).
+    #[must_use]
+    pub fn keyed_leased<K>(&self) -> crate::KeyedLeasedRateLimiterBuilder<K> {
+        crate::KeyedLeasedRateLimiterBuilder::new(self.clone())
+    }
+
     /// A layer that rate limits each request on the bucket and cost `key_and_cost` gives it.
     pub fn layer<F>(&self, key_and_cost: F) -> RedisRateLimiterLayer<F> {
         RedisRateLimiterLayer::new(self.clone(), key_and_cost)

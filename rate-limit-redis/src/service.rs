@@ -1,10 +1,12 @@
 //! The services.
 
 use crate::future::ResponseFuture;
+use crate::keyed_leased_rate_limiter::KeyedLeasedRateLimiter;
 use crate::leased_rate_limiter::LeasedRateLimiter;
 use crate::redis_rate_limiter::RedisRateLimiter;
 use palisade_core::BoxError;
 use std::fmt;
+use std::hash::Hash;
 use std::task::{Context, Poll};
 use tower_service::Service;
 
@@ -144,6 +146,93 @@ where
         }
         let limiter = self.limiter.clone();
         let acquire = Box::pin(async move { limiter.acquire(1).await });
+        let clone = self.inner.clone();
+        let ready = std::mem::replace(&mut self.inner, clone);
+        ResponseFuture::acquiring(acquire, ready, request)
+    }
+}
+
+/// Takes one token per request from the local pool of the request's key in a
+/// [`KeyedLeasedRateLimiter`]. Made by
+/// [`KeyedLeasedRateLimiterLayer`](crate::KeyedLeasedRateLimiterLayer).
+///
+/// The hot path (the key's pool holds tokens): the key function, a hash, a shard lock and one
+/// CAS in `call`, then the inner service is called at once, no allocation (beyond what the
+/// key function does). Otherwise, as [`LeasedRateLimiterService`]: the ready inner service
+/// goes into the future, which waits for a lease of that key (so `S: Clone`); a new key at
+/// the cap fails with `palisade_rate_limit::TooManyKeys`.
+pub struct KeyedLeasedRateLimiterService<S, K, F> {
+    inner: S,
+    limiter: KeyedLeasedRateLimiter<K>,
+    key_fn: F,
+}
+
+impl<S, K, F> KeyedLeasedRateLimiterService<S, K, F> {
+    pub(crate) fn new(inner: S, limiter: KeyedLeasedRateLimiter<K>, key_fn: F) -> Self {
+        KeyedLeasedRateLimiterService {
+            inner,
+            limiter,
+            key_fn,
+        }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Consumes the wrapper, returning the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone, K, F: Clone> Clone for KeyedLeasedRateLimiterService<S, K, F> {
+    fn clone(&self) -> Self {
+        KeyedLeasedRateLimiterService {
+            inner: self.inner.clone(),
+            limiter: self.limiter.clone(),
+            key_fn: self.key_fn.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, K, F> fmt::Debug for KeyedLeasedRateLimiterService<S, K, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyedLeasedRateLimiterService")
+            .field("inner", &self.inner)
+            .field("limiter", &self.limiter)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, K, F, Req> Service<Req> for KeyedLeasedRateLimiterService<S, K, F>
+where
+    S: Service<Req> + Clone,
+    S::Error: Into<BoxError>,
+    F: Fn(&Req) -> K,
+    K: Hash + Eq + Clone + fmt::Display + Send + Sync + 'static,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, Req>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: Req) -> Self::Future {
+        let key = (self.key_fn)(&request);
+        if self.limiter.try_acquire_local(&key, 1) {
+            return ResponseFuture::calling(self.inner.call(request));
+        }
+        let limiter = self.limiter.clone();
+        let acquire = Box::pin(async move { limiter.acquire(&key, 1).await });
         let clone = self.inner.clone();
         let ready = std::mem::replace(&mut self.inner, clone);
         ResponseFuture::acquiring(acquire, ready, request)

@@ -1038,3 +1038,235 @@ async fn a_server_answering_the_wrong_type_is_a_reply_error() {
     )));
     server.abort();
 }
+
+// ---- Keyed two-tier mode -------------------------------------------------------------------
+
+/// Property (issue 13), per key: N replicas, each with its own keyed two-tier limiter on one
+/// shared global limit of R/s per key, admit for each key at most R·T + burst + that key's
+/// outstanding leases (<= N × max_batch) in any window T (slack R × 50 ms per window, as for
+/// the one-key property), under a load far above the quota; each key uses its quota (>= 50 %).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyed_leased_fleet_stays_within_the_bound_per_key() {
+    let Some(url) = redis_url() else { return };
+    let (replicas, rate, burst, max_batch) = (4_usize, 200_u32, 10_u32, 8_u32);
+    let keys: [u64; 3] = [11, 22, 33];
+    let run_for = Duration::from_millis(1_200);
+    let name = unique("keyed-fleet");
+    let started = WallClock::now();
+    let mut tasks = Vec::new();
+    for replica in 0..replicas {
+        let global = RedisRateLimiter::builder()
+            .url(url.clone())
+            .name(name.clone())
+            .rate(rate, Duration::from_secs(1))
+            .burst(burst)
+            .call_timeout(Duration::from_millis(100))
+            .build()
+            .unwrap();
+        let keyed = global
+            .keyed_leased::<u64>()
+            .max_batch(max_batch)
+            .build()
+            .unwrap();
+        tasks.push(tokio::spawn(async move {
+            let mut admitted: Vec<(u64, Duration)> = Vec::new();
+            let mut i = replica;
+            while started.elapsed() < run_for {
+                let key = keys[i % keys.len()];
+                i += 1;
+                match keyed.acquire(&key, 1).await {
+                    Ok(()) => admitted.push((key, started.elapsed())),
+                    Err(e) => {
+                        assert!(e.is::<RateLimited>(), "unexpected error: {e}");
+                        let wait =
+                            palisade_core::retry_after(&*e).unwrap_or(Duration::from_millis(5));
+                        tokio::time::sleep(wait.min(Duration::from_millis(5))).await;
+                    }
+                }
+                // Replicas share 2 worker threads: let the others run.
+                if i % 16 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+            (admitted, global.snapshot(), keyed.snapshot())
+        }));
+    }
+    let mut all = Vec::new();
+    let (mut round_trips, mut store_errors, mut local_spends) = (0, 0, 0);
+    for task in tasks {
+        let (admitted, global, keyed) = task.await.unwrap();
+        all.extend(admitted);
+        round_trips += global.round_trips;
+        store_errors += global.store_errors;
+        local_spends += keyed.local_spends;
+        assert_eq!(keyed.keys, keys.len());
+    }
+    let elapsed = started.elapsed();
+    assert_eq!(store_errors, 0);
+    let leases = (replicas as u32 * max_batch) as f64;
+    for key in keys {
+        let mut times: Vec<Duration> = all
+            .iter()
+            .filter(|(k, _)| *k == key)
+            .map(|(_, t)| *t)
+            .collect();
+        times.sort();
+        let total = times.len() as f64;
+        let whole = f64::from(rate) * elapsed.as_secs_f64() + f64::from(burst);
+        eprintln!("key {key}: {total} admitted in {elapsed:?} (bound R·T + burst = {whole:.0})");
+        assert!(total <= whole, "key {key}: {total} admitted, bound {whole}");
+        assert!(
+            total >= 0.5 * f64::from(rate) * elapsed.as_secs_f64(),
+            "key {key}: only {total} admitted in {elapsed:?}"
+        );
+        for window_ms in [100_u64, 250, 500] {
+            let window = Duration::from_millis(window_ms);
+            let most = max_in_window(&times, window) as f64;
+            let bound = f64::from(rate) * (window.as_secs_f64() + 0.05) + f64::from(burst) + leases;
+            eprintln!("key {key}: at most {most} within {window:?} (bound {bound:.0})");
+            assert!(
+                most <= bound,
+                "key {key}: {most} admitted within {window:?}, bound {bound}"
+            );
+        }
+    }
+    // Under overload every refused call is a round trip; see the next test for the saving.
+    eprintln!(
+        "keyed fleet: {} admitted, {round_trips} round trips, {local_spends} local spends",
+        all.len()
+    );
+}
+
+/// Below the quota, each key's batch grows (1, 2, 4, … up to `max_batch`) by that key's own
+/// rate, so most calls of every key are spent locally.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyed_leased_batches_adapt_per_key_and_save_round_trips() {
+    let Some(url) = redis_url() else { return };
+    let global = RedisRateLimiter::builder()
+        .url(url)
+        .name(unique("keyed-batches"))
+        .rate(1_000, Duration::from_secs(1))
+        .burst(1_000)
+        .build()
+        .unwrap();
+    let keyed = global.keyed_leased::<u32>().max_batch(16).build().unwrap();
+    for _ in 0..200 {
+        for key in [1, 2] {
+            keyed.acquire(&key, 1).await.unwrap();
+        }
+    }
+    let snap = keyed.snapshot();
+    eprintln!("keyed batches: {snap:?}, {:?}", global.snapshot());
+    assert_eq!(snap.local_spends + snap.leases, 400);
+    // Per key: 1 + 2 + 4 + 8 = 15 tokens in 4 leases, then 16 a lease: about 16 leases.
+    assert!(
+        snap.leases <= 2 * 20,
+        "{} leases for 400 calls",
+        snap.leases
+    );
+    assert_eq!(global.snapshot().round_trips, snap.leases);
+}
+
+/// The keyed layer takes the key from the request: each key has its own global bucket
+/// (`{prefix}{name}:{key}` in Redis), and a key over its quota is refused with the local
+/// limiter's `RateLimited`, while other keys go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyed_leased_layer_limits_each_key_on_its_own_bucket() {
+    let Some(url) = redis_url() else { return };
+    let name = unique("keyed-layer");
+    let global = RedisRateLimiter::builder()
+        .url(url.clone())
+        .name(name.clone())
+        .rate(1, Duration::from_secs(60))
+        .burst(3)
+        .build()
+        .unwrap();
+    let keyed = global
+        .keyed_leased::<String>()
+        .max_batch(2)
+        .build()
+        .unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&calls);
+    let mut svc = ServiceBuilder::new()
+        .layer(keyed.layer(|req: &(String, u32)| req.0.clone()))
+        .service_fn(move |req: (String, u32)| {
+            counted.fetch_add(1, Ordering::Relaxed);
+            async move { Ok::<_, tower::BoxError>(req.1) }
+        });
+    for i in 0..3 {
+        let got = svc
+            .ready()
+            .await
+            .unwrap()
+            .call(("a".into(), i))
+            .await
+            .unwrap();
+        assert_eq!(got, i);
+    }
+    let refused = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(("a".into(), 9))
+        .await
+        .unwrap_err();
+    let limited = refused.downcast_ref::<RateLimited>().expect("RateLimited");
+    assert!(limited.retry_after() > Duration::ZERO);
+    assert_eq!(
+        calls.load(Ordering::Relaxed),
+        3,
+        "a refused call never reaches the service"
+    );
+    // Another key has its own bucket.
+    assert_eq!(
+        svc.ready()
+            .await
+            .unwrap()
+            .call(("b".into(), 5))
+            .await
+            .unwrap(),
+        5
+    );
+    let mut conn = raw(&url).await;
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(format!("palisade:rl:{name}:a"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(exists, "key a's bucket lives under its own Redis key");
+    let snap = keyed.snapshot();
+    assert_eq!(snap.keys, 2);
+    assert!(
+        snap.local_spends >= 1,
+        "a lease served a call locally: {snap:?}"
+    );
+}
+
+/// At the cap, a key whose pool is empty (its lease spent) is idle: a new key evicts it, and
+/// the evicted key comes back as a fresh one without exceeding its bucket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyed_leased_evicts_idle_keys_at_the_cap() {
+    let Some(url) = redis_url() else { return };
+    let global = RedisRateLimiter::builder()
+        .url(url)
+        .name(unique("keyed-cap"))
+        .rate(1, Duration::from_secs(60))
+        .burst(2)
+        .build()
+        .unwrap();
+    let keyed = global
+        .keyed_leased::<&'static str>()
+        .max_batch(1)
+        .max_keys(1)
+        .build()
+        .unwrap();
+    keyed.acquire(&"a", 1).await.unwrap();
+    keyed.acquire(&"b", 1).await.unwrap();
+    assert_eq!(keyed.len(), 1);
+    assert_eq!(keyed.snapshot().evicted_keys, 1);
+    // "a" comes back: its global bucket still holds one token, then refuses.
+    keyed.acquire(&"a", 1).await.unwrap();
+    let refused = keyed.acquire(&"a", 1).await.unwrap_err();
+    assert!(refused.is::<RateLimited>(), "{refused}");
+}

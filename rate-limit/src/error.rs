@@ -129,7 +129,10 @@ pub struct TooManyKeys {
 }
 
 impl TooManyKeys {
-    pub(crate) fn new(max_keys: usize, retry_after: Duration) -> Self {
+    /// A new key refused by a limiter holding its cap of `max_keys` keys, with room expected
+    /// after `retry_after`. Public for the same reason as [`RateLimited::new`].
+    #[must_use]
+    pub fn new(max_keys: usize, retry_after: Duration) -> Self {
         TooManyKeys {
             max_keys,
             rejection: Rejection::new(RejectionKind::TooManyKeys).with_retry_after(retry_after),
