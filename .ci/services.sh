@@ -22,7 +22,7 @@ palisade_services_main() {
     root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
     local state_dir="${PALISADE_SERVICES_DIR:-$root/target/palisade-services}"
     local env_file="$root/target/palisade-services.env"
-    mkdir -p "$state_dir"
+    mkdir -p "$state_dir" "$(dirname "$env_file")"
     : >"$env_file"
 
     local sudo=""

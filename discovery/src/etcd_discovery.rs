@@ -354,11 +354,7 @@ impl EtcdDiscovery {
             let start = inner.state.lock().revision + 1;
             let watch = client.watch(
                 inner.prefix.as_str(),
-                Some(
-                    WatchOptions::new()
-                        .with_prefix()
-                        .with_start_revision(start),
-                ),
+                Some(WatchOptions::new().with_prefix().with_start_revision(start)),
             );
             let mut stream = match self.timed("watch", watch).await {
                 Ok(stream) => stream,
@@ -541,11 +537,13 @@ impl EtcdDiscovery {
 pub struct EtcdRegistration {
     key: String,
     shared: Arc<Mutex<RegistrationState>>,
-    client: Client,
     keeper: Option<tokio::task::JoinHandle<()>>,
 }
 
 struct RegistrationState {
+    /// The client of the last good connection (the keep-alive task replaces it when it
+    /// reconnects).
+    client: Client,
     lease: i64,
     renewals: u64,
     regrants: u64,
@@ -557,6 +555,54 @@ impl fmt::Debug for EtcdRegistration {
             .field("key", &self.key)
             .field("lease", &self.lease_id())
             .finish_non_exhaustive()
+    }
+}
+
+/// What the keep-alive task needs to reconnect and register again.
+struct Registrar {
+    endpoints: Vec<String>,
+    key: String,
+    value: String,
+    ttl_secs: i64,
+    /// The bound of every request: the TTL.
+    bound: Duration,
+}
+
+impl Registrar {
+    fn timed_out(&self) -> etcd_client::Error {
+        etcd_client::Error::IoError(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("etcd did not answer within the TTL ({:?})", self.bound),
+        ))
+    }
+
+    /// A fresh connection (etcd-client's channel does not always recover a lost endpoint).
+    async fn connect(&self) -> Result<Client, etcd_client::Error> {
+        let options = ConnectOptions::new().with_connect_timeout(self.bound);
+        tokio::time::timeout(
+            self.bound,
+            Client::connect(self.endpoints.as_slice(), Some(options)),
+        )
+        .await
+        .map_err(|_| self.timed_out())?
+    }
+
+    /// Grants a lease and puts the key under it.
+    async fn grant_and_put(&self, client: &mut Client) -> Result<i64, etcd_client::Error> {
+        let work = async {
+            let lease = client.lease_grant(self.ttl_secs, None).await?.id();
+            client
+                .put(
+                    self.key.as_str(),
+                    self.value.as_str(),
+                    Some(PutOptions::new().with_lease(lease)),
+                )
+                .await?;
+            Ok(lease)
+        };
+        tokio::time::timeout(self.bound, work)
+            .await
+            .map_err(|_| self.timed_out())?
     }
 }
 
@@ -577,39 +623,27 @@ impl EtcdRegistration {
         endpoint: Endpoint,
         ttl: Duration,
     ) -> Result<Self, etcd_client::Error> {
-        let key = key.into();
-        let ttl_secs = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
-        let value = etcd_values::format_value(endpoint);
-        let bound = Duration::from_secs(u64::try_from(ttl_secs).unwrap_or(1));
-        let timed_out = || {
-            etcd_client::Error::IoError(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("etcd did not answer within the TTL ({bound:?})"),
-            ))
+        let ttl_secs = ttl.as_secs().max(1);
+        let registrar = Registrar {
+            endpoints: endpoints.iter().map(|e| e.as_ref().to_owned()).collect(),
+            key: key.into(),
+            value: etcd_values::format_value(endpoint),
+            ttl_secs: i64::try_from(ttl_secs).unwrap_or(i64::MAX),
+            bound: Duration::from_secs(ttl_secs),
         };
-        let options = ConnectOptions::new().with_connect_timeout(bound);
-        let mut client = tokio::time::timeout(bound, Client::connect(endpoints, Some(options)))
-            .await
-            .map_err(|_| timed_out())??;
-        let lease = tokio::time::timeout(bound, grant_and_put(&mut client, &key, &value, ttl_secs))
-            .await
-            .map_err(|_| timed_out())??;
+        let mut client = registrar.connect().await?;
+        let lease = registrar.grant_and_put(&mut client).await?;
+        let key = registrar.key.clone();
         let shared = Arc::new(Mutex::new(RegistrationState {
+            client,
             lease,
             renewals: 0,
             regrants: 0,
         }));
-        let keeper = tokio::spawn(keep_alive(
-            client.clone(),
-            key.clone(),
-            value,
-            ttl_secs,
-            Arc::clone(&shared),
-        ));
+        let keeper = tokio::spawn(keep_alive(registrar, Arc::clone(&shared)));
         Ok(EtcdRegistration {
             key,
             shared,
-            client,
             keeper: Some(keeper),
         })
     }
@@ -642,8 +676,11 @@ impl EtcdRegistration {
         if let Some(keeper) = self.keeper.take() {
             keeper.abort();
         }
-        let lease = self.lease_id();
-        self.client.lease_revoke(lease).await.map(|_| ())
+        let (mut client, lease) = {
+            let state = self.shared.lock();
+            (state.client.clone(), state.lease)
+        };
+        client.lease_revoke(lease).await.map(|_| ())
     }
 }
 
@@ -656,8 +693,10 @@ impl Drop for EtcdRegistration {
         };
         keeper.abort();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let mut client = self.client.clone();
-            let lease = self.lease_id();
+            let (mut client, lease) = {
+                let state = self.shared.lock();
+                (state.client.clone(), state.lease)
+            };
             runtime.spawn(async move {
                 // Best effort: a failed revoke leaves the lease to expire on its TTL.
                 let _ = client.lease_revoke(lease).await;
@@ -666,71 +705,62 @@ impl Drop for EtcdRegistration {
     }
 }
 
-async fn grant_and_put(
-    client: &mut Client,
-    key: &str,
-    value: &str,
-    ttl_secs: i64,
-) -> Result<i64, etcd_client::Error> {
-    let lease = client.lease_grant(ttl_secs, None).await?.id();
-    client
-        .put(key, value, Some(PutOptions::new().with_lease(lease)))
-        .await?;
-    Ok(lease)
-}
-
-/// Renews the lease every third of the TTL; grants a new one and puts the key again when it
-/// was lost; retries a failed connection on the same beat. Every request is bounded by the
-/// TTL, so an unreachable etcd never stalls the task.
-async fn keep_alive(
-    mut client: Client,
-    key: String,
-    value: String,
-    ttl_secs: i64,
-    shared: Arc<Mutex<RegistrationState>>,
-) {
-    let ttl = Duration::from_secs(u64::try_from(ttl_secs).unwrap_or(1));
+/// Renews the lease every third of the TTL. On a failed request it reconnects; when the
+/// lease was lost (it expired while etcd was unreachable) it grants a new one and puts the
+/// key again. Every request is bounded by the TTL, so an unreachable etcd never stalls it.
+async fn keep_alive(registrar: Registrar, shared: Arc<Mutex<RegistrationState>>) {
+    let ttl = registrar.bound;
     let beat = (ttl / 3).max(Duration::from_millis(100));
+    let mut client = shared.lock().client.clone();
     let mut lost = false;
     loop {
         if lost {
-            tokio::time::sleep(beat).await;
-            let regrant = tokio::time::timeout(ttl, grant_and_put(&mut client, &key, &value, ttl_secs));
-            if let Ok(Ok(lease)) = regrant.await {
+            if let Ok(lease) = registrar.grant_and_put(&mut client).await {
                 let mut state = shared.lock();
                 state.lease = lease;
                 state.regrants += 1;
                 lost = false;
+                continue;
             }
-            continue;
-        }
-        let lease = shared.lock().lease;
-        let Ok(Ok((mut keeper, mut stream))) =
-            tokio::time::timeout(ttl, client.lease_keep_alive(lease)).await
-        else {
-            tokio::time::sleep(beat).await;
-            continue;
-        };
-        loop {
-            if !matches!(
-                tokio::time::timeout(ttl, keeper.keep_alive()).await,
-                Ok(Ok(()))
-            ) {
-                break;
+        } else {
+            let lease = shared.lock().lease;
+            let opened = tokio::time::timeout(ttl, client.lease_keep_alive(lease)).await;
+            if let Ok(Err(etcd_client::Error::LeaseKeepAliveError(_))) = opened {
+                // etcd-client's answer for a first keep-alive of TTL 0: the lease is gone.
+                lost = true;
+                continue;
             }
-            match tokio::time::timeout(ttl, stream.message()).await {
-                Ok(Ok(Some(response))) if response.ttl() > 0 => shared.lock().renewals += 1,
-                Ok(Ok(Some(_))) => {
-                    // TTL 0: the lease expired (or was revoked) on the server.
-                    lost = true;
-                    break;
+            if let Ok(Ok((mut keeper, mut stream))) = opened {
+                loop {
+                    if !matches!(
+                        tokio::time::timeout(ttl, keeper.keep_alive()).await,
+                        Ok(Ok(()))
+                    ) {
+                        break;
+                    }
+                    match tokio::time::timeout(ttl, stream.message()).await {
+                        Ok(Ok(Some(response))) if response.ttl() > 0 => {
+                            shared.lock().renewals += 1;
+                        }
+                        Ok(Ok(Some(_))) => {
+                            // TTL 0: the lease expired (or was revoked) on the server.
+                            lost = true;
+                            break;
+                        }
+                        _ => break,
+                    }
+                    tokio::time::sleep(beat).await;
                 }
-                _ => break,
+                if lost {
+                    continue;
+                }
             }
-            tokio::time::sleep(beat).await;
         }
-        if !lost {
-            tokio::time::sleep(beat).await;
+        // A request failed: wait a beat and reconnect.
+        tokio::time::sleep(beat).await;
+        if let Ok(fresh) = registrar.connect().await {
+            shared.lock().client = fresh.clone();
+            client = fresh;
         }
     }
 }

@@ -170,7 +170,10 @@ mod tests {
             (b"{\"addr\":\"10.0.0.7:80\",\"weight\":0}", "weight"),
             (b"{\"addr\":\"10.0.0.7:80\",\"weight\":-1}", "weight"),
             (b"{\"addr\":\"10.0.0.7:80\",\"weight\":\"2\"}", "weight"),
-            (b"{\"addr\":\"10.0.0.7:80\",\"weight\":5000000000}", "weight"),
+            (
+                b"{\"addr\":\"10.0.0.7:80\",\"weight\":5000000000}",
+                "weight",
+            ),
         ] {
             let err = parse_value(value).unwrap_err();
             assert!(err.contains(needle), "{value:?}: {err}");
@@ -189,8 +192,14 @@ mod tests {
     fn a_rejected_put_keeps_the_keys_last_good_endpoint() {
         let mut table = Table::default();
         assert_eq!(table.put("/s/a", b"10.0.0.1:80"), Applied::Ok);
-        assert!(matches!(table.put("/s/a", b"garbage"), Applied::Rejected(_)));
-        assert!(matches!(table.put("/s/b", b"garbage"), Applied::Rejected(_)));
+        assert!(matches!(
+            table.put("/s/a", b"garbage"),
+            Applied::Rejected(_)
+        ));
+        assert!(matches!(
+            table.put("/s/b", b"garbage"),
+            Applied::Rejected(_)
+        ));
         assert_eq!(
             table.set(),
             Set::from([("10.0.0.1:80".parse().unwrap(), 1)])

@@ -85,13 +85,13 @@ mod events;
 mod records;
 
 pub use dns_discovery::{DnsDiscover, DnsDiscovery, DnsDiscoveryBuilder, DnsSnapshot};
-pub use events::DiscoveryEvent;
-pub use records::Endpoint;
-#[cfg(feature = "etcd")]
-#[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
-pub use etcd_discovery::{EtcdDiscovery, EtcdDiscoveryBuilder, EtcdRegistration, EtcdSnapshot};
 /// The etcd client crate, re-exported for its `Error` type (returned by
 /// [`EtcdRegistration`]).
 #[cfg(feature = "etcd")]
 #[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
 pub use etcd_client;
+#[cfg(feature = "etcd")]
+#[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
+pub use etcd_discovery::{EtcdDiscovery, EtcdDiscoveryBuilder, EtcdRegistration, EtcdSnapshot};
+pub use events::DiscoveryEvent;
+pub use records::Endpoint;
