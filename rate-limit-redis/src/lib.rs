@@ -6,7 +6,8 @@
 //! go). Here the bucket lives in Redis, as Envoy's global rate limit service keeps its counters:
 //! a [`RedisRateLimiter`] decides each call with one script call, atomic per key, on the Redis
 //! server's clock (so the replicas' clocks need not agree). A [`LeasedRateLimiter`] leases
-//! small batches of tokens instead, so that most calls cost one CAS.
+//! small batches of tokens instead, so that most calls cost one CAS; a
+//! [`KeyedLeasedRateLimiter`] does so per key (tenant, route), in bounded memory.
 //!
 //! ```no_run
 //! use palisade_rate_limit_redis::{RedisRateLimiter, RateLimited};
@@ -64,6 +65,13 @@
 //! most per lease); unspent tokens expire after `lease_ttl`. **The fleet admits at most
 //! `R·T + burst + L` in any window `T`, where `L` is the tokens outstanding in leases, at most
 //! `replicas × max_batch` for unit costs** (see [`LeasedRateLimiter`] for the argument).
+//!
+//! [`KeyedLeasedRateLimiter`] keeps one such pool per key, its layer taking the key from the
+//! request (`Fn(&Req) -> K`): the same bound holds for each key on its own bucket. Its keys
+//! are capped ([`max_keys`](KeyedLeasedRateLimiterBuilder::max_keys)); a key whose pool holds
+//! no valid token and is not being refilled is idle and evicted when room is needed, and a
+//! new key finding only busy keys is refused with [`TooManyKeys`] (the local keyed limiter's
+//! rules and type).
 //!
 //! # When Redis is unreachable, slow or restarting
 //!
