@@ -28,6 +28,29 @@
 //! [`RecordMetrics`] to the `metrics` facade; with the `tracing` feature, [`TracingListener`]
 //! turns each event into a `tracing` event.
 //!
+//! # Built-in listeners and the cost of an event
+//!
+//! A layer built with its `metrics` or `tracing` feature installs those two listeners in fixed
+//! slots of its bus ([`EventBus::install_metrics`], [`EventBus::install_tracing`]), not in the
+//! user-listener list: they are called directly, outside the list's `arc-swap` load, under one
+//! panic guard for both. And an event is only built when something will consume it:
+//!
+//! - a user listener is subscribed (then every event goes to the built-in listeners and to
+//!   the user's);
+//! - or the metrics listener records on a real recorder: one was installed when the layer was
+//!   built, or is now ([`recorder_installed`], checked at each event until one is, after which
+//!   the listener registers its handles and the check stops);
+//! - or, for a per-call event ([`EventBus::emit_call_with`]: a call permitted, finished,
+//!   rejected, traced at `TRACE`), a `tracing` subscriber has `TRACE` enabled for target
+//!   `palisade` (`tracing::enabled!`: one relaxed load when it has not). Rare events (state
+//!   transitions, limit changes: [`EventBus::emit_with`]) always reach the tracing listener,
+//!   whose macros filter by level.
+//!
+//! So a layer with the features compiled in, and no recorder, no subscriber and no user
+//! listener, pays a relaxed load, a thread-local read and a branch or two per event; layers
+//! use [`EventBus::wants_call_events`] to skip work (a clock read) that only feeds per-call
+//! events.
+//!
 //! # Metric names and labels
 //!
 //! One scheme for every layer, `<layer>` being `circuit_breaker`, `bulkhead`, `rate_limit`,
@@ -69,14 +92,15 @@
 //!
 //! # Memory ordering
 //!
-//! The "anyone listening?" flag is read with `Relaxed` ordering: an event emitted while a
+//! The "who is listening?" flags are read with `Relaxed` ordering: an event emitted while a
 //! listener is being subscribed on another thread may or may not reach it, which is the same
 //! as the event happening a moment earlier. The listener list itself is published by
 //! `arc-swap`, whose store and load order the list's contents (a loaded list is always fully
-//! built). Writers (subscribe, unsubscribe) are serialised by a mutex, so the flag written
-//! after a list always matches the list last published.
+//! built), and each built-in slot by its `OnceLock` (an `Acquire` load). Writers (subscribe,
+//! unsubscribe) are serialised by a mutex, so the user-listener flag written after a list
+//! always matches the list last published.
 
-use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 use std::fmt;
@@ -121,19 +145,45 @@ impl<E> Clone for Entry<E> {
     }
 }
 
+/// The built-in listener of a feature (`metrics`, `tracing`): called directly, outside the
+/// user-listener list.
+type Builtin<E> = Box<dyn Listener<E>>;
+
+/// Bits of [`EventBus::flags`]: who an event may go to. A bus nobody consumes from reads 0.
+mod flag {
+    /// At least one user listener is subscribed.
+    pub(super) const USERS: u32 = 1 << 0;
+    /// A built-in metrics listener is installed.
+    pub(super) const METRICS: u32 = 1 << 1;
+    /// The metrics listener records on a real recorder's handles (set once, never cleared).
+    pub(super) const METRICS_LIVE: u32 = 1 << 2;
+    /// A built-in tracing listener is installed.
+    pub(super) const TRACING: u32 = 1 << 3;
+}
+
 /// Zero or more listeners of events of type `E`. See the [module docs](self).
+///
+/// Besides the listeners users subscribe, a bus has two fixed slots for the listeners of a
+/// layer's `metrics` and `tracing` features (see the
+/// [module docs](self#built-in-listeners-and-the-cost-of-an-event)), set once when the
+/// layer is built.
 ///
 /// # Memory ordering
 ///
 /// See the [module docs](self#memory-ordering).
 pub struct EventBus<E> {
-    active: AtomicBool,
+    /// [`flag`] bits: one relaxed load tells an emit whether anything consumes its event.
+    flags: AtomicU32,
     next_id: AtomicU64,
     panics: AtomicU64,
     listeners: ArcSwap<Vec<Entry<E>>>,
     /// Serialises subscribe and unsubscribe, so that list and flag change together. Never
     /// taken by an emit.
     writer: Mutex<()>,
+    /// The `metrics` feature's listener, if the layer installed one.
+    metrics: std::sync::OnceLock<Builtin<E>>,
+    /// The `tracing` feature's listener, if the layer installed one.
+    tracing: std::sync::OnceLock<Builtin<E>>,
 }
 
 impl<E: 'static> Default for EventBus<E> {
@@ -147,11 +197,13 @@ impl<E: 'static> EventBus<E> {
     #[must_use]
     pub fn new() -> Self {
         EventBus {
-            active: AtomicBool::new(false),
+            flags: AtomicU32::new(0),
             next_id: AtomicU64::new(0),
             panics: AtomicU64::new(0),
             listeners: ArcSwap::from_pointee(Vec::new()),
             writer: Mutex::new(()),
+            metrics: std::sync::OnceLock::new(),
+            tracing: std::sync::OnceLock::new(),
         }
     }
 
@@ -166,7 +218,7 @@ impl<E: 'static> EventBus<E> {
         self.listeners.store(StdArc::new(next));
         // Relaxed: see "Memory ordering" in the module docs; the list is published by the
         // store above, and the writer lock keeps flag and list in step.
-        self.active.store(true, Ordering::Relaxed);
+        self.flags.fetch_or(flag::USERS, Ordering::Relaxed);
         id
     }
 
@@ -186,21 +238,71 @@ impl<E: 'static> EventBus<E> {
             .cloned()
             .collect();
         // Relaxed: as in `subscribe`; written under the writer lock so it matches the list.
-        self.active.store(!next.is_empty(), Ordering::Relaxed);
+        if next.is_empty() {
+            self.flags.fetch_and(!flag::USERS, Ordering::Relaxed);
+        }
         self.listeners.store(StdArc::new(next));
         drop(current);
         true
     }
 
-    /// Whether anyone listens. Layers may use it to skip work that only feeds events.
+    /// Installs the built-in metrics listener of a layer's `metrics` feature (at most one;
+    /// a second is ignored). Called by [`subscribe_feature_listeners!`](crate::subscribe_feature_listeners).
+    #[cfg(feature = "metrics")]
+    #[doc(hidden)]
+    pub fn install_metrics(&self, listener: MetricsListener<E>)
+    where
+        E: RecordMetrics,
+    {
+        let live = listener.is_registered();
+        if self.metrics.set(Box::new(listener)).is_ok() {
+            let bits = if live {
+                flag::METRICS | flag::METRICS_LIVE
+            } else {
+                flag::METRICS
+            };
+            // Relaxed: the bit only tells an emit to look in the slot; the slot's contents are
+            // published by the `OnceLock` (an emit that sees the bit before the slot finds it
+            // empty and delivers nothing, as if the event came a moment earlier).
+            self.flags.fetch_or(bits, Ordering::Relaxed);
+        }
+    }
+
+    /// Installs the built-in tracing listener of a layer's `tracing` feature (at most one;
+    /// a second is ignored). Called by [`subscribe_feature_listeners!`](crate::subscribe_feature_listeners).
+    #[cfg(feature = "tracing")]
+    #[doc(hidden)]
+    pub fn install_tracing(&self, listener: TracingListener)
+    where
+        E: TraceEvent,
+    {
+        if self.tracing.set(Box::new(listener)).is_ok() {
+            // Relaxed: as in `install_metrics`, the `OnceLock` publishes the slot.
+            self.flags.fetch_or(flag::TRACING, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether anyone listens: a user listener, or a built-in one of the layer's features.
     #[inline]
     #[must_use]
     pub fn is_active(&self) -> bool {
         // Relaxed: see "Memory ordering" in the module docs.
-        self.active.load(Ordering::Relaxed)
+        self.flags.load(Ordering::Relaxed) != 0
     }
 
-    /// How many listeners are subscribed.
+    /// Whether a per-call event ([`emit_call_with`](Self::emit_call_with)) emitted now would
+    /// reach anyone: a user listener, a metrics listener with a recorder to record on, or a
+    /// tracing listener with `TRACE` enabled for target `palisade`. Layers use it to skip
+    /// work (a clock read) that only feeds per-call events.
+    #[inline]
+    #[must_use]
+    pub fn wants_call_events(&self) -> bool {
+        // Relaxed: see "Memory ordering" in the module docs.
+        let flags = self.flags.load(Ordering::Relaxed);
+        flags != 0 && self.consumers(flags, true) != 0
+    }
+
+    /// How many user listeners are subscribed (the built-in ones are not counted).
     #[must_use]
     pub fn listener_count(&self) -> usize {
         self.listeners.load().len()
@@ -215,18 +317,94 @@ impl<E: 'static> EventBus<E> {
     }
 
     /// Builds the event with `make` and delivers it, only if anyone listens.
+    ///
+    /// For events that happen rarely (a state transition, a limit change): the built-in
+    /// tracing listener gets every one, its `tracing` macros filter by level. Per-call events
+    /// go through [`emit_call_with`](Self::emit_call_with).
     #[inline]
     pub fn emit_with(&self, make: impl FnOnce() -> E) {
-        if self.is_active() {
-            self.dispatch(&make());
-        }
+        self.emit_if_consumed(false, make);
+    }
+
+    /// Builds a per-call event (traced at `TRACE`) with `make` and delivers it, only if
+    /// anything consumes it: a user listener, the metrics listener once a recorder is there,
+    /// or the tracing listener while `TRACE` is enabled for target `palisade`. Otherwise the
+    /// event is not built.
+    #[inline]
+    pub fn emit_call_with(&self, make: impl FnOnce() -> E) {
+        self.emit_if_consumed(true, make);
     }
 
     /// Delivers an already built event (a no-op when nobody listens).
     #[inline]
     pub fn emit(&self, event: E) {
-        if self.is_active() {
-            self.dispatch(&event);
+        self.emit_if_consumed(false, || event);
+    }
+
+    #[inline]
+    fn emit_if_consumed(&self, per_call: bool, make: impl FnOnce() -> E) {
+        // Relaxed: see "Memory ordering" in the module docs.
+        let flags = self.flags.load(Ordering::Relaxed);
+        if flags == 0 {
+            return;
+        }
+        let to = self.consumers(flags, per_call);
+        if to != 0 {
+            self.deliver(to, &make());
+        }
+    }
+
+    /// Which of `flags`' consumers take an event now (a [`flag`] set; 0: none).
+    #[inline]
+    fn consumers(&self, flags: u32, per_call: bool) -> u32 {
+        let mut to = flags & flag::USERS;
+        if flags & flag::METRICS_LIVE != 0
+            || (flags & flag::METRICS != 0 && self.metrics_went_live())
+        {
+            to |= flag::METRICS;
+        }
+        if flags & flag::TRACING != 0 && (!per_call || trace_enabled()) {
+            to |= flag::TRACING;
+        }
+        to
+    }
+
+    /// With a metrics listener that has no recorder yet: whether one is installed now (then
+    /// it is live from here on: it registers its handles at the event this lets through).
+    #[inline]
+    fn metrics_went_live(&self) -> bool {
+        if !recorder_detected() {
+            return false;
+        }
+        // Relaxed: the bit only lets later emits skip the check above; the handles it
+        // leads to are registered (once, under the listener's own `OnceLock`) by the
+        // delivery that follows, on whichever thread gets there first.
+        self.flags.fetch_or(flag::METRICS_LIVE, Ordering::Relaxed);
+        true
+    }
+
+    #[inline(never)]
+    fn deliver(&self, to: u32, event: &E) {
+        if to & (flag::METRICS | flag::TRACING) != 0 {
+            // One guard for both built-in listeners; see `dispatch` for the AssertUnwindSafe.
+            let call = catch_unwind(AssertUnwindSafe(|| {
+                if to & flag::METRICS != 0
+                    && let Some(metrics) = self.metrics.get()
+                {
+                    metrics.on_event(event);
+                }
+                if to & flag::TRACING != 0
+                    && let Some(tracing) = self.tracing.get()
+                {
+                    tracing.on_event(event);
+                }
+            }));
+            if call.is_err() {
+                self.listener_panicked(None);
+            }
+        }
+        if to & flag::USERS != 0 {
+            self.dispatch(event);
         }
     }
 
@@ -242,24 +420,52 @@ impl<E: 'static> EventBus<E> {
             // is that listener's business (it is called again with the next event).
             let call = catch_unwind(AssertUnwindSafe(|| entry.listener.on_event(event)));
             if call.is_err() {
-                self.listener_panicked(entry.id);
+                self.listener_panicked(Some(entry.id));
             }
         }
     }
 
     #[cold]
     #[inline(never)]
-    fn listener_panicked(&self, id: ListenerId) {
+    fn listener_panicked(&self, id: Option<ListenerId>) {
         // Relaxed: a statistic; nothing is published through it.
         self.panics.fetch_add(1, Ordering::Relaxed);
         #[cfg(feature = "tracing")]
         tracing::error!(
             target: "palisade",
-            listener = id.0,
+            listener = id.map_or("built-in", |_| "user"),
+            listener_id = id.map(|id| id.0),
             event = std::any::type_name::<E>(),
             "an event listener panicked; the panic was caught and the layer is unaffected"
         );
         let _ = id;
+    }
+}
+
+/// Whether a `tracing` subscriber takes `TRACE` events of target `palisade` (always false
+/// without the `tracing` feature). One relaxed load when no subscriber wants `TRACE`.
+#[inline]
+fn trace_enabled() -> bool {
+    #[cfg(feature = "tracing")]
+    {
+        tracing::enabled!(target: "palisade", tracing::Level::TRACE)
+    }
+    #[cfg(not(feature = "tracing"))]
+    {
+        false
+    }
+}
+
+/// [`recorder_installed`], or false without the `metrics` feature.
+#[inline]
+fn recorder_detected() -> bool {
+    #[cfg(feature = "metrics")]
+    {
+        recorder_installed()
+    }
+    #[cfg(not(feature = "metrics"))]
+    {
+        false
     }
 }
 
@@ -382,9 +588,9 @@ const fn outcome_index(outcome: crate::Outcome) -> usize {
 ///
 /// `metrics` 0.24 has no query for this, so it is inferred: with none installed, `metrics`
 /// hands out its no-op recorder, a zero-sized type, and every real exporter's recorder has a
-/// size. (A zero-sized recorder of your own reads as "none"; [`MetricsListener`] still records
-/// on it when it was installed before the listener was made.) One thread-local read and one
-/// atomic load; no allocation.
+/// size. (A zero-sized recorder of your own reads as "none": a bus only lets events through
+/// to its [`MetricsListener`] while this is true or the listener's handles are registered,
+/// so give your recorder a field.) One thread-local read and one atomic load; no allocation.
 #[cfg(feature = "metrics")]
 #[must_use]
 pub fn recorder_installed() -> bool {
@@ -597,9 +803,11 @@ impl<E: TraceEvent> Listener<E> for TracingListener {
     }
 }
 
-/// Subscribes, to an event bus (or a handle with a `subscribe` method), the listeners that the
-/// *calling* crate's `metrics` and `tracing` features ask for: a [`MetricsListener`] and a
-/// [`TracingListener`] for the instance called `name` of `layer`.
+/// Installs, in an event bus's built-in slots, the listeners that the *calling* crate's
+/// `metrics` and `tracing` features ask for: a [`MetricsListener`] and a [`TracingListener`]
+/// for the instance called `name` of `layer` ([`EventBus::install_metrics`],
+/// [`EventBus::install_tracing`]; they are not user listeners, see the
+/// [module docs](self#built-in-listeners-and-the-cost-of-an-event)).
 ///
 /// A macro, not a function, because the features are the layer crate's own: the `#[cfg]`s
 /// are evaluated where the macro is expanded. The event type must implement [`RecordMetrics`]
@@ -626,25 +834,25 @@ macro_rules! subscribe_feature_listeners {
         let _ = (&$bus, $layer, &$name);
         #[cfg(feature = "metrics")]
         {
-            $bus.subscribe($crate::events::MetricsListener::new(&*$name));
+            $bus.install_metrics($crate::events::MetricsListener::new(&*$name));
         }
         #[cfg(feature = "tracing")]
         {
-            $bus.subscribe($crate::events::TracingListener::new($layer, &*$name));
+            $bus.install_tracing($crate::events::TracingListener::new($layer, &*$name));
         }
     }};
     ($bus:expr, $layer:expr, $name:expr, $on_register:expr) => {{
         let _ = (&$bus, $layer, &$name);
         #[cfg(feature = "metrics")]
         {
-            $bus.subscribe($crate::events::MetricsListener::with_on_register(
+            $bus.install_metrics($crate::events::MetricsListener::with_on_register(
                 &*$name,
                 $on_register,
             ));
         }
         #[cfg(feature = "tracing")]
         {
-            $bus.subscribe($crate::events::TracingListener::new($layer, &*$name));
+            $bus.install_tracing($crate::events::TracingListener::new($layer, &*$name));
         }
     }};
 }
@@ -652,6 +860,7 @@ macro_rules! subscribe_feature_listeners {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+    use crate::sync::atomic::AtomicBool;
     use std::sync::Mutex;
 
     #[derive(Debug, Clone, PartialEq)]
@@ -907,6 +1116,22 @@ mod tests {
     }
 
     #[test]
+    fn per_call_and_rare_events_reach_a_user_listener_alike() {
+        let bus = EventBus::new();
+        assert!(!bus.wants_call_events());
+        let count = StdArc::new(AtomicU64::new(0));
+        let c = count.clone();
+        bus.subscribe(move |_: &Ev| {
+            // Relaxed: a test counter.
+            c.fetch_add(1, Ordering::Relaxed);
+        });
+        assert!(bus.wants_call_events());
+        bus.emit_call_with(|| Ev::B);
+        bus.emit_with(|| Ev::B);
+        assert_eq!(count.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
     fn closures_and_structs_are_listeners() {
         struct Counter(AtomicU64);
         impl Listener<Ev> for StdArc<Counter> {
@@ -1014,12 +1239,70 @@ mod metrics_tests {
         }
     }
 
+    /// A bus with the built-in metrics listener, as a layer's `metrics` feature installs it.
     fn bus_with_listener() -> EventBus<Call> {
         let bus = EventBus::new();
-        bus.subscribe(MetricsListener::<Call>::with_on_register("orders", |h| {
+        bus.install_metrics(MetricsListener::<Call>::with_on_register("orders", |h| {
             h.limit.set(64.0);
         }));
         bus
+    }
+
+    /// Issue 14: with the features compiled in but no recorder, a bus whose only listener is
+    /// the built-in metrics one builds no event, allocates nothing, and counts no listener.
+    #[test]
+    fn the_built_in_metrics_listener_without_a_recorder_builds_no_event() {
+        let bus = bus_with_listener();
+        assert_eq!(
+            bus.listener_count(),
+            0,
+            "built-in listeners are not user listeners"
+        );
+        assert!(bus.is_active());
+        assert!(!bus.wants_call_events());
+        let mut built = 0;
+        let info = allocation_counter::measure(|| {
+            for _ in 0..100 {
+                bus.emit_call_with(|| {
+                    built += 1;
+                    Call
+                });
+                bus.emit_with(|| {
+                    built += 1;
+                    Call
+                });
+            }
+        });
+        assert_eq!(built, 0);
+        assert_eq!(info.count_total, 0);
+        // With a recorder, the same bus wants them (and registers at the first one).
+        let recorder = TestRecorder::default();
+        metrics::with_local_recorder(&recorder, || {
+            assert!(bus.wants_call_events());
+            bus.emit_call_with(|| Call);
+        });
+        assert_eq!(
+            recorder.counter("palisade_test_calls_total{name=orders}"),
+            1
+        );
+        assert!(bus.wants_call_events(), "live from then on");
+    }
+
+    /// Issue 14: a recorder detected once stays detected for the bus (the check stops), and
+    /// a second metrics listener is ignored rather than recording twice.
+    #[test]
+    fn a_bus_installs_one_metrics_listener_and_records_through_it_once() {
+        let recorder = TestRecorder::default();
+        metrics::with_local_recorder(&recorder, || {
+            let bus = bus_with_listener();
+            bus.install_metrics(MetricsListener::<Call>::new("orders"));
+            bus.emit_call_with(|| Call);
+            bus.emit(Call);
+        });
+        assert_eq!(
+            recorder.counter("palisade_test_calls_total{name=orders}"),
+            2
+        );
     }
 
     #[test]
@@ -1168,5 +1451,113 @@ mod metrics_tests {
             let _listener = MetricsListener::<Call>::new("a");
         });
         assert_eq!(other.descriptions().len(), 2);
+    }
+}
+
+#[cfg(all(test, feature = "tracing", not(loom)))]
+mod tracing_tests {
+    use super::*;
+    use std::sync::atomic::AtomicU64;
+    use tracing::level_filters::LevelFilter;
+    use tracing::span::{Attributes, Id, Record};
+    use tracing::subscriber::Interest;
+    use tracing::{Level, Metadata};
+
+    /// A subscriber that takes events up to `max` and counts them.
+    struct Counting {
+        max: Level,
+        events: AtomicU64,
+    }
+
+    impl tracing::Subscriber for Counting {
+        fn register_callsite(&self, _: &'static Metadata<'static>) -> Interest {
+            // Ask each time: other tests' subscribers run at other levels.
+            Interest::sometimes()
+        }
+        fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+            *metadata.level() <= self.max
+        }
+        fn max_level_hint(&self) -> Option<LevelFilter> {
+            Some(LevelFilter::from_level(self.max))
+        }
+        fn new_span(&self, _: &Attributes<'_>) -> Id {
+            Id::from_u64(1)
+        }
+        fn record(&self, _: &Id, _: &Record<'_>) {}
+        fn record_follows_from(&self, _: &Id, _: &Id) {}
+        fn event(&self, _: &tracing::Event<'_>) {
+            // Relaxed: a test counter.
+            self.events.fetch_add(1, Ordering::Relaxed);
+        }
+        fn enter(&self, _: &Id) {}
+        fn exit(&self, _: &Id) {}
+    }
+
+    #[derive(Debug)]
+    enum Ev {
+        Call,
+        Opened,
+    }
+
+    impl TraceEvent for Ev {
+        fn trace(&self, layer: &'static str, name: &str) {
+            match self {
+                Ev::Call => tracing::trace!(target: "palisade", layer, name, "call"),
+                Ev::Opened => tracing::info!(target: "palisade", layer, name, "opened"),
+            }
+        }
+    }
+
+    fn bus() -> EventBus<Ev> {
+        let bus = EventBus::new();
+        bus.install_tracing(TracingListener::new("test", "orders"));
+        bus
+    }
+
+    /// Issue 14: a per-call event is built for the tracing listener only while `TRACE` is
+    /// enabled for `palisade`; a rare event always reaches it.
+    #[test]
+    fn per_call_events_are_traced_only_while_trace_is_enabled() {
+        let bus = bus();
+        assert_eq!(bus.listener_count(), 0);
+        let built = AtomicU64::new(0);
+        let make = |event: Ev| {
+            || {
+                // Relaxed: a test counter.
+                built.fetch_add(1, Ordering::Relaxed);
+                event
+            }
+        };
+        // No subscriber: the per-call event is not built.
+        bus.emit_call_with(make(Ev::Call));
+        assert!(!bus.wants_call_events());
+        assert_eq!(built.load(Ordering::Relaxed), 0);
+
+        let info = StdArc::new(Counting {
+            max: Level::INFO,
+            events: AtomicU64::new(0),
+        });
+        tracing::subscriber::with_default(info.clone(), || {
+            bus.emit_call_with(make(Ev::Call));
+            bus.emit_with(make(Ev::Opened));
+        });
+        assert_eq!(
+            built.load(Ordering::Relaxed),
+            1,
+            "only the rare event was built"
+        );
+        assert_eq!(info.events.load(Ordering::Relaxed), 1);
+
+        let trace = StdArc::new(Counting {
+            max: Level::TRACE,
+            events: AtomicU64::new(0),
+        });
+        tracing::subscriber::with_default(trace.clone(), || {
+            assert!(bus.wants_call_events());
+            bus.emit_call_with(make(Ev::Call));
+            bus.emit_with(make(Ev::Opened));
+        });
+        assert_eq!(built.load(Ordering::Relaxed), 3);
+        assert_eq!(trace.events.load(Ordering::Relaxed), 2);
     }
 }
