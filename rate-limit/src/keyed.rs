@@ -220,7 +220,7 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
         let too_many_keys_name = limiter.inner.name.clone();
         // Only a keyed limiter refuses keys: only it gets `reason="too_many_keys"`.
         palisade_core::subscribe_feature_listeners!(
-            limiter,
+            limiter.inner.events,
             "rate_limit",
             limiter.inner.name.as_str(),
             move |m: &crate::events::RateLimiterMetrics| m.register_keyed(&too_many_keys_name)
@@ -277,7 +277,7 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
             None => self.acquire_new(shard, hash, key, now, rel, cost),
         };
         drop(guard);
-        self.inner.events.emit_with(|| match result {
+        self.inner.events.emit_call_with(|| match result {
             Ok(_) => RateLimiterEvent::Permitted { cost },
             Err(e) => RateLimiterEvent::Rejected {
                 cost,
@@ -309,7 +309,7 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
         drop(shard);
         self.inner
             .events
-            .emit_with(|| RateLimiterEvent::Refunded { cost });
+            .emit_call_with(|| RateLimiterEvent::Refunded { cost });
     }
 
     #[cold]
@@ -555,7 +555,7 @@ impl<K> KeyedRateLimiter<K> {
     pub(crate) fn completed(&self, outcome: Outcome) {
         self.inner
             .events
-            .emit_with(|| RateLimiterEvent::Completed { outcome });
+            .emit_call_with(|| RateLimiterEvent::Completed { outcome });
     }
 
     /// Keys held now (busy ones, and idle ones not yet swept). Never above

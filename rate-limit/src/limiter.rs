@@ -91,7 +91,7 @@ impl RateLimiter {
         let quota_changes_name = limiter.inner.name.clone();
         // Only a plain limiter's quota can change: only it gets `quota_changes_total`.
         palisade_core::subscribe_feature_listeners!(
-            limiter,
+            limiter.inner.events,
             "rate_limit",
             limiter.inner.name.as_str(),
             move |m: &crate::events::RateLimiterMetrics| m.register_unkeyed(&quota_changes_name)
@@ -255,7 +255,7 @@ impl RateLimiter {
     pub(crate) fn acquire(&self, cost: u32) -> (Acquired, u64) {
         let now = self.clock_nanos();
         let acquired = self.inner.state.acquire(now, cost);
-        self.inner.events.emit_with(|| match acquired {
+        self.inner.events.emit_call_with(|| match acquired {
             Acquired::Now(_) => RateLimiterEvent::Permitted { cost },
             Acquired::Denied(after) => RateLimiterEvent::Rejected {
                 cost,
@@ -290,11 +290,13 @@ impl RateLimiter {
     /// `poll_ready`), as `acquire` reports its refusals.
     #[cold]
     pub(crate) fn refused(&self, retry_after: u64) {
-        self.inner.events.emit_with(|| RateLimiterEvent::Rejected {
-            cost: 1,
-            reason: RejectionKind::RateLimited,
-            retry_after: Some(Duration::from_nanos(retry_after)),
-        });
+        self.inner
+            .events
+            .emit_call_with(|| RateLimiterEvent::Rejected {
+                cost: 1,
+                reason: RejectionKind::RateLimited,
+                retry_after: Some(Duration::from_nanos(retry_after)),
+            });
     }
 
     /// Gives back `cost` tokens taken for a call that never reached the dependency.
@@ -303,7 +305,7 @@ impl RateLimiter {
         self.inner.state.refund(taken, self.clock_nanos());
         self.inner
             .events
-            .emit_with(|| RateLimiterEvent::Refunded { cost });
+            .emit_call_with(|| RateLimiterEvent::Refunded { cost });
     }
 
     /// Reports how a permitted call ended.
@@ -311,7 +313,7 @@ impl RateLimiter {
     pub(crate) fn completed(&self, outcome: Outcome) {
         self.inner
             .events
-            .emit_with(|| RateLimiterEvent::Completed { outcome });
+            .emit_call_with(|| RateLimiterEvent::Completed { outcome });
     }
 }
 
