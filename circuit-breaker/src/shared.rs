@@ -264,6 +264,13 @@ impl Shared {
         self.events.emit_with(make);
     }
 
+    /// Emits a per-call event (traced at `TRACE`): built only if a user listener, a metrics
+    /// recorder or a `TRACE` subscriber takes it (core's `EventBus::emit_call_with`).
+    #[inline]
+    pub(crate) fn emit_call(&self, make: impl FnOnce() -> CircuitBreakerEvent) {
+        self.events.emit_call_with(make);
+    }
+
     // ---- gate mode's waiters ----------------------------------------------------------------
 
     /// Registers `waker` to be woken at the next transition or returned probe. Returns the
@@ -421,7 +428,7 @@ impl Shared {
         // Relaxed: a statistic, on its own cache line so rejecting threads do not slow the
         // admitted ones.
         self.rejected.fetch_add(1, Ordering::Relaxed);
-        self.emit(|| CircuitBreakerEvent::CallRejected { state });
+        self.emit_call(|| CircuitBreakerEvent::CallRejected { state });
         CircuitOpen::new(state, retry_after)
     }
 
@@ -447,7 +454,7 @@ impl Shared {
         {
             // The healthy path: recording this success would change nothing (and writes
             // nothing, so a stale permit whose tag matches cannot do harm here either).
-            self.emit(|| CircuitBreakerEvent::SuccessRecorded { elapsed });
+            self.emit_call(|| CircuitBreakerEvent::SuccessRecorded { elapsed });
             return;
         }
         self.complete_slow(admission, outcome, now, elapsed);
@@ -469,7 +476,7 @@ impl Shared {
             if let Admission::Probe(generation) = admission {
                 self.return_probe(generation);
             }
-            self.emit(|| CircuitBreakerEvent::CallIgnored { elapsed });
+            self.emit_call(|| CircuitBreakerEvent::CallIgnored { elapsed });
             return;
         }
         let failure = outcome == Outcome::Failure;
@@ -478,12 +485,12 @@ impl Shared {
             _ => false,
         };
         if failure {
-            self.emit(|| CircuitBreakerEvent::ErrorRecorded { elapsed });
+            self.emit_call(|| CircuitBreakerEvent::ErrorRecorded { elapsed });
         } else {
-            self.emit(|| CircuitBreakerEvent::SuccessRecorded { elapsed });
+            self.emit_call(|| CircuitBreakerEvent::SuccessRecorded { elapsed });
         }
         if slow && let Some(elapsed) = elapsed {
-            self.emit(|| CircuitBreakerEvent::SlowCallRecorded { elapsed });
+            self.emit_call(|| CircuitBreakerEvent::SlowCallRecorded { elapsed });
         }
         // The full generation, checked before any write into a window or probe word: those
         // carry only its low 16 bits, and a permit held across 65 536 transitions would
