@@ -52,7 +52,7 @@ impl Shared {
         // Relaxed: a statistic.
         self.rejected.fetch_add(1, Ordering::Relaxed);
         self.events
-            .emit_with(|| BulkheadEvent::CallRejected { reason });
+            .emit_call_with(|| BulkheadEvent::CallRejected { reason });
     }
 
     fn set_limit(&self, limit: usize) -> usize {
@@ -148,7 +148,7 @@ impl Permit {
         let (limiter, waited) = (&self.shared.limiter, self.waited);
         self.shared
             .events
-            .emit_with(|| BulkheadEvent::CallPermitted {
+            .emit_call_with(|| BulkheadEvent::CallPermitted {
                 in_flight: limiter.in_flight(),
                 waited,
             });
@@ -162,10 +162,11 @@ impl Permit {
     }
 
     /// Whether the completed call needs classifying: an adaptive limit learns from it, or
-    /// someone listens for its outcome.
+    /// something consumes its `CallFinished` event (a listener, a metrics recorder, a `TRACE`
+    /// subscriber; not the features' listeners alone).
     #[inline]
     pub(crate) fn wants_outcome(&self) -> bool {
-        self.shared.adaptive.is_some() || self.shared.events.is_active()
+        self.shared.adaptive.is_some() || self.shared.events.wants_call_events()
     }
 
     /// The call finished: measures the RTT (adaptive bulkheads), classifies the result with
@@ -216,7 +217,7 @@ impl Permit {
         let limiter = &self.shared.limiter;
         self.shared
             .events
-            .emit_with(|| BulkheadEvent::ReservationReleased {
+            .emit_call_with(|| BulkheadEvent::ReservationReleased {
                 in_flight: limiter.in_flight(),
             });
     }
@@ -241,7 +242,7 @@ impl Drop for Permit {
         let (limiter, rtt) = (&self.shared.limiter, self.rtt);
         self.shared
             .events
-            .emit_with(|| BulkheadEvent::CallFinished {
+            .emit_call_with(|| BulkheadEvent::CallFinished {
                 in_flight: limiter.in_flight(),
                 outcome,
                 rtt,
