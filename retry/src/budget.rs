@@ -281,9 +281,9 @@ impl RetryBudget {
     pub fn try_withdraw(&self) -> bool {
         let granted = self.inner.state.try_withdraw(self.inner.clock.now());
         if granted {
-            self.inner.events.emit_with(|| BudgetEvent::Withdrawn);
+            self.inner.events.emit_call_with(|| BudgetEvent::Withdrawn);
         } else {
-            self.inner.events.emit_with(|| BudgetEvent::Exhausted);
+            self.inner.events.emit_call_with(|| BudgetEvent::Exhausted);
         }
         granted
     }

@@ -51,9 +51,9 @@ impl Spend {
     /// refused it, [`RetryEvent::BudgetExhausted`] otherwise.
     pub(crate) fn emit_refusal(&self, events: &EventBus<RetryEvent>, attempt: u32) {
         if let Spend::Throttle(_) = self {
-            events.emit_with(|| RetryEvent::RetryThrottled { attempt });
+            events.emit_call_with(|| RetryEvent::RetryThrottled { attempt });
         } else {
-            events.emit_with(|| RetryEvent::BudgetExhausted { attempt });
+            events.emit_call_with(|| RetryEvent::BudgetExhausted { attempt });
         }
     }
 

@@ -366,7 +366,7 @@ fn give_up_at_deadline<C, Q, H, Res>(
         attempts,
         reason: GiveUpReason::Deadline,
     });
-    shared.events.emit_with(|| RetryEvent::CallFinished {
+    shared.events.emit_call_with(|| RetryEvent::CallFinished {
         outcome: CallOutcome::Rejected,
         attempts,
     });
@@ -383,7 +383,7 @@ fn finished<C, Q, H, Res>(
 ) -> Poll<Result<Res, BoxError>> {
     shared
         .events
-        .emit_with(|| RetryEvent::CallFinished { outcome, attempts });
+        .emit_call_with(|| RetryEvent::CallFinished { outcome, attempts });
     Poll::Ready(result)
 }
 
@@ -440,7 +440,7 @@ fn decide<C, Q, H: RemoteHint<Res>, Res>(
         shared.spend.emit_refusal(&shared.events, attempt + 1);
         return Err(GiveUpReason::BudgetExhausted);
     }
-    shared.events.emit_with(|| RetryEvent::RetryScheduled {
+    shared.events.emit_call_with(|| RetryEvent::RetryScheduled {
         attempt: attempt + 1,
         delay,
     });

@@ -151,7 +151,7 @@ impl RetryThrottle {
             let weak = Arc::downgrade(inner);
             inner
                 .events
-                .subscribe(palisade_core::events::MetricsListener::with_on_register(
+                .install_metrics(palisade_core::events::MetricsListener::with_on_register(
                     &inner.name,
                     move |handles: &crate::events::ThrottleMetrics| {
                         if let Some(inner) = weak.upgrade() {
@@ -166,7 +166,7 @@ impl RetryThrottle {
         {
             inner
                 .events
-                .subscribe(palisade_core::events::TracingListener::new(
+                .install_tracing(palisade_core::events::TracingListener::new(
                     "retry",
                     std::sync::Arc::clone(&inner.name),
                 ));

@@ -100,7 +100,7 @@ where
         if p > 0.0 && self.rng.next_f64() < p {
             shared
                 .events
-                .emit_with(|| AdaptiveThrottleEvent::Throttled { probability: p });
+                .emit_call_with(|| AdaptiveThrottleEvent::Throttled { probability: p });
             return ResponseFuture::rejected();
         }
         ResponseFuture::called(self.inner.call(request), Arc::clone(shared))

@@ -195,7 +195,9 @@ where
                     let future = this.service.call(request);
                     this.hedges.push((start, Box::pin(future)));
                     let hedge = *this.sent;
-                    shared.events.emit_with(|| RetryEvent::HedgeSent { hedge });
+                    shared
+                        .events
+                        .emit_call_with(|| RetryEvent::HedgeSent { hedge });
                     if this.request.is_some() {
                         this.timer.set(Some(tokio::time::sleep(shared.delay())));
                     } else {
@@ -216,7 +218,7 @@ fn finished<C, Q, T>(
     outcome: CallOutcome,
     result: T,
 ) -> Poll<T> {
-    shared.events.emit_with(|| RetryEvent::CallFinished {
+    shared.events.emit_call_with(|| RetryEvent::CallFinished {
         outcome,
         attempts: hedges + 1,
     });
