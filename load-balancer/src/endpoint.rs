@@ -643,14 +643,16 @@ impl<K: Clone + Send + Sync + 'static> Record for Node<K> {
         let now = self.core.clock.now();
         let elapsed = now.saturating_duration_since(started);
         self.record(result, duration_to_nanos(elapsed) as f64, now);
-        self.core.events.emit_call_with(|| BalancerEvent::CallFinished {
-            outcome: match result {
-                CallResult::Success => palisade_core::Outcome::Success,
-                CallResult::Failure => palisade_core::Outcome::Failure,
-                CallResult::Rejected | CallResult::Ignored => palisade_core::Outcome::Ignore,
-            },
-            duration: elapsed,
-        });
+        self.core
+            .events
+            .emit_call_with(|| BalancerEvent::CallFinished {
+                outcome: match result {
+                    CallResult::Success => palisade_core::Outcome::Success,
+                    CallResult::Failure => palisade_core::Outcome::Failure,
+                    CallResult::Rejected | CallResult::Ignored => palisade_core::Outcome::Ignore,
+                },
+                duration: elapsed,
+            });
     }
 
     fn cancel(&self) {
