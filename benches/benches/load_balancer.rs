@@ -3,8 +3,10 @@
 //!
 //! - `load_balancer/pick_call_1_thread/{10,100,1000}`: `poll_ready` (pick) + `call` +
 //!   completion (record) of one request on one thread, over 10, 100 and 1 000 endpoints that
-//!   answer at once. tower's `Balance` is used directly (one owner, no `Buffer`).
-//! - `load_balancer/pick_call_2_thread/{10,1000}`: two threads on one shared balancer. Palisade:
+//!   answer at once. tower's `Balance` is used directly (one owner, no `Buffer`). Beside the
+//!   default strategy: the same balancer with per-endpoint breakers (`fleet_breaker`), and
+//!   Maglev hashing (`Balancer::maglev`, the table built before timing).
+//! - `load_balancer/pick_call_2_thread/{10,100,1000}`: two threads on one shared balancer. Palisade:
 //!   one `BalancerService` per thread, same `Balancer`. tower: one `Buffer` over the `Balance`,
 //!   cloned per thread, as users must share it; its calls go through the buffer's channel to
 //!   its worker task on a tokio runtime.
@@ -19,7 +21,7 @@
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use palisade_benches::{Bare, call_now, contended, contention_threads};
-use palisade_load_balancer::{Balancer, BalancerService};
+use palisade_load_balancer::{Balancer, BalancerService, EndpointMeta, fleet_breaker};
 use std::hint::black_box;
 use std::time::Duration;
 use tower::balance::p2c::Balance;
@@ -60,6 +62,33 @@ fn one_thread(c: &mut Criterion) {
             b.iter(|| black_box(call_now(&mut svc, black_box(1u64))));
         });
 
+        let guarded: Balancer<usize, Bare> = Balancer::builder()
+            .endpoint_breaker(fleet_breaker())
+            .build()
+            .expect("valid settings");
+        for k in 0..n {
+            guarded.insert(k, Bare, EndpointMeta::new());
+        }
+        let mut svc = guarded.service();
+        group.bench_with_input(
+            BenchmarkId::new("palisade P2cPeakEwma + endpoint breakers", n),
+            &n,
+            |b, _| {
+                b.iter(|| black_box(call_now(&mut svc, black_box(1u64))));
+            },
+        );
+
+        let mut maglev = balancer.maglev(|key: &u64| palisade_core::rng::mix(*key));
+        // Build the table for this set before timing.
+        let _ = call_now(&mut maglev, 0u64);
+        let mut key = 0u64;
+        group.bench_with_input(BenchmarkId::new("palisade maglev", n), &n, |b, _| {
+            b.iter(|| {
+                key = key.wrapping_add(1);
+                black_box(call_now(&mut maglev, black_box(key)))
+            });
+        });
+
         let mut tower = tower_balance(n);
         // Discover every endpoint before timing.
         let _ = call_now(&mut tower, 0u64);
@@ -77,7 +106,7 @@ fn two_threads(c: &mut Criterion) {
             .worker_threads(1)
             .build()
             .expect("a tokio runtime");
-        for n in [10usize, 1_000] {
+        for n in [10usize, 100, 1_000] {
             let balancer = palisade_balancer(n);
             group.bench_with_input(BenchmarkId::new("palisade P2cPeakEwma", n), &n, |b, _| {
                 b.iter_custom(|iters| {

@@ -20,6 +20,9 @@
 //! [`NoHealthyEndpoints`](crate::NoHealthyEndpoints) at once (a local rejection; with a retry
 //! budget above, it fails fast).
 //!
+//! The hashing services ([`Balancer::hashed`], [`Balancer::maglev`]) pass over an endpoint
+//! whose breaker is open too, but take no permits: their calls do not feed the breakers.
+//!
 //! Events and metrics: [`Balancer::endpoint_breaker`] returns an endpoint's breaker handle, to
 //! [`subscribe`](CircuitBreaker::subscribe) to its state transitions or read its
 //! [`snapshot`](CircuitBreaker::snapshot); each breaker is named `"<balancer>/<key:?>"`, and
@@ -28,7 +31,7 @@
 //! `Balancer::export_endpoint_metrics` sets `palisade_load_balancer_endpoint_breaker_open`.
 //!
 //! ```
-//! use palisade_load_balancer::{Balancer, EndpointMeta, fleet_breaker};
+//! use palisade_load_balancer::{Balancer, EndpointMeta, RoundRobin, fleet_breaker};
 //! use palisade_circuit_breaker::State;
 //! use tower::{ServiceExt, service_fn};
 //!
@@ -36,7 +39,10 @@
 //! # async fn main() -> Result<(), tower::BoxError> {
 //! let failing = service_fn(|_: u32| async { Err::<u32, _>(std::io::Error::other("down")) });
 //! let healthy = service_fn(|x: u32| async move { Ok::<_, std::io::Error>(x) });
+//! // A load-blind strategy keeps sending to a failing endpoint until something stops it
+//! // (the default P2cPeakEwma already avoids it after one failure, by its penalty).
 //! let balancer = Balancer::builder()
+//!     .strategy(RoundRobin::new())
 //!     .endpoint_breaker(fleet_breaker())
 //!     .build()?;
 //! balancer.insert("bad", tower::util::Either::Left(failing), EndpointMeta::new());
@@ -44,7 +50,7 @@
 //! for x in 0..40 {
 //!     let _ = balancer.service().oneshot(x).await;
 //! }
-//! // Five failures in a row opened "bad"'s breaker: every later call went to "good".
+//! // Five failures in a row opened "bad"'s breaker; later calls go to "good".
 //! assert_eq!(balancer.endpoint_breaker(&"bad").unwrap().state(), State::Open);
 //! assert_eq!(balancer.service().oneshot(7).await?, 7);
 //! # Ok(())
@@ -112,7 +118,8 @@ impl EndpointBreaker {
     }
 
     /// Whether a pick may consider the endpoint: a hint, one or two atomic loads, no side
-    /// effect. `false` only while the breaker's last refusal's wait runs and it is not closed.
+    /// effect. `false` while the breaker's last refusal's wait runs and it is not closed, and
+    /// while it is forced open.
     #[inline]
     pub(crate) fn is_candidate(&self, now: Instant) -> bool {
         // Relaxed: a hint only; a stale value makes a pick ask the breaker once more (which
@@ -120,7 +127,9 @@ impl EndpointBreaker {
         // manual reset cut short, which the state check below corrects.
         let until = self.refused_until.load(Ordering::Relaxed);
         if now.as_nanos() >= until {
-            return true;
+            // No refusal remembered: the breaker decides when asked, except one forced open
+            // by hand, which is known to refuse.
+            return self.breaker.state() != State::ForcedOpen;
         }
         matches!(
             self.breaker.state(),
@@ -152,7 +161,8 @@ impl<K> Core<K> {
         K: fmt::Debug,
     {
         let template = self.breaker_template.as_ref()?;
-        let seed = palisade_core::rng::mix(self.breaker_seed ^ id.wrapping_mul(palisade_core::rng::GAMMA));
+        let seed =
+            palisade_core::rng::mix(self.breaker_seed ^ id.wrapping_mul(palisade_core::rng::GAMMA));
         template
             .clone()
             .name(format!("{}/{key:?}", self.name))

@@ -34,7 +34,10 @@ impl InFlight {
     }
 
     /// The same guard, also completing the endpoint breaker's `permit`.
-    pub(crate) fn with_permit(mut self, permit: Option<palisade_circuit_breaker::OwnedPermit>) -> Self {
+    pub(crate) fn with_permit(
+        mut self,
+        permit: Option<palisade_circuit_breaker::OwnedPermit>,
+    ) -> Self {
         self.permit = permit;
         self
     }

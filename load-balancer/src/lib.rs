@@ -45,8 +45,11 @@
 //! The set is built from a list ([`Balancer::new`]), changed through the handle, or follows a
 //! tower `Discover` stream ([`Balancer::follow`]). What counts as an endpoint's failure is the
 //! classifier's choice ([`Balancer::service_with`]; default: every error except a local
-//! rejection). Per-endpoint circuit breakers compose: wrap an endpoint in a breaker in **gate
-//! mode** (open = not ready) and the balancer passes it over. In reject mode its `CircuitOpen`
+//! rejection). Per-endpoint circuit breakers are built in:
+//! [`endpoint_breaker`](BalancerBuilder::endpoint_breaker) with [`fleet_breaker`]'s defaults
+//! gives every endpoint its own, and an endpoint whose breaker is open is not a candidate
+//! (see [`breaker`]). A breaker of your own also composes: wrap an endpoint in a breaker in
+//! **gate mode** (open = not ready) and the balancer passes it over. In reject mode its `CircuitOpen`
 //! answers are charged the failure penalty, so the default strategy avoids it, but a pick
 //! that still lands there answers the caller `CircuitOpen`, which palisade-retry returns at
 //! once rather than retrying: prefer gate mode per endpoint (`tests/stacking.rs`).

@@ -77,7 +77,10 @@ const MAX_PROBES: usize = 64;
 #[must_use]
 pub fn table(endpoint_hashes: &[u64], size: usize) -> Vec<u32> {
     let n = endpoint_hashes.len();
-    assert!(size > 0 && n <= size, "a table needs at least one slot per endpoint");
+    assert!(
+        size > 0 && n <= size,
+        "a table needs at least one slot per endpoint"
+    );
     if n == 0 {
         return Vec::new();
     }
@@ -86,7 +89,11 @@ pub fn table(endpoint_hashes: &[u64], size: usize) -> Vec<u32> {
         .iter()
         .map(|h| {
             let offset = mix(*h) % m;
-            let skip = if m > 1 { mix(h.rotate_left(32) ^ 0xa076_1d64_78bd_642f) % (m - 1) + 1 } else { 1 };
+            let skip = if m > 1 {
+                mix(h.rotate_left(32) ^ 0xa076_1d64_78bd_642f) % (m - 1) + 1
+            } else {
+                1
+            };
             (offset, skip)
         })
         .collect();
@@ -117,7 +124,7 @@ fn is_prime(n: usize) -> bool {
     }
     let mut d = 2;
     while d * d <= n {
-        if n % d == 0 {
+        if n.is_multiple_of(d) {
             return false;
         }
         d += 1;
@@ -254,9 +261,9 @@ where
             let healthy = |e: &Entry<K, S>| {
                 e.node.breaker_allows(now)
                     && (panic
-                        || !e.node.is_ejected(now, || {
-                            fleet_estimate(&set, now, core, Some(e.node.id))
-                        }))
+                        || !e
+                            .node
+                            .is_ejected(now, || fleet_estimate(&set, now, core, Some(e.node.id))))
             };
             let m = table.slots.len();
             let start = ((u128::from(mix(request_hash)) * m as u128) >> 64) as usize;
@@ -341,7 +348,11 @@ mod tests {
         let slots = table(&hashes(0..13), 13);
         let mut sorted = slots.clone();
         sorted.sort_unstable();
-        assert_eq!(sorted, (0..13).collect::<Vec<u32>>(), "13 endpoints, one slot each");
+        assert_eq!(
+            sorted,
+            (0..13).collect::<Vec<u32>>(),
+            "13 endpoints, one slot each"
+        );
         assert!(table(&[], 7).is_empty());
     }
 }

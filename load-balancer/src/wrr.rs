@@ -117,9 +117,16 @@ mod tests {
         }
         for (i, expected) in [(0, 0.1), (1, 0.3), (3, 0.6)] {
             let share = f64::from(counts[i]) / picks as f64;
-            assert!((share - expected).abs() < 0.01, "{i}: {share} vs {expected}");
+            assert!(
+                (share - expected).abs() < 0.01,
+                "{i}: {share} vs {expected}"
+            );
         }
-        assert_eq!(counts[2] + counts[4], 0, "non-candidates and weight 0 are never chosen");
+        assert_eq!(
+            counts[2] + counts[4],
+            0,
+            "non-candidates and weight 0 are never chosen"
+        );
     }
 
     #[test]

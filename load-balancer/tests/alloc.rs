@@ -92,3 +92,36 @@ fn the_hashed_service_allocates_nothing() {
     });
     assert_eq!(info.count_total, 0, "a hashed call allocated");
 }
+
+#[test]
+fn smooth_weighted_round_robin_allocates_nothing() {
+    assert_no_allocations(&balancer_of(10, palisade_load_balancer::WeightedRoundRobin::new()));
+}
+
+#[test]
+fn endpoint_breakers_allocate_nothing_per_call() {
+    let balancer = Balancer::builder()
+        .seed(3)
+        .endpoint_breaker(palisade_load_balancer::fleet_breaker())
+        .build()
+        .unwrap();
+    for key in 0..100 {
+        balancer.insert(key, Echo, EndpointMeta::new());
+    }
+    assert_no_allocations(&balancer);
+}
+
+#[test]
+fn the_maglev_service_allocates_nothing_once_its_table_is_built() {
+    let balancer = balancer_of(100, RoundRobin::new());
+    let mut svc = balancer.maglev(|req: &u64| palisade_core::rng::mix(*req));
+    for i in 0..100 {
+        assert!(call_ok(&mut svc, i));
+    }
+    let info = allocation_counter::measure(|| {
+        for i in 0..1_000 {
+            assert!(call_ok(&mut svc, i));
+        }
+    });
+    assert_eq!(info.count_total, 0, "a maglev call allocated");
+}

@@ -132,7 +132,11 @@ async fn no_pick_waits_on_an_open_breaker_while_another_endpoint_can_answer() {
         assert!(matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))));
         let start = tokio::time::Instant::now();
         assert_eq!(svc.call(()).await.unwrap(), 1);
-        assert_eq!(start.elapsed(), Duration::from_millis(5), "no wait for a breaker");
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_millis(5),
+            "no wait for a breaker"
+        );
     }
 }
 
@@ -167,7 +171,10 @@ async fn a_recovered_endpoint_is_probed_half_open_and_closes() {
         call(&balancer).await.unwrap();
     }
     assert_eq!(breaker.state(), State::Closed);
-    assert!(endpoints[0].calls() >= before + 5, "probed and back in rotation");
+    assert!(
+        endpoints[0].calls() >= before + 5,
+        "probed and back in rotation"
+    );
     assert_eq!(
         *transitions.lock().unwrap(),
         vec![State::Open, State::HalfOpen, State::Closed]
@@ -238,7 +245,11 @@ async fn failed_readiness_counts_and_cancelled_calls_do_not() {
         assert_eq!(call(&balancer).await.unwrap(), 1);
     }
     assert_eq!(breaker.state(), State::Open);
-    assert_eq!(endpoints[0].calls(), 5, "only the cancelled calls reached it");
+    assert_eq!(
+        endpoints[0].calls(),
+        5,
+        "only the cancelled calls reached it"
+    );
 }
 
 #[test]

@@ -81,13 +81,22 @@ fn retry(client: usize) -> RetryPolicy {
 fn palisade_stacks(
     endpoints: &[QueueingEndpoint],
 ) -> (Vec<Balancer<usize, QueueingEndpoint>>, Vec<Stack>) {
+    palisade_stacks_with(endpoints, false)
+}
+
+/// As [`palisade_stacks`], with the built-in per-endpoint breakers (`fleet_breaker`) when
+/// `breakers`.
+fn palisade_stacks_with(
+    endpoints: &[QueueingEndpoint],
+    breakers: bool,
+) -> (Vec<Balancer<usize, QueueingEndpoint>>, Vec<Stack>) {
     (0..CLIENTS)
         .map(|client| {
-            let balancer = Balancer::builder()
-                .clock(Clock::tokio())
-                .seed(client as u64)
-                .build()
-                .unwrap();
+            let mut builder = Balancer::builder().clock(Clock::tokio()).seed(client as u64);
+            if breakers {
+                builder = builder.endpoint_breaker(palisade_load_balancer::fleet_breaker());
+            }
+            let balancer = builder.build().unwrap();
             for (key, endpoint) in endpoints.iter().enumerate() {
                 balancer.insert(key, endpoint.clone(), EndpointMeta::new());
             }
@@ -270,7 +279,7 @@ async fn a_ten_times_slower_endpoint_gets_little_traffic() {
     );
 }
 
-async fn one_failing_endpoint(tower: bool) -> (f64, Option<Duration>, f64) {
+async fn one_failing_endpoint(tower: bool, breakers: bool) -> (f64, Option<Duration>, f64) {
     // Endpoint 2 fails every call in 1 ms from 5 s to 15 s.
     let failing = [Phase::failing(
         secs(5.0),
@@ -281,7 +290,7 @@ async fn one_failing_endpoint(tower: bool) -> (f64, Option<Duration>, f64) {
     let stacks = if tower {
         tower_stacks(&endpoints)
     } else {
-        palisade_stacks(&endpoints).1
+        palisade_stacks_with(&endpoints, breakers).1
     };
     let records = drive(&stacks, secs(25.0), 3, |_| {}).await;
     let phase = success_rate(&records, secs(5.0), secs(15.0));
@@ -301,8 +310,17 @@ async fn one_failing_endpoint(tower: bool) -> (f64, Option<Duration>, f64) {
 
 #[tokio::test(start_paused = true)]
 async fn a_fast_failing_endpoint_is_covered_and_comes_back() {
-    let (phase, back, late_share) = one_failing_endpoint(false).await;
-    let (t_phase, t_back, t_late) = one_failing_endpoint(true).await;
+    let (phase, back, late_share) = one_failing_endpoint(false, false).await;
+    let (t_phase, t_back, t_late) = one_failing_endpoint(true, false).await;
+    let (b_phase, b_back, b_late) = one_failing_endpoint(false, true).await;
+    println!(
+        "(b) the same with the built-in endpoint breakers (fleet_breaker): success over the \
+         phase {:.3} %, back after {:?}, share from 3 s after {:.1} %",
+        b_phase * 100.0,
+        b_back,
+        b_late * 100.0,
+    );
+    assert!(b_phase >= 0.999, "with endpoint breakers: {b_phase}");
     println!(
         "(b) one endpoint failing in 1 ms for 10 s: palisade success over the phase {:.3} %, \
          first success of the recovered endpoint {:?} after recovery, its share from 3 s \
@@ -404,11 +422,11 @@ async fn tower_set_changes() -> (usize, usize) {
         .map(|client| {
             let (tx, rx) = futures::channel::mpsc::unbounded::<Change<usize, Peak>>();
             for (key, endpoint) in endpoints.iter().enumerate() {
-                tx.unbounded_send(Change::Insert(key, peak(endpoint))).unwrap();
+                tx.unbounded_send(Change::Insert(key, peak(endpoint)))
+                    .unwrap();
             }
             senders.push(tx);
-            let balance: Balance<_, ()> =
-                Balance::new(rx.map(Ok::<_, std::convert::Infallible>));
+            let balance: Balance<_, ()> = Balance::new(rx.map(Ok::<_, std::convert::Infallible>));
             let inner: Stack = BoxCloneService::new(tower::buffer::Buffer::new(balance, 1024));
             BoxCloneService::new(
                 ServiceBuilder::new()
@@ -427,7 +445,8 @@ async fn tower_set_changes() -> (usize, usize) {
                 let back = ((step + 2) % 4) as usize;
                 let endpoint = if back == 3 { &spare } else { &endpoints[back] };
                 tx.unbounded_send(Change::Remove(out)).unwrap();
-                tx.unbounded_send(Change::Insert(back, peak(endpoint))).unwrap();
+                tx.unbounded_send(Change::Insert(back, peak(endpoint)))
+                    .unwrap();
             }
         }
     })
@@ -624,5 +643,8 @@ async fn a_surge_of_three_times_capacity_is_shed_at_the_bulkhead() {
     // The few failures left after the surge are calls that found their client's bulkhead
     // still full of surge work for the first milliseconds (`BulkheadFull`); the balancer holds
     // no ejection, penalty or open breaker from the surge (its endpoints never failed).
-    assert!(after >= 0.99, "success in the first second after the surge: {after}");
+    assert!(
+        after >= 0.99,
+        "success in the first second after the surge: {after}"
+    );
 }
