@@ -506,6 +506,44 @@ impl EtcdDiscovery {
     }
 }
 
+/// Why an [`EtcdRegistration`] could not register (or revoke).
+#[derive(Debug)]
+pub struct EtcdError {
+    detail: String,
+    timed_out: bool,
+    source: Option<etcd_client::Error>,
+}
+
+impl EtcdError {
+    fn client(source: etcd_client::Error) -> Self {
+        EtcdError {
+            detail: source.to_string(),
+            timed_out: false,
+            source: Some(source),
+        }
+    }
+
+    /// `true` when etcd did not answer in time (the TTL bounds every request).
+    #[must_use]
+    pub fn is_timeout(&self) -> bool {
+        self.timed_out
+    }
+}
+
+impl fmt::Display for EtcdError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "etcd: {}", self.detail)
+    }
+}
+
+impl std::error::Error for EtcdError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_ref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
 /// The serving side: puts `key = endpoint` in etcd under a lease with a TTL, and keeps the
 /// lease alive from a background task, so the key disappears within the TTL of the process
 /// dying. [`shutdown`](Self::shutdown) (or dropping it) revokes the lease, which deletes the
@@ -520,7 +558,7 @@ impl EtcdDiscovery {
 /// use std::time::Duration;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), palisade_discovery::etcd_client::Error> {
+/// # async fn main() -> Result<(), palisade_discovery::EtcdError> {
 /// let me = Endpoint { addr: "10.0.0.7:8080".parse().unwrap(), weight: 1 };
 /// let registration = EtcdRegistration::register(
 ///     &["http://127.0.0.1:2379"],
@@ -569,15 +607,16 @@ struct Registrar {
 }
 
 impl Registrar {
-    fn timed_out(&self) -> etcd_client::Error {
-        etcd_client::Error::IoError(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            format!("etcd did not answer within the TTL ({:?})", self.bound),
-        ))
+    fn timed_out(&self) -> EtcdError {
+        EtcdError {
+            detail: format!("no answer within the TTL ({:?})", self.bound),
+            timed_out: true,
+            source: None,
+        }
     }
 
     /// A fresh connection (etcd-client's channel does not always recover a lost endpoint).
-    async fn connect(&self) -> Result<Client, etcd_client::Error> {
+    async fn connect(&self) -> Result<Client, EtcdError> {
         let options = ConnectOptions::new().with_connect_timeout(self.bound);
         tokio::time::timeout(
             self.bound,
@@ -585,10 +624,11 @@ impl Registrar {
         )
         .await
         .map_err(|_| self.timed_out())?
+        .map_err(EtcdError::client)
     }
 
     /// Grants a lease and puts the key under it.
-    async fn grant_and_put(&self, client: &mut Client) -> Result<i64, etcd_client::Error> {
+    async fn grant_and_put(&self, client: &mut Client) -> Result<i64, EtcdError> {
         let work = async {
             let lease = client.lease_grant(self.ttl_secs, None).await?.id();
             client
@@ -598,11 +638,12 @@ impl Registrar {
                     Some(PutOptions::new().with_lease(lease)),
                 )
                 .await?;
-            Ok(lease)
+            Ok::<_, etcd_client::Error>(lease)
         };
         tokio::time::timeout(self.bound, work)
             .await
             .map_err(|_| self.timed_out())?
+            .map_err(EtcdError::client)
     }
 }
 
@@ -614,15 +655,14 @@ impl EtcdRegistration {
     ///
     /// # Errors
     ///
-    /// The client's error when etcd refuses the lease or the put, or an
-    /// [`IoError`](etcd_client::Error::IoError) of kind `TimedOut` when it does not answer
-    /// within the TTL.
+    /// An [`EtcdError`] when etcd refuses the lease or the put, or does not answer within the
+    /// TTL ([`EtcdError::is_timeout`]).
     pub async fn register<E: AsRef<str>>(
         endpoints: &[E],
         key: impl Into<String>,
         endpoint: Endpoint,
         ttl: Duration,
-    ) -> Result<Self, etcd_client::Error> {
+    ) -> Result<Self, EtcdError> {
         let ttl_secs = ttl.as_secs().max(1);
         let registrar = Registrar {
             endpoints: endpoints.iter().map(|e| e.as_ref().to_owned()).collect(),
@@ -671,8 +711,8 @@ impl EtcdRegistration {
     ///
     /// # Errors
     ///
-    /// The client's error if the revoke failed (the key then expires within the TTL).
-    pub async fn shutdown(mut self) -> Result<(), etcd_client::Error> {
+    /// An [`EtcdError`] if the revoke failed (the key then expires within the TTL).
+    pub async fn shutdown(mut self) -> Result<(), EtcdError> {
         if let Some(keeper) = self.keeper.take() {
             keeper.abort();
         }
@@ -680,7 +720,11 @@ impl EtcdRegistration {
             let state = self.shared.lock();
             (state.client.clone(), state.lease)
         };
-        client.lease_revoke(lease).await.map(|_| ())
+        client
+            .lease_revoke(lease)
+            .await
+            .map(|_| ())
+            .map_err(EtcdError::client)
     }
 }
 

@@ -85,13 +85,15 @@ mod events;
 mod records;
 
 pub use dns_discovery::{DnsDiscover, DnsDiscovery, DnsDiscoveryBuilder, DnsSnapshot};
-/// The etcd client crate, re-exported for its `Error` type (returned by
-/// [`EtcdRegistration`]).
+// For this crate's integration tests, which write and compact keys directly (a dev-dependency
+// on etcd-client would need `protoc` in every `cargo test`); not part of the API.
 #[cfg(feature = "etcd")]
-#[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
+#[doc(hidden)]
 pub use etcd_client;
 #[cfg(feature = "etcd")]
 #[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
-pub use etcd_discovery::{EtcdDiscovery, EtcdDiscoveryBuilder, EtcdRegistration, EtcdSnapshot};
+pub use etcd_discovery::{
+    EtcdDiscovery, EtcdDiscoveryBuilder, EtcdError, EtcdRegistration, EtcdSnapshot,
+};
 pub use events::DiscoveryEvent;
 pub use records::Endpoint;

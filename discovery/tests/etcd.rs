@@ -673,3 +673,29 @@ async fn an_unreachable_etcd_fails_cleanly_and_retries() {
             .all(|e| matches!(e, DiscoveryEvent::WatchFailed { kept: 0, .. })),
     );
 }
+
+/// Registering against no server is a clear error within the TTL bound, never a hang or a
+/// panic. Needs no etcd.
+#[tokio::test]
+async fn registering_against_an_unreachable_etcd_is_an_error() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let err = EtcdRegistration::register(
+        &[format!("http://127.0.0.1:{port}")],
+        "/s/a",
+        Endpoint {
+            addr: addr(1, 80),
+            weight: 1,
+        },
+        Duration::from_secs(1),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().starts_with("etcd: "), "{err}");
+    assert!(
+        err.is_timeout() || std::error::Error::source(&err).is_some(),
+        "a timeout, or the client's error as the source: {err:?}"
+    );
+}
