@@ -15,7 +15,7 @@
 //! millisecond for the default size, on that call) and publishes it with an atomic swap;
 //! concurrent calls never wait on it (a racing call builds its own copy, the last store wins,
 //! both are identical). Every clone of a `MaglevService` shares the table: make one with
-//! [`Balancer::maglev`] and clone it.
+//! [`Balancer::maglev`](crate::Balancer::maglev) and clone it.
 //!
 //! Health does not rebuild the table: when the slot's endpoint is ejected or its breaker is
 //! open, the call goes to the next slot whose endpoint is healthy (the table's slots are
@@ -23,7 +23,7 @@
 //! too), and come back with it. The endpoint is known only once the request is, so
 //! `poll_ready` is always ready and the response future waits for the chosen endpoint's
 //! readiness, as [`HashService`](crate::HashService) does. For tens of endpoints,
-//! [`Balancer::hashed`] (rendezvous hashing, O(n), no table) is the simpler option.
+//! [`Balancer::hashed`](crate::Balancer::hashed) (rendezvous hashing, O(n), no table) is the simpler option.
 //!
 //! ```
 //! use palisade_load_balancer::Balancer;
@@ -139,7 +139,7 @@ struct Table<K, S> {
 }
 
 /// A `Service` that sends each request to the endpoint its key hashes to, by a Maglev lookup
-/// table. From [`Balancer::maglev`]; see the [module docs](self).
+/// table. From [`Balancer::maglev`](crate::Balancer::maglev); see the [module docs](self).
 pub struct MaglevService<K, S, H> {
     shared: Arc<Shared<K, S>>,
     hash: H,
@@ -346,7 +346,7 @@ mod tests {
     fn table_sizes_are_primes_and_tables_are_full() {
         assert!(is_prime(65_537) && is_prime(13) && !is_prime(65_536) && !is_prime(1));
         let slots = table(&hashes(0..13), 13);
-        let mut sorted = slots.clone();
+        let mut sorted = slots;
         sorted.sort_unstable();
         assert_eq!(
             sorted,

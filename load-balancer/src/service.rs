@@ -260,18 +260,15 @@ where
             Slot::Waiting { node, mut service } => match service.poll_ready(cx) {
                 Poll::Ready(Ok(())) => {
                     let now = clock.now();
-                    match admit(&node, now) {
-                        Ok(permit) => {
-                            self.slot = Slot::Ready {
-                                node,
-                                service,
-                                picked: now,
-                                permit,
-                            };
-                            return Poll::Ready(Ok(()));
-                        }
-                        // Its breaker opened meanwhile: pick another below.
-                        Err(()) => {}
+                    // A breaker that opened meanwhile refuses: pick another below.
+                    if let Ok(permit) = admit(&node, now) {
+                        self.slot = Slot::Ready {
+                            node,
+                            service,
+                            picked: now,
+                            permit,
+                        };
+                        return Poll::Ready(Ok(()));
                     }
                 }
                 Poll::Ready(Err(_)) => node.readiness_failed(clock.now()),
