@@ -2,8 +2,9 @@
 //! `GlobalConcurrencyLimitLayer`), tower-resilience's bulkhead and adaptive limiter, and the bare
 //! inner service.
 //!
-//! Cases: the success path on one thread, the full-and-reject path, and two threads calling
-//! through one shared bulkhead. Every layer is built outside the timed loop.
+//! Cases: the success path on one thread, the full-and-reject path, and two threads (or the
+//! counts in `PALISADE_BENCH_THREADS`) calling through one shared bulkhead, on the success
+//! path and on the reject path. Every layer is built outside the timed loop.
 
 #![allow(
     missing_docs,
@@ -258,5 +259,48 @@ fn shared_path(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, success_path, reject_path, shared_path);
+/// `threads` threads rejected by one full bulkhead (limit 1, its slot held by a call that
+/// never finishes), each through its own clone of one service: the reject path under
+/// contention, beside tower's `LoadShed` over a shared `GlobalConcurrencyLimit`.
+fn reject_shared_path(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _guard = rt.enter();
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    for threads in contention_threads() {
+        let mut group = c.benchmark_group(format!("bulkhead/reject_{threads}_threads"));
+
+        let bulkhead = Bulkhead::builder().max_concurrent_calls(1).build().unwrap();
+        let mut holder = bulkhead.layer().layer(Hang);
+        assert!(holder.poll_ready(&mut cx).is_ready());
+        let _held = holder.call(0);
+        let mut svc = bulkhead.layer().layer(Hang);
+        assert!(matches!(call_now(&mut svc, 1), Some(Err(_))), "not full");
+        n_threads(&mut group, threads, "palisade", svc);
+
+        let sem = Arc::new(tokio::sync::Semaphore::new(1));
+        let mut holder = GlobalConcurrencyLimitLayer::with_semaphore(sem.clone()).layer(Hang);
+        assert!(holder.poll_ready(&mut cx).is_ready());
+        let _held_too = holder.call(0);
+        let mut svc = ServiceBuilder::new()
+            .load_shed()
+            .layer(GlobalConcurrencyLimitLayer::with_semaphore(sem))
+            .service(Hang);
+        assert!(matches!(call_now(&mut svc, 1), Some(Err(_))), "not full");
+        n_threads(
+            &mut group,
+            threads,
+            "tower_load_shed_global_concurrency_limit",
+            svc,
+        );
+        group.finish();
+    }
+}
+
+criterion_group!(
+    benches,
+    success_path,
+    reject_path,
+    shared_path,
+    reject_shared_path
+);
 criterion_main!(benches);

@@ -2,7 +2,8 @@
 //! inner service, in one run.
 //!
 //! Cases: the success path on one thread (count window; time window with slow-call
-//! detection), the rejected (open) path, and two threads sharing one breaker. Every breaker is
+//! detection), the rejected (open) path, and two threads (or the counts in
+//! `PALISADE_BENCH_THREADS`) sharing one breaker, closed and open. Every breaker is
 //! built outside the timed loop. `failsafe` has no tower service, so its cases time its
 //! closure API (`CircuitBreaker::call`); Palisade's permit API (`try_acquire`) is timed beside
 //! it for the like-for-like comparison.
@@ -252,11 +253,65 @@ fn success_2_threads(c: &mut Criterion) {
     }
 }
 
+/// `threads` threads rejected by one open breaker (each through its own clone of one service),
+/// beside failsafe's open breaker shared by clones.
+fn rejected_open_n_threads(c: &mut Criterion) {
+    for threads in contention_threads() {
+        let mut group =
+            c.benchmark_group(format!("circuit_breaker/rejected_open_{threads}_threads"));
+        let breaker = CircuitBreaker::builder()
+            .wait_duration_in_open(HOUR)
+            .build()
+            .unwrap();
+        breaker.transition_to_open();
+        let palisade = breaker.layer().layer(Bare);
+        group.bench_function("palisade", |b| {
+            b.iter_custom(|iters| {
+                contended(threads, iters, |_, iters| {
+                    let mut svc = palisade.clone();
+                    for i in 0..iters {
+                        black_box(call_now(&mut svc, black_box(i)));
+                    }
+                })
+            });
+        });
+        group.bench_function("palisade_try_acquire", |b| {
+            b.iter_custom(|iters| {
+                contended(threads, iters, |_, iters| {
+                    for _ in 0..iters {
+                        black_box(breaker.try_acquire().is_err());
+                    }
+                })
+            });
+        });
+        let failsafe = failsafe::Config::new()
+            .failure_policy(failsafe::failure_policy::consecutive_failures(
+                1,
+                failsafe::backoff::constant(HOUR),
+            ))
+            .build();
+        let _ = failsafe.call(|| Err::<(), ()>(()));
+        assert!(!failsafe.is_call_permitted());
+        group.bench_function("failsafe", |b| {
+            b.iter_custom(|iters| {
+                contended(threads, iters, |_, iters| {
+                    let cb = failsafe.clone();
+                    for i in 0..iters {
+                        black_box(cb.call(|| Ok::<u64, ()>(black_box(i))).is_err());
+                    }
+                })
+            });
+        });
+        group.finish();
+    }
+}
+
 criterion_group!(
     benches,
     success_1_thread,
     success_time_slow_1_thread,
     rejected_open,
-    success_2_threads
+    success_2_threads,
+    rejected_open_n_threads
 );
 criterion_main!(benches);

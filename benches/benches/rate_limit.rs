@@ -2,7 +2,8 @@
 //! rate limiter and the bare inner service.
 //!
 //! Groups: the admit path on one thread (direct handle and tower service), the reject path,
-//! two threads on one shared limiter, and keyed limiting over 10 000 hot keys (one and two
+//! two threads (or the counts in `PALISADE_BENCH_THREADS`) on one shared limiter admitted and
+//! refused, and keyed limiting over 10 000 hot keys (one and two
 //! threads). Palisade runs with its default TSC clock and, marked `coarse`, with
 //! `Clock::coarse()` (~1 ms stale: see the crate docs for that trade-off).
 //!
@@ -238,6 +239,53 @@ fn admit_2_threads(c: &mut Criterion) {
     }
 }
 
+/// `threads` threads refused by one exhausted limiter: the reject path under contention (a
+/// refusal writes nothing, so the bucket's cache line stays shared), beside governor.
+fn reject_n_threads(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_time()
+        .build()
+        .unwrap();
+    let _guard = runtime.enter();
+    for threads in contention_threads() {
+        let mut group = c.benchmark_group(format!("rate_limit/reject_{threads}_threads"));
+        let limiter = palisade_exhausted();
+        group.bench_function("palisade_check", |b| {
+            b.iter_custom(|iters| {
+                contended(threads, iters, |_, n| {
+                    for _ in 0..n {
+                        let _ = black_box(limiter.check());
+                    }
+                })
+            });
+        });
+        let governor = governor::RateLimiter::direct(GQuota::per_hour(NonZeroU32::MIN));
+        let _ = governor.check();
+        group.bench_function("governor_check", |b| {
+            b.iter_custom(|iters| {
+                contended(threads, iters, |_, n| {
+                    for _ in 0..n {
+                        let _ = black_box(governor.check());
+                    }
+                })
+            });
+        });
+        let layer = limiter.layer();
+        group.bench_function("palisade_service", |b| {
+            b.iter_custom(|iters| {
+                contended(threads, iters, |_, n| {
+                    let mut svc = layer.layer(Bare);
+                    for _ in 0..n {
+                        let _ = black_box(call_now(&mut svc, 1u64));
+                    }
+                })
+            });
+        });
+        group.finish();
+    }
+}
+
 fn keyed(c: &mut Criterion) {
     let mut group = c.benchmark_group("rate_limit/keyed_10k_hot_keys");
     let palisade = KeyedRateLimiter::<u64>::builder()
@@ -326,6 +374,7 @@ criterion_group!(
     admit_1_thread,
     reject_1_thread,
     admit_2_threads,
+    reject_n_threads,
     keyed
 );
 criterion_main!(benches);

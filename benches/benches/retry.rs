@@ -7,6 +7,8 @@
 //!   the retry (the rejected path).
 //! - `retry/budget_1_thread`, `retry/budget_2_thread`: one deposit and one withdrawal attempt
 //!   per iteration on one shared budget.
+//! - `retry/success_2_threads`, `retry/budget_exhausted_2_threads`: both paths through clones
+//!   of one service sharing one budget (or the counts in `PALISADE_BENCH_THREADS`).
 
 #![allow(
     missing_docs,
@@ -228,5 +230,88 @@ fn budget_ops(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, success_path, budget_exhausted_path, budget_ops);
+/// `threads` threads, each with its own clone of one retry service, sharing one budget: the
+/// success path (a deposit per call) and the exhausted path (a refused withdrawal per call),
+/// beside tower's `Retry` sharing one `TpsBudget`.
+fn shared_paths(c: &mut Criterion) {
+    for threads in contention_threads() {
+        let mut group = c.benchmark_group(format!("retry/success_{threads}_threads"));
+        let palisade = RetryPolicy::builder().build().unwrap().layer().layer(Bare);
+        group.bench_function("palisade (default budget)", |b| {
+            b.iter_custom(|iters| {
+                contended(threads, iters, |_, iters| {
+                    let mut svc = palisade.clone();
+                    for i in 0..iters {
+                        black_box(call_now(&mut svc, black_box(i)));
+                    }
+                })
+            });
+        });
+        let budget = tps_budget();
+        group.bench_function("tower Retry + TpsBudget", |b| {
+            b.iter_custom(|iters| {
+                contended(threads, iters, |_, iters| {
+                    let mut svc = tower::retry::Retry::new(
+                        TowerBudgeted {
+                            budget: budget.clone(),
+                        },
+                        Bare,
+                    );
+                    for i in 0..iters {
+                        black_box(call_now(&mut svc, black_box(i)));
+                    }
+                })
+            });
+        });
+        group.finish();
+
+        let mut group = c.benchmark_group(format!("retry/budget_exhausted_{threads}_threads"));
+        let empty = RetryBudget::builder()
+            .min_retries_per_sec(0)
+            .percent_can_retry(0.0)
+            .build()
+            .unwrap();
+        let palisade = RetryPolicy::builder()
+            .budget(empty)
+            .build()
+            .unwrap()
+            .layer()
+            .layer(Failing);
+        group.bench_function("palisade", |b| {
+            b.iter_custom(|iters| {
+                contended(threads, iters, |_, iters| {
+                    let mut svc = palisade.clone();
+                    for i in 0..iters {
+                        black_box(call_now(&mut svc, black_box(i)));
+                    }
+                })
+            });
+        });
+        let budget = Arc::new(TpsBudget::new(Duration::from_secs(10), 0, 0.0));
+        group.bench_function("tower Retry + TpsBudget", |b| {
+            b.iter_custom(|iters| {
+                contended(threads, iters, |_, iters| {
+                    let mut svc = tower::retry::Retry::new(
+                        TowerBudgeted {
+                            budget: budget.clone(),
+                        },
+                        Failing,
+                    );
+                    for i in 0..iters {
+                        black_box(call_now(&mut svc, black_box(i)));
+                    }
+                })
+            });
+        });
+        group.finish();
+    }
+}
+
+criterion_group!(
+    benches,
+    success_path,
+    budget_exhausted_path,
+    budget_ops,
+    shared_paths
+);
 criterion_main!(benches);
