@@ -95,7 +95,10 @@ fn the_hashed_service_allocates_nothing() {
 
 #[test]
 fn smooth_weighted_round_robin_allocates_nothing() {
-    assert_no_allocations(&balancer_of(10, palisade_load_balancer::WeightedRoundRobin::new()));
+    assert_no_allocations(&balancer_of(
+        10,
+        palisade_load_balancer::WeightedRoundRobin::new(),
+    ));
 }
 
 #[test]
