@@ -10,10 +10,14 @@ use palisade_core::{ConfigError, Listener};
 use palisade_load_balancer::{Balancer, EndpointMeta};
 use parking_lot::Mutex;
 use rand::{Rng, SeedableRng};
+use std::collections::VecDeque;
 use std::fmt;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
+use tower::discover::Change;
 
 /// Follows the keys under an etcd prefix and keeps a [`Balancer`]'s endpoint set equal to
 /// their values.
@@ -476,6 +480,24 @@ impl EtcdDiscovery {
         .await;
     }
 
+    /// The changes as a tower [`Discover`](tower::discover::Discover) stream (for
+    /// `Balancer::follow` or tower's own `Balance`): `Change::Insert` with a service made by
+    /// `make`, `Change::Remove`. The watch runs on a task spawned on the first poll (so poll it
+    /// inside a tokio runtime) and aborted when the stream is dropped. A plain `Discover`
+    /// carries no weights; [`run`](Self::run) passes them to a Palisade balancer.
+    pub fn discover<S, F>(self, make: F) -> EtcdDiscover<S, F>
+    where
+        F: FnMut(SocketAddr) -> S + Unpin,
+    {
+        EtcdDiscover {
+            discovery: self,
+            make,
+            queue: VecDeque::new(),
+            changes: None,
+            task: None,
+        }
+    }
+
     /// The current set and the counters.
     #[must_use]
     pub fn snapshot(&self) -> EtcdSnapshot {
@@ -503,6 +525,78 @@ impl EtcdDiscovery {
     /// Removes a listener; `false` if it was not registered.
     pub fn unsubscribe(&self, id: ListenerId) -> bool {
         self.inner.events.unsubscribe(id)
+    }
+}
+
+/// An [`EtcdDiscovery`] as a tower `Discover` stream; made by [`EtcdDiscovery::discover`].
+/// Never ends and never fails (a failed watch keeps the set and reconnects, so it yields
+/// nothing meanwhile).
+pub struct EtcdDiscover<S, F> {
+    discovery: EtcdDiscovery,
+    make: F,
+    queue: VecDeque<Change<SocketAddr, S>>,
+    changes: Option<tokio::sync::mpsc::UnboundedReceiver<Changes>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+// The services are only queued, never pinned: the stream is `Unpin` whatever `S` is.
+impl<S, F: Unpin> Unpin for EtcdDiscover<S, F> {}
+
+impl<S, F> fmt::Debug for EtcdDiscover<S, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EtcdDiscover")
+            .field("discovery", &self.discovery)
+            .field("queued", &self.queue.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, F> Drop for EtcdDiscover<S, F> {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+impl<S, F> futures_core::Stream for EtcdDiscover<S, F>
+where
+    F: FnMut(SocketAddr) -> S + Unpin,
+{
+    type Item = Result<Change<SocketAddr, S>, std::convert::Infallible>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(change) = this.queue.pop_front() {
+                return Poll::Ready(Some(Ok(change)));
+            }
+            let changes = this.changes.get_or_insert_with(|| {
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                let discovery = this.discovery.clone();
+                this.task = Some(tokio::spawn(async move {
+                    discovery
+                        .follow(move |changes| {
+                            // The stream was dropped: the task is being aborted too.
+                            let _ = tx.send(changes);
+                        })
+                        .await;
+                }));
+                rx
+            });
+            match changes.poll_recv(cx) {
+                Poll::Ready(Some((insert, remove))) => {
+                    for endpoint in insert {
+                        this.queue
+                            .push_back(Change::Insert(endpoint.addr, (this.make)(endpoint.addr)));
+                    }
+                    this.queue.extend(remove.into_iter().map(Change::Remove));
+                }
+                // The task never ends on its own; only a panic in it closes the channel.
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
     }
 }
 

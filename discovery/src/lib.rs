@@ -93,7 +93,7 @@ pub use etcd_client;
 #[cfg(feature = "etcd")]
 #[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
 pub use etcd_discovery::{
-    EtcdDiscovery, EtcdDiscoveryBuilder, EtcdError, EtcdRegistration, EtcdSnapshot,
+    EtcdDiscover, EtcdDiscovery, EtcdDiscoveryBuilder, EtcdError, EtcdRegistration, EtcdSnapshot,
 };
 pub use events::DiscoveryEvent;
 pub use records::Endpoint;

@@ -699,3 +699,44 @@ async fn registering_against_an_unreachable_etcd_is_an_error() {
         "a timeout, or the client's error as the source: {err:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_discover_stream_feeds_balancer_follow_and_stops_when_dropped() {
+    let Some(endpoint) = etcd_endpoint() else {
+        return;
+    };
+    let _history = HISTORY.read().await;
+    let prefix = prefix("stream");
+    let mut etcd = client(&endpoint).await;
+    let (ea, eb, ec) = (addr(1, 4001), addr(2, 4002), addr(3, 4003));
+    etcd.put(format!("{prefix}a"), ea.to_string(), None)
+        .await
+        .unwrap();
+    let discovery = discovery(&endpoint, &prefix);
+    let balancer: Balancer<SocketAddr, Backend> = Balancer::builder().build().unwrap();
+    let follower = tokio::spawn(balancer.clone().follow(discovery.clone().discover(Backend)));
+    until("the listing", || keys(&balancer) == BTreeSet::from([ea])).await;
+    etcd.put(format!("{prefix}b"), eb.to_string(), None)
+        .await
+        .unwrap();
+    etcd.delete(format!("{prefix}a"), None).await.unwrap();
+    until("the watched changes", || {
+        keys(&balancer) == BTreeSet::from([eb])
+    })
+    .await;
+
+    // Dropping the stream (with the task that polls it) stops the watch.
+    follower.abort();
+    let _ = follower.await;
+    let revision = discovery.snapshot().revision;
+    etcd.put(format!("{prefix}c"), ec.to_string(), None)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        discovery.snapshot().revision,
+        revision,
+        "no watch after the drop"
+    );
+    assert_eq!(keys(&balancer), BTreeSet::from([eb]));
+}
