@@ -162,7 +162,9 @@ impl EtcdDiscoveryBuilder {
     }
 
     /// The HTTP/2 keep-alive interval of the connection (default 10 s): a watch on a dead
-    /// connection fails after about one interval more, and discovery reconnects.
+    /// connection fails after about one interval and the request timeout, and discovery
+    /// reconnects. Keep it at or above the server's `--grpc-keepalive-min-time` (5 s by
+    /// default): etcd answers faster pings with `GOAWAY`.
     #[must_use]
     pub fn keep_alive(mut self, interval: Duration) -> Self {
         self.keep_alive = interval;

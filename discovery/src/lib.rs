@@ -41,7 +41,8 @@
 //! revision + 1 (no polling); on a lost connection it keeps the set, reconnects with backoff
 //! and resumes from the last revision it saw (re-listing and diffing if etcd compacted it
 //! away). A value that is not an endpoint is a [`DiscoveryEvent::InvalidValue`] and is
-//! skipped. `EtcdRegistration` is the serving side: a key under a lease with a TTL, kept
+//! skipped. `run` applies changes to a balancer with their weights; `discover` is a tower
+//! `Discover` stream. `EtcdRegistration` is the serving side: a key under a lease with a TTL, kept
 //! alive by a task, revoked on shutdown or drop.
 //!
 //! ```no_run

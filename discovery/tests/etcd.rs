@@ -100,7 +100,9 @@ fn discovery(endpoint: &str, prefix: &str) -> EtcdDiscovery {
         .prefix(prefix)
         .backoff(Duration::from_millis(50), Duration::from_millis(500))
         .request_timeout(Duration::from_secs(2))
-        .keep_alive(Duration::from_secs(1))
+        // Not below etcd's --grpc-keepalive-min-time (5 s), which answers faster pings with
+        // GOAWAY.
+        .keep_alive(Duration::from_secs(6))
         .seed(13)
         .build()
         .unwrap()
