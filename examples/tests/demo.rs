@@ -2,7 +2,7 @@
 //! least as well as a bare round-robin client in every phase, and stays ≥ 99 % while one
 //! endpoint fails or is down.
 
-use palisade_examples::demo::{Client, Config, PhaseKind, Report, Scenario, run};
+use palisade_examples::demo::{Client, Config, PhaseKind, PhaseReport, Report, Scenario, run};
 use std::time::Duration;
 
 fn short(scenario: Scenario, seed: u64) -> Report {
@@ -46,8 +46,16 @@ fn check_headline(report: &Report, scenario: Scenario, strict_surge: bool) {
             // Known gap: a request counts in the phase that sent it, however late it finishes,
             // and bare's three full server queues (3 x (64 + 4) requests) are worked off after
             // the surge ends, where the bulkhead holds 25 calls at most. Neither client can
-            // finish more than the fleet's capacity within the phase, so: Palisade's successes
-            // at least bare's less those that finished after the phase, and a far lower p99.
+            // finish more than the fleet's capacity within the phase, so: Palisade finishes
+            // within the phase what bare does (the fleet's capacity, to 1 %), its successes are
+            // at least bare's less those that finished after the phase, and its p99 far lower.
+            let within = |p: &PhaseReport| p.ok - p.finished_after;
+            assert!(
+                within(palisade) as f64 >= 0.99 * within(bare) as f64,
+                "surge: within the phase palisade finished {} and bare {}\n{report}",
+                within(palisade),
+                within(bare)
+            );
             assert!(
                 palisade.ok + bare.finished_after >= bare.ok,
                 "surge: palisade {} ok against bare {} ({} of them after the phase)\n{report}",
@@ -95,14 +103,17 @@ fn outage_and_surge_scenarios_hold_the_headline() {
     check_headline(&short(Scenario::Surge, 2026), Scenario::Surge, false);
 }
 
-/// The strict headline in the surge too: fails (see the known gap above). Since successes now
-/// pay the balancer's failure penalty off, the recovery after the surge holds strictly
-/// (99.90 % vs 99.90 %, seed 2026) and Palisade finishes the fleet's capacity within the
-/// surge; what remains is bare's queued backlog finished after the surge ends, credited to
-/// the surge that sent it.
+/// The strict headline in the surge too: fails (see the known gap above). Within the surge
+/// both clients finish the fleet's capacity (seed 2026, 2 s phases: bare 2388, palisade 2381);
+/// the difference is bare's queued backlog, finished after the surge ends and credited to the
+/// surge that sent it (204 successes, palisade's bulkhead 24). Only a client that holds as many
+/// requests waiting as the servers' queues do (3 x 68) at the surge's end would match it, which
+/// is the latency (p99 178 ms against 29 ms) the bulkhead is there to refuse. With 8 s phases a
+/// second cause adds about as much: e1, failing until the surge begins, gets no call for its
+/// first 0.4 s while its failure penalty decays (the demo's printed note measures both).
 #[test]
-#[ignore = "known gap: surge 3x, 2 s phases, seed 2026: palisade 33.50 % vs bare 36.13 %, 204 \
-            of bare's successes finished after the surge (palisade 25)"]
+#[ignore = "known gap: surge 3x, 2 s phases, seed 2026: palisade 33.52 % vs bare 36.13 %, 204 \
+            of bare's successes finished after the surge (palisade 24); within it 2388 vs 2381"]
 fn palisade_is_at_least_as_good_as_bare_in_the_surge_too() {
     check_headline(&short(Scenario::Full, 2026), Scenario::Full, true);
 }
@@ -127,7 +138,15 @@ fn the_table_header_lines_up_with_its_rows() {
     assert_eq!(table.len(), 1 + 2 * 3, "{text}");
     let header = table[0];
     // Every right-aligned column ends where its header ends.
-    for column in ["ok %", "p99", "to failing", "rejected", "recover"] {
+    for column in [
+        "ok %",
+        "in phase",
+        "after",
+        "p99",
+        "to failing",
+        "rejected",
+        "recover",
+    ] {
         let end = header.find(column).unwrap() + column.len();
         for row in &table[1..] {
             let cell_end = row[..end].trim_end().len();

@@ -1,6 +1,9 @@
 //! The printed comparison: one row per phase and client, a legend, a de-duplicated event log.
 
-use super::{BUCKET, Client, Config, ENDPOINTS, Fate, Notable, PhaseKind, Run, phase_index};
+use super::{
+    BUCKET, CAPACITY, Client, Config, ENDPOINTS, Fate, MEAN_SERVICE, Notable, PhaseKind, Run,
+    WORKERS, phase_index,
+};
 use std::fmt;
 use std::time::Duration;
 
@@ -33,11 +36,27 @@ pub struct PhaseReport {
     pub rejected_pct: f64,
     /// Each endpoint's share of the fleet's calls in the phase, in percent.
     pub shares: [f64; ENDPOINTS],
-    /// Successes of requests issued in the phase that finished after it ended.
+    /// Successes of requests issued in the phase that finished after it ended (`ok` less
+    /// these finished within the phase).
     pub finished_after: usize,
+    /// The longest stretch from the phase's start in which an endpoint received no call while
+    /// the client refused requests locally (capacity left idle); `None`: no such stretch of at
+    /// least one 100 ms bucket. Always `None` for the bare client, which refuses nothing.
+    pub idle_at_start: Option<IdleStart>,
     /// From the phase's start until every later 100 ms of it had ≥ 99 % success; `None`:
     /// not within the phase.
     pub recover: Option<Duration>,
+}
+
+/// An endpoint that got no call at the start of a phase while the client refused requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IdleStart {
+    /// The endpoint.
+    pub endpoint: usize,
+    /// From the phase's start, in whole 100 ms buckets.
+    pub duration: Duration,
+    /// Requests the client refused locally meanwhile.
+    pub refused: usize,
 }
 
 /// The whole comparison.
@@ -47,6 +66,8 @@ pub struct Report {
     pub phases: Vec<PhaseReport>,
     /// The de-duplicated event log of the Palisade stack.
     pub log: Vec<String>,
+    /// The length of a phase.
+    pub phase: Duration,
     header: String,
 }
 
@@ -61,6 +82,7 @@ impl Report {
         Report {
             phases,
             log: event_log(config, palisade),
+            phase: config.phase,
             header: format!(
                 "Palisade demo: {} phases of {} s (scenario {:?}, seed {}), 3 endpoints x {} \
                  workers (~{:.0} req/s capacity), {:.0} req/s offered ({:.0} in the surge), \
@@ -121,11 +143,30 @@ fn phase_report(config: &Config, run: &Run, n: usize, phase: PhaseKind) -> Phase
     // Recovery: success per 100 ms bucket of issue time.
     let buckets = (config.phase.as_nanos() / BUCKET.as_nanos()).max(1) as usize;
     let mut per = vec![(0usize, 0usize); buckets];
+    let mut refused = vec![0usize; buckets];
     for r in &records {
         let b = (((r.issued - from).as_nanos() / BUCKET.as_nanos()) as usize).min(buckets - 1);
         per[b].0 += 1;
         per[b].1 += usize::from(r.fate == Fate::Ok);
+        refused[b] += usize::from(r.fate == Fate::Rejected);
     }
+    let idle_at_start = (0..ENDPOINTS)
+        .filter_map(|endpoint| {
+            // Leading buckets in which the endpoint got no call and the client refused some.
+            let calls = |b: usize| {
+                let t = from + BUCKET * b as u32;
+                at(t + BUCKET)[endpoint] - at(t)[endpoint]
+            };
+            let idle = (0..buckets)
+                .take_while(|&b| calls(b) == 0 && refused[b] > 0)
+                .count();
+            (idle > 0).then(|| IdleStart {
+                endpoint,
+                duration: BUCKET * idle as u32,
+                refused: refused[..idle].iter().sum(),
+            })
+        })
+        .max_by_key(|idle| (idle.duration, std::cmp::Reverse(idle.endpoint)));
     let good = |(n, ok): (usize, usize)| n == 0 || ok as f64 >= 0.99 * n as f64;
     let recover = match per.iter().rposition(|b| !good(*b)) {
         None => Some(Duration::ZERO),
@@ -151,6 +192,7 @@ fn phase_report(config: &Config, run: &Run, n: usize, phase: PhaseKind) -> Phase
             .iter()
             .filter(|r| r.fate == Fate::Ok && r.issued + r.latency > until)
             .count(),
+        idle_at_start,
     }
 }
 
@@ -168,18 +210,59 @@ fn notes(report: &Report) -> Vec<String> {
             palisade.ok_pct,
             bare.ok_pct
         )];
+        let within = |p: &PhaseReport| p.ok - p.finished_after;
         if bare.finished_after > palisade.finished_after {
             why.push(format!(
-                "Requests count in the phase that sent them: bare's full server queues kept \
-                 working after the phase ended ({} of its successes finished after it, palisade \
-                 {}), at p99 {} against palisade's {}. Within the phase itself bare finished {} \
-                 successes and palisade {}.",
+                "Of the {} successes between them, {} are accounting: a request counts in the \
+                 phase that sent it, and bare's full server queues kept working after the phase \
+                 ended ({} of its successes finished after it, palisade {}), at p99 {} against \
+                 palisade's {}. Within the phase bare finished {} successes and palisade {}; the \
+                 fleet can finish about {:.0} in a phase of {}.",
+                bare.ok - palisade.ok,
+                bare.finished_after - palisade.finished_after,
                 bare.finished_after,
                 palisade.finished_after,
                 ms(bare.p99),
                 ms(palisade.p99),
-                bare.ok - bare.finished_after,
-                palisade.ok - palisade.finished_after,
+                within(bare),
+                within(palisade),
+                CAPACITY * report.phase.as_secs_f64(),
+                secs(report.phase),
+            ));
+        }
+        if let Some(idle) = palisade.idle_at_start
+            && within(palisade) < within(bare)
+        {
+            let endpoint = idle.endpoint;
+            let failed_before = report
+                .phases
+                .iter()
+                .take_while(|p| p.phase != palisade.phase)
+                .any(|p| p.phase.failing_endpoint() == Some(endpoint));
+            why.push(format!(
+                "Palisade's balancer sent e{endpoint} no call for the first {} of the phase \
+                 while Palisade refused {} requests at once{}: its {WORKERS} workers sat idle, \
+                 room for about {:.0} requests ({WORKERS} x {} / {}); bare, blind to {}, sent \
+                 it a third of its calls.",
+                secs(idle.duration),
+                idle.refused,
+                if failed_before {
+                    format!(
+                        " (e{endpoint} failed in an earlier phase: the failure penalty of its \
+                         last failure still priced it above the queued endpoints, and no call \
+                         came to pay it off)"
+                    )
+                } else {
+                    String::new()
+                },
+                WORKERS as f64 * idle.duration.as_secs_f64() / MEAN_SERVICE.as_secs_f64(),
+                secs(idle.duration),
+                ms(Some(MEAN_SERVICE)),
+                if failed_before {
+                    "the failure"
+                } else {
+                    "the fleet's state"
+                },
             ));
         }
         if palisade.rejected_pct > 0.0 {
@@ -446,6 +529,8 @@ impl fmt::Display for Report {
             "phase",
             "client",
             "ok %",
+            "in phase",
+            "after",
             "p50",
             "p99",
             "to slow",
@@ -454,13 +539,15 @@ impl fmt::Display for Report {
             "rejected",
             "recover",
         ];
-        let mut rows: Vec<[String; 10]> = vec![header.map(str::to_owned)];
+        let mut rows: Vec<[String; 12]> = vec![header.map(str::to_owned)];
         for p in &self.phases {
             let opt_pct = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1} %"));
             rows.push([
                 p.phase.label().to_owned(),
                 p.client.label().to_owned(),
                 format!("{:.2}", p.ok_pct),
+                (p.ok - p.finished_after).to_string(),
+                p.finished_after.to_string(),
                 ms(p.p50),
                 ms(p.p99),
                 opt_pct(p.to_slow_pct),
@@ -470,7 +557,7 @@ impl fmt::Display for Report {
                 p.recover.map_or("never".to_owned(), secs),
             ]);
         }
-        let widths: Vec<usize> = (0..10)
+        let widths: Vec<usize> = (0..header.len())
             .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
             .collect();
         for (i, row) in rows.iter().enumerate() {
@@ -491,16 +578,20 @@ impl fmt::Display for Report {
         writeln!(f)?;
         wrapped(
             f,
-            "ok %: requests sent in the phase answered within the deadline, counted in the phase \
-             that sent them whether they finished inside it or after (the same for both \
-             clients). p50/p99: caller \
-             latency of those successes, retries included. to slow / to failing: share of the \
-             calls the fleet received that went to the endpoint slow / failing in this phase. \
-             load: calls the fleet received per request (retries count). rejected: refused at \
-             once by a Palisade layer, without waiting (bare: none, its refusals come from the \
-             servers' full queues and count as failures). recover: from the phase's start until \
-             every later 100 ms of it had >= 99 % success (never: not within the phase; in a \
-             surge neither client can serve 3x the capacity).",
+            &format!(
+                "ok %: requests sent in the phase answered within the deadline, counted in the \
+                 phase that sent them whether they finished inside it or after (the same for both \
+                 clients). in phase / after: those successes that finished before the phase ended \
+                 / after it (a full queue keeps working after its phase; the fleet finishes about \
+                 {CAPACITY:.0} a second). p50/p99: caller latency of those successes, retries \
+                 included. to slow / to failing: share of the calls the fleet received that went \
+                 to the endpoint slow / failing in this phase. load: calls the fleet received per \
+                 request (retries count). rejected: refused at once by a Palisade layer, without \
+                 waiting (bare: none, its refusals come from the servers' full queues and count as \
+                 failures). recover: from the phase's start until every later 100 ms of it had >= \
+                 99 % success (never: not within the phase; in a surge neither client can serve 3x \
+                 the capacity)."
+            ),
         )?;
         for note in notes(self) {
             writeln!(f)?;
@@ -526,7 +617,8 @@ impl fmt::Display for Report {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::demo::{Client, Scenario};
+    use crate::demo::{Client, Record, Sample, Scenario};
+    use palisade::common::test_util::FleetStats;
 
     fn run_with(events: Vec<(Duration, Notable)>) -> Run {
         Run {
@@ -544,6 +636,102 @@ mod tests {
             progress: false,
             ..Config::default()
         }
+    }
+
+    /// A run of `config()`: a request every 10 ms; every endpoint gets 10 calls per 100 ms,
+    /// except `idle` for `idle_for` from the surge's start; with `refuse`, every 4th request of
+    /// the surge is refused locally; `late` of the last 500 ms of the surge finish after it.
+    fn synthetic(client: Client, idle: usize, idle_for: Duration, refuse: bool, late: u32) -> Run {
+        let config = config();
+        let total = config.phase * 5;
+        let surge = config.phase * 3;
+        let tick = Duration::from_millis(10);
+        let mut records = Vec::new();
+        let mut issued = Duration::ZERO;
+        let mut late_left = late;
+        while issued < total {
+            let in_surge = issued >= surge && issued < surge + config.phase;
+            let n = (issued.as_millis() / 10) as u32;
+            let (fate, latency) = if in_surge && refuse && n % 4 == 0 {
+                (Fate::Rejected, Duration::ZERO)
+            } else if in_surge && issued + tick * 50 >= surge + config.phase && late_left > 0 {
+                late_left -= 1;
+                (Fate::Ok, tick * 60)
+            } else {
+                (Fate::Ok, tick)
+            };
+            records.push(Record {
+                issued,
+                latency,
+                fate,
+            });
+            issued += tick;
+        }
+        let mut samples = Vec::new();
+        let mut stats = [FleetStats::default(); ENDPOINTS];
+        let mut at = Duration::ZERO;
+        while at <= total {
+            samples.push(Sample {
+                at,
+                stats,
+                ejected: [false; ENDPOINTS],
+            });
+            for (i, s) in stats.iter_mut().enumerate() {
+                if !(i == idle && at >= surge && at < surge + idle_for) {
+                    s.calls += 10;
+                    s.served += 10;
+                }
+            }
+            at += BUCKET;
+        }
+        Run {
+            client,
+            records,
+            samples,
+            events: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn an_endpoint_left_idle_at_a_phase_start_is_measured_and_explained() {
+        let ms = Duration::from_millis;
+        let bare = synthetic(Client::Bare, 0, Duration::ZERO, false, 40);
+        let palisade = synthetic(Client::Palisade, 1, ms(300), true, 5);
+        let report = Report::new(&config(), &bare, &palisade);
+        let surge = report.get(3, Client::Palisade);
+        assert_eq!(surge.phase, PhaseKind::Surge);
+        // 300 ms, and the refusals among its 30 requests (every 4th).
+        assert_eq!(
+            surge.idle_at_start,
+            Some(IdleStart {
+                endpoint: 1,
+                duration: ms(300),
+                refused: 8,
+            })
+        );
+        assert_eq!(surge.finished_after, 5);
+        // Bare refuses nothing: no idle stretch is its doing.
+        assert_eq!(report.get(3, Client::Bare).idle_at_start, None);
+        assert_eq!(report.get(3, Client::Bare).finished_after, 40);
+        // Idle but nothing refused (the normal phase of neither run): not counted.
+        assert_eq!(report.get(0, Client::Palisade).idle_at_start, None);
+        let text = report
+            .to_string()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(
+            text.contains(
+                "Palisade's balancer sent e1 no call for the first 0.3 s of the phase while \
+                 Palisade refused 8 requests at once (e1 failed in an earlier phase"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("room for about 120 requests (4 x 0.3 s / 10 ms)"),
+            "{text}"
+        );
+        assert!(text.contains("35 are accounting"), "{text}");
     }
 
     #[test]
