@@ -79,6 +79,7 @@ const HALF_OPEN_RECHECK: Duration = Duration::from_millis(10);
 /// | `wait_duration_in_open` | 1 s | short: other endpoints carry the load meanwhile, and a recovered endpoint is back within about a second (Finagle's failure accrual starts at 5 s; a fleet can afford to probe sooner) |
 /// | `open_backoff` | ×2 per re-open, capped at 30 s | an endpoint that stays down is probed less and less often (Finagle's failure accrual backs off, resilience4j's exponential interval function) |
 /// | `open_backoff_jitter` | ±20 % | clients do not probe a recovering endpoint in lockstep |
+/// | `count_window` | 10 calls | with the rates off the window only feeds the breaker's snapshot; a count window, unlike the default time window, reads no clock on a closed breaker's path |
 /// | `permitted_calls_in_half_open` | 1 | Hystrix's single trial request: an endpoint still down costs one failed call per open period, not several (the breaker waits for all its probes before it decides) |
 ///
 /// The balancer sets the breaker's clock to its own and seeds each breaker's jitter from its
@@ -87,6 +88,7 @@ pub fn fleet_breaker() -> CircuitBreakerBuilder {
     CircuitBreaker::builder()
         .consecutive_failures(5)
         .trip_on_rates(false)
+        .count_window(10)
         .wait_duration_in_open(Duration::from_secs(1))
         .open_backoff(2.0, Duration::from_secs(30))
         .open_backoff_jitter(0.2)
