@@ -217,57 +217,6 @@ impl<K> KeyedLeasedRateLimiter<K> {
         self.inner.global.unsubscribe(id)
     }
 
-    /// Evicts every idle key now (never needed for the bound; frees memory after a spike).
-    /// Returns how many keys it evicted.
-    pub fn evict_idle(&self) -> usize {
-        let now_ms = self.inner.settings.now_ms();
-        let before = self.inner.evicted.load(Ordering::Relaxed); // Relaxed: statistics only.
-        for shard in self.inner.shards.iter() {
-            self.sweep(&mut shard.lock(), now_ms);
-        }
-        let after = self.inner.evicted.load(Ordering::Relaxed); // Relaxed: statistics only.
-        usize::try_from(after - before).unwrap_or(usize::MAX)
-    }
-
-    /// Sweeps the idle keys out of `shard`; returns the earliest clock millisecond at which a
-    /// key still held is expected to go idle (`u64::MAX` if none is held).
-    fn sweep(&self, shard: &mut Shard<K>, now_ms: u64) -> u64 {
-        let inner = &*self.inner;
-        let refill_ms = u64::try_from(inner.global.call_timeout().as_millis()).unwrap_or(u64::MAX);
-        let mut earliest = u64::MAX;
-        let mut evicted = 0_usize;
-        shard.table.retain(|(_, pool)| {
-            let (tokens, expires_ms) = pool.lease_at(now_ms);
-            // The count is read under the shard lock, where every new reference is made.
-            let in_use = Arc::strong_count(pool) > 1;
-            if tokens == 0 && !in_use {
-                evicted += 1;
-                return false;
-            }
-            // A pool being refilled is decided within the call timeout; one holding tokens
-            // goes idle when its lease expires, at the latest.
-            let idle_at = if in_use {
-                now_ms.saturating_add(refill_ms)
-            } else {
-                expires_ms.saturating_add(1)
-            };
-            earliest = earliest.min(idle_at);
-            true
-        });
-        if evicted > 0 {
-            // Relaxed: the count's own modification order keeps it exact (see the type docs).
-            inner.count.fetch_sub(evicted, Ordering::Relaxed);
-            // Relaxed: statistics only, read by snapshot().
-            inner.evicted.fetch_add(evicted as u64, Ordering::Relaxed);
-        }
-        let len = shard.table.len();
-        shard.sweep_at = (len * 2).max(MIN_SWEEP);
-        if shard.table.capacity() > 4 * len.max(MIN_SWEEP) {
-            shard.table.shrink_to(len * 2, |_| 0);
-        }
-        earliest
-    }
-
     /// Counts one more key, unless the limiter holds `max_keys`.
     fn claim_slot(&self) -> bool {
         // Relaxed: the count's own modification order keeps it at most `max_keys`; it
@@ -317,6 +266,58 @@ where
                 too_many_keys: AtomicU64::new(0),
             }),
         })
+    }
+
+    /// Evicts every idle key now (never needed for the bound; frees memory after a spike).
+    /// Returns how many keys it evicted.
+    pub fn evict_idle(&self) -> usize {
+        let now_ms = self.inner.settings.now_ms();
+        let before = self.inner.evicted.load(Ordering::Relaxed); // Relaxed: statistics only.
+        for shard in self.inner.shards.iter() {
+            self.sweep(&mut shard.lock(), now_ms);
+        }
+        let after = self.inner.evicted.load(Ordering::Relaxed); // Relaxed: statistics only.
+        usize::try_from(after - before).unwrap_or(usize::MAX)
+    }
+
+    /// Sweeps the idle keys out of `shard`; returns the earliest clock millisecond at which a
+    /// key still held is expected to go idle (`u64::MAX` if none is held).
+    fn sweep(&self, shard: &mut Shard<K>, now_ms: u64) -> u64 {
+        let inner = &*self.inner;
+        let refill_ms = u64::try_from(inner.global.call_timeout().as_millis()).unwrap_or(u64::MAX);
+        let mut earliest = u64::MAX;
+        let mut evicted = 0_usize;
+        shard.table.retain(|(_, pool)| {
+            let (tokens, expires_ms) = pool.lease_at(now_ms);
+            // The count is read under the shard lock, where every new reference is made.
+            let in_use = Arc::strong_count(pool) > 1;
+            if tokens == 0 && !in_use {
+                evicted += 1;
+                return false;
+            }
+            // A pool being refilled is decided within the call timeout; one holding tokens
+            // goes idle when its lease expires, at the latest.
+            let idle_at = if in_use {
+                now_ms.saturating_add(refill_ms)
+            } else {
+                expires_ms.saturating_add(1)
+            };
+            earliest = earliest.min(idle_at);
+            true
+        });
+        if evicted > 0 {
+            // Relaxed: the count's own modification order keeps it exact (see the type docs).
+            inner.count.fetch_sub(evicted, Ordering::Relaxed);
+            // Relaxed: statistics only, read by snapshot().
+            inner.evicted.fetch_add(evicted as u64, Ordering::Relaxed);
+        }
+        let len = shard.table.len();
+        shard.sweep_at = (len * 2).max(MIN_SWEEP);
+        if shard.table.capacity() > 4 * len.max(MIN_SWEEP) {
+            let hasher = &inner.hasher;
+            shard.table.shrink_to(len * 2, |(k, _)| hasher.hash_one(k));
+        }
+        earliest
     }
 
     fn shard(&self, hash: u64) -> &Mutex<Shard<K>> {
@@ -571,6 +572,26 @@ mod tests {
         // 20 idle keys in 2 shards: each shard swept when it reached 8 keys at the latest.
         assert!(limiter.len() < 20, "held {}", limiter.len());
         assert!(limiter.snapshot().evicted_keys > 0);
+    }
+
+    /// Regression: a shrunk table still finds its keys (the shrink rehashes with the
+    /// limiter's hasher).
+    #[tokio::test]
+    async fn keys_are_found_after_the_table_shrinks() {
+        let clock = ManualClock::new();
+        let limiter = limiter(1_000, &clock);
+        for i in 0..100 {
+            let key: &'static str = Box::leak(format!("k{i}").into_boxed_str());
+            lease(&limiter, key, 1);
+        }
+        assert_eq!(limiter.len(), 100, "keys holding leases are never evicted");
+        clock.advance(Duration::from_millis(101));
+        lease(&limiter, "k7", 2);
+        assert_eq!(limiter.evict_idle(), 99);
+        assert_eq!(limiter.local_tokens(&"k7"), 2);
+        assert!(limiter.try_acquire_local(&"k7", 2));
+        let shard = limiter.shard(limiter.inner.hasher.hash_one("k7")).lock();
+        assert!(shard.table.capacity() < 64, "the table shrank");
     }
 
     #[tokio::test]
