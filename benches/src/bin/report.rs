@@ -198,8 +198,19 @@ fn group_bare<'a>(params: &BTreeMap<Option<&'a str>, Vec<&'a Case>>) -> Option<&
     params.get(&None).and_then(|list| bare(list))
 }
 
+/// The issue-12 goals for the full stack on one thread: at most this many ns over the bare
+/// service, and the peer's overhead at least this many times Palisade's.
+const GOAL_OVERHEAD_NS: f64 = 100.0;
+const GOAL_PEER_RATIO: f64 = 5.0;
+
+fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "not met" }
+}
+
 fn headline(out: &mut String, groups: &Groups<'_>) {
     let mut lines = Vec::new();
+    // The one-thread figures, to check the goals against.
+    let mut one_thread: Option<(f64, Option<f64>)> = None;
     // `stack/success_1_thread`, then `stack/success_<n>_threads` for each thread count.
     let mut stacks: Vec<(usize, &str)> = groups
         .keys()
@@ -223,6 +234,12 @@ fn headline(out: &mut String, groups: &Groups<'_>) {
             continue;
         };
         let ours = palisade.median_ns - bare.median_ns;
+        if n == 1 {
+            one_thread = Some((
+                ours,
+                find("tower_resilience").map(|peer| (peer.median_ns - bare.median_ns) / ours),
+            ));
+        }
         let mut line = format!(
             "- **Full stack, {threads}:** Palisade adds {} per call over the bare service",
             fmt_ns(ours)
@@ -249,10 +266,32 @@ fn headline(out: &mut String, groups: &Groups<'_>) {
         out.push_str(&line);
         out.push('\n');
     }
-    out.push_str(
-        "\nGoal (issue 12): the full stack adds ≤ 100 ns per call on one thread and is \
-         ≥ 5× cheaper than the tower + tower-resilience equivalent.\n\n",
+    let _ = write!(
+        out,
+        "\nGoal (issue 12): the full stack adds ≤ {GOAL_OVERHEAD_NS:.0} ns per call on one \
+         thread and is ≥ {GOAL_PEER_RATIO:.0}× cheaper than the tower + tower-resilience \
+         equivalent."
     );
+    if let Some((ours, peer_ratio)) = one_thread {
+        let _ = write!(
+            out,
+            " This run, one thread: {} added ({}); ",
+            fmt_ns(ours),
+            verdict(ours <= GOAL_OVERHEAD_NS)
+        );
+        match peer_ratio {
+            Some(ratio) => {
+                let _ = write!(
+                    out,
+                    "peer overhead / Palisade overhead {} ({}).",
+                    fmt_ratio(ratio),
+                    verdict(ratio >= GOAL_PEER_RATIO)
+                );
+            }
+            None => out.push_str("no tower + tower-resilience case to compare with."),
+        }
+    }
+    out.push_str("\n\n");
 }
 
 fn observability(out: &mut String, groups: &Groups<'_>) {
@@ -345,6 +384,20 @@ fn layer_tables(out: &mut String, groups: &Groups<'_>) {
     }
 }
 
+/// `rustc --version` of the toolchain cargo uses (`$RUSTC`, else `rustc`).
+fn toolchain() -> String {
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    std::process::Command::new(rustc)
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "unknown (`rustc --version` failed)".to_owned())
+}
+
 fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -391,11 +444,15 @@ fn render(args: &Args, cases: &[Case]) -> String {
         out,
         "Written by `benches/report.sh` from criterion's medians (time per call). Read the \
          ratios: they come from one run on one machine.\n\n\
-         - Machine: {} ({cores} cores available, `nproc`)\n\
+         - Machine: {} ({cores} cores available, `nproc`), {} {}\n\
+         - Toolchain: {}, `--release` (the bench profile)\n\
          - Date: {}\n\
          - Command: `{}`\n\
          - Cases: {}\n",
         cpu_model(),
+        std::env::consts::OS,
+        std::env::consts::ARCH,
+        toolchain(),
         utc(now),
         args.command,
         cases.len(),
@@ -510,6 +567,23 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("- Command: `benches/report.sh`"), "{text}");
+        assert!(text.contains("- Toolchain: "), "{text}");
+        assert!(
+            text.contains(&format!(
+                "cores available, `nproc`), {} {}",
+                std::env::consts::OS,
+                std::env::consts::ARCH
+            )),
+            "{text}"
+        );
+        // 50 ns added, the peer's overhead 10× it: both goals met.
+        assert!(
+            text.contains(
+                "This run, one thread: 50.0 ns added (met); peer overhead / Palisade overhead \
+                 10.00× (met)."
+            ),
+            "{text}"
+        );
         assert!(
             text.contains(
                 "Palisade adds 50.0 ns per call over the bare service; tower + \
@@ -534,6 +608,37 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("## load_balancer\n"), "{text}");
+    }
+
+    #[test]
+    fn goals_not_met_are_said_so() {
+        let cases = [
+            case("stack/success_1_thread", "bare", None, 10.0),
+            case("stack/success_1_thread", "palisade", None, 310.0),
+            case("stack/success_1_thread", "tower_resilience", None, 1210.0),
+        ];
+        let text = render(&args(), &cases);
+        assert!(
+            text.contains(
+                "This run, one thread: 300 ns added (not met); peer overhead / Palisade \
+                 overhead 4.00× (not met)."
+            ),
+            "{text}"
+        );
+        // No peer case: the ratio goal is not judged.
+        let text = render(&args(), &cases[..2]);
+        assert!(
+            text.contains(
+                "300 ns added (not met); no tower + tower-resilience case to compare with."
+            ),
+            "{text}"
+        );
+        // No one-thread stack case: no verdict at all.
+        let text = render(
+            &args(),
+            &[case("stack/success_2_threads", "bare", None, 1.0)],
+        );
+        assert!(!text.contains("This run"), "{text}");
     }
 
     #[test]
