@@ -652,7 +652,7 @@ mod tests {
         while issued < total {
             let in_surge = issued >= surge && issued < surge + config.phase;
             let n = (issued.as_millis() / 10) as u32;
-            let (fate, latency) = if in_surge && refuse && n % 4 == 0 {
+            let (fate, latency) = if in_surge && refuse && n.is_multiple_of(4) {
                 (Fate::Rejected, Duration::ZERO)
             } else if in_surge && issued + tick * 50 >= surge + config.phase && late_left > 0 {
                 late_left -= 1;
