@@ -62,6 +62,10 @@ fn admit<K: Clone + Send + Sync + 'static>(
 ///   busy, `Pending`, woken by the first of them (which is polled first next time);
 /// - `poll_ready` failed: that clone is discarded (tower's contract) and the endpoint charged a
 ///   failure, which counts towards its ejection — it is never dropped from the set for it;
+/// - with [`endpoint_breaker`](crate::BalancerBuilder::endpoint_breaker): an endpoint whose
+///   breaker is open is not a candidate at all; a ready endpoint takes a breaker permit (a
+///   half-open probe when its wait is over), and one whose breaker refuses is passed over like
+///   a busy one, never waited on;
 /// - no candidate at all (empty set, or every endpoint tried failed): `Ready`, and `call`
 ///   answers [`NoHealthyEndpoints`](crate::NoHealthyEndpoints) from its future. `poll_ready`
 ///   itself never fails, so the service works under `Buffer`, tower's `Balance` and
