@@ -12,10 +12,14 @@
 //! | [`fallback`] | always | a Hystrix-style fallback answer, with its own concurrency cap |
 //! | `registry` | `serde` | named instances from a TOML/YAML/JSON file, resilience4j style (`configs.default` + `instances.<name>`) |
 //! | `http` | `http` | `palisade-http`: HTTP/gRPC classifiers, `Retry-After` hints, idempotency, rejection → response |
+//! | `rate_limit_redis` | `redis` | `palisade-rate-limit-redis`: a fleet-wide GCRA limit on Redis, two-tier leased mode (one key or keyed) |
+//! | `discovery` | `discovery-dns`, `discovery-etcd` | `palisade-discovery`: balancer endpoints from DNS A/AAAA/SRV, and (with `discovery-etcd`) etcd watches and lease registration |
 //! | [`common`] | always | `palisade-core`: clocks, outcome classification, local rejections, events, errors, `test-util` mock backend |
 //!
 //! The five layer features (the four layers and `load-balancer`) are on by default; `full`
-//! adds `http`, `serde`, `metrics` and `tracing`.
+//! adds `http`, `redis`, `discovery-dns`, `serde`, `metrics` and `tracing`. `discovery-etcd` is
+//! left out of `full` because its etcd client needs `protoc` at build time (install
+//! `protobuf-compiler`, then enable it, or build with `--all-features` as CI does).
 //! [`ServiceBuilderExt`] adds a method per layer to `ServiceBuilder`, and [`prelude`] imports
 //! the handles and the shared vocabulary. (The shared crate is re-exported as `common`, not
 //! `core`: a module named `core` would make `core::fmt` ambiguous after `use palisade::*;`.)
@@ -158,6 +162,40 @@ pub use palisade_load_balancer as load_balancer;
 pub use palisade_rate_limit as rate_limit;
 #[cfg(feature = "retry")]
 pub use palisade_retry as retry;
+/// `palisade-rate-limit-redis` (feature `redis`): a rate limit shared by a fleet, GCRA on
+/// Redis, with a two-tier leased mode for one key or per key.
+///
+/// ```no_run
+/// use palisade::rate_limit_redis::{KeyedLeasedRateLimiter, RedisRateLimiter};
+/// use std::time::Duration;
+///
+/// # fn main() -> Result<(), palisade::common::ConfigError> {
+/// let global = RedisRateLimiter::builder()
+///     .url("redis://127.0.0.1:6379/")
+///     .rate(1_000, Duration::from_secs(1))
+///     .burst(50)
+///     .build()?;
+/// let per_tenant: KeyedLeasedRateLimiter<u64> = global.keyed_leased().build()?;
+/// # let _ = per_tenant;
+/// # Ok(())
+/// # }
+/// ```
+#[cfg(feature = "redis")]
+pub use palisade_rate_limit_redis as rate_limit_redis;
+/// `palisade-discovery` (feature `discovery-dns`; etcd with `discovery-etcd`): the balancer's
+/// endpoints from DNS records re-resolved on their TTL, or from an etcd prefix.
+///
+/// ```
+/// use palisade::discovery::{DiscoveryEvent, DnsDiscovery, Endpoint};
+///
+/// fn takes<T>() {}
+/// takes::<(DnsDiscovery, Endpoint, DiscoveryEvent)>();
+/// // With `discovery-etcd`, the etcd side too.
+/// # #[cfg(feature = "discovery-etcd")]
+/// takes::<(palisade::discovery::EtcdDiscovery, palisade::discovery::EtcdRegistration)>();
+/// ```
+#[cfg(feature = "discovery-dns")]
+pub use palisade_discovery as discovery;
 
 /// The handles, the rejections to `downcast_ref` to, the shared vocabulary (local
 /// rejections, classification, clock, errors) and [`ServiceBuilderExt`].
