@@ -199,6 +199,7 @@ impl<S> RateLimiterService<S> {
 
 impl<S> RateLimiterService<S> {
     /// Takes the token now and calls the ready inner service, or rejects.
+    #[inline]
     fn call_now<Req>(&mut self, request: Req) -> ResponseFuture<S::Future>
     where
         S: Service<Req>,
