@@ -47,8 +47,8 @@ const MIN_SWEEP: usize = 8;
 /// let keyed = global.keyed_leased::<u64>().max_batch(8).max_keys(10_000).build()?;
 /// // The key of a request is its tenant id.
 /// let mut svc = ServiceBuilder::new()
-///     .layer(keyed.layer(|req: &(u64, &str)| req.0))
-///     .service_fn(|req: (u64, &str)| async move { Ok::<_, tower::BoxError>(req.1.len()) });
+///     .layer(keyed.layer(|req: &(u64, &'static str)| req.0))
+///     .service_fn(|req: (u64, &'static str)| async move { Ok::<_, tower::BoxError>(req.1.len()) });
 /// assert_eq!(svc.ready().await?.call((7, "hello")).await?, 5);
 /// # Ok(())
 /// # }

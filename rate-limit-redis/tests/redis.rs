@@ -1041,33 +1041,42 @@ async fn a_server_answering_the_wrong_type_is_a_reply_error() {
 
 // ---- Keyed two-tier mode -------------------------------------------------------------------
 
-/// Property (issue 13), per key: N replicas, each with its own keyed two-tier limiter on one
-/// shared global limit of R/s per key, admit for each key at most R·T + burst + that key's
-/// outstanding leases (<= N × max_batch) in any window T (slack R × 50 ms per window, as for
-/// the one-key property), under a load far above the quota; each key uses its quota (>= 50 %).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn keyed_leased_fleet_stays_within_the_bound_per_key() {
-    let Some(url) = redis_url() else { return };
-    let (replicas, rate, burst, max_batch) = (4_usize, 200_u32, 10_u32, 8_u32);
-    let keys: [u64; 3] = [11, 22, 33];
-    let run_for = Duration::from_millis(1_200);
-    let name = unique("keyed-fleet");
+struct KeyedFleet {
+    url: String,
+    name: String,
+    replicas: usize,
+    rate: u32,
+    burst: u32,
+    max_batch: u32,
+    keys: Vec<u64>,
+    run_for: Duration,
+}
+
+/// Runs N replicas, each with its own keyed two-tier limiter, over the keys round-robin as
+/// fast as they are admitted; returns each admission (key, time), the run's length and the
+/// store errors seen.
+async fn run_keyed_fleet(
+    fleet: KeyedFleet,
+    during: impl std::future::Future<Output = ()>,
+) -> (Vec<(u64, Duration)>, Duration, u64) {
     let started = WallClock::now();
     let mut tasks = Vec::new();
-    for replica in 0..replicas {
+    for replica in 0..fleet.replicas {
         let global = RedisRateLimiter::builder()
-            .url(url.clone())
-            .name(name.clone())
-            .rate(rate, Duration::from_secs(1))
-            .burst(burst)
+            .url(fleet.url.clone())
+            .name(fleet.name.clone())
+            .rate(fleet.rate, Duration::from_secs(1))
+            .burst(fleet.burst)
             .call_timeout(Duration::from_millis(100))
+            .reconnect_backoff(Duration::from_millis(10), Duration::from_millis(100))
             .build()
             .unwrap();
         let keyed = global
             .keyed_leased::<u64>()
-            .max_batch(max_batch)
+            .max_batch(fleet.max_batch)
             .build()
             .unwrap();
+        let (keys, run_for) = (fleet.keys.clone(), fleet.run_for);
         tasks.push(tokio::spawn(async move {
             let mut admitted: Vec<(u64, Duration)> = Vec::new();
             let mut i = replica;
@@ -1077,7 +1086,10 @@ async fn keyed_leased_fleet_stays_within_the_bound_per_key() {
                 match keyed.acquire(&key, 1).await {
                     Ok(()) => admitted.push((key, started.elapsed())),
                     Err(e) => {
-                        assert!(e.is::<RateLimited>(), "unexpected error: {e}");
+                        assert!(
+                            e.is::<RateLimited>() || e.is::<StoreUnavailable>(),
+                            "unexpected error: {e}"
+                        );
                         let wait =
                             palisade_core::retry_after(&*e).unwrap_or(Duration::from_millis(5));
                         tokio::time::sleep(wait.min(Duration::from_millis(5))).await;
@@ -1088,29 +1100,65 @@ async fn keyed_leased_fleet_stays_within_the_bound_per_key() {
                     tokio::task::yield_now().await;
                 }
             }
-            (admitted, global.snapshot(), keyed.snapshot())
+            let snap = global.snapshot();
+            eprintln!(
+                "replica {replica}: {} admitted, {} round trips, {:?}",
+                admitted.len(),
+                snap.round_trips,
+                keyed.snapshot()
+            );
+            (admitted, snap.store_errors)
         }));
     }
+    during.await;
     let mut all = Vec::new();
-    let (mut round_trips, mut store_errors, mut local_spends) = (0, 0, 0);
+    let mut errors = 0;
     for task in tasks {
-        let (admitted, global, keyed) = task.await.unwrap();
+        let (admitted, e) = task.await.unwrap();
         all.extend(admitted);
-        round_trips += global.round_trips;
-        store_errors += global.store_errors;
-        local_spends += keyed.local_spends;
-        assert_eq!(keyed.keys, keys.len());
+        errors += e;
     }
-    let elapsed = started.elapsed();
-    assert_eq!(store_errors, 0);
+    (all, started.elapsed(), errors)
+}
+
+/// The admission times of `key`, sorted.
+fn times_of(all: &[(u64, Duration)], key: u64) -> Vec<Duration> {
+    let mut times: Vec<Duration> = all
+        .iter()
+        .filter(|(k, _)| *k == key)
+        .map(|(_, t)| *t)
+        .collect();
+    times.sort();
+    times
+}
+
+/// Property (issue 13), per key: N replicas, each with its own keyed two-tier limiter on one
+/// shared global limit of R/s per key, admit for each key at most R·T + burst + that key's
+/// outstanding leases (<= N × max_batch) in any window T (slack R × 50 ms per window, as for
+/// the one-key property), under a load far above the quota; each key uses its quota (>= 50 %).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyed_leased_fleet_stays_within_the_bound_per_key() {
+    let Some(url) = redis_url() else { return };
+    let (replicas, rate, burst, max_batch) = (4_usize, 200_u32, 10_u32, 8_u32);
+    let keys = vec![11_u64, 22, 33];
+    let (all, elapsed, errors) = run_keyed_fleet(
+        KeyedFleet {
+            url,
+            name: unique("keyed-fleet"),
+            replicas,
+            rate,
+            burst,
+            max_batch,
+            keys: keys.clone(),
+            run_for: Duration::from_millis(1_200),
+        },
+        async {},
+    )
+    .await;
+    assert_eq!(errors, 0);
     let leases = (replicas as u32 * max_batch) as f64;
     for key in keys {
-        let mut times: Vec<Duration> = all
-            .iter()
-            .filter(|(k, _)| *k == key)
-            .map(|(_, t)| *t)
-            .collect();
-        times.sort();
+        let times = times_of(&all, key);
         let total = times.len() as f64;
         let whole = f64::from(rate) * elapsed.as_secs_f64() + f64::from(burst);
         eprintln!("key {key}: {total} admitted in {elapsed:?} (bound R·T + burst = {whole:.0})");
@@ -1130,11 +1178,88 @@ async fn keyed_leased_fleet_stays_within_the_bound_per_key() {
             );
         }
     }
-    // Under overload every refused call is a round trip; see the next test for the saving.
-    eprintln!(
-        "keyed fleet: {} admitted, {round_trips} round trips, {local_spends} local spends",
-        all.len()
-    );
+}
+
+/// The per-key property under a Redis restart (a private server, killed for 300 ms and
+/// started again without the buckets): each key gains one burst at most, no replica hangs,
+/// and admissions resume after the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyed_leased_fleet_stays_within_the_bound_per_key_under_a_restart() {
+    if redis_url().is_none() {
+        return;
+    }
+    let port = free_port();
+    let server = Arc::new(Mutex::new(Some(PrivateRedis::start(port))));
+    let url = server.lock().unwrap().as_ref().unwrap().url();
+    let (replicas, rate, burst, max_batch) = (4_usize, 150_u32, 10_u32, 8_u32);
+    let keys = vec![1_u64, 2];
+    let restarter = {
+        let server = Arc::clone(&server);
+        async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            server.lock().unwrap().take().unwrap().kill();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            *server.lock().unwrap() = Some(PrivateRedis::start(port));
+        }
+    };
+    let (all, elapsed, errors) = run_keyed_fleet(
+        KeyedFleet {
+            url,
+            name: unique("keyed-restart"),
+            replicas,
+            rate,
+            burst,
+            max_batch,
+            keys: keys.clone(),
+            run_for: Duration::from_millis(1_800),
+        },
+        restarter,
+    )
+    .await;
+    assert!(errors > 0, "the outage was seen");
+    for key in keys {
+        let times = times_of(&all, key);
+        let total = times.len() as f64;
+        let whole = f64::from(rate) * elapsed.as_secs_f64() + 2.0 * f64::from(burst);
+        eprintln!("key {key} under restart: {total} admitted in {elapsed:?} (bound {whole:.0})");
+        assert!(total <= whole, "key {key}: {total} admitted, bound {whole}");
+        assert!(
+            times
+                .iter()
+                .any(|t| *t > elapsed.saturating_sub(Duration::from_millis(400))),
+            "key {key}: no admission after the restart"
+        );
+    }
+    drop(server);
+}
+
+/// With Redis unreachable, a keyed two-tier limiter fails closed within the call timeout
+/// (its keys' pools are empty), as the global limiter does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyed_leased_fails_closed_fast_without_redis() {
+    if redis_url().is_none() {
+        return;
+    }
+    let global = RedisRateLimiter::builder()
+        .url(format!("redis://127.0.0.1:{}/", free_port()))
+        .name(unique("keyed-unreachable"))
+        .rate(100, Duration::from_secs(1))
+        .burst(10)
+        .call_timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let keyed = global.keyed_leased::<u64>().max_batch(4).build().unwrap();
+    for key in 0..5 {
+        let started = WallClock::now();
+        let err = keyed.acquire(&key, 1).await.unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_millis(400),
+            "a call waited {:?}",
+            started.elapsed()
+        );
+        assert!(err.is::<StoreUnavailable>(), "fails closed: {err}");
+    }
+    assert_eq!(keyed.snapshot().leases, 0);
 }
 
 /// Below the quota, each key's batch grows (1, 2, 4, … up to `max_batch`) by that key's own
