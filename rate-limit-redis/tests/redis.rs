@@ -1289,7 +1289,14 @@ async fn keyed_leased_batches_adapt_per_key_and_save_round_trips() {
         "{} leases for 400 calls",
         snap.leases
     );
-    assert_eq!(global.snapshot().round_trips, snap.leases);
+    // One round trip per lease, plus one `EVAL` if this was the server's first script call
+    // (`NOSCRIPT` on a freshly started Redis).
+    let round_trips = global.snapshot().round_trips;
+    assert!(
+        (snap.leases..=snap.leases + 1).contains(&round_trips),
+        "{round_trips} round trips for {} leases",
+        snap.leases
+    );
 }
 
 /// The keyed layer takes the key from the request: each key has its own global bucket
