@@ -9,9 +9,9 @@
 //!
 //! Cases (group `two_tier/per_call_1_thread`, one current-thread runtime, each call awaited):
 //! `local_check` (`RateLimiter::check`), `local_keyed_check` (`KeyedRateLimiter`, one key),
-//! `leased_acquire` (`LeasedRateLimiter::acquire`), `leased_acquire_local_hit` (the same with
-//! `max_batch` 2^24 - 1, so the round trips vanish: the local pool's own cost),
-//! `keyed_leased_acquire`
+//! `palisade_two_tier` (`LeasedRateLimiter::acquire`, the reference of the group's ratios in
+//! `benches/RESULTS.md`), `two_tier_local_hit` (the same with `max_batch` 2^24 - 1, so the
+//! round trips vanish: the local pool's own cost), `keyed_two_tier`
 //! (`KeyedLeasedRateLimiter::acquire`, 100 keys round-robin) and `redis_acquire`
 //! (`RedisRateLimiter::acquire`). The global quota is one token per microsecond with a burst
 //! of 10^9, so no case is refused: the leased cases pay a round trip per batch of
@@ -109,7 +109,7 @@ fn per_call(c: &mut Criterion) {
         .max_batch(MAX_BATCH)
         .build()
         .unwrap();
-    group.bench_function("leased_acquire", |b| {
+    group.bench_function("palisade_two_tier", |b| {
         b.iter_custom(|iters| {
             rt.block_on(async {
                 let start = Instant::now();
@@ -127,7 +127,7 @@ fn per_call(c: &mut Criterion) {
         .max_batch((1 << 24) - 1)
         .build()
         .unwrap();
-    group.bench_function("leased_acquire_local_hit", |b| {
+    group.bench_function("two_tier_local_hit", |b| {
         b.iter_custom(|iters| {
             rt.block_on(async {
                 let start = Instant::now();
@@ -143,7 +143,7 @@ fn per_call(c: &mut Criterion) {
         .max_batch(MAX_BATCH)
         .build()
         .unwrap();
-    group.bench_function("keyed_leased_acquire", |b| {
+    group.bench_function("keyed_two_tier", |b| {
         b.iter_custom(|iters| {
             rt.block_on(async {
                 let start = Instant::now();
