@@ -103,7 +103,7 @@ where
             })
             .max_by_key(|e| rendezvous_score(request_hash, e.node.key_hash()));
         let Some(entry) = chosen else {
-            core.events.emit_with(|| BalancerEvent::CallRejected {
+            core.events.emit_call_with(|| BalancerEvent::CallRejected {
                 kind: RejectionKind::NoHealthyEndpoints,
             });
             return HashFuture {

@@ -273,7 +273,7 @@ where
                 .or_else(|| set.iter().find(|e| healthy(e)))
         };
         let Some(entry) = chosen else {
-            core.events.emit_with(|| BalancerEvent::CallRejected {
+            core.events.emit_call_with(|| BalancerEvent::CallRejected {
                 kind: RejectionKind::NoHealthyEndpoints,
             });
             return HashFuture::rejected();

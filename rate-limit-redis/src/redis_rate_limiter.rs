@@ -336,7 +336,7 @@ impl RedisRateLimiter {
         self.inner.stats.permitted.fetch_add(1, Ordering::Relaxed);
         self.inner
             .events
-            .emit_with(|| RedisRateLimiterEvent::Permitted { cost, round_trip });
+            .emit_call_with(|| RedisRateLimiterEvent::Permitted { cost, round_trip });
     }
 
     pub(crate) fn rejected(&self, cost: u32, retry_after: Duration) -> RateLimited {
@@ -344,12 +344,13 @@ impl RedisRateLimiter {
         self.inner.stats.rejected.fetch_add(1, Ordering::Relaxed);
         self.inner
             .events
-            .emit_with(|| RedisRateLimiterEvent::Rejected { cost, retry_after });
+            .emit_call_with(|| RedisRateLimiterEvent::Rejected { cost, retry_after });
         RateLimited::new(retry_after)
     }
 
+    /// Emits a per-call event (traced at `TRACE`: a lease granted), built only when consumed.
     pub(crate) fn emit(&self, event: impl FnOnce() -> RedisRateLimiterEvent) {
-        self.inner.events.emit_with(event);
+        self.inner.events.emit_call_with(event);
     }
 
     /// The failure mode decides a call Redis could not.
@@ -461,7 +462,7 @@ impl RedisRateLimiter {
         let latency = inner.clock.elapsed_since(started);
         inner
             .events
-            .emit_with(|| RedisRateLimiterEvent::RoundTrip { latency });
+            .emit_call_with(|| RedisRateLimiterEvent::RoundTrip { latency });
         // AcqRel: a swap, so exactly one caller emits the recovery; see `fail`.
         if !inner.available.swap(true, Ordering::AcqRel) {
             // Relaxed: statistics of the outage, read and reset by the one caller that saw
