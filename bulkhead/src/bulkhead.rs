@@ -146,12 +146,17 @@ impl Permit {
             self.start = self.shared.clock.now();
         }
         let (limiter, waited) = (&self.shared.limiter, self.waited);
-        self.shared
-            .events
-            .emit_call_with(|| BulkheadEvent::CallPermitted {
-                in_flight: limiter.in_flight(),
-                waited,
-            });
+        let permitted = || BulkheadEvent::CallPermitted {
+            in_flight: limiter.in_flight(),
+            waited,
+        };
+        // Its metrics are the wait only (`in_flight` is written at `CallFinished`), and a
+        // bulkhead that rejects when full never waits: nothing to record there.
+        if matches!(self.shared.mode, FullMode::Wait { .. }) {
+            self.shared.events.emit_call_with(permitted);
+        } else {
+            self.shared.events.emit_call_unmetered_with(permitted);
+        }
         self.started = true;
     }
 

@@ -49,7 +49,7 @@ impl RejectReason {
 /// | event           | metric |
 /// |-----------------|--------|
 /// | (build)         | gauges `palisade_bulkhead_limit` and `palisade_bulkhead_in_flight` set at once |
-/// | `CallPermitted` | gauge `palisade_bulkhead_in_flight`, histogram `palisade_bulkhead_wait_seconds` |
+/// | `CallPermitted` | histogram `palisade_bulkhead_wait_seconds`, in a bulkhead with a wait queue (one that rejects when full never waits, and does not build this event for the metrics listener) |
 /// | `CallRejected`  | counters `palisade_bulkhead_calls_total{outcome="rejected"}` and `palisade_bulkhead_rejections_total{reason}` (`bulkhead_full`, `wait_timeout`: [`RejectReason::kind`]) |
 /// | `CallFinished`  | counter `palisade_bulkhead_calls_total{outcome}` (`success`, `failure`, `ignore`), gauge `palisade_bulkhead_in_flight`; adaptive bulkheads, which time every call anyway, also the histogram `palisade_bulkhead_call_duration_seconds{outcome}` |
 /// | `ReservationReleased` | gauge `palisade_bulkhead_in_flight` |
@@ -172,12 +172,16 @@ impl palisade_core::events::RecordMetrics for BulkheadEvent {
         metrics::describe_histogram!(
             "palisade_bulkhead_wait_seconds",
             Unit::Seconds,
-            "How long admitted calls queued for a slot."
+            "How long admitted calls queued for a slot (0 for one that found a slot free), \
+             in bulkheads with a wait queue; a bulkhead that rejects when full never waits \
+             and records nothing here."
         );
         metrics::describe_gauge!(
             "palisade_bulkhead_in_flight",
             Unit::Count,
-            "Slots of the bulkhead held now."
+            "Slots of the bulkhead held, written when a call finishes or a reservation is \
+             given back (while no call finishes, the count at the last one; a full bulkhead \
+             shows in rejections_total)."
         );
         metrics::describe_gauge!(
             "palisade_bulkhead_limit",
@@ -212,10 +216,9 @@ impl palisade_core::events::RecordMetrics for BulkheadEvent {
 
     fn record_metrics(&self, m: &BulkheadMetrics) {
         match *self {
-            BulkheadEvent::CallPermitted { in_flight, waited } => {
-                m.in_flight.set(in_flight as f64);
-                m.wait.record(waited.as_secs_f64());
-            }
+            // The gauge is written when the call finishes (one write per call, not two); a
+            // bulkhead without a wait queue does not emit this event to the metrics listener.
+            BulkheadEvent::CallPermitted { waited, .. } => m.wait.record(waited.as_secs_f64()),
             BulkheadEvent::CallRejected { reason } => {
                 m.calls.rejected();
                 let index = match reason.kind() {

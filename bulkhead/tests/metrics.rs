@@ -111,10 +111,13 @@ fn gauges_are_set_at_build_and_calls_are_counted_by_outcome() {
         get("palisade_bulkhead_in_flight{name=inventory}"),
         Some(0.0)
     );
+    // Issue 14: a bulkhead that rejects when full never waits: its wait histogram is
+    // exported (registered) but gets no all-zero samples.
+    assert!(recorder.is_registered("palisade_bulkhead_wait_seconds{name=inventory}"));
     assert_eq!(
-        get("palisade_bulkhead_wait_seconds{name=inventory}"),
-        Some(6.0),
-        "one wait sample per started call (four, the cancelled one, `a`'s)"
+        recorder.counter("palisade_bulkhead_wait_seconds{name=inventory}"),
+        0,
+        "no wait queue: no wait samples"
     );
     // A fixed bulkhead reads no clock: no duration histogram, not even an empty one.
     for outcome in ["success", "failure", "ignore"] {
@@ -139,6 +142,52 @@ fn gauges_are_set_at_build_and_calls_are_counted_by_outcome() {
     ] {
         assert!(recorder.is_described(name), "no help text for {name}");
     }
+}
+
+/// Issue 14: with a wait queue, every started call records its wait (zero when a slot was
+/// free), and the in-flight gauge is written as calls finish.
+#[test]
+fn a_bulkhead_with_a_wait_queue_records_one_wait_sample_per_started_call() {
+    let recorder = TestRecorder::new();
+    let bulkhead = metrics::with_local_recorder(&recorder, || {
+        Bulkhead::builder()
+            .name("queue")
+            .max_concurrent_calls(2)
+            .max_wait(Duration::from_secs(1))
+            .build()
+            .unwrap()
+    });
+    let mut svc = bulkhead.layer().layer(Scripted);
+    for request in [0, 0, 1] {
+        assert!(call_now(&mut svc, request).is_some());
+    }
+    assert_eq!(
+        recorder.counter("palisade_bulkhead_wait_seconds{name=queue}"),
+        3,
+        "one sample per started call"
+    );
+    assert_eq!(
+        recorder.get("palisade_bulkhead_calls_total{name=queue,outcome=success}"),
+        Some(2.0)
+    );
+    assert_eq!(
+        recorder.get("palisade_bulkhead_in_flight{name=queue}"),
+        Some(0.0)
+    );
+    // A slot held by a started call shows once some other call finishes.
+    let mut held = bulkhead.layer().layer(Scripted);
+    ready(&mut held);
+    let pending = held.call(0);
+    assert!(call_now(&mut svc, 0).is_some());
+    assert_eq!(
+        recorder.get("palisade_bulkhead_in_flight{name=queue}"),
+        Some(1.0)
+    );
+    drop(pending);
+    assert_eq!(
+        recorder.get("palisade_bulkhead_in_flight{name=queue}"),
+        Some(0.0)
+    );
 }
 
 #[test]

@@ -335,6 +335,27 @@ impl<E: 'static> EventBus<E> {
         self.emit_if_consumed(true, make);
     }
 
+    /// As [`emit_call_with`](Self::emit_call_with), for a per-call event of which the metrics
+    /// listener would record nothing (a bulkhead's `CallPermitted` when it has no wait queue:
+    /// every wait is zero): delivered to user listeners and to the tracing listener (while
+    /// `TRACE` is enabled) only. So with a recorder but no user listener and no `TRACE`
+    /// subscriber, the event is not built and nothing is dispatched.
+    #[inline]
+    pub fn emit_call_unmetered_with(&self, make: impl FnOnce() -> E) {
+        // Relaxed: see "Memory ordering" in the module docs.
+        let flags = self.flags.load(Ordering::Relaxed);
+        if flags & (flag::USERS | flag::TRACING) == 0 {
+            return;
+        }
+        let mut to = flags & flag::USERS;
+        if flags & flag::TRACING != 0 && trace_enabled() {
+            to |= flag::TRACING;
+        }
+        if to != 0 {
+            self.deliver(to, &make());
+        }
+    }
+
     /// Delivers an already built event (a no-op when nobody listens).
     #[inline]
     pub fn emit(&self, event: E) {
@@ -1286,6 +1307,41 @@ mod metrics_tests {
             1
         );
         assert!(bus.wants_call_events(), "live from then on");
+    }
+
+    /// Issue 14: an unmetered per-call event skips the metrics listener, live or not: built
+    /// only for a user listener, which gets it.
+    #[test]
+    fn an_unmetered_call_event_reaches_user_listeners_but_not_the_metrics_listener() {
+        let recorder = TestRecorder::default();
+        metrics::with_local_recorder(&recorder, || {
+            let bus = bus_with_listener();
+            bus.emit_call_with(|| Call); // goes live, records once
+            let mut built = 0;
+            bus.emit_call_unmetered_with(|| {
+                built += 1;
+                Call
+            });
+            assert_eq!(built, 0, "only a recorder consumes it: not built");
+            let seen = StdArc::new(AtomicU64::new(0));
+            let sink = StdArc::clone(&seen);
+            bus.subscribe(move |_: &Call| {
+                // Relaxed: a test counter, read on this thread.
+                sink.fetch_add(1, Ordering::Relaxed);
+            });
+            bus.emit_call_unmetered_with(|| {
+                built += 1;
+                Call
+            });
+            assert_eq!(built, 1);
+            // Relaxed: as above.
+            assert_eq!(seen.load(Ordering::Relaxed), 1, "the user listener got it");
+        });
+        assert_eq!(
+            recorder.counter("palisade_test_calls_total{name=orders}"),
+            1,
+            "the metrics listener recorded only the metered event"
+        );
     }
 
     /// Issue 14: a recorder detected once stays detected for the bus (the check stops), and
