@@ -185,6 +185,9 @@ where
             }),
         );
         core.breaker_template = builder.endpoint_breaker;
+        core.idle_probe_ns = builder
+            .idle_probe_interval
+            .map(palisade_core::clock::duration_to_nanos);
         Balancer {
             shared: Arc::new(Shared {
                 core: Arc::new(core),

@@ -89,6 +89,7 @@ pub struct BalancerBuilder {
     pub(crate) slow_start: Option<Duration>,
     pub(crate) when_empty: WhenEmpty,
     pub(crate) endpoint_breaker: Option<palisade_circuit_breaker::CircuitBreakerBuilder>,
+    pub(crate) idle_probe_interval: Option<Duration>,
 }
 
 impl Default for BalancerBuilder {
@@ -108,6 +109,7 @@ impl Default for BalancerBuilder {
             slow_start: None,
             when_empty: WhenEmpty::Reject,
             endpoint_breaker: None,
+            idle_probe_interval: Some(crate::endpoint::DEFAULT_IDLE_PROBE_INTERVAL),
         }
     }
 }
@@ -127,6 +129,7 @@ impl fmt::Debug for BalancerBuilder {
             .field("slow_start", &self.slow_start)
             .field("when_empty", &self.when_empty)
             .field("endpoint_breaker", &self.endpoint_breaker)
+            .field("idle_probe_interval", &self.idle_probe_interval)
             .finish_non_exhaustive()
     }
 }
@@ -177,6 +180,31 @@ impl BalancerBuilder {
     #[must_use]
     pub fn failure_penalty(mut self, penalty: Duration) -> Self {
         self.failure_penalty = penalty;
+        self
+    }
+
+    /// Idle probing (default `Some(100 ms)`; `None` turns it off): an endpoint with no call
+    /// in flight whose cost is driven by its [`failure_penalty`](Self::failure_penalty), not by
+    /// its measured latency, is priced once `interval` has passed since its last charged
+    /// failure at no more than a queue eight calls deep at its last measured latency. A pick
+    /// whose other candidate shows a higher loaded cost sends it one probe call; a fleet whose
+    /// endpoints answer at once does not need it, sends none, and lets the penalty decay. At
+    /// most one probe is in flight per endpoint (it is priced by its penalty again while one
+    /// runs); after a failed probe there is none for `interval`, doubled per failure in a row
+    /// up to 16 × `interval` (Finagle's failure accrual backs its probes off the same way); a
+    /// successful one halves the penalty and the endpoint may take the next call at once.
+    ///
+    /// Without it, an endpoint that recovered while its penalty prices it above its peers
+    /// gets no calls, earns no successes, and waits for the penalty's decay: under a surge its
+    /// workers idle while the peers queue and a bulkhead above sheds calls. Envoy sends calls
+    /// to an ejected host again when its ejection time ends, and Finagle's failure accrual lets
+    /// one probe request through after its dead time: recovery is found by traffic, not by a
+    /// score drifting back. A failing endpoint costs at most one failed call per (growing)
+    /// interval and balancer (a retry above sends it elsewhere), each counting towards its
+    /// ejection.
+    #[must_use]
+    pub fn idle_probe_interval(mut self, interval: Option<Duration>) -> Self {
+        self.idle_probe_interval = interval;
         self
     }
 
@@ -281,8 +309,8 @@ impl BalancerBuilder {
     ///
     /// # Errors
     ///
-    /// [`ConfigError`] naming the refused setting: `decay`, `failure_penalty` or `default_rtt`
-    /// zero, `max_ready_tries` outside `1..=8`, an invalid outlier setting, or an invalid
+    /// [`ConfigError`] naming the refused setting: `decay`, `failure_penalty`, `default_rtt`
+    /// or `idle_probe_interval` zero, `max_ready_tries` outside `1..=8`, an invalid outlier setting, or an invalid
     /// [`endpoint_breaker`](Self::endpoint_breaker) template (the breaker's own error).
     pub fn build<K, S>(self) -> Result<Balancer<K, S>, ConfigError>
     where
@@ -313,6 +341,9 @@ impl BalancerBuilder {
         }
         if let Some(window) = self.slow_start {
             check_nonzero_duration("slow_start", window)?;
+        }
+        if let Some(interval) = self.idle_probe_interval {
+            check_nonzero_duration("idle_probe_interval", interval)?;
         }
         self.outlier.validate()?;
         if let Some(template) = &self.endpoint_breaker {

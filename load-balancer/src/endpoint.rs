@@ -74,6 +74,58 @@ impl SlowStart {
 /// 10 ms in 7 calls, so a recovered endpoint earns its share back in a few calls.
 pub(crate) const PENALTY_KEPT_PER_SUCCESS: f64 = 0.5;
 
+/// Idle probing: how an endpoint priced out by its failure penalty is found again by traffic.
+///
+/// The penalty is paid off by successes (see [`PENALTY_KEPT_PER_SUCCESS`]), but an endpoint
+/// that a penalty prices above its peers gets no calls, so it earns no successes: it waits
+/// for the penalty's decay (`τ × ln(penalty / peers' cost)`, 0.4–2 s at the defaults) however
+/// early it recovered. Under load that is exactly the wrong time to idle: the peers' cost is
+/// `latency × (pending + 1)` with their queues full, a recovered endpoint's workers stand
+/// still, and the callers' bulkhead sheds the difference (the demo's surge: e1 recovered as a
+/// 3x surge began and was left idle for ~400 ms while ~1 100 calls were refused above).
+///
+/// So an endpoint **with nothing in flight** whose pick cost is driven by its penalty rather
+/// than by its measured latency is re-priced once the
+/// [`idle_probe_interval`](crate::BalancerBuilder::idle_probe_interval) (default 100 ms) has
+/// passed since its last charged failure: never above the cost of a queue eight calls deep at
+/// its last measured latency (`8 × latency`; [`PROBE_QUEUE_DEPTH`]). A peer showing a loaded
+/// cost above that loses the pick to it, so the fleet sends it one call when that call would
+/// otherwise wait behind a deep queue (a surge); a fleet at its usual load, whose peers answer
+/// after a few calls at most, does not need it and lets the penalty decay as before (so a
+/// dead endpoint of a quiet client costs no probes: `fast_failures_never_look_fast`). Eight,
+/// not fewer: in the demo's failing phase (peers at ~3 in flight) a depth of 4 let probes
+/// through often enough to eject e1 repeatedly, and the last ejection covered the surge's
+/// start as the penalty had; at 8 the failing phase sends e1 few probes and the surge finds
+/// it at once. As
+/// soon as that call is in flight, the endpoint is priced by its penalty again (`pending` is
+/// no longer 0), so the probing is bounded: **one call in flight per endpoint and balancer**
+/// (clones included; picks racing on several threads may each send one), and after a failed
+/// probe **none for an interval**, which doubles with each failure in a row (100 ms, 200 ms,
+/// … at most 16 intervals, 1.6 s; a success or an ejection resets the run). A successful
+/// probe halves the penalty and the endpoint is idle again, so it takes the next probe at
+/// once: a recovered endpoint earns its share back in a few calls (1 s down to the peers'
+/// loaded cost in 3–7) instead of waiting the decay out. A failing one costs at most one
+/// failed call per (growing) interval and balancer, each one counting towards its ejection as
+/// before (an ejected endpoint is not a candidate, probe or not).
+///
+/// Anchors: Envoy's active health checking and outlier ejection send traffic to an ejected
+/// host again when its ejection time ends, so recovery is found by calls, not by a score
+/// drifting back; Finagle's failure accrual marks an endpoint dead for a backoff and then
+/// lets **one** probe request through (`ProbeOpen`), reviving it on success, its dead time
+/// growing exponentially while probes fail. Here the dead time is the doubling probe interval
+/// and the revival is the penalty halving per success.
+///
+/// This constant is the interval's default.
+pub(crate) const DEFAULT_IDLE_PROBE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How many times the idle-probe interval doubles at most (to 16 intervals).
+const MAX_PROBE_DOUBLINGS: u32 = 4;
+
+/// The price of an idle endpoint offered a probe, in multiples of its last measured latency:
+/// a pick prefers it to a peer whose cost (`latency × (pending + 1)`) is higher, a peer with
+/// a queue about this deep (see [`DEFAULT_IDLE_PROBE_INTERVAL`]).
+const PROBE_QUEUE_DEPTH: f64 = 8.0;
+
 /// The atomics of one endpoint.
 #[derive(Debug, Default)]
 pub(crate) struct EndpointStats {
@@ -88,6 +140,10 @@ pub(crate) struct EndpointStats {
     penalty: AtomicU64,
     /// When `penalty` was last set or halved, in the balancer clock's nanoseconds.
     penalty_stamp: AtomicU64,
+    /// When a penalty was last charged (a failure or a local rejection), in the balancer
+    /// clock's nanoseconds: an idle endpoint is offered a probe a probe interval after it
+    /// (see [`DEFAULT_IDLE_PROBE_INTERVAL`]).
+    charged: AtomicU64,
     calls: AtomicU64,
     failures: AtomicU64,
     consecutive_failures: AtomicU32,
@@ -133,12 +189,68 @@ impl EndpointStats {
     /// the latencies and the failure penalty still charged.
     #[inline]
     pub(crate) fn latency_ns(&self, now: Instant, tau_ns: f64) -> f64 {
+        self.measured_ns(now, tau_ns)
+            .max(self.penalty_ns(now, tau_ns))
+    }
+
+    /// The latency a pick compares: [`latency_ns`](Self::latency_ns), except that an idle
+    /// endpoint priced by its failure penalty is priced at most `PROBE_QUEUE_DEPTH` times its
+    /// last measured latency once
+    /// `probe_after_ns` (backed off per failure in a row) have passed since its last charge
+    /// (see [`DEFAULT_IDLE_PROBE_INTERVAL`]); `None`: never.
+    #[inline]
+    pub(crate) fn pick_latency_ns(
+        &self,
+        now: Instant,
+        tau_ns: f64,
+        probe_after_ns: Option<u64>,
+    ) -> f64 {
+        let measured = self.measured_ns(now, tau_ns);
+        let penalty = self.penalty_ns(now, tau_ns);
+        if penalty <= measured {
+            return measured;
+        }
+        match probe_after_ns {
+            Some(base)
+                if self.pending() == 0 && self.idle_since_charge(now) >= self.backoff(base) =>
+            {
+                // Relaxed: statistics; the last measured latency, not decayed, so that the
+                // price means "a queue PROBE_QUEUE_DEPTH calls deep" however long it idled.
+                let last = f64::from_bits(self.estimate.load(Ordering::Relaxed));
+                penalty.min(last * PROBE_QUEUE_DEPTH).max(measured)
+            }
+            _ => penalty,
+        }
+    }
+
+    /// The wait after a charge before an idle probe: `base × 2^(failures in a row − 1)`, at
+    /// most `base × 2^MAX_PROBE_DOUBLINGS` (see [`DEFAULT_IDLE_PROBE_INTERVAL`]).
+    #[inline]
+    fn backoff(&self, base_ns: u64) -> u64 {
+        // Relaxed: a statistic; a racing failure or success at worst shifts one probe by one
+        // doubling.
+        let run = self.consecutive_failures.load(Ordering::Relaxed);
+        let doublings = run.saturating_sub(1).min(MAX_PROBE_DOUBLINGS);
+        base_ns.saturating_mul(1 << doublings)
+    }
+
+    /// Nanoseconds from the last penalty charge to `now`.
+    #[inline]
+    fn idle_since_charge(&self, now: Instant) -> u64 {
+        // Relaxed: statistics; a charge racing this read at worst lets one more pick see the
+        // endpoint as a probe candidate (the charge's own call was in flight until just now).
+        now.as_nanos()
+            .saturating_sub(self.charged.load(Ordering::Relaxed))
+    }
+
+    /// The peak-EWMA of the measured latencies, decayed to `now`, without the penalty.
+    #[inline]
+    fn measured_ns(&self, now: Instant, tau_ns: f64) -> f64 {
         // Relaxed: statistics; a racing update at worst shows the previous estimate.
         let estimate = f64::from_bits(self.estimate.load(Ordering::Relaxed));
         // Relaxed: as above.
         let stamp = self.stamp.load(Ordering::Relaxed);
-        let latency = ewma::decayed(estimate, now.as_nanos().saturating_sub(stamp), tau_ns);
-        latency.max(self.penalty_ns(now, tau_ns))
+        ewma::decayed(estimate, now.as_nanos().saturating_sub(stamp), tau_ns)
     }
 
     /// The failure penalty still charged at `now` (decayed with time like the estimate).
@@ -158,6 +270,8 @@ impl EndpointStats {
     /// it and what is left of an earlier one).
     pub(crate) fn charge_penalty(&self, penalty_ns: f64, now: Instant, tau_ns: f64) {
         self.update_penalty(now, tau_ns, |left| left.max(penalty_ns));
+        // Relaxed: a statistic; fetch_max keeps the latest charge when charges race.
+        self.charged.fetch_max(now.as_nanos(), Ordering::Relaxed);
     }
 
     /// A success: pays off part of the penalty (see [`PENALTY_KEPT_PER_SUCCESS`]).
@@ -284,6 +398,9 @@ pub(crate) struct Core<K> {
     /// When the success-rate and failure-percentage detectors next run (clock nanoseconds).
     pub(crate) next_evaluation: AtomicU64,
     jitter: AtomicU64,
+    /// How long after its last charged failure an idle endpoint priced by its penalty is
+    /// offered a probe (`BalancerBuilder::idle_probe_interval`); `None`: never.
+    pub(crate) idle_probe_ns: Option<u64>,
     /// The template of the per-endpoint breakers (`BalancerBuilder::endpoint_breaker`).
     pub(crate) breaker_template: Option<palisade_circuit_breaker::CircuitBreakerBuilder>,
     /// Seeds the per-endpoint breakers' jitter.
@@ -320,6 +437,7 @@ impl<K> Core<K> {
             health_lock: Mutex::new(()),
             next_evaluation: AtomicU64::new(0),
             jitter: AtomicU64::new(seed),
+            idle_probe_ns: Some(duration_to_nanos(DEFAULT_IDLE_PROBE_INTERVAL)),
             breaker_template: None,
             breaker_seed: seed,
         }
@@ -410,10 +528,16 @@ impl<K: Clone + Send + Sync + 'static> Node<K> {
 
     /// The latency estimate a pick compares: decayed to `now`, times the zone factor, divided
     /// by the slow-start ramp while the endpoint is new or just restored.
+    ///
+    /// An idle endpoint priced out by its failure penalty is offered a probe call here (see
+    /// [`DEFAULT_IDLE_PROBE_INTERVAL`]).
     #[inline]
     pub(crate) fn pick_latency_ns(&self, now: Instant) -> f64 {
         let core = &*self.core;
-        let latency = self.stats.latency_ns(now, core.tau_ns) * self.zone_factor;
+        let latency = self
+            .stats
+            .pick_latency_ns(now, core.tau_ns, core.idle_probe_ns)
+            * self.zone_factor;
         match &core.slow_start {
             None => latency,
             Some(slow) => {
@@ -686,6 +810,70 @@ mod tests {
         assert_eq!(stats.latency_ns(Instant::from_nanos(8 * MS), TAU), 1.0e9);
         stats.pay_penalty(Instant::from_nanos(8 * MS), TAU);
         assert_eq!(stats.latency_ns(Instant::from_nanos(8 * MS), TAU), 0.5e9);
+    }
+
+    #[test]
+    fn an_idle_endpoint_priced_by_its_penalty_is_priced_by_its_latency_after_the_interval() {
+        let stats = EndpointStats::with_estimate(10.0e6, Instant::ZERO);
+        stats.charge_penalty(1.0e9, Instant::ZERO, TAU);
+        let probe = Some(100 * MS);
+        let at = |ms: u64| Instant::from_nanos(ms * MS);
+        // Within the interval: the penalty.
+        assert_eq!(stats.pick_latency_ns(at(0), TAU, probe), 1.0e9);
+        let early = stats.pick_latency_ns(at(99), TAU, probe);
+        assert!(early > 0.9e9, "{early}");
+        // After it, idle: eight times its last measured latency (a queue eight calls deep),
+        // not the penalty.
+        assert_eq!(stats.pick_latency_ns(at(100), TAU, probe), 80.0e6);
+        // With the probe in flight: the penalty again.
+        stats.begin();
+        assert!(stats.pick_latency_ns(at(100), TAU, probe) > 0.9e9);
+        // The probe failed: a fresh charge restarts the interval.
+        stats.end();
+        stats.charge_penalty(1.0e9, at(101), TAU);
+        assert_eq!(stats.pick_latency_ns(at(101), TAU, probe), 1.0e9);
+        assert!(stats.pick_latency_ns(at(200), TAU, probe) > 0.9e9);
+        assert_eq!(stats.pick_latency_ns(at(201), TAU, probe), 80.0e6);
+        // The price stays that of an eight-deep queue, where the decayed estimate alone would
+        // make it look nearly free; a penalty decayed below it is the price.
+        let late = stats.pick_latency_ns(at(4_000), TAU, probe);
+        assert!(late < 80.0e6 && late > 10.0e6, "{late}");
+        // Probing off: the penalty until it decays; the snapshot's latency is always the
+        // larger of the two.
+        assert!(stats.pick_latency_ns(at(201), TAU, None) > 0.9e9);
+        assert!(stats.latency_ns(at(201), TAU) > 0.9e9);
+    }
+
+    #[test]
+    fn the_probe_wait_doubles_per_failure_in_a_row_up_to_sixteen_intervals() {
+        let stats = EndpointStats::with_estimate(10.0e6, Instant::ZERO);
+        let base = 100 * MS;
+        let waits: Vec<u64> = (0..8u32)
+            .map(|run| {
+                stats
+                    .consecutive_failures
+                    .store(run, super::Ordering::Relaxed);
+                stats.backoff(base) / MS
+            })
+            .collect();
+        assert_eq!(waits, [100, 100, 200, 400, 800, 1_600, 1_600, 1_600]);
+        // No overflow with a huge base.
+        stats
+            .consecutive_failures
+            .store(40, super::Ordering::Relaxed);
+        assert_eq!(stats.backoff(u64::MAX), u64::MAX);
+    }
+
+    #[test]
+    fn a_latency_above_the_penalty_is_priced_as_it_is() {
+        let stats = EndpointStats::with_estimate(10.0e6, Instant::ZERO);
+        stats.charge_penalty(1.0e6, Instant::ZERO, TAU);
+        let later = Instant::from_nanos(500 * MS);
+        // The measured latency drives the cost: probing changes nothing.
+        assert_eq!(
+            stats.pick_latency_ns(later, TAU, Some(MS)),
+            stats.latency_ns(later, TAU)
+        );
     }
 
     #[test]

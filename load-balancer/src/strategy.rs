@@ -149,7 +149,8 @@ fn two_candidates(
 /// rejection is charged the failure penalty** (default 1 s) as its latency, so an endpoint
 /// that fails fast never looks fast; each later success halves what is left of it, so a
 /// recovered endpoint earns its share back in a few calls (see the balancer's
-/// `failure_penalty`).
+/// `failure_penalty`). An idle endpoint priced by its penalty is offered probe calls while its
+/// peers are loaded, so a recovery is found by traffic (the balancer's `idle_probe_interval`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct P2cPeakEwma;
 
