@@ -190,18 +190,17 @@ impl BalancerBuilder {
     /// whose other candidate shows a higher loaded cost sends it one probe call; a fleet whose
     /// endpoints answer at once does not need it, sends none, and lets the penalty decay. At
     /// most one probe is in flight per endpoint (it is priced by its penalty again while one
-    /// runs); after a failed probe there is none for `interval`, doubled per failure in a row
-    /// up to 16 × `interval` (Finagle's failure accrual backs its probes off the same way); a
-    /// successful one halves the penalty and the endpoint may take the next call at once.
+    /// runs); after a failed probe there is none for `interval`; a successful one halves the
+    /// penalty and the endpoint may take the next call at once.
     ///
     /// Without it, an endpoint that recovered while its penalty prices it above its peers
     /// gets no calls, earns no successes, and waits for the penalty's decay: under a surge its
     /// workers idle while the peers queue and a bulkhead above sheds calls. Envoy sends calls
     /// to an ejected host again when its ejection time ends, and Finagle's failure accrual lets
     /// one probe request through after its dead time: recovery is found by traffic, not by a
-    /// score drifting back. A failing endpoint costs at most one failed call per (growing)
-    /// interval and balancer (a retry above sends it elsewhere), each counting towards its
-    /// ejection.
+    /// score drifting back. A failing endpoint costs at most one failed call per `interval`
+    /// and balancer, and only while its peers are loaded (a retry above sends it elsewhere),
+    /// each counting towards its ejection.
     #[must_use]
     pub fn idle_probe_interval(mut self, interval: Option<Duration>) -> Self {
         self.idle_probe_interval = interval;

@@ -194,35 +194,34 @@ async fn a_quiet_client_sends_no_probes() {
     assert_eq!(endpoints[0].calls_since(failed_at), 0);
 }
 
-/// A failing endpoint is probed with one call in flight at most, the wait doubling with each
-/// failed probe (100 ms, 200 ms, … at most 1.6 s): 4 s of a surge (12 000 calls) send it five.
+/// A failing endpoint is probed with one call in flight at most and one per interval: 4 s of a
+/// surge (24 000 calls, 30 in flight on each healthy endpoint, well above the eight-deep queue
+/// a probe is priced at, whatever peak the endpoint's latency estimate kept) send it about 40.
 #[tokio::test(start_paused = true)]
-async fn a_failing_endpoint_is_probed_one_call_at_a_time_backing_off() {
+async fn a_failing_endpoint_is_probed_one_call_at_a_time_once_per_interval() {
     let endpoints: Vec<_> = (0..3).map(Endpoint::new).collect();
     let balancer = balancer(&endpoints, Balancer::builder());
     let failed_at = charge_one_failure(&balancer, &endpoints[0]).await;
     endpoints[0].max_in_flight.store(0, Ordering::Relaxed);
-    drive(&balancer, Duration::from_secs(4), 3).await;
+    drive(&balancer, Duration::from_secs(4), 6).await;
     assert_eq!(endpoints[0].max_in_flight.load(Ordering::Relaxed), 1);
     let starts = endpoints[0].starts.lock().unwrap().clone();
     let probes: Vec<_> = starts.into_iter().filter(|t| *t >= failed_at).collect();
-    // Each probe ends (fails) 1 ms after it starts; the next waits at least 2^k intervals
-    // from there (and is sent within a few percent of that: the pick must still find it).
+    // Each probe ends (fails) 1 ms after it starts; the next waits at least an interval from
+    // there, and is sent within a few picks once it may be.
     let mut previous_end = failed_at;
     for (k, probe) in probes.iter().enumerate() {
-        let wait = Duration::from_millis(100) * (1 << k.min(4));
         let after = *probe - previous_end;
         assert!(
-            after >= wait && after <= wait + wait / 20 + Duration::from_millis(10),
-            "probe {k} came {after:?} after the last failure, expected {wait:?}"
+            after >= Duration::from_millis(100) && after <= Duration::from_millis(115),
+            "probe {k} came {after:?} after the last failure"
         );
         previous_end = *probe + Duration::from_millis(1);
     }
-    // 0.1 + 0.2 + 0.4 + 0.8 + 1.6 s: five probes in 4 s.
-    assert_eq!(probes.len(), 5, "{probes:?}");
+    assert!((35..=40).contains(&probes.len()), "{}", probes.len());
     // The healthy endpoints answered everything else.
     let served = endpoints[1].calls_since(failed_at) + endpoints[2].calls_since(failed_at);
-    assert!(served >= 11_990, "{served}");
+    assert!(served >= 23_950, "{served}");
 }
 
 /// A zero interval is refused by name.

@@ -5,7 +5,8 @@
 //! (default strategy and health). Each request has a 2 s caller deadline.
 //!
 //! (d) adds zones: two endpoints in the clients' local zone, two in another. (e) puts a
-//! bulkhead between the retry and the balancer and offers 3x the fleet's capacity.
+//! bulkhead between the retry and the balancer and offers 3x the fleet's capacity. (f) replays
+//! the demo's script (one endpoint failing, then healthy exactly when a 3x surge starts).
 //!
 //! The same scenarios run through tower's `p2c::Balance` over `PeakEwma` behind a `Buffer`
 //! (with the same retry above) for comparison; run with `--nocapture` to see both sets of
@@ -92,7 +93,9 @@ fn palisade_stacks_with(
 ) -> (Vec<Balancer<usize, QueueingEndpoint>>, Vec<Stack>) {
     (0..CLIENTS)
         .map(|client| {
-            let mut builder = Balancer::builder().clock(Clock::tokio()).seed(client as u64);
+            let mut builder = Balancer::builder()
+                .clock(Clock::tokio())
+                .seed(client as u64);
             if breakers {
                 builder = builder.endpoint_breaker(palisade_load_balancer::fleet_breaker());
             }
@@ -647,4 +650,85 @@ async fn a_surge_of_three_times_capacity_is_shed_at_the_bulkhead() {
         after >= 0.99,
         "success in the first second after the surge: {after}"
     );
+}
+
+/// The demo's script, shortened: one client at 480 requests/s over the fleet, `e1` failing every
+/// call in 1 ms for 8 s, healthy again exactly when a 3x surge (3 600/s) starts; the demo's
+/// stack: retry (2 s deadline, 500 ms per attempt) → default bulkhead (25) → default balancer.
+/// Returns when `e1` first answered after the surge started, and its share of the successes
+/// finished in the surge's first 0.5 s.
+async fn demo_script(idle_probe: Option<Duration>) -> (Option<Duration>, f64) {
+    let failing = [Phase::failing(
+        secs(1.0),
+        secs(9.0),
+        Duration::from_millis(1),
+    )];
+    let endpoints = fleet([&[], &failing, &[]]);
+    let balancer = Balancer::builder()
+        .clock(Clock::tokio())
+        .seed(2026)
+        .idle_probe_interval(idle_probe)
+        .build()
+        .unwrap();
+    for (key, endpoint) in endpoints.iter().enumerate() {
+        balancer.insert(key, endpoint.clone(), EndpointMeta::new());
+    }
+    let retry = RetryPolicy::builder()
+        .clock(Clock::tokio())
+        .deadline(Duration::from_secs(2))
+        .attempt_timeout(Duration::from_millis(500))
+        .seed(2026)
+        .build()
+        .unwrap();
+    let bulkhead = palisade_bulkhead::Bulkhead::builder()
+        .clock(Clock::tokio())
+        .build()
+        .unwrap();
+    let stack: Stack = BoxCloneService::new(
+        ServiceBuilder::new()
+            .layer(retry.layer())
+            .layer(bulkhead.layer())
+            .service(balancer.service()),
+    );
+    let records = drive_at(
+        &[stack],
+        secs(10.0),
+        2026,
+        |_| {},
+        |t| {
+            if t >= secs(9.0) { 36.0 } else { 4.8 }
+        },
+    )
+    .await;
+    let first = records
+        .iter()
+        .filter(|r| r.ok && r.issued >= secs(9.0) && r.endpoint.as_deref() == Some("e1"))
+        .map(|r| r.done - secs(9.0))
+        .min();
+    let early: Vec<_> = records
+        .iter()
+        .filter(|r| r.ok && r.done >= secs(9.0) && r.done < secs(9.5))
+        .collect();
+    let share = early
+        .iter()
+        .filter(|r| r.endpoint.as_deref() == Some("e1"))
+        .count() as f64
+        / early.len() as f64;
+    (first, share)
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_demo_script_finds_a_recovered_endpoint_at_the_surge() {
+    let (first, share) = demo_script(Some(Duration::from_millis(100))).await;
+    let (off_first, off_share) = demo_script(None).await;
+    println!(
+        "(f) the demo's script (e1 fails 8 s, then a 3x surge): e1's first success {first:?} \
+         after the surge began, its share of the first 0.5 s {:.1} %; without idle probing \
+         {off_first:?}, {:.1} %",
+        share * 100.0,
+        off_share * 100.0,
+    );
+    let first = first.expect("e1 answered in the surge");
+    assert!(first <= Duration::from_millis(100), "{first:?}");
+    assert!(share >= 0.25, "{share}");
 }
