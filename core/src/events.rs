@@ -49,7 +49,9 @@
 //! So a layer with the features compiled in, and no recorder, no subscriber and no user
 //! listener, pays a relaxed load, a thread-local read and a branch or two per event; layers
 //! use [`EventBus::wants_call_events`] to skip work (a clock read) that only feeds per-call
-//! events.
+//! events. A per-call event of which the metrics listener would record nothing goes through
+//! [`EventBus::emit_call_unmetered_with`]: with a recorder as its only consumer, it is not
+//! built at all.
 //!
 //! # Metric names and labels
 //!
