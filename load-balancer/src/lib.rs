@@ -154,8 +154,8 @@ pub use events::BalancerEvent;
 #[cfg(feature = "metrics")]
 pub use events::BalancerMetrics;
 pub use hash::HashService;
-pub use maglev::MaglevService;
 pub use health::{FailurePercentage, OutlierDetection, SuccessRate};
+pub use maglev::MaglevService;
 pub use service::BalancerService;
 pub use strategy::{
     HotCold, LeastPending, Load, P2cPeakEwma, P2cPending, Random, RoundRobin, Strategy,

@@ -154,14 +154,26 @@ pub use palisade_core as common;
 pub use palisade_bulkhead as bulkhead;
 #[cfg(feature = "circuit-breaker")]
 pub use palisade_circuit_breaker as circuit_breaker;
+/// `palisade-discovery` (feature `discovery-dns`; etcd with `discovery-etcd`): the balancer's
+/// endpoints from DNS records re-resolved on their TTL, or from an etcd prefix.
+///
+/// ```
+/// use palisade::discovery::{DiscoveryEvent, DnsDiscovery, Endpoint};
+///
+/// fn takes<T>() {}
+/// takes::<(DnsDiscovery, Endpoint, DiscoveryEvent)>();
+/// // With `discovery-etcd`, the etcd side too.
+/// # #[cfg(feature = "discovery-etcd")]
+/// takes::<(palisade::discovery::EtcdDiscovery, palisade::discovery::EtcdRegistration)>();
+/// ```
+#[cfg(feature = "discovery-dns")]
+pub use palisade_discovery as discovery;
 #[cfg(feature = "http")]
 pub use palisade_http as http;
 #[cfg(feature = "load-balancer")]
 pub use palisade_load_balancer as load_balancer;
 #[cfg(feature = "rate-limit")]
 pub use palisade_rate_limit as rate_limit;
-#[cfg(feature = "retry")]
-pub use palisade_retry as retry;
 /// `palisade-rate-limit-redis` (feature `redis`): a rate limit shared by a fleet, GCRA on
 /// Redis, with a two-tier leased mode for one key or per key.
 ///
@@ -182,20 +194,8 @@ pub use palisade_retry as retry;
 /// ```
 #[cfg(feature = "redis")]
 pub use palisade_rate_limit_redis as rate_limit_redis;
-/// `palisade-discovery` (feature `discovery-dns`; etcd with `discovery-etcd`): the balancer's
-/// endpoints from DNS records re-resolved on their TTL, or from an etcd prefix.
-///
-/// ```
-/// use palisade::discovery::{DiscoveryEvent, DnsDiscovery, Endpoint};
-///
-/// fn takes<T>() {}
-/// takes::<(DnsDiscovery, Endpoint, DiscoveryEvent)>();
-/// // With `discovery-etcd`, the etcd side too.
-/// # #[cfg(feature = "discovery-etcd")]
-/// takes::<(palisade::discovery::EtcdDiscovery, palisade::discovery::EtcdRegistration)>();
-/// ```
-#[cfg(feature = "discovery-dns")]
-pub use palisade_discovery as discovery;
+#[cfg(feature = "retry")]
+pub use palisade_retry as retry;
 
 /// The handles, the rejections to `downcast_ref` to, the shared vocabulary (local
 /// rejections, classification, clock, errors) and [`ServiceBuilderExt`].
