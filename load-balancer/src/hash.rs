@@ -16,13 +16,14 @@
 //! `ServiceExt::oneshot` does); a readiness failure is the call's error and counts as the
 //! endpoint's failure.
 
-use crate::balancer::Shared;
-use crate::endpoint::{CallResult, Node, Record};
+use crate::balancer::{Entry, Shared, fleet_estimate};
+use crate::endpoint::{CallResult, Core, Node, Record};
 use crate::error::NoHealthyEndpoints;
 use crate::events::BalancerEvent;
 use crate::future::{InFlight, ResponseFuture};
 use palisade_core::BoxError;
 use palisade_core::classify::ErrorIsFailure;
+use palisade_core::clock::Instant;
 use palisade_core::rejection::RejectionKind;
 use palisade_core::rng::{GAMMA, mix};
 use pin_project::pin_project;
@@ -94,33 +95,27 @@ where
         let panic = core.outlier.in_panic(core.ejected_count(), set.len());
         let chosen = set
             .iter()
-            .filter(|e| {
-                e.node.breaker_allows(now)
-                    && (panic
-                        || !e.node.is_ejected(now, || {
-                            crate::balancer::fleet_estimate(&set, now, core, Some(e.node.id))
-                        }))
-            })
+            .filter(|e| hash_candidate(e, &set, now, core, panic))
             .max_by_key(|e| rendezvous_score(request_hash, e.node.key_hash()));
-        let Some(entry) = chosen else {
-            core.events.emit_call_with(|| BalancerEvent::CallRejected {
-                kind: RejectionKind::NoHealthyEndpoints,
-            });
-            return HashFuture {
-                state: HashState::Rejected,
-            };
-        };
-        entry.node.stats.begin();
-        let node: Arc<Node<K>> = Arc::clone(&entry.node);
-        let record: Arc<dyn Record> = node;
-        HashFuture {
-            state: HashState::NotReady {
-                service: entry.service.clone(),
-                request: Some(request),
-                guard: Some(InFlight::new(record, now)),
-            },
-        }
+        HashFuture::dispatch(core, chosen, request, now)
     }
+}
+
+/// Whether a hashing service may send a request to `entry`: its breaker (if any) lets calls
+/// through, and it is not ejected, unless the fleet is `in_panic` (then every endpoint is
+/// used). Shared by [`HashService`] and [`MaglevService`](crate::maglev::MaglevService).
+pub(crate) fn hash_candidate<K: Clone + Send + Sync + 'static, S>(
+    entry: &Entry<K, S>,
+    set: &[Entry<K, S>],
+    now: Instant,
+    core: &Core<K>,
+    in_panic: bool,
+) -> bool {
+    entry.node.breaker_allows(now)
+        && (in_panic
+            || !entry
+                .node
+                .is_ejected(now, || fleet_estimate(set, now, core, Some(entry.node.id))))
 }
 
 /// The response future of a [`HashService`]: waits for the chosen endpoint's readiness, calls
@@ -167,6 +162,29 @@ impl<S: Service<Req>, Req> HashFuture<S, Req> {
         HashFuture {
             state: HashState::Rejected,
         }
+    }
+
+    /// Sends `request` to the `chosen` endpoint (counting it pending from `now`), or, with
+    /// none, reports the rejection and answers [`NoHealthyEndpoints`].
+    pub(crate) fn dispatch<K: Clone + Send + Sync + 'static>(
+        core: &Core<K>,
+        chosen: Option<&Entry<K, S>>,
+        request: Req,
+        now: Instant,
+    ) -> Self
+    where
+        S: Clone,
+    {
+        let Some(entry) = chosen else {
+            core.events.emit_call_with(|| BalancerEvent::CallRejected {
+                kind: RejectionKind::NoHealthyEndpoints,
+            });
+            return HashFuture::rejected();
+        };
+        entry.node.stats.begin();
+        let node: Arc<Node<K>> = Arc::clone(&entry.node);
+        let record: Arc<dyn Record> = node;
+        HashFuture::not_ready(entry.service.clone(), request, InFlight::new(record, now))
     }
 }
 

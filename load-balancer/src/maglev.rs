@@ -44,15 +44,11 @@
 //! # }
 //! ```
 
-use crate::balancer::{Entry, Shared, fleet_estimate};
-use crate::endpoint::{Node, Record};
-use crate::events::BalancerEvent;
-use crate::future::InFlight;
-use crate::hash::HashFuture;
+use crate::balancer::{Entry, Shared};
+use crate::hash::{HashFuture, hash_candidate};
 use arc_swap::ArcSwapOption;
 use palisade_core::BoxError;
 use palisade_core::error::ConfigError;
-use palisade_core::rejection::RejectionKind;
 use palisade_core::rng::mix;
 use std::fmt;
 use std::sync::Arc;
@@ -258,13 +254,7 @@ where
         } else {
             let table = self.table_for(&set);
             let panic = core.outlier.in_panic(core.ejected_count(), set.len());
-            let healthy = |e: &Entry<K, S>| {
-                e.node.breaker_allows(now)
-                    && (panic
-                        || !e
-                            .node
-                            .is_ejected(now, || fleet_estimate(&set, now, core, Some(e.node.id))))
-            };
+            let healthy = |e: &Entry<K, S>| hash_candidate(e, &set, now, core, panic);
             let m = table.slots.len();
             let start = ((u128::from(mix(request_hash)) * m as u128) >> 64) as usize;
             (0..MAX_PROBES.min(m))
@@ -272,16 +262,7 @@ where
                 .find(|e| healthy(e))
                 .or_else(|| set.iter().find(|e| healthy(e)))
         };
-        let Some(entry) = chosen else {
-            core.events.emit_call_with(|| BalancerEvent::CallRejected {
-                kind: RejectionKind::NoHealthyEndpoints,
-            });
-            return HashFuture::rejected();
-        };
-        entry.node.stats.begin();
-        let node: Arc<Node<K>> = Arc::clone(&entry.node);
-        let record: Arc<dyn Record> = node;
-        HashFuture::not_ready(entry.service.clone(), request, InFlight::new(record, now))
+        HashFuture::dispatch(core, chosen, request, now)
     }
 }
 
