@@ -1,5 +1,6 @@
 //! The DNS discovery handle.
 
+use crate::apply;
 use crate::events::DiscoveryEvent;
 use crate::records::{self, Endpoint, Set, SrvRecord};
 use hickory_resolver::TokioResolver;
@@ -8,7 +9,7 @@ use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::{RData, RecordType};
 use palisade_core::events::{EventBus, ListenerId};
 use palisade_core::{ConfigError, Listener};
-use palisade_load_balancer::{Balancer, EndpointMeta};
+use palisade_load_balancer::Balancer;
 use parking_lot::Mutex;
 use rand::{Rng, SeedableRng};
 use std::collections::VecDeque;
@@ -420,16 +421,7 @@ impl DnsDiscovery {
         F: FnMut(SocketAddr) -> S,
     {
         let update = self.update().await;
-        for endpoint in update.insert {
-            balancer.insert(
-                endpoint.addr,
-                make(endpoint.addr),
-                EndpointMeta::new().weight(endpoint.weight),
-            );
-        }
-        for addr in update.remove {
-            balancer.remove(&addr);
-        }
+        apply::to_balancer(balancer, make, update.insert, update.remove);
         update.wait
     }
 
@@ -542,12 +534,12 @@ where
             let update = ready!(next.as_mut().poll(cx));
             this.next = None;
             this.sleep = Some(Box::pin(tokio::time::sleep(update.wait)));
-            for endpoint in update.insert {
-                this.queue
-                    .push_back(Change::Insert(endpoint.addr, (this.make)(endpoint.addr)));
-            }
-            this.queue
-                .extend(update.remove.into_iter().map(Change::Remove));
+            apply::to_queue(
+                &mut this.queue,
+                &mut this.make,
+                update.insert,
+                update.remove,
+            );
         }
     }
 }

@@ -1,13 +1,14 @@
 //! etcd discovery: the endpoints under a key prefix, followed with a watch, and the
 //! lease-based registration of the serving side.
 
+use crate::apply;
 use crate::etcd_values::{self, Applied, Table};
 use crate::events::DiscoveryEvent;
 use crate::records::{self, Endpoint, Set};
 use etcd_client::{Client, ConnectOptions, EventType, GetOptions, PutOptions, WatchOptions};
 use palisade_core::events::{EventBus, ListenerId};
 use palisade_core::{ConfigError, Listener};
-use palisade_load_balancer::{Balancer, EndpointMeta};
+use palisade_load_balancer::Balancer;
 use parking_lot::Mutex;
 use rand::{Rng, SeedableRng};
 use std::collections::VecDeque;
@@ -467,19 +468,8 @@ impl EtcdDiscovery {
         S: Clone + Send + Sync + 'static,
         F: FnMut(SocketAddr) -> S,
     {
-        self.follow(|(insert, remove)| {
-            for endpoint in insert {
-                balancer.insert(
-                    endpoint.addr,
-                    make(endpoint.addr),
-                    EndpointMeta::new().weight(endpoint.weight),
-                );
-            }
-            for addr in remove {
-                balancer.remove(&addr);
-            }
-        })
-        .await;
+        self.follow(|(insert, remove)| apply::to_balancer(&balancer, &mut make, insert, remove))
+            .await;
     }
 
     /// The changes as a tower [`Discover`](tower::discover::Discover) stream (for
@@ -588,11 +578,7 @@ where
             });
             match changes.poll_recv(cx) {
                 Poll::Ready(Some((insert, remove))) => {
-                    for endpoint in insert {
-                        this.queue
-                            .push_back(Change::Insert(endpoint.addr, (this.make)(endpoint.addr)));
-                    }
-                    this.queue.extend(remove.into_iter().map(Change::Remove));
+                    apply::to_queue(&mut this.queue, &mut this.make, insert, remove);
                 }
                 // The task never ends on its own; only a panic in it closes the channel.
                 Poll::Ready(None) => return Poll::Ready(None),

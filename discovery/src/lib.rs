@@ -77,6 +77,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod apply;
 mod dns_discovery;
 #[cfg(feature = "etcd")]
 mod etcd_discovery;
