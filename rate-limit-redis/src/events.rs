@@ -23,6 +23,13 @@ pub enum RedisRateLimiterEvent {
         /// When it would conform.
         retry_after: Duration,
     },
+    /// A keyed two-tier limiter refused a new key: it held `max_keys` keys, none idle.
+    TooManyKeys {
+        /// The cap on keys.
+        max_keys: usize,
+        /// When a held key goes idle at the earliest.
+        retry_after: Duration,
+    },
     /// A round trip answered, after `latency`.
     RoundTrip {
         /// From the request to the decoded reply.
@@ -68,6 +75,13 @@ impl palisade_core::events::TraceEvent for RedisRateLimiterEvent {
                 target: "palisade", layer, name, event = "rejected", cost,
                 retry_after_ms = retry_after.as_secs_f64() * 1e3
             ),
+            RedisRateLimiterEvent::TooManyKeys {
+                max_keys,
+                retry_after,
+            } => tracing::debug!(
+                target: "palisade", layer, name, event = "too_many_keys", max_keys,
+                retry_after_ms = retry_after.as_secs_f64() * 1e3
+            ),
             RedisRateLimiterEvent::RoundTrip { latency } => tracing::trace!(
                 target: "palisade", layer, name, event = "round_trip",
                 latency_ms = latency.as_secs_f64() * 1e3
@@ -96,7 +110,7 @@ impl palisade_core::events::TraceEvent for RedisRateLimiterEvent {
 /// | metric | labels | what |
 /// |---|---|---|
 /// | `palisade_rate_limit_calls_total` | `name`, `outcome` = `success` / `rejected` | decisions |
-/// | `palisade_rate_limit_rejections_total` | `name`, `reason` = `rate_limited` | rejections |
+/// | `palisade_rate_limit_rejections_total` | `name`, `reason` = `rate_limited`; `too_many_keys` once a keyed limiter refuses a key | rejections |
 /// | `palisade_rate_limit_store_round_trip_seconds` | `name` | Redis latency (histogram) |
 /// | `palisade_rate_limit_store_errors_total` | `name`, `kind` | calls Redis did not decide |
 /// | `palisade_rate_limit_store_available` | `name` | 1 while Redis answers, 0 in an outage |
@@ -111,6 +125,10 @@ pub struct RedisRateLimiterMetrics {
     errors: [metrics::Counter; 4],
     available: metrics::Gauge,
     leased: metrics::Counter,
+    /// `rejections_total{reason="too_many_keys"}`, registered at the first such refusal (only
+    /// keyed limiters make one).
+    too_many_keys: std::sync::OnceLock<metrics::Counter>,
+    name: String,
 }
 
 #[cfg(feature = "metrics")]
@@ -166,7 +184,9 @@ impl palisade_core::events::RecordMetrics for RedisRateLimiterEvent {
                 error(StoreErrorKind::Reply),
             ],
             available,
-            leased: metrics::counter!("palisade_rate_limit_lease_tokens_total", "name" => name),
+            leased: metrics::counter!("palisade_rate_limit_lease_tokens_total", "name" => name.clone()),
+            too_many_keys: std::sync::OnceLock::new(),
+            name,
         }
     }
 
@@ -176,6 +196,18 @@ impl palisade_core::events::RecordMetrics for RedisRateLimiterEvent {
             RedisRateLimiterEvent::Rejected { .. } => {
                 m.rejected.increment(1);
                 m.rejections.increment(1);
+            }
+            RedisRateLimiterEvent::TooManyKeys { .. } => {
+                m.rejected.increment(1);
+                m.too_many_keys
+                    .get_or_init(|| {
+                        metrics::counter!(
+                            "palisade_rate_limit_rejections_total",
+                            "name" => m.name.clone(),
+                            "reason" => palisade_core::RejectionKind::TooManyKeys.as_str()
+                        )
+                    })
+                    .increment(1);
             }
             RedisRateLimiterEvent::RoundTrip { latency } => {
                 m.round_trip.record(latency.as_secs_f64());

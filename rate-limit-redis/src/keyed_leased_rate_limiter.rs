@@ -145,6 +145,9 @@ pub struct KeyedLeasedSnapshot {
     pub leased_tokens: u64,
     /// Leased tokens dropped unspent because their lease expired.
     pub expired_tokens: u64,
+    /// Calls refused locally, without a round trip, because Redis had refused a call of that
+    /// key and cost and the time it named had not come yet.
+    pub cached_refusals: u64,
     /// Idle keys evicted.
     pub evicted_keys: u64,
     /// Requests of new keys refused with `TooManyKeys`.
@@ -202,6 +205,7 @@ impl<K> KeyedLeasedRateLimiter<K> {
             leases: stats.leases.load(Ordering::Relaxed),
             leased_tokens: stats.leased_tokens.load(Ordering::Relaxed),
             expired_tokens: stats.expired_tokens.load(Ordering::Relaxed),
+            cached_refusals: stats.cached_refusals.load(Ordering::Relaxed),
             evicted_keys: inner.evicted.load(Ordering::Relaxed),
             too_many_keys: inner.too_many_keys.load(Ordering::Relaxed),
         }
@@ -441,7 +445,12 @@ where
         // Relaxed: a hint (see the type's memory ordering docs).
         let until = inner.no_room_until_ms.load(Ordering::Relaxed);
         let retry_after = Duration::from_millis(until.saturating_sub(now_ms).max(1));
-        Err(TooManyKeys::new(inner.max_keys, retry_after))
+        let max_keys = inner.max_keys;
+        inner.global.emit(|| RedisRateLimiterEvent::TooManyKeys {
+            max_keys,
+            retry_after,
+        });
+        Err(TooManyKeys::new(max_keys, retry_after))
     }
 
     /// A layer that takes one token per request from the key `key_fn` gives it.
@@ -508,9 +517,23 @@ mod tests {
     async fn new_keys_are_refused_at_the_cap_while_every_key_holds_a_lease() {
         let clock = ManualClock::new();
         let limiter = limiter(2, &clock);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&seen);
+        limiter.subscribe(move |e: &RedisRateLimiterEvent| {
+            if let RedisRateLimiterEvent::TooManyKeys { .. } = e {
+                sink.lock().push(e.clone());
+            }
+        });
         lease(&limiter, "a", 3);
         lease(&limiter, "b", 3);
         let refused = limiter.pool_for(&"c").unwrap_err();
+        assert_eq!(
+            *seen.lock(),
+            [RedisRateLimiterEvent::TooManyKeys {
+                max_keys: 2,
+                retry_after: Duration::from_millis(101)
+            }]
+        );
         assert_eq!(refused.max_keys(), 2);
         // Both leases expire after 100 ms: a key goes idle at 101 ms.
         assert_eq!(refused.retry_after(), Duration::from_millis(101));

@@ -102,6 +102,17 @@ fn next_batch(last: Option<(Instant, u32)>, now: Instant, target: Duration, max_
 /// buckets and grants a fresh burst: add one `burst` per restart in the window. Tested in
 /// `tests/redis.rs` (`leased_fleet_stays_within_the_bound*`).
 ///
+/// # Refusals stay local
+///
+/// When Redis refuses a lease, the pool remembers the refusal (its cost and the time Redis
+/// named): until then a call of at least that cost is refused at once, with the wait left as
+/// its `retry_after`, and takes no round trip, so an overloaded caller is turned away as
+/// cheaply as the local limiter turns it away, and Redis is not asked again and again for
+/// tokens it cannot have. This refuses nothing Redis would admit: GCRA moves a bucket's next
+/// admission only later as others spend, and the end is rounded down to the millisecond. The
+/// one exception is a Redis restarted without persistence during the wait. Counted in
+/// [`LeasedSnapshot::cached_refusals`].
+///
 /// # Failure mode
 ///
 /// The global limiter's: with Redis unreachable, an empty pool is refilled by nothing and
@@ -183,14 +194,46 @@ pub(crate) struct LeaseStats {
     pub(crate) leases: AtomicU64,
     pub(crate) leased_tokens: AtomicU64,
     pub(crate) expired_tokens: AtomicU64,
+    pub(crate) cached_refusals: AtomicU64,
 }
 
-/// One local pool of leased tokens for one Redis bucket key: the lease word, and the refill
-/// that serialises the round trips of the calls that found it empty.
+/// A refusal of the global bucket, remembered by a pool until the time Redis named: packed
+/// into one `AtomicU64`, the end in clock milliseconds above the cost refused (0: none).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Refusal {
+    until_ms: u64,
+    cost: u64,
+}
+
+impl Refusal {
+    fn unpack(word: u64) -> Refusal {
+        Refusal {
+            until_ms: word >> EXPIRY_SHIFT,
+            cost: word & TOKEN_MAX,
+        }
+    }
+
+    fn pack(self) -> u64 {
+        (self.until_ms << EXPIRY_SHIFT) | self.cost.min(TOKEN_MAX)
+    }
+
+    /// Pure: whether a call of `cost` at `now_ms` is refused by this remembered refusal, and
+    /// for how long yet. GCRA only moves a bucket's next admission later as others spend, so
+    /// a call that costs at least what Redis refused, before the time Redis named, would be
+    /// refused by Redis too (a restarted Redis that forgot the bucket aside).
+    fn refuses(self, cost: u64, now_ms: u64) -> Option<u64> {
+        (self.cost > 0 && cost >= self.cost && now_ms < self.until_ms)
+            .then(|| self.until_ms - now_ms)
+    }
+}
+
+/// One local pool of leased tokens for one Redis bucket key: the lease word, the refill
+/// that serialises the round trips of the calls that found it empty, and the last refusal.
 #[derive(Debug)]
 pub(crate) struct Pool {
     redis_key: String,
     word: AtomicU64,
+    refused: AtomicU64,
     refill: tokio::sync::Mutex<Option<(Instant, u32)>>,
 }
 
@@ -199,6 +242,7 @@ impl Pool {
         Pool {
             redis_key,
             word: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
             refill: tokio::sync::Mutex::new(None),
         }
     }
@@ -242,6 +286,39 @@ impl Pool {
         }
     }
 
+    /// The remembered refusal of a call of `cost` at `now_ms`, if one still stands: refused
+    /// locally, no round trip, with the wait left (rounded down to the millisecond, so a
+    /// call is never refused past the time Redis named).
+    pub(crate) fn cached_refusal(
+        &self,
+        global: &RedisRateLimiter,
+        stats: &LeaseStats,
+        cost: u32,
+        now_ms: u64,
+    ) -> Option<BoxError> {
+        // Relaxed: the word is the whole refusal; a stale read only costs one round trip more
+        // (no refusal seen) or refuses what Redis refused a moment ago (an old one, still
+        // standing by its own end time).
+        let refusal = Refusal::unpack(self.refused.load(Ordering::Relaxed));
+        let wait_ms = refusal.refuses(u64::from(cost), now_ms)?;
+        // Relaxed: statistics only, read by snapshot().
+        stats.cached_refusals.fetch_add(1, Ordering::Relaxed);
+        Some(global.rejected(cost, Duration::from_millis(wait_ms)).into())
+    }
+
+    /// Remembers Redis's refusal of `cost` at `now_ms` for `retry_after` (rounded down to the
+    /// millisecond).
+    fn remember_refusal(&self, cost: u32, now_ms: u64, retry_after: Duration) {
+        let wait_ms = u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX);
+        let refusal = Refusal {
+            until_ms: now_ms.saturating_add(wait_ms).min(u64::MAX >> EXPIRY_SHIFT),
+            cost: u64::from(cost),
+        };
+        // Relaxed: the word is the whole refusal (see `cached_refusal`); written under the
+        // refill lock, so refusals do not race each other.
+        self.refused.store(refusal.pack(), Ordering::Relaxed);
+    }
+
     /// Leases a batch for a call of `cost` that found the pool empty (one round trip, shared
     /// by the calls waiting on the refill lock).
     pub(crate) async fn refill(
@@ -252,10 +329,15 @@ impl Pool {
         cost: u32,
     ) -> Result<(), BoxError> {
         let mut last = self.refill.lock().await;
-        // Another call's refill may have filled the pool while this one waited.
-        if self.try_spend(cost, settings.now_ms(), stats) {
+        // Another call's refill may have filled the pool, or been refused, while this one
+        // waited.
+        let now_ms = settings.now_ms();
+        if self.try_spend(cost, now_ms, stats) {
             global.permitted(cost, false);
             return Ok(());
+        }
+        if let Some(refused) = self.cached_refusal(global, stats, cost, now_ms) {
+            return Err(refused);
         }
         let now = settings.clock.now();
         let requested = next_batch(*last, now, settings.lease_target, settings.max_batch).max(cost);
@@ -264,6 +346,8 @@ impl Pool {
                 // parse_reply checked cost <= granted <= requested.
                 let granted = u32::try_from(reply.granted).unwrap_or(requested);
                 self.deposit(u64::from(granted - cost), settings, stats);
+                // Relaxed: see `remember_refusal`; a grant ends any refusal.
+                self.refused.store(0, Ordering::Relaxed);
                 *last = Some((now, granted));
                 // Relaxed: statistics only, read by snapshot().
                 stats.leases.fetch_add(1, Ordering::Relaxed);
@@ -276,9 +360,9 @@ impl Pool {
             }
             Ok(reply) => {
                 *last = None;
-                Err(global
-                    .rejected(cost, Duration::from_micros(reply.retry_after_us))
-                    .into())
+                let retry_after = Duration::from_micros(reply.retry_after_us);
+                self.remember_refusal(cost, settings.now_ms(), retry_after);
+                Err(global.rejected(cost, retry_after).into())
             }
             Err(error) => global.fail(cost, error),
         }
@@ -330,6 +414,9 @@ pub struct LeasedSnapshot {
     pub leased_tokens: u64,
     /// Leased tokens dropped unspent because their lease expired.
     pub expired_tokens: u64,
+    /// Calls refused locally, without a round trip, because Redis had refused a call of that
+    /// cost and the time it named had not come yet.
+    pub cached_refusals: u64,
 }
 
 impl fmt::Debug for LeasedRateLimiter {
@@ -427,6 +514,7 @@ impl LeasedRateLimiter {
             leases: stats.leases.load(Ordering::Relaxed),
             leased_tokens: stats.leased_tokens.load(Ordering::Relaxed),
             expired_tokens: stats.expired_tokens.load(Ordering::Relaxed),
+            cached_refusals: stats.cached_refusals.load(Ordering::Relaxed),
         }
     }
 
@@ -449,6 +537,9 @@ pub(crate) async fn refill_within_timeout(
     stats: &LeaseStats,
     cost: u32,
 ) -> Result<(), BoxError> {
+    if let Some(refused) = pool.cached_refusal(global, stats, cost, settings.now_ms()) {
+        return Err(refused);
+    }
     match tokio::time::timeout(
         global.call_timeout(),
         pool.refill(global, settings, stats, cost),
@@ -469,6 +560,23 @@ pub(crate) async fn refill_within_timeout(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refusal_refuses_calls_of_at_least_its_cost_until_its_end() {
+        let refusal = Refusal {
+            until_ms: 1_000,
+            cost: 2,
+        };
+        assert_eq!(Refusal::unpack(refusal.pack()), refusal);
+        assert_eq!(refusal.refuses(2, 400), Some(600));
+        assert_eq!(refusal.refuses(5, 999), Some(1));
+        // A cheaper call may fit earlier: Redis decides it.
+        assert_eq!(refusal.refuses(1, 400), None);
+        // The end is the end.
+        assert_eq!(refusal.refuses(2, 1_000), None);
+        // No refusal remembered.
+        assert_eq!(Refusal::unpack(0).refuses(1, 0), None);
+    }
 
     #[test]
     fn lease_word_round_trips() {

@@ -175,3 +175,32 @@ async fn an_outage_is_counted_by_kind_and_flips_the_store_gauge() {
         );
     }
 }
+
+/// A keyed limiter's refusal of a new key counts as a rejected call and as
+/// `rejections_total{reason="too_many_keys"}`, a series registered at the first such refusal.
+#[test]
+fn a_refused_key_is_counted_as_too_many_keys() {
+    use palisade_core::events::RecordMetrics as _;
+    use palisade_rate_limit_redis::RedisRateLimiterEvent;
+    let recorder = Local::default();
+    let series = "palisade_rate_limit_rejections_total{name=keyed,reason=too_many_keys}";
+    metrics::with_local_recorder(&recorder, || {
+        let handles = RedisRateLimiterEvent::register("keyed");
+        assert_eq!(
+            recorder.read(series),
+            None,
+            "not registered before a refusal"
+        );
+        let refused = RedisRateLimiterEvent::TooManyKeys {
+            max_keys: 2,
+            retry_after: Duration::from_millis(5),
+        };
+        refused.record_metrics(&handles);
+        refused.record_metrics(&handles);
+    });
+    assert_eq!(recorder.read(series), Some(2));
+    assert_eq!(
+        recorder.read("palisade_rate_limit_calls_total{name=keyed,outcome=rejected}"),
+        Some(2)
+    );
+}

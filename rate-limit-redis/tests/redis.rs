@@ -1299,6 +1299,83 @@ async fn keyed_leased_batches_adapt_per_key_and_save_round_trips() {
     );
 }
 
+/// After Redis refuses a lease, calls of that cost are refused locally until the time Redis
+/// named: no round trip each, the wait shrinking towards it, and admitted again after it.
+#[tokio::test]
+async fn a_refused_lease_is_remembered_until_the_time_redis_named() {
+    let Some(url) = redis_url() else { return };
+    let global = RedisRateLimiter::builder()
+        .url(url)
+        .name(unique("refusal"))
+        .rate(1, Duration::from_millis(300))
+        .burst(1)
+        .build()
+        .unwrap();
+    let leased = global.leased("all").max_batch(1).build().unwrap();
+    leased.acquire(1).await.unwrap();
+    let first = limited(&leased.acquire(1).await.unwrap_err());
+    assert!(
+        first > Duration::from_millis(200) && first <= Duration::from_millis(300),
+        "{first:?}"
+    );
+    let trips = global.snapshot().round_trips;
+    let mut last = first;
+    for _ in 0..100 {
+        let err = leased.acquire(1).await.unwrap_err();
+        let wait = limited(&err);
+        assert!(
+            wait <= last && wait > Duration::ZERO,
+            "{wait:?} after {last:?}"
+        );
+        assert_eq!(palisade_core::retry_after(&*err), Some(wait));
+        last = wait;
+    }
+    assert_eq!(
+        global.snapshot().round_trips,
+        trips,
+        "refused without a round trip"
+    );
+    assert_eq!(leased.snapshot().cached_refusals, 100);
+    assert_eq!(global.snapshot().rejected, 101, "each refusal counted");
+    tokio::time::sleep(last + Duration::from_millis(20)).await;
+    leased.acquire(1).await.unwrap();
+    assert_eq!(
+        global.snapshot().round_trips,
+        trips + 1,
+        "asked Redis again after the wait"
+    );
+}
+
+/// A keyed limiter remembers a refusal per key: a refused key is turned away locally while
+/// another key still leases from its own bucket.
+#[tokio::test]
+async fn keyed_refusals_are_remembered_per_key() {
+    let Some(url) = redis_url() else { return };
+    let global = RedisRateLimiter::builder()
+        .url(url)
+        .name(unique("keyed-refusal"))
+        .rate(1, Duration::from_secs(10))
+        .burst(1)
+        .build()
+        .unwrap();
+    let keyed = global.keyed_leased::<u32>().max_batch(1).build().unwrap();
+    keyed.acquire(&1, 1).await.unwrap();
+    let first = limited(&keyed.acquire(&1, 1).await.unwrap_err());
+    assert!(first > Duration::from_secs(9), "{first:?}");
+    let trips = global.snapshot().round_trips;
+    for _ in 0..10 {
+        assert!(limited(&keyed.acquire(&1, 1).await.unwrap_err()) <= first);
+    }
+    assert_eq!(global.snapshot().round_trips, trips);
+    keyed.acquire(&2, 1).await.unwrap();
+    assert_eq!(
+        global.snapshot().round_trips,
+        trips + 1,
+        "key 2 asked its own bucket"
+    );
+    assert_eq!(keyed.snapshot().cached_refusals, 10);
+}
+
 /// The keyed layer takes the key from the request: each key has its own global bucket
 /// (`{prefix}{name}:{key}` in Redis), and a key over its quota is refused with the local
 /// limiter's `RateLimited`, while other keys go on.
