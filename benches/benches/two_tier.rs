@@ -17,6 +17,11 @@
 //! of 10^9, so no case is refused: the leased cases pay a round trip per batch of
 //! `max_batch` (16) calls, which is part of their per-call cost.
 //!
+//! Group `two_tier/refused_1_thread`: every call refused, on a bucket with one token an hour
+//! that the case drains first: `palisade_two_tier` (the leased pool remembers Redis's refusal
+//! until the time it named, so a refused call takes no round trip), `local_check` (the local
+//! limiter's refusal) and `redis_acquire` (the plain Redis limiter, one round trip per refusal).
+//!
 //! Round trips per 1 000 calls are counted by the limiters' own snapshots
 //! (`RedisRateLimiter::snapshot().round_trips`) over a fresh limiter and printed to stderr.
 
@@ -168,7 +173,67 @@ fn per_call(c: &mut Criterion) {
     });
     group.finish();
 
+    refused(c, &rt, &url);
     round_trips_per_1000(&rt, &url);
+}
+
+/// A drained bucket: one token an hour, taken before the case starts.
+fn drained(rt: &tokio::runtime::Runtime, url: &str, case: &str) -> RedisRateLimiter {
+    let limiter = RedisRateLimiter::builder()
+        .url(url)
+        .name(format!(
+            "bench-{case}-{:x}",
+            palisade_core::rng::random_seed()
+        ))
+        .rate(1, Duration::from_secs(3_600))
+        .burst(1)
+        .call_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    rt.block_on(limiter.acquire("all", 1)).unwrap();
+    limiter
+}
+
+fn refused(c: &mut Criterion, rt: &tokio::runtime::Runtime, url: &str) {
+    let mut group = c.benchmark_group("two_tier/refused_1_thread");
+    let local = RateLimiter::builder()
+        .rate(1, Duration::from_secs(3_600))
+        .burst(1)
+        .build()
+        .unwrap();
+    local.check().unwrap();
+    group.bench_function("local_check", |b| {
+        b.iter(|| black_box(local.check().is_err()));
+    });
+    let leased = drained(rt, url, "refused-leased")
+        .leased("all")
+        .max_batch(1)
+        .build()
+        .unwrap();
+    group.bench_function("palisade_two_tier", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    black_box(leased.acquire(1).await.unwrap_err());
+                }
+                start.elapsed()
+            })
+        });
+    });
+    let redis = drained(rt, url, "refused-redis");
+    group.bench_function("redis_acquire", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    black_box(redis.acquire("all", 1).await.unwrap_err());
+                }
+                start.elapsed()
+            })
+        });
+    });
+    group.finish();
 }
 
 /// Counts the Redis round trips of 1 000 calls on fresh limiters (a tight loop: the leases'
