@@ -16,8 +16,9 @@
 //! budget, limiter, bulkhead and fallback are shared):
 //!
 //! ```text
-//! fallback -> RecoverResponse -> retry (budget, deadline, max_retry_after, idempotent only)
-//!   -> circuit breaker (per route) -> rate limiter -> bulkhead -> timeout -> RetryAfter -> client
+//! fallback -> retry (budget, deadline, Retry-After read from the response up to
+//!   max_retry_after, idempotent only) -> circuit breaker (per route) -> rate limiter
+//!   -> bulkhead -> timeout -> client
 //! ```
 
 use bytes::Bytes;
@@ -30,7 +31,6 @@ use palisade::bulkhead::Bulkhead;
 use palisade::circuit_breaker::{CircuitBreaker, State};
 use palisade::common::BoxError;
 use palisade::fallback::Fallback;
-use palisade::http::hint::{RecoverResponseLayer, RetryAfterLayer};
 use palisade::http::{HttpClassifier, Idempotency};
 use palisade::rate_limit::RateLimiter;
 use palisade::retry::{Backoff, RetryBudget, RetryEvent, RetryPolicy};
@@ -217,6 +217,10 @@ pub async fn run() -> Result<Report, BoxError> {
                 Duration::from_millis(5),
                 Duration::from_millis(100),
             ))
+            // A 429's or 503's `Retry-After`, read from the response itself: the retry waits
+            // for it (up to the cap, within the deadline) and the caller gets the last answer
+            // when retrying ends.
+            .remote_hint(palisade::http::retry_after_of)
             .max_retry_after(Duration::from_secs(2))
             .deadline(Duration::from_secs(5))
             .budget(budget.clone())
@@ -242,7 +246,6 @@ pub async fn run() -> Result<Report, BoxError> {
             .build()?;
         let stack = ServiceBuilder::new()
             .layer(fallback.layer())
-            .layer(RecoverResponseLayer::new())
             .layer(retry.layer())
             .layer(breaker.layer_with(HttpClassifier::new()))
             .layer(limiter.layer())
@@ -250,7 +253,6 @@ pub async fn run() -> Result<Report, BoxError> {
             .layer(tower::timeout::TimeoutLayer::new(Duration::from_millis(
                 300,
             )))
-            .layer(RetryAfterLayer::new())
             .service(network.clone());
         stacks.insert(route, (BoxCloneSyncService::new(stack), breaker));
     }
