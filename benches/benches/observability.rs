@@ -10,7 +10,10 @@
 //!   `features_on`, with no recorder installed and no tracing subscriber (what a service
 //!   that enabled the features but exports nothing pays), and `features_on_recorder`, the
 //!   same layer built and called under a `metrics` recorder whose handles are real atomic
-//!   cells (`palisade_benches::CountingRecorder`: how production runs, minus the exporter).
+//!   cells (`palisade_benches::CountingRecorder`: how production runs, minus the exporter),
+//!   and `features_on_prometheus`, under `metrics-exporter-prometheus`'s own recorder (what a
+//!   service that exports to Prometheus installs; its histograms cost more than the counting
+//!   recorder's, so this is the production figure).
 //!
 //! `benches/report.sh` runs both and puts the three side by side in benches/RESULTS.md
 //! (goal, issue 14: `features_on_recorder` ≤ 1.2× `features_off` on every success path).
@@ -65,6 +68,19 @@ where
         assert!(
             recorder.registrations() > 0,
             "{layer}: registered no metric with the recorder"
+        );
+        let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = prometheus.handle();
+        metrics::with_local_recorder(&prometheus, || {
+            bench(&mut group, "features_on_prometheus");
+        });
+        let prefix = match layer {
+            "stack" => "palisade_".to_owned(),
+            _ => format!("palisade_{layer}_"),
+        };
+        assert!(
+            handle.render().contains(&prefix),
+            "{layer}: nothing of the layer in the Prometheus scrape"
         );
     }
     group.finish();

@@ -306,6 +306,7 @@ fn observability(out: &mut String, groups: &Groups<'_>) {
                 find("features_off"),
                 find("features_on"),
                 find("features_on_recorder"),
+                find("features_on_prometheus"),
             ))
         })
         .collect();
@@ -316,24 +317,30 @@ fn observability(out: &mut String, groups: &Groups<'_>) {
     out.push_str(
         "The success path, one thread, built without and with the `metrics` and `tracing` \
          features (`--features obs`); `on + recorder`: under a `metrics` recorder with real \
-         atomic handles, no tracing subscriber. Goal (issue 14): `on + recorder` ≤ 1.2× `off`.\n\n",
+         atomic handles, no tracing subscriber; `on + Prometheus`: under \
+         `metrics-exporter-prometheus`'s recorder, the one a service exporting to Prometheus \
+         installs. Goal (issue 14): `on + recorder` ≤ 1.2× `off`.\n\n",
     );
-    out.push_str("| case | off | on | on / off | on + recorder | on + recorder / off |\n");
-    out.push_str("|---|---:|---:|---:|---:|---:|\n");
+    out.push_str(
+        "| case | off | on | on / off | on + recorder | on + recorder / off | on + Prometheus | on + Prometheus / off |\n",
+    );
+    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|\n");
     let cell = |c: Option<&Case>| c.map_or_else(|| "–".to_owned(), |c| fmt_ns(c.median_ns));
     let ratio = |c: Option<&Case>, off: Option<&Case>| match (c, off) {
         (Some(c), Some(off)) => fmt_ratio(c.median_ns / off.median_ns),
         _ => "–".to_owned(),
     };
-    for (case, off, on, recorder) in rows {
+    for (case, off, on, recorder, prometheus) in rows {
         let _ = writeln!(
             out,
-            "| {case} | {} | {} | {} | {} | {} |",
+            "| {case} | {} | {} | {} | {} | {} | {} | {} |",
             cell(off),
             cell(on),
             ratio(on, off),
             cell(recorder),
-            ratio(recorder, off)
+            ratio(recorder, off),
+            cell(prometheus),
+            ratio(prometheus, off)
         );
     }
     out.push('\n');
