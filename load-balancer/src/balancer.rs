@@ -47,6 +47,9 @@ pub(crate) struct Shared<K, S> {
     next_id: AtomicU64,
     /// Seeds of the services' samplers: each service and clone draws its own.
     pub(crate) seeds: AtomicU64,
+    /// Incremented after every store of `set`, so a service that keeps a set knows with one
+    /// load whether it is still current.
+    pub(crate) generation: AtomicU64,
 }
 
 /// A client-side load balancer over endpoints of type `S` keyed by `K`: the handle.
@@ -199,6 +202,7 @@ where
                 empty_waiters: Mutex::new(Vec::new()),
                 next_id: AtomicU64::new(0),
                 seeds: AtomicU64::new(seed),
+                generation: AtomicU64::new(0),
             }),
         }
     }
@@ -255,6 +259,10 @@ where
                 core.ejected_count()
             };
             shared.set.store(Arc::new(next));
+            // Release: pairs with the Acquire load in `BalancerService::poll_ready`: a service
+            // that sees this generation reads this set (or a newer one). Under the writers'
+            // lock, so generations and sets advance together.
+            shared.generation.fetch_add(1, Ordering::Release);
             // After the store: a waiter registers before it re-checks the set, so it either
             // sees this set or is in the list drained here.
             for waker in shared.empty_waiters.lock().drain(..) {
@@ -333,6 +341,8 @@ where
                 core.ejected_count()
             };
             shared.set.store(Arc::new(next));
+            // Release: as in `insert`, pairs with the Acquire in `BalancerService::poll_ready`.
+            shared.generation.fetch_add(1, Ordering::Release);
             BalancerEvent::EndpointRemoved {
                 key: current[position].node.key.clone(),
                 endpoints,

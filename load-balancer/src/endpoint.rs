@@ -3,12 +3,14 @@
 //!
 //! # Memory ordering
 //!
-//! The statistics (pending count, latency estimate and its time stamp, call counters) are
+//! The statistics (latency estimate and its time stamp, call counters) are
 //! `Relaxed`: each is a number that a pick reads to compare endpoints, nothing else is published
 //! through it, and a stale value only skews one pick. The latency estimate is updated by a CAS
 //! loop so concurrent samples are never lost; its time stamp is a separate word, so a sample
 //! racing another may be decayed with a slightly wrong elapsed time (the estimate stays between
-//! the old value and the samples).
+//! the old value and the samples). The pending count is the difference of two counters,
+//! calls sent and calls ended; `ended` is written with `Release` and read first with
+//! `Acquire`, so a reader never counts the end of a call whose start it does not count.
 //!
 //! Health changes (eject, restore, removal from the set) happen under the balancer's health
 //! lock, a cold path. The `ejected` flag is stored with `Release` after the ejection deadline,
@@ -131,7 +133,10 @@ const PROBE_QUEUE_DEPTH: f64 = 8.0;
 /// The atomics of one endpoint.
 #[derive(Debug, Default)]
 pub(crate) struct EndpointStats {
-    pending: AtomicU64,
+    /// Calls that ended (answered, cancelled, unwound). The pending count is
+    /// `calls - ended`: one RMW per call edge, where a separate pending counter beside
+    /// `calls` would take two at the start.
+    ended: AtomicU64,
     /// Peak-EWMA latency estimate: `f64` nanoseconds as bits.
     estimate: AtomicU64,
     /// When `estimate` was last updated, in the balancer clock's nanoseconds.
@@ -164,27 +169,33 @@ impl EndpointStats {
         stats
     }
 
-    /// A call starts: one more pending.
+    /// A call starts: one more sent, so one more pending.
     #[inline]
     pub(crate) fn begin(&self) {
-        // Relaxed: statistics (see the module's memory ordering notes).
-        self.pending.fetch_add(1, Ordering::Relaxed);
-        // Relaxed: a counter read by snapshot() only.
+        // Relaxed: a statistic (see the module's memory ordering notes); the `end` of this
+        // call is ordered after it by its own Release (see `pending`).
         self.calls.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A call ends, however it ends (completed, cancelled, panicked).
     #[inline]
     pub(crate) fn end(&self) {
-        // Relaxed: statistics; every `end` pairs with one `begin` of the same guard, so the
-        // count returns to zero whatever the interleaving (checked by the loom model).
-        self.pending.fetch_sub(1, Ordering::Relaxed);
+        // Release: pairs with the Acquire load in `pending`, so a reader that counts this
+        // end also counts the `begin` before it (which happened before it: the same guard's
+        // call). Every `end` pairs with one `begin`, so the count returns to zero whatever
+        // the interleaving (checked by the loom model).
+        self.ended.fetch_add(1, Ordering::Release);
     }
 
+    /// Calls in flight: `calls - ended`.
     #[inline]
     pub(crate) fn pending(&self) -> u64 {
-        // Relaxed: statistics.
-        self.pending.load(Ordering::Relaxed)
+        // Acquire: pairs with the Release in `end`: every begin of a counted end is seen by
+        // the load of `calls` below, so the difference is never negative (saturating anyway).
+        let ended = self.ended.load(Ordering::Acquire);
+        // Relaxed: a statistic; ordered after the load above.
+        let calls = self.calls.load(Ordering::Relaxed);
+        calls.saturating_sub(ended)
     }
 
     /// The latency estimate decayed to `now`, in nanoseconds: the larger of the peak-EWMA of

@@ -37,6 +37,25 @@ enum Slot<K, S> {
     Reject,
 }
 
+/// The endpoint set a service picks from, kept between its calls.
+///
+/// Reading the set through the `ArcSwap` costs two atomic read-modify-writes per pick (a debt
+/// slot taken and paid back); a kept `Arc` of the set costs one atomic load per pick (the
+/// set's generation, compared with the kept one). A fresh service or clone starts `Cold` and
+/// reads its first set through a guard, so a clone that is polled once (a retry's) costs no
+/// reference count; from its second poll on it keeps the set.
+enum SetCache<K, S> {
+    /// Never polled.
+    Cold,
+    /// Polled once, through a guard.
+    Warm,
+    /// The set published with `generation`.
+    Kept {
+        generation: u64,
+        set: Arc<Vec<Entry<K, S>>>,
+    },
+}
+
 /// The endpoint breaker's permit for a call to `node`: `Ok(None)` without a breaker,
 /// `Err(())` when the breaker refuses.
 #[inline]
@@ -71,6 +90,11 @@ fn admit<K: Clone + Send + Sync + 'static>(
 ///   itself never fails, so the service works under `Buffer`, tower's `Balance` and
 ///   hyper/tonic clients.
 ///
+/// A service keeps the endpoint set it last picked from until its next `poll_ready` (which
+/// takes up a set changed meanwhile, `insert` and `remove` never wait for it), so the
+/// services of a removed endpoint are dropped once every `BalancerService` that picked from
+/// a set with it has polled again, or has been dropped.
+///
 /// # Retries go to another endpoint
 ///
 /// A retry layer above (palisade-retry, tower's `Retry`) clones the service it retries
@@ -101,8 +125,11 @@ fn admit<K: Clone + Send + Sync + 'static>(
 pub struct BalancerService<K, S, C = ErrorIsFailure> {
     shared: Arc<Shared<K, S>>,
     classify: C,
-    rng: SplitMix64,
+    /// The sampler of the strategy's draws; a clone seeds its own at its first pick (see
+    /// `Clone`).
+    rng: Option<SplitMix64>,
     slot: Slot<K, S>,
+    set: SetCache<K, S>,
     /// The endpoint this service last reserved or called (identity, not index).
     last: Option<u64>,
     /// The endpoint a retry through this clone avoids; `None` for a root service.
@@ -111,13 +138,13 @@ pub struct BalancerService<K, S, C = ErrorIsFailure> {
 
 impl<K, S, C> BalancerService<K, S, C> {
     pub(crate) fn new(shared: Arc<Shared<K, S>>, classify: C) -> Self {
-        // Relaxed: the seed stream only needs distinct values.
-        let seed = shared.seeds.fetch_add(GAMMA, Ordering::Relaxed);
+        let rng = Some(draw_seed(&shared));
         BalancerService {
             shared,
             classify,
-            rng: SplitMix64::new(seed),
+            rng,
             slot: Slot::Empty,
+            set: SetCache::Cold,
             last: None,
             avoid: None,
         }
@@ -162,15 +189,24 @@ impl<K, S, C: Clone> Clone for BalancerService<K, S, C> {
     /// A clone shares the balancer; it does not share a reservation (tower's contract). It
     /// remembers the endpoint its parent had reserved or last called, and avoids it: see
     /// "Retries go to another endpoint".
+    ///
+    /// A clone is cheap, as a retry layer makes one per call: one reference count, no
+    /// allocation; its sampler is seeded from the balancer's seed stream at its first pick,
+    /// so a clone that never picks (a retry that was not needed) takes nothing from it.
     fn clone(&self) -> Self {
         let lineage = match &self.slot {
             Slot::Ready { node, .. } | Slot::Waiting { node, .. } => Some(node.id),
             _ => self.last,
         };
-        let mut clone = BalancerService::new(Arc::clone(&self.shared), self.classify.clone());
-        clone.last = lineage;
-        clone.avoid = lineage;
-        clone
+        BalancerService {
+            shared: Arc::clone(&self.shared),
+            classify: self.classify.clone(),
+            rng: None,
+            slot: Slot::Empty,
+            set: SetCache::Cold,
+            last: lineage,
+            avoid: lineage,
+        }
     }
 }
 
@@ -190,14 +226,28 @@ impl<K: fmt::Debug, S, C> fmt::Debug for BalancerService<K, S, C> {
     }
 }
 
+/// A seed of the balancer's seed stream, for one service's sampler.
+fn draw_seed<K, S>(shared: &Shared<K, S>) -> SplitMix64 {
+    // Relaxed: the seed stream only needs distinct values; the RMW gives each its own.
+    SplitMix64::new(shared.seeds.fetch_add(GAMMA, Ordering::Relaxed))
+}
+
 impl<K, S, C> BalancerService<K, S, C>
 where
     K: Clone + Send + Sync + 'static,
 {
     /// Chooses a candidate of `set`: not excluded, not ejected (unless in panic), not the
-    /// endpoint to avoid (unless it is the only candidate).
-    fn pick(&mut self, set: &[Entry<K, S>], now: Instant, excluded: &[u64]) -> Option<usize> {
-        let core = &*self.shared.core;
+    /// endpoint to avoid (unless it is the only candidate). An associated function, not a
+    /// method, so that `set` may borrow the service's kept set meanwhile.
+    fn pick(
+        shared: &Shared<K, S>,
+        rng: &mut Option<SplitMix64>,
+        avoid: Option<u64>,
+        set: &[Entry<K, S>],
+        now: Instant,
+        excluded: &[u64],
+    ) -> Option<usize> {
+        let core = &*shared.core;
         let n = set.len();
         if n == 0 {
             return None;
@@ -206,7 +256,7 @@ where
             crate::balancer::maybe_evaluate(set, now, core);
         }
         let panic = core.outlier.in_panic(core.ejected_count(), n);
-        let passes: &[Option<u64>] = match self.avoid {
+        let passes: &[Option<u64>] = match avoid {
             Some(id) => &[Some(id), None],
             None => &[None],
         };
@@ -230,7 +280,8 @@ where
                     weight: node.meta.weight,
                 })
             };
-            if let Some(i) = self.shared.strategy.pick(n, &probe, self.rng.next_u64()) {
+            let draw = rng.get_or_insert_with(|| draw_seed(shared)).next_u64();
+            if let Some(i) = shared.strategy.pick(n, &probe, draw) {
                 return Some(i);
             }
         }
@@ -280,7 +331,33 @@ where
             },
         }
 
-        let mut set = self.shared.set.load();
+        // The set: the kept one while its generation is current, else read afresh.
+        // Acquire: pairs with the Release increment after each store of the set (`insert`,
+        // `remove`): a set read after seeing a generation is at least as new as that
+        // generation's; an increment not seen yet leaves the predecessor, as a plain load of
+        // the `ArcSwap` racing the store could.
+        let generation = self.shared.generation.load(Ordering::Acquire);
+        let mut guard = None;
+        match &mut self.set {
+            SetCache::Kept { generation: kept, .. } if *kept == generation => {}
+            cold @ SetCache::Cold => {
+                *cold = SetCache::Warm;
+                guard = Some(self.shared.set.load());
+            }
+            cache => {
+                *cache = SetCache::Kept {
+                    generation,
+                    set: self.shared.set.load_full(),
+                };
+            }
+        }
+        let recheck;
+        let mut set: &[Entry<K, S>] = match (&guard, &self.set) {
+            (Some(guard), _) => guard,
+            (None, SetCache::Kept { set, .. }) => set,
+            // Not reached: without a guard the match above kept a set.
+            (None, _) => &[],
+        };
         if set.is_empty() && self.shared.when_empty == crate::WhenEmpty::Wait {
             {
                 let mut waiters = self.shared.empty_waiters.lock();
@@ -295,12 +372,14 @@ where
                     waiters.push(cx.waker().clone());
                 }
             }
-            // Re-check after registering: an insertion in between has either published its
-            // set (seen here) or will find this waker in the list.
-            set = self.shared.set.load();
-            if set.is_empty() {
+            // Re-check after registering, reading the set itself (not a kept one): an
+            // insertion in between has either published its set (seen here) or will find
+            // this waker in the list.
+            recheck = self.shared.set.load();
+            if recheck.is_empty() {
                 return Poll::Pending;
             }
+            set = &recheck;
         }
         let now = clock.now();
         let mut excluded = [u64::MAX; MAX_READY_TRIES + 1];
@@ -310,7 +389,14 @@ where
             excluded_len = 1;
         }
         for _ in 0..self.shared.max_ready_tries {
-            let Some(i) = self.pick(&set, now, &excluded[..excluded_len]) else {
+            let Some(i) = Self::pick(
+                &self.shared,
+                &mut self.rng,
+                self.avoid,
+                set,
+                now,
+                &excluded[..excluded_len],
+            ) else {
                 break;
             };
             let entry = &set[i];
