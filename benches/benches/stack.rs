@@ -18,6 +18,10 @@
 //!   succeeds. tower's `Buffer` needs its worker task, so the peer's loop runs in
 //!   `block_on` on a current-thread runtime (the worker runs on the same thread); Palisade's
 //!   stack needs no runtime and is polled directly.
+//! - `stack/success_deadline_1_thread`: the same, with the retry settings the facade docs
+//!   ask every user to choose, a 2 s deadline and a 500 ms per-attempt timeout (tokio
+//!   timers, so both stacks run inside a runtime); the peer gets the same two limits as
+//!   tower `Timeout` layers, one above its retry (the deadline) and one below (per attempt).
 //! - `stack/success_2_threads`: two threads, each with its own clone of one shared stack
 //!   (one limiter, one bulkhead, one balancer, one budget). The peer's `Buffer` worker runs
 //!   on a one-worker runtime. `PALISADE_BENCH_THREADS=2,4,8,16` runs it (and every other
@@ -43,7 +47,7 @@ use std::future;
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
-use support::{ENDPOINTS, LIMIT, palisade_stack};
+use support::{ENDPOINTS, LIMIT, palisade_stack, palisade_stack_with_deadline};
 use tower::balance::p2c::Balance;
 use tower::discover::ServiceList;
 use tower::load::{CompleteOnResponse, PeakEwma};
@@ -84,6 +88,20 @@ impl<E> Policy<u64, u64, E> for TowerBudgeted {
 /// The tower + tower-resilience stack. Needs a tokio runtime context: `Buffer` spawns its
 /// worker, and tower-resilience's layers use tokio's timers.
 fn tower_stack() -> impl Service<u64, Response = u64, Error = BoxError> + Clone + Send {
+    tower_stack_with(None)
+}
+
+/// [`tower_stack`] with a deadline above the retry and a per-attempt timeout below it.
+fn tower_stack_with_deadline() -> impl Service<u64, Response = u64, Error = BoxError> + Clone + Send
+{
+    ServiceBuilder::new()
+        .timeout(Duration::from_secs(2))
+        .service(tower_stack_with(Some(Duration::from_millis(500))))
+}
+
+fn tower_stack_with(
+    attempt_timeout: Option<Duration>,
+) -> impl Service<u64, Response = u64, Error = BoxError> + Clone + Send {
     let endpoints: Vec<_> = (0..ENDPOINTS)
         .map(|_| {
             let breaker = tower_resilience::circuitbreaker::CircuitBreakerLayer::builder()
@@ -118,6 +136,7 @@ fn tower_stack() -> impl Service<u64, Response = u64, Error = BoxError> + Clone 
     };
     ServiceBuilder::new()
         .retry(policy)
+        .option_layer(attempt_timeout.map(tower::timeout::TimeoutLayer::new))
         .map_err(Into::<BoxError>::into)
         .layer(limiter)
         .map_err(Into::<BoxError>::into)
@@ -162,6 +181,41 @@ fn success_1_thread(c: &mut Criterion) {
         let _entered = runtime.enter();
         tower_stack()
     };
+    runtime.block_on(await_calls(&mut tower, 10));
+    group.bench_function("tower_resilience", |b| {
+        b.iter_custom(|iters| {
+            runtime.block_on(async {
+                let start = std::time::Instant::now();
+                await_calls(&mut tower, iters).await;
+                start.elapsed()
+            })
+        });
+    });
+    group.finish();
+}
+
+fn success_deadline_1_thread(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _entered = runtime.enter();
+    let mut group = c.benchmark_group("stack/success_deadline_1_thread");
+    let mut bare = Bare;
+    group.bench_function("bare", |b| {
+        b.iter(|| black_box(call_now(&mut bare, black_box(1u64))));
+    });
+
+    let mut palisade = palisade_stack_with_deadline();
+    assert!(
+        matches!(call_now(&mut palisade, 0), Some(Ok(0))),
+        "the Palisade stack answers synchronously"
+    );
+    group.bench_function("palisade", |b| {
+        b.iter(|| black_box(call_now(&mut palisade, black_box(1u64))));
+    });
+
+    let mut tower = tower_stack_with_deadline();
     runtime.block_on(await_calls(&mut tower, 10));
     group.bench_function("tower_resilience", |b| {
         b.iter_custom(|iters| {
@@ -223,5 +277,10 @@ fn success_n_threads(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, success_1_thread, success_n_threads);
+criterion_group!(
+    benches,
+    success_1_thread,
+    success_deadline_1_thread,
+    success_n_threads
+);
 criterion_main!(benches);

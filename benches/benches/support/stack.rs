@@ -20,7 +20,30 @@ pub(crate) const LIMIT: usize = 64;
 /// [`ENDPOINTS`] endpoints → per endpoint a circuit breaker in gate mode → [`Bare`].
 pub(crate) fn palisade_stack() -> impl Service<u64, Response = u64, Error = BoxError> + Clone + Send
 {
-    let retry = RetryPolicy::builder().build().unwrap();
+    palisade_stack_with(RetryPolicy::builder().build().unwrap())
+}
+
+/// [`palisade_stack`] with the facade docs' retry settings that every user chooses: a 2 s
+/// deadline and a 500 ms per-attempt timeout (tokio timers: build and call it inside a
+/// runtime).
+#[allow(
+    dead_code,
+    reason = "used by the stack bench, not by the observability bench"
+)]
+pub(crate) fn palisade_stack_with_deadline()
+-> impl Service<u64, Response = u64, Error = BoxError> + Clone + Send {
+    palisade_stack_with(
+        RetryPolicy::builder()
+            .deadline(Duration::from_secs(2))
+            .attempt_timeout(Duration::from_millis(500))
+            .build()
+            .unwrap(),
+    )
+}
+
+fn palisade_stack_with(
+    retry: RetryPolicy,
+) -> impl Service<u64, Response = u64, Error = BoxError> + Clone + Send {
     let limiter = RateLimiter::builder()
         .rate(u32::MAX, Duration::from_secs(1))
         .burst(1_000_000_000)

@@ -207,6 +207,38 @@ fn verdict(met: bool) -> &'static str {
     if met { "met" } else { "not met" }
 }
 
+/// The headline line of one stack group: what Palisade and the peer add over `bare`, and the
+/// overheads' ratio (peer / Palisade) when the peer ran.
+fn stack_line(
+    groups: &Groups<'_>,
+    group: &str,
+    threads: &str,
+) -> Option<(String, f64, Option<f64>)> {
+    let list = groups.get(group).and_then(|p| p.get(&None))?;
+    let find = |name: &str| list.iter().find(|c| c.function == name);
+    let (bare, palisade) = (find("bare")?, find("palisade")?);
+    let ours = palisade.median_ns - bare.median_ns;
+    let mut line = format!(
+        "- **Full stack, {threads}:** Palisade adds {} per call over the bare service",
+        fmt_ns(ours)
+    );
+    let mut peer_ratio = None;
+    if let Some(peer) = find("tower_resilience") {
+        let theirs = peer.median_ns - bare.median_ns;
+        peer_ratio = Some(theirs / ours);
+        let _ = write!(
+            line,
+            "; tower + tower-resilience adds {}: peer overhead / Palisade overhead = {} \
+             (whole call: Palisade / peer = {})",
+            fmt_ns(theirs),
+            fmt_ratio(theirs / ours),
+            fmt_ratio(palisade.median_ns / peer.median_ns),
+        );
+    }
+    line.push('.');
+    Some((line, ours, peer_ratio))
+}
+
 fn headline(out: &mut String, groups: &Groups<'_>) {
     let mut lines = Vec::new();
     // The one-thread figures, to check the goals against.
@@ -226,36 +258,19 @@ fn headline(out: &mut String, groups: &Groups<'_>) {
         } else {
             format!("{n} threads sharing one stack")
         };
-        let Some(list) = groups.get(group).and_then(|p| p.get(&None)) else {
+        let Some((line, ours, peer_ratio)) = stack_line(groups, group, &threads) else {
             continue;
         };
-        let find = |name: &str| list.iter().find(|c| c.function == name);
-        let (Some(bare), Some(palisade)) = (find("bare"), find("palisade")) else {
-            continue;
-        };
-        let ours = palisade.median_ns - bare.median_ns;
         if n == 1 {
-            one_thread = Some((
-                ours,
-                find("tower_resilience").map(|peer| (peer.median_ns - bare.median_ns) / ours),
-            ));
+            one_thread = Some((ours, peer_ratio));
         }
-        let mut line = format!(
-            "- **Full stack, {threads}:** Palisade adds {} per call over the bare service",
-            fmt_ns(ours)
-        );
-        if let Some(peer) = find("tower_resilience") {
-            let theirs = peer.median_ns - bare.median_ns;
-            let _ = write!(
-                line,
-                "; tower + tower-resilience adds {}: peer overhead / Palisade overhead = {} \
-                 (whole call: Palisade / peer = {})",
-                fmt_ns(theirs),
-                fmt_ratio(theirs / ours),
-                fmt_ratio(palisade.median_ns / peer.median_ns),
-            );
-        }
-        line.push('.');
+        lines.push(line);
+    }
+    if let Some((line, _, _)) = stack_line(
+        groups,
+        "stack/success_deadline_1_thread",
+        "one thread, with the retry's deadline and per-attempt timeout (tokio timers)",
+    ) {
         lines.push(line);
     }
     if lines.is_empty() {
@@ -536,6 +551,14 @@ mod tests {
             case("stack/success_1_thread", "tower_resilience", None, 510.0),
             case("stack/success_16_threads", "bare", None, 1.0),
             case("stack/success_16_threads", "palisade", None, 101.0),
+            case("stack/success_deadline_1_thread", "bare", None, 10.0),
+            case("stack/success_deadline_1_thread", "palisade", None, 210.0),
+            case(
+                "stack/success_deadline_1_thread",
+                "tower_resilience",
+                None,
+                2010.0,
+            ),
             case(
                 "observability/retry_success_1_thread",
                 "features_off",
@@ -598,9 +621,18 @@ mod tests {
             ),
             "{text}"
         );
+        // The deadline group gets its own line and leaves the one-thread goal alone.
         assert!(
             text.contains(
-                "| retry_success_1_thread | 20.0 ns | 21.0 ns | 1.05× | 30.0 ns | 1.50× |"
+                "- **Full stack, one thread, with the retry's deadline and per-attempt timeout \
+                 (tokio timers):** Palisade adds 200 ns per call over the bare service; tower + \
+                 tower-resilience adds 2000 ns: peer overhead / Palisade overhead = 10.00×"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "| retry_success_1_thread | 20.0 ns | 21.0 ns | 1.05× | 30.0 ns | 1.50× | – | – |"
             ),
             "{text}"
         );
