@@ -472,3 +472,34 @@ where
         }
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use crate::{Balancer, EndpointMeta};
+    use palisade_core::sync::atomic::Ordering;
+    use palisade_core::test_util::{Echo, call_now};
+
+    /// A clone (a retry layer makes one per call) takes a seed from the balancer's stream only
+    /// when it first picks; a root service takes one when it is made.
+    #[test]
+    fn a_clone_seeds_its_sampler_at_its_first_pick() {
+        let balancer: Balancer<u32, Echo> = Balancer::builder().seed(5).build().unwrap();
+        balancer.insert(0, Echo, EndpointMeta::new());
+        balancer.insert(1, Echo, EndpointMeta::new());
+        let seeds = || balancer.shared.seeds.load(Ordering::Relaxed);
+        let start = seeds();
+        let mut root = balancer.service();
+        let after_root = seeds();
+        assert_ne!(after_root, start, "a root service draws its seed when made");
+        assert!(matches!(call_now(&mut root, 1u64), Some(Ok(1))));
+        let clones: Vec<_> = (0..3).map(|_| root.clone()).collect();
+        assert_eq!(seeds(), after_root, "clones that never pick draw nothing");
+        drop(clones);
+        let mut clone = root.clone();
+        assert!(matches!(call_now(&mut clone, 2u64), Some(Ok(2))));
+        let after_pick = seeds();
+        assert_ne!(after_pick, after_root, "the clone's first pick draws its seed");
+        assert!(matches!(call_now(&mut clone, 3u64), Some(Ok(3))));
+        assert_eq!(seeds(), after_pick, "once");
+    }
+}

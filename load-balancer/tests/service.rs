@@ -865,3 +865,29 @@ async fn retries_through_towers_retry_go_to_another_endpoint_too() {
     assert!(endpoints[0].calls() > 50);
     assert_eq!(failed, 0, "every retry went to a healthy endpoint");
 }
+
+/// Guards the set a service keeps between its calls (checked by the set's generation, not
+/// read afresh per pick): a long-lived service sees every insertion and removal at its next
+/// `poll_ready`, and lets go of a removed endpoint's service then, not before.
+#[tokio::test(start_paused = true)]
+async fn a_long_lived_service_follows_set_changes_and_lets_removed_endpoints_go() {
+    let endpoints = fleet(1, Duration::from_millis(1));
+    let balancer = balancer_over(&endpoints, Balancer::builder());
+    let mut svc = balancer.service();
+    // Past its first polls: it keeps the set now.
+    for _ in 0..3 {
+        assert_eq!(svc.ready().await.unwrap().call(0).await.unwrap(), 0);
+    }
+    let held = || Arc::strong_count(&endpoints[0].calls);
+    // This test's handle and the set's entry.
+    assert_eq!(held(), 2);
+    balancer.insert(1, Endpoint::new(1, Duration::from_millis(1)), EndpointMeta::new());
+    assert!(balancer.remove(&0));
+    // The service still keeps the set it last picked from.
+    assert_eq!(held(), 2);
+    for _ in 0..3 {
+        assert_eq!(svc.ready().await.unwrap().call(0).await.unwrap(), 1);
+    }
+    assert_eq!(held(), 1, "the removed endpoint's service is let go at the next poll");
+    assert_eq!(endpoints[0].calls(), 3);
+}
