@@ -48,6 +48,17 @@ pub enum RateLimiterEvent {
     },
 }
 
+impl RateLimiterEvent {
+    /// The refusal of `cost` tokens by an empty bucket that would conform after `after` ns.
+    pub(crate) fn limited(cost: u32, after: u64) -> RateLimiterEvent {
+        RateLimiterEvent::Rejected {
+            cost,
+            reason: RejectionKind::RateLimited,
+            retry_after: Some(Duration::from_nanos(after)),
+        }
+    }
+}
+
 /// The `metrics` handles of one limiter, registered once (feature `metrics`).
 ///
 /// | metric | kind | labels |

@@ -4,7 +4,7 @@ use crate::config::{Mode, Quota, RateLimiterBuilder};
 use crate::error::{CostExceedsBurst, RateLimited};
 use crate::events::RateLimiterEvent;
 use crate::layer::RateLimiterLayer;
-use crate::state::{Acquired, State, Taken};
+use crate::state::{Acquired, Fast, State, Taken};
 use palisade_core::classify::Outcome;
 use palisade_core::clock::Clock;
 use palisade_core::events::{EventBus, Listener, ListenerId};
@@ -106,9 +106,36 @@ impl RateLimiter {
     /// # Errors
     ///
     /// [`RateLimited`] when the bucket is empty.
-    #[inline]
+    // Always inlined, as governor's `check` is: out of line, the call, its saved registers
+    // and the result returned through memory cost more than the admission's own arithmetic.
+    // What is inlined is small: the clock read, the state's fast path, a test of the event
+    // flags; what the fast path leaves open is decided out of line, in `check_slow`.
+    #[inline(always)]
     pub fn check(&self) -> Result<(), RateLimited> {
-        match self.acquire(1).0 {
+        let now = self.clock_nanos();
+        match self.inner.state.acquire_fast(now, 1) {
+            Fast::Now(_) => {
+                self.inner
+                    .events
+                    .emit_call_with(|| RateLimiterEvent::Permitted { cost: 1 });
+                Ok(())
+            }
+            Fast::Denied(after) => {
+                self.inner
+                    .events
+                    .emit_call_with(|| RateLimiterEvent::limited(1, after));
+                Err(RateLimited::new(Duration::from_nanos(after)))
+            }
+            Fast::Slow => self.check_slow(now),
+        }
+    }
+
+    /// [`check`](Self::check)'s cases that the state's fast path leaves open.
+    #[inline(never)]
+    fn check_slow(&self, now: u64) -> Result<(), RateLimited> {
+        let acquired = self.inner.state.acquire_slow(now, 1);
+        self.emitted(&acquired, 1);
+        match acquired {
             Acquired::Now(_) => Ok(()),
             Acquired::Denied(after) => Err(RateLimited::new(Duration::from_nanos(after))),
             // A burst is at least one token, so this cannot happen; refusing is the safe answer.
@@ -252,25 +279,27 @@ impl RateLimiter {
 
     /// Takes `cost` tokens now, emitting the event; also returns the clock reading it used.
     // Always inlined: left out of line, the call and the `Acquired` it returns through memory
-    // cost a visible share of a `check` (which governor inlines whole).
+    // cost a visible share of an admission (governor inlines its `check` whole).
     #[inline(always)]
     pub(crate) fn acquire(&self, cost: u32) -> (Acquired, u64) {
         let now = self.clock_nanos();
         let acquired = self.inner.state.acquire(now, cost);
-        self.inner.events.emit_call_with(|| match acquired {
+        self.emitted(&acquired, cost);
+        (acquired, now)
+    }
+
+    /// Reports an acquisition of `cost` tokens to whoever listens (a branch when nobody does).
+    #[inline(always)]
+    fn emitted(&self, acquired: &Acquired, cost: u32) {
+        self.inner.events.emit_call_with(|| match *acquired {
             Acquired::Now(_) => RateLimiterEvent::Permitted { cost },
-            Acquired::Denied(after) => RateLimiterEvent::Rejected {
-                cost,
-                reason: RejectionKind::RateLimited,
-                retry_after: Some(Duration::from_nanos(after)),
-            },
+            Acquired::Denied(after) => RateLimiterEvent::limited(cost, after),
             Acquired::TooCostly(_) => RateLimiterEvent::Rejected {
                 cost,
                 reason: RejectionKind::CostExceedsBurst,
                 retry_after: None,
             },
         });
-        (acquired, now)
     }
 
     /// Whether one token is there now, taking nothing and emitting nothing: `None` if so
@@ -294,11 +323,7 @@ impl RateLimiter {
     pub(crate) fn refused(&self, retry_after: u64) {
         self.inner
             .events
-            .emit_call_with(|| RateLimiterEvent::Rejected {
-                cost: 1,
-                reason: RejectionKind::RateLimited,
-                retry_after: Some(Duration::from_nanos(retry_after)),
-            });
+            .emit_call_with(|| RateLimiterEvent::limited(1, retry_after));
     }
 
     /// Gives back `cost` tokens taken for a call that never reached the dependency.

@@ -79,9 +79,12 @@ fn pack(generation: u64, tat: u64) -> u64 {
 #[derive(Debug)]
 struct Slot {
     interval: AtomicU64,
-    burst: AtomicU32,
+    /// `interval · burst`, kept so that the admitting fast path needs no multiplication (and
+    /// no load of `burst`: see [`State::acquire`]).
+    capacity: AtomicU64,
     /// Absolute clock nanoseconds that relative time 0 of this generation stands for.
     origin: AtomicU64,
+    burst: AtomicU32,
 }
 
 /// One generation's parameters, read together from a slot.
@@ -103,8 +106,9 @@ impl Slot {
     fn new(gcra: Gcra, origin: u64) -> Slot {
         Slot {
             interval: AtomicU64::new(gcra.interval_nanos()),
-            burst: AtomicU32::new(gcra.burst()),
+            capacity: AtomicU64::new(gcra.capacity_nanos()),
             origin: AtomicU64::new(origin),
+            burst: AtomicU32::new(gcra.burst()),
         }
     }
 
@@ -129,6 +133,8 @@ impl Slot {
         // Release (all three): pairs with the Acquire loads in `load`.
         self.interval
             .store(params.gcra.interval_nanos(), Ordering::Release);
+        self.capacity
+            .store(params.gcra.capacity_nanos(), Ordering::Release);
         self.burst.store(params.gcra.burst(), Ordering::Release);
         self.origin.store(params.origin, Ordering::Release);
     }
@@ -157,6 +163,17 @@ pub(crate) enum Acquired {
     TooCostly(u32),
 }
 
+/// What [`State::acquire_fast`] settled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Fast {
+    /// Admitted, as [`Acquired::Now`].
+    Now(Taken),
+    /// Refused, as [`Acquired::Denied`].
+    Denied(u64),
+    /// Not settled here: ask [`State::acquire_slow`].
+    Slow,
+}
+
 /// One limiter's TAT, quota and origin. See the module docs.
 ///
 /// The word, which every admission writes, has a cache line to itself: the quota slots and the
@@ -180,8 +197,96 @@ impl State {
     }
 
     /// Takes `cost` tokens at the absolute clock reading `now`, if the bucket holds them.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn acquire(&self, now: u64, cost: u32) -> Acquired {
+        match self.acquire_fast(now, cost) {
+            Fast::Now(taken) => Acquired::Now(taken),
+            Fast::Denied(after) => Acquired::Denied(after),
+            Fast::Slow => self.acquire_slow(now, cost),
+        }
+    }
+
+    /// The common cases of [`acquire`](Self::acquire), inlined into every caller: one load of
+    /// the word, four loads of its slot (in a read-mostly line that stays shared between
+    /// cores), the GCRA step in `u64` with no multiplication for a unit cost, then one CAS
+    /// (admitted; a lost CAS tries again with the word it saw) or one more load of the word
+    /// (refused). What it does not settle (a cost above the burst, a word that moved under a
+    /// refusal, a clock before the
+    /// origin, a rebase due) is [`Fast::Slow`]: [`acquire_slow`](Self::acquire_slow) decides
+    /// it from scratch.
+    ///
+    /// The slot's fields are not validated against each other here, as `Slot::load` does: a
+    /// torn read of a slot being rewritten (a quota change two generations on) means the word
+    /// has moved on (see "Memory ordering" in the module docs), so the CAS, which expects the
+    /// word read here, fails, and a refusal's re-check of the word differs; nothing is decided
+    /// with such values. The arithmetic saturates, so they cannot overflow either.
+    #[inline(always)]
+    pub(crate) fn acquire_fast(&self, now: u64, cost: u32) -> Fast {
+        // Acquire: makes the slot of this generation visible (see module docs).
+        let mut word = self.word.load(Ordering::Acquire);
+        loop {
+            let slot = &self.slots[(gen_of(word) & 1) as usize];
+            // Acquire (all four): as in `Slot::load`; all before the CAS or the re-check that
+            // vouches for them.
+            let interval = slot.interval.load(Ordering::Acquire);
+            let capacity = slot.capacity.load(Ordering::Acquire);
+            let origin = slot.origin.load(Ordering::Acquire);
+            let burst = slot.burst.load(Ordering::Acquire);
+            // Wrapping: a clock reading before the origin becomes a huge relative time, which
+            // fails the rebase test below and is left to the slow path (which saturates it to 0).
+            let rel = now.wrapping_sub(origin);
+            if rel >= REBASE_AT || cost > burst {
+                return Fast::Slow;
+            }
+            let tat = tat_of(word);
+            let start = tat.max(rel);
+            let amount = u64::from(cost).saturating_mul(interval);
+            let next = start.saturating_add(amount);
+            // `rel < 2^58` and `capacity <= 2^57`: the sum cannot overflow. The test is
+            // `decide`'s `next - capacity <= now`, without the saturation.
+            let limit = rel + capacity;
+            if next <= limit {
+                // Relaxed on success: the word's modification order alone decides who got which
+                // tokens (module docs). Acquire on failure: the retry reads the slot of the
+                // generation it sees.
+                match self.word.compare_exchange_weak(
+                    word,
+                    pack(gen_of(word), next),
+                    Ordering::Relaxed,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => {
+                        return Fast::Now(Taken {
+                            params: Params {
+                                gcra: Gcra::new_unchecked(interval, burst),
+                                origin,
+                            },
+                            start,
+                            amount,
+                        });
+                    }
+                    // Lost to another acquirer: again with the word it wrote (no spin-loop hint:
+                    // see `acquire_slow`).
+                    Err(actual) => {
+                        word = actual;
+                        continue;
+                    }
+                }
+            }
+            // A refusal writes nothing, so check that the quota it used is still the word's.
+            // Acquire: as the first load; after the Acquire slot loads, this load sees any
+            // generation change whose slot write they saw.
+            return if self.word.load(Ordering::Acquire) == word {
+                Fast::Denied(next - limit)
+            } else {
+                Fast::Slow
+            };
+        }
+    }
+
+    /// [`acquire`](Self::acquire) in full: the CAS loop with every case.
+    #[inline(never)]
+    pub(crate) fn acquire_slow(&self, now: u64, cost: u32) -> Acquired {
         // Acquire: makes the slot of this generation visible (see module docs).
         let mut word = self.word.load(Ordering::Acquire);
         loop {
@@ -586,6 +691,86 @@ mod refund_properties {
                         "{} uses in [{}, {}], bound {}",
                         j - i + 1, used[i], used[j], bound
                     );
+                }
+            }
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod fast_path_properties {
+    use super::*;
+    use crate::gcra::decide;
+    use proptest::prelude::*;
+    use proptest::test_runner::RngSeed;
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 512,
+            rng_seed: RngSeed::Fixed(0x00FA_57FA),
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        /// The inlined fast path (no slot validation, no multiplication, its own conformance
+        /// test) decides every request exactly as the pure `decide` does, or leaves it to the
+        /// slow path, and only for the cases it documents (here, single-threaded: a cost
+        /// above the burst, a clock before the origin). Across quota changes too.
+        #[test]
+        fn the_fast_path_decides_as_decide_does_or_defers(
+            interval in 1u64..1_000,
+            burst in 1u32..8,
+            origin in 0u64..1_000,
+            steps in prop::collection::vec((0u64..400, 1u32..10, 0u8..20), 1..200),
+        ) {
+            let mut gcra = Gcra::new(interval, burst).unwrap();
+            let s = State::new(gcra, origin);
+            let mut now = 0u64;
+            for (dt, cost, change) in steps {
+                now += dt;
+                if change == 0 {
+                    let burst = 1 + (dt % 7) as u32;
+                    gcra = Gcra::new(interval + dt, burst).unwrap();
+                    s.set_quota(now, gcra);
+                }
+                let tat = s.tat();
+                let rel = now.saturating_sub(origin);
+                let reference = decide(tat, rel, cost, gcra, 0);
+                match (s.acquire_fast(now, cost), reference) {
+                    (Fast::Now(taken), Decision::Admit { tat: next, wait: 0 }) => {
+                        prop_assert_eq!(s.tat(), next);
+                        prop_assert_eq!(taken.amount, u64::from(cost) * gcra.interval_nanos());
+                        prop_assert_eq!(taken.start, tat.max(rel));
+                        prop_assert_eq!(taken.params.gcra, gcra);
+                    }
+                    (Fast::Denied(after), Decision::Deny { retry_after }) => {
+                        prop_assert_eq!(after, retry_after);
+                        prop_assert_eq!(s.tat(), tat, "a refusal writes nothing");
+                    }
+                    (Fast::Slow, reference) => {
+                        prop_assert!(
+                            cost > gcra.burst() || now < origin,
+                            "deferred without cause: {:?}",
+                            reference
+                        );
+                        // The slow path decides as `decide` too.
+                        let slow = s.acquire_slow(now, cost);
+                        match reference {
+                            Decision::TooCostly => {
+                                prop_assert_eq!(slow, Acquired::TooCostly(gcra.burst()));
+                            }
+                            Decision::Deny { retry_after } => {
+                                prop_assert_eq!(slow, Acquired::Denied(retry_after));
+                            }
+                            Decision::Admit { tat: next, .. } => {
+                                prop_assert!(matches!(slow, Acquired::Now(_)));
+                                prop_assert_eq!(s.tat(), next);
+                            }
+                        }
+                    }
+                    (fast, reference) => {
+                        prop_assert!(false, "fast path {:?}, decide {:?}", fast, reference);
+                    }
                 }
             }
         }
