@@ -6,6 +6,7 @@ use crate::events::{CallOutcome, GiveUpReason, RetryEvent};
 use crate::remote_hint::{NoRemoteHint, RemoteHint};
 use crate::request::RetryRequest;
 use crate::retry_policy::Shared;
+use crate::timer::LazyTimer;
 use palisade_core::BoxError;
 use palisade_core::classify::{Classify, Outcome};
 use palisade_core::clock::Instant;
@@ -18,7 +19,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
-use tokio::time::Sleep;
 use tower_service::Service;
 
 /// The response future of [`RetryPolicyService`](crate::RetryPolicyService): runs attempts, waits out backoffs, and
@@ -41,9 +41,10 @@ where
     #[pin]
     state: State<S::Future>,
     /// One timer, for whichever wait is current: in an attempt, its limit (its timeout, or the
-    /// deadline if that is sooner); in a backoff, the end of the backoff.
+    /// deadline if that is sooner); in a backoff, the end of the backoff. Armed only when a
+    /// wait is `Pending` (`timer.rs`).
     #[pin]
-    timer: Option<Sleep>,
+    timer: LazyTimer,
     /// Whether `timer` is the overall deadline (rather than the attempt's own timeout).
     timer_is_deadline: bool,
     service: S,
@@ -90,9 +91,9 @@ where
             deadline = shared.deadline.map(|d| now + d);
             let (limit, is_deadline) = attempt_limit(shared.attempt_timeout, deadline, now);
             timer_is_deadline = is_deadline;
-            limit.map(tokio::time::sleep)
+            LazyTimer::new(limit.map(|limit| now + limit))
         } else {
-            None
+            LazyTimer::new(None)
         };
         ResponseFuture {
             state: State::Attempt { future },
@@ -123,7 +124,7 @@ where
         let (limit, timer_is_deadline) = attempt_limit(shared.attempt_timeout, deadline, now);
         ResponseFuture {
             state: State::Ready,
-            timer: limit.map(tokio::time::sleep),
+            timer: LazyTimer::new(limit.map(|limit| now + limit)),
             timer_is_deadline,
             service,
             // The request itself, not a copy: the `Ready` state sends it as attempt 1 (and
@@ -204,10 +205,12 @@ where
                             result
                         }
                         Poll::Pending => {
-                            let Some(timer) = this.timer.as_mut().as_pin_mut() else {
+                            let Some(elapsed) =
+                                this.timer.as_mut().poll_elapsed(cx, &this.shared.clock)
+                            else {
                                 return Poll::Pending;
                             };
-                            ready!(timer.poll(cx));
+                            ready!(elapsed);
                             this.shared.spend.on_outcome(Outcome::Failure);
                             if *this.timer_is_deadline {
                                 return Poll::Ready(give_up_at_deadline(
@@ -237,7 +240,8 @@ where
                                 );
                                 this.state.set(State::Ready);
                             } else {
-                                this.timer.set(Some(tokio::time::sleep(delay)));
+                                let end = this.shared.clock.now() + delay;
+                                this.timer.as_mut().set(Some(end));
                                 this.state.set(State::Backoff);
                             }
                         }
@@ -256,8 +260,9 @@ where
                     }
                 }
                 StateProj::Backoff => {
-                    if let Some(timer) = this.timer.as_mut().as_pin_mut() {
-                        ready!(timer.poll(cx));
+                    if let Some(elapsed) = this.timer.as_mut().poll_elapsed(cx, &this.shared.clock)
+                    {
+                        ready!(elapsed);
                     }
                     start_ready(
                         this.shared,
@@ -280,10 +285,12 @@ where
                             );
                         }
                         Poll::Pending => {
-                            let Some(timer) = this.timer.as_mut().as_pin_mut() else {
+                            let Some(elapsed) =
+                                this.timer.as_mut().poll_elapsed(cx, &this.shared.clock)
+                            else {
                                 return Poll::Pending;
                             };
-                            ready!(timer.poll(cx));
+                            ready!(elapsed);
                             if *this.timer_is_deadline {
                                 return Poll::Ready(give_up_at_deadline(
                                     this.shared,
@@ -304,7 +311,8 @@ where
                                 &result,
                             ) {
                                 Ok(delay) => {
-                                    this.timer.set(Some(tokio::time::sleep(delay)));
+                                    let end = this.shared.clock.now() + delay;
+                                    this.timer.as_mut().set(Some(end));
                                     this.state.set(State::Backoff);
                                     continue;
                                 }
@@ -345,16 +353,17 @@ where
 fn start_ready<C, Q, H>(
     shared: &Shared<C, Q, H>,
     deadline: Option<Instant>,
-    mut timer: Pin<&mut Option<Sleep>>,
+    timer: Pin<&mut LazyTimer>,
     timer_is_deadline: &mut bool,
 ) {
     if shared.attempt_timeout.is_none() && deadline.is_none() {
         timer.set(None);
         return;
     }
-    let (limit, is_deadline) = attempt_limit(shared.attempt_timeout, deadline, shared.clock.now());
+    let now = shared.clock.now();
+    let (limit, is_deadline) = attempt_limit(shared.attempt_timeout, deadline, now);
     *timer_is_deadline = is_deadline;
-    timer.set(limit.map(tokio::time::sleep));
+    timer.set(limit.map(|limit| now + limit));
 }
 
 /// The deadline passed: the events, and the error (the layer's own rejection).

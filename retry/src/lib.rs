@@ -133,6 +133,7 @@ mod retry_policy;
 mod serde_config;
 mod service;
 pub mod throttle;
+mod timer;
 
 #[allow(deprecated)]
 pub use adaptive::AdaptiveThrottled;

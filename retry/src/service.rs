@@ -98,8 +98,9 @@ where
 
     /// # Panics
     ///
-    /// If the policy has a deadline or an attempt timeout and this is called outside a tokio
-    /// runtime (their timer is tokio's).
+    /// If the policy has a deadline or an attempt timeout and the response future has to
+    /// wait (for readiness, an attempt or a backoff) outside a tokio runtime: their timer is
+    /// tokio's, armed at the first wait. A call answered at once needs no runtime.
     #[inline]
     fn call(&mut self, request: Req) -> Self::Future {
         let shared = &self.shared;
