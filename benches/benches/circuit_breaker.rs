@@ -1,8 +1,8 @@
 //! circuit_breaker benchmarks: Palisade beside `failsafe`, `tower-resilience` and the bare
 //! inner service, in one run.
 //!
-//! Cases: the success path on one thread (count window; time window with slow-call
-//! detection), the rejected (open) path, and two threads (or the counts in
+//! Cases: the success path on one thread (count window; the default time window; time window
+//! with slow-call detection), the rejected (open) path, and two threads (or the counts in
 //! `PALISADE_BENCH_THREADS`) sharing one breaker, closed and open. Every breaker is
 //! built outside the timed loop. `failsafe` has no tower service, so its cases time its
 //! closure API (`CircuitBreaker::call`); Palisade's permit API (`try_acquire`) is timed beside
@@ -100,6 +100,12 @@ fn success_1_thread(c: &mut Criterion) {
             let permit = breaker.try_acquire().unwrap();
             permit.record_result(&black_box(Ok::<u64, ()>(1)));
         });
+    });
+    // The defaults (a 10 s time window, as the stack's endpoints use them): a clock read per
+    // call to find the bucket.
+    let mut palisade_default = CircuitBreaker::new().layer().layer(Bare);
+    group.bench_function("palisade_default_time_window", |b| {
+        b.iter(|| black_box(call_now(&mut palisade_default, black_box(1u64))));
     });
     let failsafe = failsafe_default();
     group.bench_function("failsafe", |b| {

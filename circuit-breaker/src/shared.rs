@@ -46,12 +46,16 @@ pub(crate) struct Shared {
     needs_end_time: bool,
     /// Whether a success can be recorded by looking only (count window, no slow calls).
     success_may_skip: bool,
+    /// Whether a success may be recorded without a tally while the window holds no failure
+    /// (time window, no slow calls).
+    success_may_skip_tally: bool,
 }
 
 impl Shared {
     pub(crate) fn new(settings: Settings, window: Window) -> Shared {
         let needs_end_time = settings.slow_call_nanos.is_some() || window.needs_time();
         let success_may_skip = settings.slow_call_nanos.is_none() && !window.needs_time();
+        let success_may_skip_tally = settings.slow_call_nanos.is_none() && window.needs_time();
         Shared {
             state: CachePadded::new(AtomicU64::new(Word::initial().bits())),
             timing: AtomicU64::new(Timing::new(0, Instant::ZERO).bits()),
@@ -66,6 +70,7 @@ impl Shared {
             has_waiters: AtomicBool::new(false),
             needs_end_time,
             success_may_skip,
+            success_may_skip_tally,
         }
     }
 
@@ -457,7 +462,30 @@ impl Shared {
             self.emit_call(|| CircuitBreakerEvent::SuccessRecorded { elapsed });
             return;
         }
+        if outcome == Outcome::Success
+            && self.success_may_skip_tally
+            && let Admission::Window(generation) = admission
+            && self.record_clean_success(generation, now)
+        {
+            self.emit_call(|| CircuitBreakerEvent::SuccessRecorded { elapsed });
+            return;
+        }
         self.complete_slow(admission, outcome, now, elapsed);
+    }
+
+    /// The healthy path of a time window: records a success of the current closed
+    /// `generation` without a tally when the window holds no failure (and no failure streak
+    /// is counting), since such a success cannot trip the breaker. Returns `false`, having
+    /// recorded nothing, when the full path must run.
+    #[inline]
+    fn record_clean_success(&self, generation: Generation, now: Instant) -> bool {
+        // The full generation, as in `complete_slow`: the window's tags are its low 16 bits.
+        if self.load().generation() != generation {
+            return false; // stale: `complete_slow` drops it
+        }
+        let tag = tag_of(generation);
+        (self.settings.rules.consecutive_failures.is_none() || self.streak.is_zero(tag))
+            && self.window.record_success_if_clean(tag, now)
     }
 
     #[inline(never)]

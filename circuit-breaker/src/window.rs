@@ -248,6 +248,17 @@ fn add_saturating(counts: &AtomicU64, delta: u64) -> bool {
         }
     }
 }
+/// What [`TimeWindow::add`] did with a record.
+enum Added {
+    /// Counted.
+    Counted,
+    /// Not counted: its stripe of the bucket is full (the bucket's counts stand as they are).
+    Saturated,
+    /// Not counted: older than the window, of an older generation, or dropped while a
+    /// descheduled thread held the bucket mid-reset.
+    Stale,
+}
+
 /// How often a recorder spins on a bucket being reset before it drops its record.
 const RESET_SPINS: u32 = 1_000;
 
@@ -281,6 +292,12 @@ struct Bucket {
 pub(crate) struct TimeWindow {
     bucket_nanos: u64,
     buckets: Box<[Bucket]>,
+    /// The newest bucket that was given a failure or a slow call, as a stamp (generation and
+    /// bucket number; 0: none yet). Written only by failures and slow calls (a CAS that only
+    /// moves it forward), read by successes: while it lies outside the window (or belongs to
+    /// another generation), the window holds neither, so a success cannot trip the breaker and
+    /// needs no tally ([`record_success_if_clean`](Self::record_success_if_clean)).
+    last_bad: CachePadded<AtomicU64>,
 }
 
 impl TimeWindow {
@@ -294,6 +311,7 @@ impl TimeWindow {
                     counts: std::array::from_fn(|_| CachePadded::new(AtomicU64::new(0))),
                 })
                 .collect(),
+            last_bad: CachePadded::new(AtomicU64::new(0)),
         }
     }
 
@@ -305,6 +323,86 @@ impl TimeWindow {
     /// the record is stale (a newer generation, or older than the window).
     pub(crate) fn record(&self, generation: Tag, now: Instant, record: Record) -> Option<Tally> {
         let number = self.number(now);
+        if record != Record::SUCCESS {
+            self.mark_bad(generation, number);
+        }
+        match self.add(generation, number, record) {
+            Added::Stale => None,
+            Added::Counted | Added::Saturated => Some(self.tally_at(generation, number)),
+        }
+    }
+
+    /// Records a success of `generation` at `now` if the window holds no failure and no slow
+    /// call (then the success cannot trip the breaker, and no tally is needed) and returns
+    /// `true`; otherwise records nothing and returns `false`: the caller records it with
+    /// [`record`](Self::record), which returns the tally the decision needs.
+    ///
+    /// "Holds no failure" is judged by [`last_bad`](Self::last_bad), which every failure and
+    /// slow call moves forward before counting itself. A failure recorded at the same moment
+    /// on another thread may be missed; its own recorder tallies after counting it and makes
+    /// the decision (two recorders' tallies race in the same way).
+    #[inline]
+    pub(crate) fn record_success_if_clean(&self, generation: Tag, now: Instant) -> bool {
+        let number = self.number(now);
+        if !self.clean(generation, number) {
+            return false;
+        }
+        // Stale or saturated: nothing more to do either way, as in `record`'s callers.
+        let _ = self.add(generation, number, Record::SUCCESS);
+        true
+    }
+
+    /// Whether the window of `generation` ending at bucket `number` holds no failure and no
+    /// slow call, by [`last_bad`](Self::last_bad).
+    #[inline]
+    fn clean(&self, generation: Tag, number: u64) -> bool {
+        // Relaxed: a hint read on its own (see `record_success_if_clean` for the race it
+        // tolerates); no other memory is read on the strength of it.
+        let bad = self.last_bad.load(Ordering::Relaxed);
+        bad == 0
+            || (bad >> STAMP_GEN_SHIFT) as Tag != generation
+            || (bad & STAMP_SLOT_MASK) < self.oldest(number)
+    }
+
+    /// The oldest bucket number in the window that ends at bucket `number`.
+    #[inline]
+    fn oldest(&self, number: u64) -> u64 {
+        number.saturating_sub(self.buckets.len() as u64 - 1)
+    }
+
+    /// Moves [`last_bad`](Self::last_bad) forward to bucket `number` of `generation` (a
+    /// failure or slow call is about to be counted there). Never backwards: an older bucket,
+    /// or a generation older than the one it holds, leaves it alone.
+    #[cold]
+    fn mark_bad(&self, generation: Tag, number: u64) {
+        let want = (u64::from(generation) << STAMP_GEN_SHIFT) | number;
+        // Relaxed (load and CAS): the word is a hint that only needs each update to be atomic
+        // and forward-only; see `clean`.
+        let mut current = self.last_bad.load(Ordering::Relaxed);
+        loop {
+            let tag = (current >> STAMP_GEN_SHIFT) as Tag;
+            if current != 0
+                && (tag_is_newer(tag, generation)
+                    || (tag == generation && current & STAMP_SLOT_MASK >= number))
+            {
+                return;
+            }
+            match self.last_bad.compare_exchange_weak(
+                current,
+                want,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    /// Counts `record` into bucket `number`, resetting the bucket first if it still holds an
+    /// older period.
+    #[inline]
+    fn add(&self, generation: Tag, number: u64, record: Record) -> Added {
         let want = (u64::from(generation) << STAMP_GEN_SHIFT) | number;
         let bucket = &self.buckets[(number % self.buckets.len() as u64) as usize];
         let mut spins = 0;
@@ -316,16 +414,16 @@ impl TimeWindow {
                 if !add_saturating(&bucket.counts[stripe()], bucket_delta(record)) {
                     // This stripe of the bucket counts its maximum: the bucket's rates stand
                     // on the calls it holds until the window rolls past it.
-                    return Some(self.tally_at(generation, number));
+                    return Added::Saturated;
                 }
-                break;
+                return Added::Counted;
             }
             if stamp & RESETTING != 0 {
                 spins += 1;
                 if spins > RESET_SPINS {
                     // The resetting thread was descheduled mid-reset: drop this one record
                     // rather than block a request.
-                    return None;
+                    return Added::Stale;
                 }
                 spin_loop();
                 continue;
@@ -335,7 +433,7 @@ impl TimeWindow {
                 && (tag_is_newer(stamp_generation, generation)
                     || (stamp_generation == generation && stamp & STAMP_SLOT_MASK > number))
             {
-                return None;
+                return Added::Stale;
             }
             // Acquire: we are about to write `counts`; order it after the last user's adds.
             if bucket
@@ -356,10 +454,9 @@ impl TimeWindow {
                 }
                 // Release: publishes the reset counts to recorders that Acquire the stamp.
                 bucket.stamp.store(want, Ordering::Release);
-                break;
+                return Added::Counted;
             }
         }
-        Some(self.tally_at(generation, number))
     }
 
     /// What generation `generation` holds at `now`.
@@ -368,7 +465,7 @@ impl TimeWindow {
     }
 
     fn tally_at(&self, generation: Tag, number: u64) -> Tally {
-        let oldest = number.saturating_sub(self.buckets.len() as u64 - 1);
+        let oldest = self.oldest(number);
         let mut tally = Tally::default();
         for bucket in &*self.buckets {
             // Acquire: pairs with the Release that published the bucket's reset.
@@ -436,6 +533,16 @@ impl Window {
         match self {
             Window::Count(w) => w.full_of_successes(generation),
             Window::Time(_) => false,
+        }
+    }
+
+    /// Time window only: see [`TimeWindow::record_success_if_clean`]. A count window
+    /// records nothing here and returns `false`.
+    #[inline]
+    pub(crate) fn record_success_if_clean(&self, generation: Tag, now: Instant) -> bool {
+        match self {
+            Window::Count(_) => false,
+            Window::Time(w) => w.record_success_if_clean(generation, now),
         }
     }
 
@@ -527,6 +634,48 @@ mod tests {
         assert_eq!(w.record(0, at(0), F), None, "older than the window");
         assert_eq!(w.record(1, at(3), F), Some(t(1, 1, 0)));
         assert_eq!(w.record(0, at(3), F), None, "stale generation");
+    }
+
+    /// The healthy path of a time window counts a success without a tally only while no
+    /// failure or slow call of its generation lies inside the window; otherwise it counts
+    /// nothing and leaves the success to `record`.
+    #[test]
+    fn time_window_skips_the_tally_only_while_the_window_holds_no_failure() {
+        let second = Duration::from_secs(1);
+        let w = TimeWindow::new(3, 1_000_000_000);
+        let at = |s: u64| Instant::ZERO + second * s as u32;
+        assert!(w.record_success_if_clean(0, at(0)));
+        assert!(w.record_success_if_clean(0, at(0)));
+        assert_eq!(w.tally(0, at(0)), t(2, 0, 0), "counted without a tally");
+        assert_eq!(w.record(0, at(1), F), Some(t(3, 1, 0)));
+        for s in 1..=3 {
+            assert!(
+                !w.record_success_if_clean(0, at(s)),
+                "second {s}: failure in window"
+            );
+        }
+        assert_eq!(
+            w.tally(0, at(3)),
+            t(1, 1, 0),
+            "the refused successes were not counted"
+        );
+        // Second 4: the failure's bucket (second 1) has left the window.
+        assert!(w.record_success_if_clean(0, at(4)));
+        assert_eq!(w.tally(0, at(4)), t(1, 0, 0));
+        // A slow call marks the window too.
+        assert_eq!(w.record(0, at(5), S), Some(t(2, 0, 1)));
+        assert!(!w.record_success_if_clean(0, at(5)));
+        // Another generation's failures are not in this generation's window.
+        assert!(w.record_success_if_clean(1, at(5)));
+        assert_eq!(w.record(1, at(6), F), Some(t(2, 1, 0)));
+        assert!(!w.record_success_if_clean(1, at(6)));
+        // A stale failure of generation 0 never moves the mark back to its generation.
+        assert_eq!(w.record(0, at(9), F), None);
+        assert!(
+            !w.record_success_if_clean(1, at(8)),
+            "generation 1's failure is still in"
+        );
+        assert!(w.record_success_if_clean(1, at(9)));
     }
 
     /// Regression (issue 9 §3): a stripe's 21-bit fields had no saturation and the stripes were

@@ -769,6 +769,44 @@ fn the_jittered_wait_is_a_function_of_seed_and_history() {
     }
 }
 
+/// A time window's healthy path (a success counted without a tally) must not hide the trip
+/// a success causes when the window rolls past older successes: what is left is mostly
+/// failures, and the success that finds it so trips the breaker.
+#[test]
+fn a_success_trips_a_time_window_once_older_successes_roll_out() {
+    let clock = ManualClock::new();
+    let breaker = CircuitBreaker::builder()
+        .clock(clock.clock())
+        .time_window(Duration::from_secs(10))
+        .minimum_calls(20)
+        .failure_rate_threshold(50.0)
+        .build()
+        .unwrap();
+    for _ in 0..40 {
+        call(&breaker, Outcome::Success).unwrap();
+    }
+    clock.advance(Duration::from_secs(5));
+    for _ in 0..12 {
+        call(&breaker, Outcome::Failure).unwrap();
+    }
+    for _ in 0..8 {
+        call(&breaker, Outcome::Success).unwrap();
+    }
+    assert_eq!(breaker.state(), State::Closed, "12 of 60 failed");
+    // The first second's bucket leaves the window: 12 failures of 21 calls with this one.
+    clock.advance(Duration::from_millis(5_500));
+    call(&breaker, Outcome::Success).unwrap();
+    assert_eq!(breaker.state(), State::Open, "12 of 21 failed: 57 % ≥ 50 %");
+    // After a close, the failures of the old period are not in the new one's window: the
+    // healthy path counts successes again.
+    breaker.reset();
+    for _ in 0..30 {
+        call(&breaker, Outcome::Success).unwrap();
+    }
+    assert_eq!(breaker.state(), State::Closed);
+    assert_eq!(breaker.snapshot().calls, 30);
+}
+
 /// The defaults (issue 9 §4): Hystrix's 10 s time window, 20 calls minimum, 50 %, 5 s open,
 /// growing ×2 per re-open up to 30 s with ±20 % jitter, reset by a close.
 #[test]
