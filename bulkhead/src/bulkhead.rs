@@ -55,6 +55,18 @@ impl Shared {
             .emit_call_with(|| BulkheadEvent::CallRejected { reason });
     }
 
+    /// Gives back a slot a ready service reserved and did not use, and reports it.
+    #[cold]
+    pub(crate) fn reservation_released(&self) {
+        // The slot first: nothing a listener does below can keep it.
+        self.limiter.release();
+        let limiter = &self.limiter;
+        self.events
+            .emit_call_with(|| BulkheadEvent::ReservationReleased {
+                in_flight: limiter.in_flight(),
+            });
+    }
+
     fn set_limit(&self, limit: usize) -> usize {
         let from = self.limiter.set_limit(limit);
         let to = self.limiter.limit();
@@ -86,8 +98,9 @@ impl std::ops::Deref for SharedRef {
     }
 }
 
-/// A slot of the bulkhead, held by a service between `poll_ready` and `call`, then by the
-/// response future. Dropping it gives the slot back, whatever happened to the call.
+/// The slot of a call, held by the response future from `call` on (a service holds its
+/// reservation in its own state until then). Dropping it gives the slot back, whatever
+/// happened to the call.
 ///
 /// Events are emitted only once the guard exists, and the slot is released before
 /// `CallFinished` is emitted, so a panicking listener can never leak a slot.
@@ -97,9 +110,8 @@ pub(crate) struct Permit {
     in_flight: u32,
     /// Admission time; only read by adaptive bulkheads.
     start: Instant,
-    /// How long the caller queued for the slot (reported by `CallPermitted`).
-    waited: Duration,
-    /// `CallPermitted` was emitted: the call started, so its end is reported too.
+    /// `CallPermitted` was emitted: the call started, so its end is reported too. A permit
+    /// dropped before (a listener of `CallPermitted` panicked) reports `ReservationReleased`.
     started: bool,
     /// Set while the inner service's `call` or future runs on this thread: a permit dropped
     /// with it set is dropped by a panic of the inner service (a failure of the dependency),
@@ -124,12 +136,11 @@ impl Permit {
     /// Wraps a slot already taken from `shared.limiter`. Emits nothing: the call has not
     /// started (see [`Permit::start`]).
     #[inline]
-    pub(crate) fn new(shared: &SharedRef, in_flight: u32, waited: Duration) -> Permit {
+    pub(crate) fn new(shared: &SharedRef, in_flight: u32) -> Permit {
         Permit {
             shared: shared.clone(),
             in_flight,
             start: Instant::ZERO,
-            waited,
             started: false,
             in_inner: false,
             outcome: None,
@@ -137,15 +148,16 @@ impl Permit {
         }
     }
 
-    /// The call starts (in `call`): starts the RTT clock of an adaptive bulkhead and reports
-    /// `CallPermitted`. If a listener panics here, the permit is dropped by the unwinding
-    /// caller and the slot comes back; `started` is only set once the listeners returned.
+    /// The call starts (in `call`) after the caller queued `waited` for its slot: starts the
+    /// RTT clock of an adaptive bulkhead and reports `CallPermitted`. If a listener panics
+    /// here, the permit is dropped by the unwinding caller and the slot comes back; `started`
+    /// is only set once the listeners returned.
     #[inline]
-    pub(crate) fn start(&mut self) {
+    pub(crate) fn start(&mut self, waited: Duration) {
         if self.shared.adaptive.is_some() {
             self.start = self.shared.clock.now();
         }
-        let (limiter, waited) = (&self.shared.limiter, self.waited);
+        let limiter = &self.shared.limiter;
         let permitted = || BulkheadEvent::CallPermitted {
             in_flight: limiter.in_flight(),
             waited,
@@ -215,28 +227,16 @@ impl Permit {
     }
 }
 
-impl Permit {
-    /// Reports an unused reservation given back (a cold path: most reservations are used).
-    #[cold]
-    fn reservation_released(&self) {
-        let limiter = &self.shared.limiter;
-        self.shared
-            .events
-            .emit_call_with(|| BulkheadEvent::ReservationReleased {
-                in_flight: limiter.in_flight(),
-            });
-    }
-}
-
 impl Drop for Permit {
     #[inline]
     fn drop(&mut self) {
-        // The slot first: nothing a listener does below can keep it.
-        self.shared.limiter.release();
         if !self.started {
-            self.reservation_released();
+            // A listener of `CallPermitted` panicked: the call never started.
+            self.shared.reservation_released();
             return;
         }
+        // The slot first: nothing a listener does below can keep it.
+        self.shared.limiter.release();
         let outcome = match self.outcome {
             Some(outcome) => outcome,
             // Unwinding out of the inner service: the dependency's failure.

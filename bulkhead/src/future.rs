@@ -101,16 +101,17 @@ where
         let Poll::Ready(result) = poll else {
             return Poll::Pending;
         };
-        if let Some(mut permit) = this.permit.take() {
-            if permit.wants_outcome() {
-                let classifier = &*this.classifier;
-                permit.complete(|rtt| match rtt {
-                    Some(rtt) => classifier.classify_timed(result.as_ref(), rtt),
-                    None => classifier.classify(result.as_ref()),
-                });
-            }
-            drop(permit);
+        if let Some(permit) = this.permit.as_mut()
+            && permit.wants_outcome()
+        {
+            let classifier = &*this.classifier;
+            permit.complete(|rtt| match rtt {
+                Some(rtt) => classifier.classify_timed(result.as_ref(), rtt),
+                None => classifier.classify(result.as_ref()),
+            });
         }
+        // Dropped where it lies (not moved out first): the slot comes back.
+        *this.permit = None;
         Poll::Ready(result.map_err(Into::into))
     }
 }

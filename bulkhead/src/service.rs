@@ -58,17 +58,51 @@ use tower_service::Service;
 /// the waiting queue; a slot handed over at the same moment is passed on to the next waiter.
 pub struct BulkheadService<S, C = ErrorIsFailure> {
     inner: S,
-    shared: SharedRef,
+    slot: Slot,
     classifier: C,
+}
+
+/// The service's way to the shared state and what it holds of it between `poll_ready` and
+/// `call`. Dropping it gives back a reserved slot (with the service, or with
+/// [`BulkheadService::into_inner`]).
+///
+/// A reserved slot is two plain numbers here, not a [`Permit`]: the permit (and its
+/// reference to the shared state, which the `'static` response future needs) is made at
+/// `call`, directly for the future, so nothing larger than this state is moved on the way.
+struct Slot {
+    shared: SharedRef,
     state: State,
 }
 
 enum State {
     Idle,
     Waiting(Waiting),
-    Ready(Permit),
+    /// A slot is held for the next `call` (taken from the limiter; [`Slot`] gives it back if
+    /// no call comes).
+    Ready {
+        /// Calls in flight when it was taken, this one included (adaptive samples).
+        in_flight: u32,
+        /// How long the caller queued for it.
+        waited: Duration,
+    },
     /// Full: the next `call` answers with this rejection, without calling the inner service.
     Rejecting(RejectReason),
+}
+
+impl Slot {
+    /// Gives back a slot reserved and not used (a cold path: most reservations are used).
+    fn release_reserved(&mut self) {
+        if matches!(self.state, State::Ready { .. }) {
+            self.state = State::Idle;
+            self.shared.reservation_released();
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.release_reserved();
+    }
 }
 
 /// A caller in the queue. Dropping it leaves the queue (or passes on a slot just granted).
@@ -89,10 +123,10 @@ impl Drop for Waiting {
 
 impl<S: fmt::Debug, C> fmt::Debug for BulkheadService<S, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = match &self.state {
+        let state = match &self.slot.state {
             State::Idle => "idle",
             State::Waiting(_) => "waiting",
-            State::Ready(_) => "ready",
+            State::Ready { .. } => "ready",
             State::Rejecting(_) => "rejecting",
         };
         f.debug_struct("BulkheadService")
@@ -107,9 +141,11 @@ impl<S: Clone, C: Clone> Clone for BulkheadService<S, C> {
     fn clone(&self) -> Self {
         BulkheadService {
             inner: self.inner.clone(),
-            shared: self.shared.clone(),
+            slot: Slot {
+                shared: self.slot.shared.clone(),
+                state: State::Idle,
+            },
             classifier: self.classifier.clone(),
-            state: State::Idle,
         }
     }
 }
@@ -118,9 +154,11 @@ impl<S, C> BulkheadService<S, C> {
     pub(crate) fn new(inner: S, shared: SharedRef, classifier: C) -> Self {
         BulkheadService {
             inner,
-            shared,
+            slot: Slot {
+                shared,
+                state: State::Idle,
+            },
             classifier,
-            state: State::Idle,
         }
     }
 
@@ -142,32 +180,36 @@ impl<S, C> BulkheadService<S, C> {
     /// Ready once this service holds a slot (`Ok`), or once it knows the next call is to be
     /// rejected, and why (`Err`).
     fn poll_permit(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), RejectReason>> {
+        let slot = &mut self.slot;
         loop {
-            match &mut self.state {
-                State::Ready(_) => return Poll::Ready(Ok(())),
+            match &mut slot.state {
+                State::Ready { .. } => return Poll::Ready(Ok(())),
                 State::Idle | State::Rejecting(_) => {
-                    if let Some(in_flight) = self.shared.limiter.try_acquire() {
-                        self.state =
-                            State::Ready(Permit::new(&self.shared, in_flight, Duration::ZERO));
+                    if let Some(in_flight) = slot.shared.limiter.try_acquire() {
+                        slot.state = State::Ready {
+                            in_flight,
+                            waited: Duration::ZERO,
+                        };
                         return Poll::Ready(Ok(()));
                     }
                     let FullMode::Wait {
                         max_wait,
                         max_waiters,
-                    } = self.shared.mode
+                    } = slot.shared.mode
                     else {
                         return Poll::Ready(Err(RejectReason::Full));
                     };
-                    self.state = match self.shared.limiter.acquire_or_wait(max_waiters) {
-                        Acquire::Acquired(in_flight) => {
-                            State::Ready(Permit::new(&self.shared, in_flight, Duration::ZERO))
-                        }
+                    slot.state = match slot.shared.limiter.acquire_or_wait(max_waiters) {
+                        Acquire::Acquired(in_flight) => State::Ready {
+                            in_flight,
+                            waited: Duration::ZERO,
+                        },
                         Acquire::QueueFull => return Poll::Ready(Err(RejectReason::QueueFull)),
                         Acquire::Queued(handle) => State::Waiting(Waiting {
-                            shared: self.shared.clone(),
+                            shared: slot.shared.clone(),
                             handle: Some(handle),
                             deadline: max_wait.map(|d| Box::pin(tokio::time::sleep(d))),
-                            since: self.shared.clock.now(),
+                            since: slot.shared.clock.now(),
                         }),
                     };
                 }
@@ -175,9 +217,9 @@ impl<S, C> BulkheadService<S, C> {
                     let handle = waiting.handle.as_ref().expect("present while waiting");
                     if handle.poll_granted(cx).is_ready() {
                         waiting.handle = None; // the slot is ours: nothing to cancel
-                        let waited = self.shared.clock.elapsed_since(waiting.since);
-                        let in_flight = self.shared.limiter.in_flight().max(1) as u32;
-                        self.state = State::Ready(Permit::new(&self.shared, in_flight, waited));
+                        let waited = slot.shared.clock.elapsed_since(waiting.since);
+                        let in_flight = slot.shared.limiter.in_flight().max(1) as u32;
+                        slot.state = State::Ready { in_flight, waited };
                         return Poll::Ready(Ok(()));
                     }
                     let expired = waiting
@@ -208,12 +250,12 @@ where
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        if !matches!(self.state, State::Ready(_)) {
+        if !matches!(self.slot.state, State::Ready { .. }) {
             match self.poll_permit(cx) {
                 Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(reason)) => {
                     // Full is not broken: ready, and `call` rejects without the inner service.
-                    self.state = State::Rejecting(reason);
+                    self.slot.state = State::Rejecting(reason);
                     return Poll::Ready(Ok(()));
                 }
                 Poll::Pending => return Poll::Pending,
@@ -224,7 +266,7 @@ where
             Poll::Ready(Err(error)) => {
                 // The inner service is broken and the call will not happen: the slot goes
                 // back now rather than with this (discarded) service.
-                self.state = State::Idle;
+                self.slot.release_reserved();
                 Poll::Ready(Err(error.into()))
             }
             // The slot stays reserved while the inner service gets ready (as tower's
@@ -235,18 +277,24 @@ where
 
     #[inline]
     fn call(&mut self, request: Req) -> Self::Future {
-        match std::mem::replace(&mut self.state, State::Idle) {
-            State::Ready(mut permit) => {
+        let slot = &mut self.slot;
+        match slot.state {
+            State::Ready { in_flight, waited } => {
+                // The slot moves from the service's state into the permit: nothing between
+                // the two lines can panic, so it is never held by neither.
+                slot.state = State::Idle;
+                let mut permit = Permit::new(&slot.shared, in_flight);
                 // If a listener or the inner `call` panics, `permit` is dropped while
                 // unwinding: the slot comes back.
-                permit.start();
+                permit.start(waited);
                 permit.set_in_inner(true);
                 let future = self.inner.call(request);
                 permit.set_in_inner(false);
                 ResponseFuture::called(future, permit, self.classifier.clone())
             }
             State::Rejecting(reason) => {
-                self.shared.rejected(reason);
+                slot.state = State::Idle;
+                slot.shared.rejected(reason);
                 ResponseFuture::rejected(reason, self.classifier.clone())
             }
             State::Idle | State::Waiting(_) => panic!("poll_ready must be called first"),
