@@ -529,7 +529,7 @@ pub(crate) fn fleet_estimate<K, S>(
 ) -> f64 {
     set.iter()
         .filter(|e| Some(e.node.id) != except && !e.node.stats.is_flagged_ejected())
-        .map(|e| e.node.stats.latency_ns(now, core.tau_ns))
+        .map(|e| e.node.stats.latency_ns(now, core.tau))
         .filter(|l| *l > 0.0)
         .fold(None, |min: Option<f64>, l| {
             Some(min.map_or(l, |m| m.min(l)))

@@ -18,7 +18,7 @@
 //! ejected with.
 
 use crate::events::BalancerEvent;
-use crate::ewma;
+use crate::ewma::Tau;
 use crate::health::OutlierDetection;
 use palisade_core::clock::{Clock, Instant, duration_to_nanos};
 use palisade_core::events::EventBus;
@@ -201,9 +201,9 @@ impl EndpointStats {
     /// The latency estimate decayed to `now`, in nanoseconds: the larger of the peak-EWMA of
     /// the latencies and the failure penalty still charged.
     #[inline]
-    pub(crate) fn latency_ns(&self, now: Instant, tau_ns: f64) -> f64 {
-        self.measured_ns(now, tau_ns)
-            .max(self.penalty_ns(now, tau_ns))
+    pub(crate) fn latency_ns(&self, now: Instant, tau: Tau) -> f64 {
+        self.measured_ns(now, tau)
+            .max(self.penalty_ns(now, tau))
     }
 
     /// The latency a pick compares: [`latency_ns`](Self::latency_ns), except that an idle
@@ -215,11 +215,11 @@ impl EndpointStats {
     pub(crate) fn pick_latency_ns(
         &self,
         now: Instant,
-        tau_ns: f64,
+        tau: Tau,
         probe_after_ns: Option<u64>,
     ) -> f64 {
-        let measured = self.measured_ns(now, tau_ns);
-        let penalty = self.penalty_ns(now, tau_ns);
+        let measured = self.measured_ns(now, tau);
+        let penalty = self.penalty_ns(now, tau);
         if penalty <= measured {
             return measured;
         }
@@ -245,17 +245,17 @@ impl EndpointStats {
 
     /// The peak-EWMA of the measured latencies, decayed to `now`, without the penalty.
     #[inline]
-    fn measured_ns(&self, now: Instant, tau_ns: f64) -> f64 {
+    fn measured_ns(&self, now: Instant, tau: Tau) -> f64 {
         // Relaxed: statistics; a racing update at worst shows the previous estimate.
         let estimate = f64::from_bits(self.estimate.load(Ordering::Relaxed));
         // Relaxed: as above.
         let stamp = self.stamp.load(Ordering::Relaxed);
-        ewma::decayed(estimate, now.as_nanos().saturating_sub(stamp), tau_ns)
+        tau.decayed(estimate, now.as_nanos().saturating_sub(stamp))
     }
 
     /// The failure penalty still charged at `now` (decayed with time like the estimate).
     #[inline]
-    fn penalty_ns(&self, now: Instant, tau_ns: f64) -> f64 {
+    fn penalty_ns(&self, now: Instant, tau: Tau) -> f64 {
         // Relaxed: statistics; a racing update at worst shows the previous penalty.
         let penalty = f64::from_bits(self.penalty.load(Ordering::Relaxed));
         if penalty == 0.0 {
@@ -263,33 +263,33 @@ impl EndpointStats {
         }
         // Relaxed: as above.
         let stamp = self.penalty_stamp.load(Ordering::Relaxed);
-        ewma::decayed(penalty, now.as_nanos().saturating_sub(stamp), tau_ns)
+        tau.decayed(penalty, now.as_nanos().saturating_sub(stamp))
     }
 
     /// A failure or a local rejection: charges `penalty_ns` in full (the peak: the larger of
     /// it and what is left of an earlier one).
-    pub(crate) fn charge_penalty(&self, penalty_ns: f64, now: Instant, tau_ns: f64) {
-        self.update_penalty(now, tau_ns, |left| left.max(penalty_ns));
+    pub(crate) fn charge_penalty(&self, penalty_ns: f64, now: Instant, tau: Tau) {
+        self.update_penalty(now, tau, |left| left.max(penalty_ns));
         // Relaxed: a statistic; fetch_max keeps the latest charge when charges race.
         self.charged.fetch_max(now.as_nanos(), Ordering::Relaxed);
     }
 
     /// A success: pays off part of the penalty (see [`PENALTY_KEPT_PER_SUCCESS`]).
     #[inline]
-    pub(crate) fn pay_penalty(&self, now: Instant, tau_ns: f64) {
+    pub(crate) fn pay_penalty(&self, now: Instant, tau: Tau) {
         // Relaxed: a fast path for the common case of no penalty; a penalty charged by a
         // racing failure after this load is simply not paid by this success.
         if self.penalty.load(Ordering::Relaxed) == 0.0f64.to_bits() {
             return;
         }
-        self.update_penalty(now, tau_ns, |left| {
+        self.update_penalty(now, tau, |left| {
             let kept = left * PENALTY_KEPT_PER_SUCCESS;
             // Below a nanosecond it is gone: the fast path above applies again.
             if kept < 1.0 { 0.0 } else { kept }
         });
     }
 
-    fn update_penalty(&self, now: Instant, tau_ns: f64, f: impl Fn(f64) -> f64) {
+    fn update_penalty(&self, now: Instant, tau: Tau, f: impl Fn(f64) -> f64) {
         let now_ns = now.as_nanos();
         // Relaxed throughout: the CAS makes a racing charge and payment apply one after the
         // other (a payment never overwrites a fresh charge with an older, halved value); no
@@ -299,11 +299,7 @@ impl EndpointStats {
             // Relaxed: as above; a stamp racing with another update at worst decays the
             // penalty by a slightly wrong elapsed time.
             let stamp = self.penalty_stamp.load(Ordering::Relaxed);
-            let left = ewma::decayed(
-                f64::from_bits(current),
-                now_ns.saturating_sub(stamp),
-                tau_ns,
-            );
+            let left = tau.decayed(f64::from_bits(current), now_ns.saturating_sub(stamp));
             let next = f(left);
             match self.penalty.compare_exchange_weak(
                 current,
@@ -321,18 +317,17 @@ impl EndpointStats {
 
     /// Folds one latency sample into the estimate.
     #[inline]
-    pub(crate) fn observe(&self, sample_ns: f64, now: Instant, tau_ns: f64) {
+    pub(crate) fn observe(&self, sample_ns: f64, now: Instant, tau: Tau) {
         let now_ns = now.as_nanos();
         // Relaxed throughout: the CAS makes concurrent samples fold in one after the other;
         // no other memory depends on the estimate.
         let mut current = self.estimate.load(Ordering::Relaxed);
         loop {
             let stamp = self.stamp.load(Ordering::Relaxed);
-            let next = ewma::observe(
+            let next = tau.observe(
                 f64::from_bits(current),
                 now_ns.saturating_sub(stamp),
                 sample_ns,
-                tau_ns,
             );
             match self.estimate.compare_exchange_weak(
                 current,
@@ -378,7 +373,7 @@ impl EndpointStats {
 pub(crate) struct Core<K> {
     pub(crate) name: Arc<str>,
     pub(crate) clock: Clock,
-    pub(crate) tau_ns: f64,
+    pub(crate) tau: Tau,
     pub(crate) penalty_ns: f64,
     /// The zone this client runs in, if the user set one.
     pub(crate) local_zone: Option<Arc<str>>,
@@ -427,7 +422,7 @@ impl<K> Core<K> {
             local_zone: zone.0,
             remote_factor: zone.1,
             clock,
-            tau_ns: duration_to_nanos(decay) as f64,
+            tau: Tau::from_ns(duration_to_nanos(decay) as f64),
             penalty_ns: duration_to_nanos(penalty) as f64,
             default_rtt_ns: duration_to_nanos(default_rtt) as f64,
             outlier,
@@ -536,7 +531,7 @@ impl<K: Clone + Send + Sync + 'static> Node<K> {
         let core = &*self.core;
         let latency = self
             .stats
-            .pick_latency_ns(now, core.tau_ns, core.idle_probe_ns)
+            .pick_latency_ns(now, core.tau, core.idle_probe_ns)
             * self.zone_factor;
         match &core.slow_start {
             None => latency,
@@ -561,8 +556,8 @@ impl<K: Clone + Send + Sync + 'static> Node<K> {
         let stats = &self.stats;
         match result {
             CallResult::Success => {
-                stats.observe(rtt_ns, now, core.tau_ns);
-                stats.pay_penalty(now, core.tau_ns);
+                stats.observe(rtt_ns, now, core.tau);
+                stats.pay_penalty(now, core.tau);
                 // Relaxed: health counters change under the health lock when it matters
                 // (ejection re-reads them there); a racing reset only delays an ejection.
                 stats.consecutive_failures.store(0, Ordering::Relaxed);
@@ -573,11 +568,11 @@ impl<K: Clone + Send + Sync + 'static> Node<K> {
                 }
             }
             CallResult::Rejected => {
-                stats.charge_penalty(rtt_ns.max(core.penalty_ns), now, core.tau_ns);
+                stats.charge_penalty(rtt_ns.max(core.penalty_ns), now, core.tau);
             }
-            CallResult::Ignored => stats.observe(rtt_ns, now, core.tau_ns),
+            CallResult::Ignored => stats.observe(rtt_ns, now, core.tau),
             CallResult::Failure => {
-                stats.charge_penalty(rtt_ns.max(core.penalty_ns), now, core.tau_ns);
+                stats.charge_penalty(rtt_ns.max(core.penalty_ns), now, core.tau);
                 // Relaxed: a counter read by snapshot() only.
                 stats.failures.fetch_add(1, Ordering::Relaxed);
                 // Relaxed: the RMW counts every failure once; the ejection decision re-reads it
@@ -733,7 +728,7 @@ impl<K: Clone + Send + Sync + 'static> Node<K> {
 
     pub(crate) fn snapshot(&self, now: Instant) -> crate::EndpointSnapshot<K> {
         let stats = &self.stats;
-        let latency = stats.latency_ns(now, self.core.tau_ns);
+        let latency = stats.latency_ns(now, self.core.tau);
         // Relaxed: statistics for display.
         let ejected_until = stats
             .is_flagged_ejected()
@@ -787,9 +782,10 @@ impl<K: Clone + Send + Sync + 'static> Record for Node<K> {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::EndpointStats;
+    use crate::ewma::Tau;
     use palisade_core::clock::Instant;
 
-    const TAU: f64 = 1.0e9;
+    const TAU: Tau = Tau::from_ns(1.0e9);
     const MS: u64 = 1_000_000;
 
     #[test]
@@ -879,6 +875,7 @@ mod tests {
 #[cfg(all(test, loom))]
 mod loom_tests {
     use super::{Core, EndpointStats, Node};
+    use crate::ewma::Tau;
     use crate::health::OutlierDetection;
     use palisade_core::clock::{Instant, ManualClock};
     use palisade_core::events::EventBus;
@@ -898,7 +895,7 @@ mod loom_tests {
                 let e = Arc::clone(&endpoint);
                 loom::thread::spawn(move || {
                     e.begin();
-                    e.observe(2.0e6, Instant::from_nanos(10), 1.0e9);
+                    e.observe(2.0e6, Instant::from_nanos(10), Tau::from_ns(1.0e9));
                     e.end();
                 })
             };
@@ -917,7 +914,7 @@ mod loom_tests {
             cancelled.join().unwrap();
             removal.join().unwrap();
             assert_eq!(endpoint.pending(), 0);
-            let latency = endpoint.latency_ns(Instant::from_nanos(10), 1.0e9);
+            let latency = endpoint.latency_ns(Instant::from_nanos(10), Tau::from_ns(1.0e9));
             assert!((1.0e6..=2.0e6).contains(&latency), "{latency}");
         });
     }
@@ -929,14 +926,14 @@ mod loom_tests {
         loom::model(|| {
             let now = Instant::from_nanos(1);
             let endpoint = Arc::new(EndpointStats::with_estimate(1.0e6, Instant::ZERO));
-            endpoint.charge_penalty(2.0e8, now, 1.0e9);
+            endpoint.charge_penalty(2.0e8, now, Tau::from_ns(1.0e9));
             let paying = {
                 let e = Arc::clone(&endpoint);
-                loom::thread::spawn(move || e.pay_penalty(now, 1.0e9))
+                loom::thread::spawn(move || e.pay_penalty(now, Tau::from_ns(1.0e9)))
             };
-            endpoint.charge_penalty(1.0e9, now, 1.0e9);
+            endpoint.charge_penalty(1.0e9, now, Tau::from_ns(1.0e9));
             paying.join().unwrap();
-            let latency = endpoint.latency_ns(now, 1.0e9);
+            let latency = endpoint.latency_ns(now, Tau::from_ns(1.0e9));
             assert!(latency == 1.0e9 || latency == 0.5e9, "{latency}");
         });
     }

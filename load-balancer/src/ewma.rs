@@ -36,7 +36,26 @@ pub fn survival(elapsed_ns: u64, tau_ns: f64) -> f64 {
     if elapsed_ns == 0 {
         return 1.0;
     }
-    let x = elapsed_ns as f64 / tau_ns;
+    e_minus(elapsed_ns as f64 / tau_ns)
+}
+
+/// The estimate after a new sample (all in nanoseconds).
+#[inline]
+#[must_use]
+pub fn observe(estimate: f64, elapsed_ns: u64, sample: f64, tau_ns: f64) -> f64 {
+    blend(estimate, sample, || survival(elapsed_ns, tau_ns))
+}
+
+/// The estimate as read `elapsed_ns` after its last update.
+#[inline]
+#[must_use]
+pub fn decayed(estimate: f64, elapsed_ns: u64, tau_ns: f64) -> f64 {
+    estimate * survival(elapsed_ns, tau_ns)
+}
+
+/// `e^(-x)` for `x >= 0`: the polynomial below [`POLYNOMIAL_BELOW`], `exp` above.
+#[inline]
+fn e_minus(x: f64) -> f64 {
     if x < POLYNOMIAL_BELOW {
         // 1 - x + x²/2 - x³/6 + x⁴/24 - x⁵/120, by Horner's rule.
         1.0 - x
@@ -46,23 +65,51 @@ pub fn survival(elapsed_ns: u64, tau_ns: f64) -> f64 {
     }
 }
 
-/// The estimate after a new sample (all in nanoseconds).
+/// The peak rule: a sample above the estimate replaces it, one below is blended in with the
+/// old estimate's weight `w`.
 #[inline]
-#[must_use]
-pub fn observe(estimate: f64, elapsed_ns: u64, sample: f64, tau_ns: f64) -> f64 {
+fn blend(estimate: f64, sample: f64, w: impl FnOnce() -> f64) -> f64 {
     if sample >= estimate {
         sample
     } else {
-        let w = survival(elapsed_ns, tau_ns);
+        let w = w();
         estimate * w + sample * (1.0 - w)
     }
 }
 
-/// The estimate as read `elapsed_ns` after its last update.
-#[inline]
-#[must_use]
-pub fn decayed(estimate: f64, elapsed_ns: u64, tau_ns: f64) -> f64 {
-    estimate * survival(elapsed_ns, tau_ns)
+/// A decay constant τ as the balancer keeps it: its inverse, so that a read of an estimate
+/// multiplies by it instead of dividing (the same `x = elapsed / τ` to within an ulp).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Tau {
+    per_ns: f64,
+}
+
+impl Tau {
+    /// τ of `ns` nanoseconds.
+    pub(crate) const fn from_ns(ns: f64) -> Tau {
+        Tau { per_ns: 1.0 / ns }
+    }
+
+    /// [`survival`] with this τ.
+    #[inline]
+    pub(crate) fn survival(self, elapsed_ns: u64) -> f64 {
+        if elapsed_ns == 0 {
+            return 1.0;
+        }
+        e_minus(elapsed_ns as f64 * self.per_ns)
+    }
+
+    /// [`observe`] with this τ.
+    #[inline]
+    pub(crate) fn observe(self, estimate: f64, elapsed_ns: u64, sample: f64) -> f64 {
+        blend(estimate, sample, || self.survival(elapsed_ns))
+    }
+
+    /// [`decayed`] with this τ.
+    #[inline]
+    pub(crate) fn decayed(self, estimate: f64, elapsed_ns: u64) -> f64 {
+        estimate * self.survival(elapsed_ns)
+    }
 }
 
 #[cfg(test)]
@@ -123,6 +170,21 @@ mod tests {
         let first_omitted = x.powi(6) / 720.0;
         assert!(first_omitted < 4.9e-18 * 1.01, "{first_omitted}");
         assert!(first_omitted < f64::EPSILON / 4.0);
+    }
+
+    /// The balancer's own τ (kept as its inverse) agrees with the public functions.
+    #[test]
+    fn tau_by_its_inverse_agrees_with_dividing() {
+        let tau = Tau::from_ns(TAU);
+        for elapsed in [0, 1, 999, 1_000_000, 3_900_000, 3_906_250, 50_000_000, 4_000_000_000] {
+            let (a, b) = (tau.survival(elapsed), survival(elapsed, TAU));
+            assert!((a - b).abs() <= 2.0 * f64::EPSILON * b.max(f64::MIN_POSITIVE), "{elapsed}");
+            let (a, b) = (tau.observe(900.0, elapsed, 10.0), observe(900.0, elapsed, 10.0, TAU));
+            assert!((a - b).abs() <= 1e-9, "{elapsed}: {a} vs {b}");
+            assert_eq!(tau.observe(9.0, elapsed, 10.0), 10.0);
+            let (a, b) = (tau.decayed(900.0, elapsed), decayed(900.0, elapsed, TAU));
+            assert!((a - b).abs() <= 1e-9, "{elapsed}: {a} vs {b}");
+        }
     }
 
     #[test]

@@ -25,21 +25,22 @@ pub(crate) struct InFlight {
 
 impl InFlight {
     pub(crate) fn new(node: Arc<dyn Record>, picked: Instant) -> Self {
+        InFlight::with_permit(node, picked, None)
+    }
+
+    /// A guard that also completes the endpoint breaker's `permit` (built in one piece: a
+    /// `None` permit replaced afterwards would be dropped on the hot path).
+    pub(crate) fn with_permit(
+        node: Arc<dyn Record>,
+        picked: Instant,
+        permit: Option<palisade_circuit_breaker::OwnedPermit>,
+    ) -> Self {
         InFlight {
             node,
             picked,
             finished: false,
-            permit: None,
+            permit,
         }
-    }
-
-    /// The same guard, also completing the endpoint breaker's `permit`.
-    pub(crate) fn with_permit(
-        mut self,
-        permit: Option<palisade_circuit_breaker::OwnedPermit>,
-    ) -> Self {
-        self.permit = permit;
-        self
     }
 
     pub(crate) fn finish(&mut self, result: CallResult) {

@@ -453,7 +453,7 @@ where
                 // The guard exists before the endpoint's `call` runs, so a panic in it gives the
                 // pending count back.
                 let record: Arc<dyn Record> = node;
-                let guard = InFlight::new(record, picked).with_permit(permit);
+                let guard = InFlight::with_permit(record, picked, permit);
                 let future = service.call(request);
                 ResponseFuture::called(future, guard, self.classify.clone())
             }
