@@ -329,7 +329,7 @@ impl RateLimiter {
     /// Gives back `cost` tokens taken for a call that never reached the dependency.
     #[cold]
     pub(crate) fn refund(&self, taken: Taken, cost: u32) {
-        self.inner.state.refund(taken, self.clock_nanos());
+        self.inner.state.refund(taken, cost, self.clock_nanos());
         self.inner
             .events
             .emit_call_with(|| RateLimiterEvent::Refunded { cost });

@@ -84,6 +84,11 @@ struct Slot {
     capacity: AtomicU64,
     /// Absolute clock nanoseconds that relative time 0 of this generation stands for.
     origin: AtomicU64,
+    /// Which change installed these values: 0 for the limiter's first quota, then one more
+    /// for each change (a quota change or a rebase). Never repeats, unlike the word's 4-bit
+    /// generation (this, modulo 16), so a token names the exact quota and origin it was taken
+    /// under in 8 bytes (see [`Taken`]).
+    epoch: AtomicU64,
     burst: AtomicU32,
 }
 
@@ -92,6 +97,7 @@ struct Slot {
 struct Params {
     gcra: Gcra,
     origin: u64,
+    epoch: u64,
 }
 
 impl Params {
@@ -103,22 +109,24 @@ impl Params {
 }
 
 impl Slot {
-    fn new(gcra: Gcra, origin: u64) -> Slot {
+    fn new(gcra: Gcra, origin: u64, epoch: u64) -> Slot {
         Slot {
             interval: AtomicU64::new(gcra.interval_nanos()),
             capacity: AtomicU64::new(gcra.capacity_nanos()),
             origin: AtomicU64::new(origin),
+            epoch: AtomicU64::new(epoch),
             burst: AtomicU32::new(gcra.burst()),
         }
     }
 
     #[inline]
     fn load(&self) -> Option<Params> {
-        // Acquire (all three): see "Memory ordering" in the module docs; a rewrite seen here
+        // Acquire (all four): see "Memory ordering" in the module docs; a rewrite seen here
         // makes the word's move to a newer generation visible to the caller's next access.
         let interval = self.interval.load(Ordering::Acquire);
         let burst = self.burst.load(Ordering::Acquire);
         let origin = self.origin.load(Ordering::Acquire);
+        let epoch = self.epoch.load(Ordering::Acquire);
         // A torn read of a slot being rewritten can pair values that do not form a valid
         // quota; the caller's CAS or re-check fails in that case, so only refuse to build one
         // (with a multiplication: a division would cost more than the rest of the decision).
@@ -126,30 +134,34 @@ impl Slot {
         (interval > 0 && burst > 0 && capacity <= CAPACITY_MAX).then_some(Params {
             gcra: Gcra::new_unchecked(interval, burst),
             origin,
+            epoch,
         })
     }
 
     fn store(&self, params: Params) {
-        // Release (all three): pairs with the Acquire loads in `load`.
+        // Release (all five): pairs with the Acquire loads in `load` and `State::acquire_fast`.
         self.interval
             .store(params.gcra.interval_nanos(), Ordering::Release);
         self.capacity
             .store(params.gcra.capacity_nanos(), Ordering::Release);
         self.burst.store(params.gcra.burst(), Ordering::Release);
         self.origin.store(params.origin, Ordering::Release);
+        self.epoch.store(params.epoch, Ordering::Release);
     }
 }
 
-/// A token taken from the bucket, with what [`State::refund`] needs to give it back.
+/// A token taken from the bucket, with what [`State::refund`] needs to give it back (with the
+/// cost, which the caller keeps).
+///
+/// Two words, so that a response future holding one stays small: the slot's epoch names the
+/// quota and origin it was taken under (the TAT moved by `cost · interval` of that quota).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Taken {
-    /// The quota and origin it was taken under.
-    params: Params,
+    /// The epoch of the quota and origin it was taken under.
+    epoch: u64,
     /// Relative time from which the bucket would have refilled without this token:
     /// `max(tat before, now)`.
     start: u64,
-    /// `cost · interval`: how far the TAT moved.
-    amount: u64,
 }
 
 /// What an acquirer got.
@@ -191,7 +203,12 @@ impl State {
     pub(crate) fn new(gcra: Gcra, origin: u64) -> State {
         State {
             word: CachePadded::new(AtomicU64::new(pack(0, 0))),
-            slots: [Slot::new(gcra, origin), Slot::new(gcra, origin)],
+            // The second slot is first read for generation 1, after the first change wrote
+            // it; until then its epoch matches no token.
+            slots: [
+                Slot::new(gcra, origin, 0),
+                Slot::new(gcra, origin, u64::MAX),
+            ],
             change: Mutex::new(()),
         }
     }
@@ -231,11 +248,11 @@ impl State {
             let interval = slot.interval.load(Ordering::Acquire);
             let capacity = slot.capacity.load(Ordering::Acquire);
             let origin = slot.origin.load(Ordering::Acquire);
-            let burst = slot.burst.load(Ordering::Acquire);
+            let epoch = slot.epoch.load(Ordering::Acquire);
             // Wrapping: a clock reading before the origin becomes a huge relative time, which
-            // fails the rebase test below and is left to the slow path (which saturates it to 0).
+            // fails the rebase test and is left to the slow path (which saturates it to 0).
             let rel = now.wrapping_sub(origin);
-            if rel >= REBASE_AT || cost > burst {
+            if rel >= REBASE_AT {
                 return Fast::Slow;
             }
             let tat = tat_of(word);
@@ -243,35 +260,31 @@ impl State {
             let amount = u64::from(cost).saturating_mul(interval);
             let next = start.saturating_add(amount);
             // `rel < 2^58` and `capacity <= 2^57`: the sum cannot overflow. The test is
-            // `decide`'s `next - capacity <= now`, without the saturation.
+            // `decide`'s `next - capacity <= now` without the saturation; passing it implies
+            // `amount <= capacity`, i.e. `cost <= burst`.
             let limit = rel + capacity;
             if next <= limit {
-                // Relaxed on success: the word's modification order alone decides who got which
-                // tokens (module docs). Acquire on failure: the retry reads the slot of the
-                // generation it sees.
+                // Relaxed on success: the word's modification order alone decides who got
+                // which tokens (module docs). Acquire on failure: the retry reads the slot of
+                // the generation it sees.
                 match self.word.compare_exchange_weak(
                     word,
                     pack(gen_of(word), next),
                     Ordering::Relaxed,
                     Ordering::Acquire,
                 ) {
-                    Ok(_) => {
-                        return Fast::Now(Taken {
-                            params: Params {
-                                gcra: Gcra::new_unchecked(interval, burst),
-                                origin,
-                            },
-                            start,
-                            amount,
-                        });
-                    }
-                    // Lost to another acquirer: again with the word it wrote (no spin-loop hint:
-                    // see `acquire_slow`).
+                    Ok(_) => return Fast::Now(Taken { epoch, start }),
+                    // Lost to another acquirer: again with the word it wrote (no spin-loop
+                    // hint: see `acquire_slow`).
                     Err(actual) => {
                         word = actual;
                         continue;
                     }
                 }
+            }
+            // A cost above the burst is the slow path's to name.
+            if amount > capacity {
+                return Fast::Slow;
             }
             // A refusal writes nothing, so check that the quota it used is still the word's.
             // Acquire: as the first load; after the Acquire slot loads, this load sees any
@@ -315,9 +328,8 @@ impl State {
                     ) {
                         Ok(_) => {
                             return Acquired::Now(Taken {
-                                params,
+                                epoch: params.epoch,
                                 start: tat.max(rel),
-                                amount: next - tat.max(rel),
                             });
                         }
                         // No spin-loop hint before the retry: the failed CAS already
@@ -371,19 +383,23 @@ impl State {
 
     /// Gives back a token taken by [`acquire`](Self::acquire) and never used, at the absolute
     /// clock reading `now`, as much of it as is safe (see "Tokens given back" in the module
-    /// docs). Nothing is given back across a quota change or a rebase.
-    pub(crate) fn refund(&self, taken: Taken, now: u64) {
+    /// docs). Nothing is given back across a quota change or a rebase. `cost` is what it was
+    /// taken for.
+    pub(crate) fn refund(&self, taken: Taken, cost: u32, now: u64) {
         // Acquire: as in `acquire`.
         let mut word = self.word.load(Ordering::Acquire);
         loop {
-            match self.slots[(gen_of(word) & 1) as usize].load() {
-                Some(params) if params == taken.params => {}
+            let params = match self.slots[(gen_of(word) & 1) as usize].load() {
+                Some(params) if params.epoch == taken.epoch => params,
                 // Another quota or origin (or a torn read of a slot being changed, which means
                 // the same): the token's worth in this generation is unknown; keep it.
                 _ => return,
-            }
-            let held = taken.params.rel(now).saturating_sub(taken.start);
-            let credit = taken.amount.saturating_sub(held);
+            };
+            // The epoch matches, so this is the quota it was taken under: the TAT moved by
+            // `cost · interval` (saturating only for a cost that was never admitted).
+            let amount = u64::from(cost).saturating_mul(params.gcra.interval_nanos());
+            let held = params.rel(now).saturating_sub(taken.start);
+            let credit = amount.saturating_sub(held);
             if credit == 0 {
                 return;
             }
@@ -452,6 +468,7 @@ impl State {
         let new = Params {
             gcra: quota.unwrap_or(old.gcra),
             origin: if rebase { now } else { old.origin },
+            epoch: old.epoch + 1,
         };
         // Relative times move by `shift` (the whole of `rel` when rebasing).
         let shift = if rebase { rel } else { 0 };
@@ -544,9 +561,9 @@ mod tests {
         let mine = now_ok(s.acquire(100, 1));
         let theirs = now_ok(s.acquire(100, 1));
         assert_eq!(s.snapshot(100).1, 1);
-        s.refund(mine, 100);
+        s.refund(mine, 1, 100);
         assert_eq!(s.snapshot(100).1, 2);
-        s.refund(theirs, 100);
+        s.refund(theirs, 1, 100);
         assert_eq!(s.snapshot(100).1, 3);
         assert_eq!(s.tat(), 100, "as if nothing had been taken");
 
@@ -554,19 +571,47 @@ mod tests {
         // from 100 on, so only 10 - 4 = 6 ns come back.
         let held = now_ok(s.acquire(100, 1));
         assert_eq!(s.tat(), 110);
-        s.refund(held, 104);
+        s.refund(held, 1, 104);
         assert_eq!(s.tat(), 104);
         // Held for a whole interval: nothing comes back.
         let held = now_ok(s.acquire(104, 1));
-        s.refund(held, 200);
+        s.refund(held, 1, 200);
         assert_eq!(s.tat(), 114);
 
         // Across a quota change: kept.
         let held = now_ok(s.acquire(114, 1));
         s.set_quota(114, g(10, 4));
         let before = s.tat();
-        s.refund(held, 114);
+        s.refund(held, 1, 114);
         assert_eq!(s.tat(), before);
+    }
+
+    /// A token names the exact change it was taken under (its epoch), not the quota's values
+    /// nor the word's 4-bit generation: one held across a change back to the very same quota,
+    /// or across 16 changes (the generation back where it was), is kept, as the docs promise
+    /// for every change. (Compared by values, both were credited.)
+    #[test]
+    fn nothing_is_given_back_across_any_change_even_to_the_same_quota() {
+        let s = State::new(g(10, 4), 0);
+        let held = now_ok(s.acquire(0, 1));
+        s.set_quota(0, g(10, 4));
+        let before = s.tat();
+        s.refund(held, 1, 0);
+        assert_eq!(s.tat(), before, "kept across a change to the same quota");
+
+        let held = now_ok(s.acquire(0, 1));
+        for _ in 0..16 {
+            s.set_quota(0, g(10, 4));
+        }
+        let before = s.tat();
+        s.refund(held, 1, 0);
+        assert_eq!(s.tat(), before, "kept across 16 changes");
+
+        // Without a change it comes back, for its whole cost.
+        let held = now_ok(s.acquire(0, 2));
+        let before = s.tat();
+        s.refund(held, 2, 0);
+        assert_eq!(s.tat(), before - 20);
     }
 
     /// Regression (issue 9 §3): relative time was clamped at 2^59 ns, so after 18 years of
@@ -602,7 +647,7 @@ mod tests {
         let s = State::new(g(10, 1), 0);
         let old = now_ok(s.acquire((1 << 58) - 5, 1));
         now_ok(s.acquire((1 << 58) + 5, 1));
-        s.refund(old, (1 << 58) + 5);
+        s.refund(old, 1, (1 << 58) + 5);
         assert_eq!(s.acquire((1 << 58) + 5, 1), Acquired::Denied(10));
     }
 }
@@ -670,7 +715,7 @@ mod refund_properties {
                     }
                     Op::Refund(i) if !held.is_empty() => {
                         let (t, _) = held.remove(i % held.len());
-                        s.refund(t, now);
+                        s.refund(t, 1, now);
                     }
                     Op::Spend(i) if !held.is_empty() => {
                         let (_, at) = held.remove(i % held.len());
@@ -726,12 +771,14 @@ mod fast_path_properties {
             let mut gcra = Gcra::new(interval, burst).unwrap();
             let s = State::new(gcra, origin);
             let mut now = 0u64;
+            let mut epoch = 0u64;
             for (dt, cost, change) in steps {
                 now += dt;
                 if change == 0 {
                     let burst = 1 + (dt % 7) as u32;
                     gcra = Gcra::new(interval + dt, burst).unwrap();
                     s.set_quota(now, gcra);
+                    epoch += 1;
                 }
                 let tat = s.tat();
                 let rel = now.saturating_sub(origin);
@@ -739,9 +786,8 @@ mod fast_path_properties {
                 match (s.acquire_fast(now, cost), reference) {
                     (Fast::Now(taken), Decision::Admit { tat: next, wait: 0 }) => {
                         prop_assert_eq!(s.tat(), next);
-                        prop_assert_eq!(taken.amount, u64::from(cost) * gcra.interval_nanos());
                         prop_assert_eq!(taken.start, tat.max(rel));
-                        prop_assert_eq!(taken.params.gcra, gcra);
+                        prop_assert_eq!(taken.epoch, epoch);
                     }
                     (Fast::Denied(after), Decision::Deny { retry_after }) => {
                         prop_assert_eq!(after, retry_after);
@@ -855,7 +901,7 @@ mod loom_tests {
             };
             let refunder = {
                 let state = state.clone();
-                loom::thread::spawn(move || state.refund(held, 0))
+                loom::thread::spawn(move || state.refund(held, 1, 0))
             };
             let acquirer = {
                 let state = state.clone();
