@@ -98,9 +98,13 @@ where
                     guard.polling = false;
                     ready!(poll)
                 };
-                if let Some(permit) = permit.take() {
-                    permit.0.classify_and_complete(classifier, result.as_ref());
+                if let Some(permit) = permit.as_mut() {
+                    permit
+                        .0
+                        .classify_and_complete_in_place(classifier, result.as_ref());
                 }
+                // Dropped where it lies, recorded (not moved out first).
+                *permit = None;
                 Poll::Ready(result.map_err(Into::into))
             }
             KindProj::Rejected { error } => Poll::Ready(Err(Box::new(

@@ -83,8 +83,12 @@ impl<H: Holder> Core<H> {
         (now, elapsed)
     }
 
+    /// Records `outcome` once: a completed core records nothing more, not even when dropped.
     #[inline]
-    fn complete(mut self, outcome: Outcome, now: Instant, elapsed: Option<Duration>) {
+    fn complete(&mut self, outcome: Outcome, now: Instant, elapsed: Option<Duration>) {
+        if self.done {
+            return;
+        }
         self.done = true;
         self.holder
             .shared()
@@ -93,7 +97,20 @@ impl<H: Holder> Core<H> {
 
     #[inline]
     pub(crate) fn classify_and_complete<C, Res, Err>(
-        self,
+        mut self,
+        classifier: &C,
+        result: Result<&Res, &Err>,
+    ) where
+        C: Classify<Res, Err> + ?Sized,
+    {
+        self.classify_and_complete_in_place(classifier, result);
+    }
+
+    /// [`classify_and_complete`](Self::classify_and_complete) on a permit that stays where it
+    /// is (a response future's field, dropped there after): no move of the permit.
+    #[inline]
+    pub(crate) fn classify_and_complete_in_place<C, Res, Err>(
+        &mut self,
         classifier: &C,
         result: Result<&Res, &Err>,
     ) where
@@ -108,7 +125,7 @@ impl<H: Holder> Core<H> {
     }
 
     #[inline]
-    pub(crate) fn record(self, outcome: Outcome) {
+    pub(crate) fn record(mut self, outcome: Outcome) {
         let (now, elapsed) = self.end();
         self.complete(outcome, now, elapsed);
     }
