@@ -140,6 +140,48 @@ async fn a_layer_below_that_is_full_or_rejects_burns_no_tokens() {
     }
 }
 
+/// A response future that outlives its limiter (every handle and service dropped while the
+/// call is in flight) still completes, whether the call succeeds or a layer below rejects it
+/// locally (its token has no bucket left to go back to). And a listener subscribed while a
+/// call is in flight does not break its refund.
+#[test]
+fn a_response_future_may_outlive_its_limiter() {
+    let (limiter, _manual) = manual_limiter(1, 2);
+    let mut ok = limiter.layer().layer(Echo);
+    let mut below = limiter.layer().layer(RejectsLocally);
+    let noop = Waker::noop();
+    let mut cx = Context::from_waker(noop);
+    assert!(Service::<u32>::poll_ready(&mut ok, &mut cx).is_ready());
+    let success = ok.call(1u32);
+    assert!(Service::<u32>::poll_ready(&mut below, &mut cx).is_ready());
+    let rejected = below.call(2u32);
+    assert_eq!(limiter.remaining_burst(), 0);
+
+    // Subscribed after admission: the refund still happens (and the listener hears of it).
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let seen = events.clone();
+    let listener = limiter.subscribe(move |e: &RateLimiterEvent| seen.lock().unwrap().push(*e));
+    let err = tokio_test::block_on(rejected).unwrap_err();
+    assert!(palisade_core::is_local_rejection(&*err));
+    assert_eq!(limiter.remaining_burst(), 1, "the token went back");
+    assert!(
+        events
+            .lock()
+            .unwrap()
+            .contains(&RateLimiterEvent::Refunded { cost: 1 })
+    );
+
+    // Now everything of the limiter goes; the futures in flight still complete.
+    assert!(limiter.unsubscribe(listener));
+    let rejected = {
+        assert!(Service::<u32>::poll_ready(&mut below, &mut cx).is_ready());
+        below.call(3u32)
+    };
+    drop((ok, below, limiter));
+    assert_eq!(tokio_test::block_on(success).unwrap(), 1);
+    assert!(tokio_test::block_on(rejected).is_err());
+}
+
 #[test]
 #[should_panic(expected = "poll_ready must be called first")]
 fn call_without_poll_ready_panics() {
