@@ -4,8 +4,11 @@
 //! - `load_balancer/pick_call_1_thread/{10,100,1000}`: `poll_ready` (pick) + `call` +
 //!   completion (record) of one request on one thread, over 10, 100 and 1 000 endpoints that
 //!   answer at once. tower's `Balance` is used directly (one owner, no `Buffer`). Beside the
-//!   default strategy: the same balancer with per-endpoint breakers (`fleet_breaker`), and
-//!   Maglev hashing (`Balancer::maglev`, the table built before timing).
+//!   default strategy: the same balancer with per-endpoint breakers (`fleet_breaker`),
+//!   Maglev hashing (`Balancer::maglev`, the table built before timing), and endpoints
+//!   whose service costs a reference count to clone (`palisade P2cPeakEwma, gated
+//!   endpoints`: each endpoint a `CircuitBreakerService` in gate mode over the bare service,
+//!   as in the `stack` bench; the balancer clones the endpoint's service per call).
 //! - `load_balancer/pick_call_2_thread/{10,100,1000}`: two threads on one shared balancer. Palisade:
 //!   one `BalancerService` per thread, same `Balancer`. tower: one `Buffer` over the `Balance`,
 //!   cloned per thread, as users must share it; its calls go through the buffer's channel to
@@ -21,13 +24,14 @@
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use palisade_benches::{Bare, call_now, contended, contention_threads};
+use palisade_circuit_breaker::CircuitBreaker;
 use palisade_load_balancer::{Balancer, BalancerService, EndpointMeta, fleet_breaker};
 use std::hint::black_box;
 use std::time::Duration;
 use tower::balance::p2c::Balance;
 use tower::discover::ServiceList;
 use tower::load::{CompleteOnResponse, PeakEwma};
-use tower::{Service, ServiceExt};
+use tower::{Layer, Service, ServiceExt};
 
 type TowerBalance = Balance<ServiceList<Vec<PeakEwma<Bare>>>, u64>;
 
@@ -50,6 +54,13 @@ fn palisade_balancer(n: usize) -> Balancer<usize, Bare> {
 }
 
 fn one_thread(c: &mut Criterion) {
+    // The gated endpoints' breakers would need a timer only to wait; a runtime is entered
+    // so that they could.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a tokio runtime");
+    let _entered = runtime.enter();
     let mut group = c.benchmark_group("load_balancer/pick_call_1_thread");
     let mut bare = Bare;
     group.bench_function("bare", |b| {
@@ -72,6 +83,22 @@ fn one_thread(c: &mut Criterion) {
         let mut svc = guarded.service();
         group.bench_with_input(
             BenchmarkId::new("palisade P2cPeakEwma + endpoint breakers", n),
+            &n,
+            |b, _| {
+                b.iter(|| black_box(call_now(&mut svc, black_box(1u64))));
+            },
+        );
+
+        let gated = Balancer::new((0..n).map(|k| {
+            let breaker = CircuitBreaker::builder()
+                .name(format!("endpoint-{k}"))
+                .build()
+                .expect("valid settings");
+            (k, breaker.layer().gate().layer(Bare))
+        }));
+        let mut svc = gated.service();
+        group.bench_with_input(
+            BenchmarkId::new("palisade P2cPeakEwma, gated endpoints", n),
             &n,
             |b, _| {
                 b.iter(|| black_box(call_now(&mut svc, black_box(1u64))));

@@ -26,8 +26,6 @@ enum Slot<K, S> {
         picked: Instant,
         /// The endpoint breaker's permit, taken once the endpoint was ready.
         permit: Option<palisade_circuit_breaker::OwnedPermit>,
-        /// The index of the kept clone `service` is, to put it back after `call`.
-        home: Option<usize>,
     },
     /// Every endpoint tried was busy: the first of them, polled again next time (its wake-up
     /// is registered).
@@ -39,31 +37,22 @@ enum Slot<K, S> {
     Reject,
 }
 
-/// Endpoint clones a service keeps between its calls: those of the first `KEPT_CLONES`
-/// endpoints of its kept set. Bounds the memory of a long-lived service to this many
-/// endpoint services whatever the size of the set.
-const KEPT_CLONES: usize = 64;
-
 /// The endpoint set a service picks from, kept between its calls.
 ///
 /// Reading the set through the `ArcSwap` costs two atomic read-modify-writes per pick (a debt
 /// slot taken and paid back); a kept `Arc` of the set costs one atomic load per pick (the
 /// set's generation, compared with the kept one). A fresh service or clone starts `Cold` and
 /// reads its first set through a guard, so a clone that is polled once (a retry's) costs no
-/// reference count; from its second poll on it keeps the set, and beside it the endpoint
-/// clones it called (a clone costs a reference count and its drop another, for most
-/// services: a hyper client, a tonic channel, a breaker or a bulkhead in front of them).
+/// reference count; from its second poll on it keeps the set.
 enum SetCache<K, S> {
     /// Never polled.
     Cold,
     /// Polled once, through a guard.
     Warm,
-    /// The set published with `generation`, and the clones of its first endpoints that
-    /// this service called and may call again (`clones[i]`: endpoint `i`'s).
+    /// The set published with `generation`.
     Kept {
         generation: u64,
         set: Arc<Vec<Entry<K, S>>>,
-        clones: Vec<Option<S>>,
     },
 }
 
@@ -100,15 +89,6 @@ fn admit<K: Clone + Send + Sync + 'static>(
 ///   answers [`NoHealthyEndpoints`](crate::NoHealthyEndpoints) from its future. `poll_ready`
 ///   itself never fails, so the service works under `Buffer`, tower's `Balance` and
 ///   hyper/tonic clients.
-///
-/// A long-lived service keeps the clone of an endpoint's service it called (for the first 64
-/// endpoints of the set) and polls it again for its next call there, instead of cloning
-/// afresh: `poll_ready` then `call`, over and over, is any tower service's ordinary life. A
-/// clone whose readiness failed, or that was ready but not called (its breaker refused, or
-/// the reserving `BalancerService` was dropped), or that waits, is dropped, never kept, so a
-/// reservation it holds is given back. A set change drops the kept clones at the next
-/// `poll_ready`. A fresh clone of the `BalancerService` (a retry's) keeps none until its
-/// second poll.
 ///
 /// A service keeps the endpoint set it last picked from until its next `poll_ready` (which
 /// takes up a set changed meanwhile, `insert` and `remove` never wait for it), so the
@@ -342,7 +322,6 @@ where
                             service,
                             picked: now,
                             permit,
-                            home: None,
                         };
                         return Poll::Ready(Ok(()));
                     }
@@ -366,29 +345,19 @@ where
                 guard = Some(self.shared.set.load());
             }
             cache => {
-                let set = self.shared.set.load_full();
-                // The old clones go (their set is gone); their room is reused.
-                let mut clones = match std::mem::replace(cache, SetCache::Warm) {
-                    SetCache::Kept { clones, .. } => clones,
-                    _ => Vec::new(),
-                };
-                clones.clear();
-                clones.resize_with(set.len().min(KEPT_CLONES), || None);
                 *cache = SetCache::Kept {
                     generation,
-                    set,
-                    clones,
+                    set: self.shared.set.load_full(),
                 };
             }
         }
         let recheck;
-        let (mut set, mut clones): (&[Entry<K, S>], Option<&mut Vec<Option<S>>>) =
-            match (&guard, &mut self.set) {
-                (Some(guard), _) => (guard, None),
-                (None, SetCache::Kept { set, clones, .. }) => (set, Some(clones)),
-                // Not reached: without a guard the match above kept a set.
-                (None, _) => (&[], None),
-            };
+        let mut set: &[Entry<K, S>] = match (&guard, &self.set) {
+            (Some(guard), _) => guard,
+            (None, SetCache::Kept { set, .. }) => set,
+            // Not reached: without a guard the match above kept a set.
+            (None, _) => &[],
+        };
         if set.is_empty() && self.shared.when_empty == crate::WhenEmpty::Wait {
             {
                 let mut waiters = self.shared.empty_waiters.lock();
@@ -411,8 +380,6 @@ where
                 return Poll::Pending;
             }
             set = &recheck;
-            // The kept clones belong to the kept set, not to this one.
-            clones = None;
         }
         let now = clock.now();
         let mut excluded = [u64::MAX; MAX_READY_TRIES + 1];
@@ -433,13 +400,7 @@ where
                 break;
             };
             let entry = &set[i];
-            // The kept clone of this endpoint, if there is one; else a fresh clone.
-            let kept = clones.as_deref_mut().and_then(|c| c.get_mut(i));
-            let home = kept.is_some().then_some(i);
-            let mut service = match kept.and_then(Option::take) {
-                Some(service) => service,
-                None => entry.service.clone(),
-            };
+            let mut service = entry.service.clone();
             match service.poll_ready(cx) {
                 Poll::Ready(Ok(())) => {
                     // A breaker that refuses (half-open with its probes out, or opened since
@@ -451,7 +412,6 @@ where
                             service,
                             picked: now,
                             permit,
-                            home,
                         };
                         return Poll::Ready(Ok(()));
                     }
@@ -483,7 +443,6 @@ where
                 mut service,
                 picked,
                 permit,
-                home,
             } => {
                 self.last = Some(node.id);
                 if self.avoid.is_some() {
@@ -496,14 +455,6 @@ where
                 let record: Arc<dyn Record> = node;
                 let guard = InFlight::with_permit(record, picked, permit);
                 let future = service.call(request);
-                // Back where it came from, for the next call there: the kept set cannot have
-                // changed since `poll_ready` (only a `poll_ready` without a reservation
-                // changes it).
-                if let (Some(i), SetCache::Kept { clones, .. }) = (home, &mut self.set)
-                    && let Some(slot) = clones.get_mut(i)
-                {
-                    *slot = Some(service);
-                }
                 ResponseFuture::called(future, guard, self.classify.clone())
             }
             Slot::Reject => {
