@@ -4,7 +4,8 @@
 //! Groups: the admit path on one thread (direct handle and tower service), the reject path,
 //! two threads (or the counts in `PALISADE_BENCH_THREADS`) on one shared limiter admitted and
 //! refused, and keyed limiting over 10 000 hot keys (one and two
-//! threads). Palisade runs with its default TSC clock and, marked `coarse`, with
+//! threads), both with keys that refill between visits (swept out and admitted anew) and with
+//! keys that stay held (a lookup of a present key). Palisade runs with its default TSC clock and, marked `coarse`, with
 //! `Clock::coarse()` (~1 ms stale: see the crate docs for that trade-off).
 //!
 //! tower's `RateLimit` cannot be shared (not `Clone`, state per instance), so its two-thread
@@ -369,12 +370,75 @@ fn keyed(c: &mut Criterion) {
     group.finish();
 }
 
+/// `keyed` with a quota under which every key stays held: each admission adds a millisecond
+/// of debt (one token per ms, a burst no bench run spends), so a key revisited 10 000 calls
+/// later is still in debt. In `keyed`, a key's bucket refills within a nanosecond, so every
+/// key is idle at its next visit: Palisade sweeps idle keys out (its bound on memory) and
+/// admits each visit as a new key, while governor keeps every key until `retain_recent`.
+/// This group times the lookup of keys that are present; that one, the churn.
+fn keyed_held(c: &mut Criterion) {
+    let mut group = c.benchmark_group("rate_limit/keyed_10k_held_keys");
+    let rate = NonZeroU32::new(1_000).unwrap();
+    let palisade = KeyedRateLimiter::<u64>::builder()
+        .rate(rate.get(), Duration::from_secs(1))
+        .burst(1_000_000_000)
+        .max_keys(100_000)
+        .build()
+        .unwrap();
+    let governor = governor::RateLimiter::keyed(
+        GQuota::per_second(rate).allow_burst(NonZeroU32::new(1_000_000_000).unwrap()),
+    );
+    for key in 0..KEYS {
+        palisade.check(&key).unwrap();
+        governor.check_key(&key).unwrap();
+    }
+    let next = |k: u64| (k + 7_919) % KEYS;
+    let mut key = 0;
+    group.bench_function("palisade_1_thread", |b| {
+        b.iter(|| {
+            key = next(key);
+            black_box(palisade.check(&key))
+        });
+    });
+    let mut key = 0;
+    group.bench_function("governor_dashmap_1_thread", |b| {
+        b.iter(|| {
+            key = next(key);
+            black_box(governor.check_key(&key))
+        });
+    });
+    group.bench_function("palisade_2_threads", |b| {
+        b.iter_custom(|iters| {
+            contended(2, iters, |t, n| {
+                let mut key = t as u64 * 5_000;
+                for _ in 0..n {
+                    key = next(key);
+                    let _ = black_box(palisade.check(&key));
+                }
+            })
+        });
+    });
+    group.bench_function("governor_dashmap_2_threads", |b| {
+        b.iter_custom(|iters| {
+            contended(2, iters, |t, n| {
+                let mut key = t as u64 * 5_000;
+                for _ in 0..n {
+                    key = next(key);
+                    let _ = black_box(governor.check_key(&key));
+                }
+            })
+        });
+    });
+    group.finish();
+}
+
 criterion_group!(
     benches,
     admit_1_thread,
     reject_1_thread,
     admit_2_threads,
     reject_n_threads,
-    keyed
+    keyed,
+    keyed_held
 );
 criterion_main!(benches);

@@ -25,6 +25,10 @@ pub(crate) struct Spent {
 
 /// A token spent on a call whose limiter the future does not hold: its id, to find it in the
 /// registry should the token have to go back (see `RateLimiter::grant`).
+#[cfg_attr(
+    loom,
+    allow(dead_code, reason = "loom builds have no registry: tokens stay owned")
+)]
 pub(crate) struct Detached {
     pub(crate) id: u64,
     pub(crate) taken: Taken,
@@ -36,6 +40,7 @@ pub(crate) enum Grant {
     /// The limiter: the call's end is reported to its listeners.
     Owned(Spent),
     /// Nobody listened when the call was admitted: only the token.
+    #[cfg_attr(loom, allow(dead_code, reason = "loom builds have no registry"))]
     Detached(Detached),
 }
 

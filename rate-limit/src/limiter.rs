@@ -56,7 +56,8 @@ struct Inner {
     quota: Mutex<Quota>,
     events: EventBus<RateLimiterEvent>,
     name: String,
-    /// This limiter's key in the [`registry`] (0 under loom, which has no registry).
+    /// This limiter's key in the `registry` (0 under loom, which has no registry).
+    #[cfg_attr(loom, allow(dead_code, reason = "loom builds have no registry"))]
     id: u64,
 }
 
@@ -494,6 +495,12 @@ mod tests {
             })
         };
         assert!(matches!(limiter.grant(take(&limiter), 1), Grant::Owned(_)));
+        // Relaxed: as in the listener.
+        assert_eq!(
+            seen.load(Ordering::Relaxed),
+            1,
+            "the listener heard the admission"
+        );
         assert!(limiter.unsubscribe(listener));
         assert!(matches!(
             limiter.grant(take(&limiter), 1),
