@@ -202,8 +202,7 @@ impl EndpointStats {
     /// the latencies and the failure penalty still charged.
     #[inline]
     pub(crate) fn latency_ns(&self, now: Instant, tau: Tau) -> f64 {
-        self.measured_ns(now, tau)
-            .max(self.penalty_ns(now, tau))
+        self.measured_ns(now, tau).max(self.penalty_ns(now, tau))
     }
 
     /// The latency a pick compares: [`latency_ns`](Self::latency_ns), except that an idle

@@ -58,8 +58,7 @@ pub fn decayed(estimate: f64, elapsed_ns: u64, tau_ns: f64) -> f64 {
 fn e_minus(x: f64) -> f64 {
     if x < POLYNOMIAL_BELOW {
         // 1 - x + x²/2 - x³/6 + x⁴/24 - x⁵/120, by Horner's rule.
-        1.0 - x
-            * (1.0 - x * (1.0 / 2.0 - x * (1.0 / 6.0 - x * (1.0 / 24.0 - x * (1.0 / 120.0)))))
+        1.0 - x * (1.0 - x * (1.0 / 2.0 - x * (1.0 / 6.0 - x * (1.0 / 24.0 - x * (1.0 / 120.0)))))
     } else {
         (-x).exp()
     }
@@ -158,8 +157,14 @@ mod tests {
         // The sweep reached the polynomial's end, where its error is largest.
         assert!(worst > 0.0, "every value exact: the sweep tested nothing");
         // Past the threshold `exp` itself answers.
-        assert_eq!(survival(limit + 1, tau), (-((limit + 1) as f64) / tau).exp());
-        assert_eq!(survival(3 * limit, tau), (-((3 * limit) as f64) / tau).exp());
+        assert_eq!(
+            survival(limit + 1, tau),
+            (-((limit + 1) as f64) / tau).exp()
+        );
+        assert_eq!(
+            survival(3 * limit, tau),
+            (-((3 * limit) as f64) / tau).exp()
+        );
     }
 
     /// The truncation bound stated on [`POLYNOMIAL_BELOW`]: the first omitted term at the
@@ -176,10 +181,25 @@ mod tests {
     #[test]
     fn tau_by_its_inverse_agrees_with_dividing() {
         let tau = Tau::from_ns(TAU);
-        for elapsed in [0, 1, 999, 1_000_000, 3_900_000, 3_906_250, 50_000_000, 4_000_000_000] {
+        for elapsed in [
+            0,
+            1,
+            999,
+            1_000_000,
+            3_900_000,
+            3_906_250,
+            50_000_000,
+            4_000_000_000,
+        ] {
             let (a, b) = (tau.survival(elapsed), survival(elapsed, TAU));
-            assert!((a - b).abs() <= 2.0 * f64::EPSILON * b.max(f64::MIN_POSITIVE), "{elapsed}");
-            let (a, b) = (tau.observe(900.0, elapsed, 10.0), observe(900.0, elapsed, 10.0, TAU));
+            assert!(
+                (a - b).abs() <= 2.0 * f64::EPSILON * b.max(f64::MIN_POSITIVE),
+                "{elapsed}"
+            );
+            let (a, b) = (
+                tau.observe(900.0, elapsed, 10.0),
+                observe(900.0, elapsed, 10.0, TAU),
+            );
             assert!((a - b).abs() <= 1e-9, "{elapsed}: {a} vs {b}");
             assert_eq!(tau.observe(9.0, elapsed, 10.0), 10.0);
             let (a, b) = (tau.decayed(900.0, elapsed), decayed(900.0, elapsed, TAU));

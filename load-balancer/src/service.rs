@@ -339,7 +339,9 @@ where
         let generation = self.shared.generation.load(Ordering::Acquire);
         let mut guard = None;
         match &mut self.set {
-            SetCache::Kept { generation: kept, .. } if *kept == generation => {}
+            SetCache::Kept {
+                generation: kept, ..
+            } if *kept == generation => {}
             cold @ SetCache::Cold => {
                 *cold = SetCache::Warm;
                 guard = Some(self.shared.set.load());
@@ -498,7 +500,10 @@ mod tests {
         let mut clone = root.clone();
         assert!(matches!(call_now(&mut clone, 2u64), Some(Ok(2))));
         let after_pick = seeds();
-        assert_ne!(after_pick, after_root, "the clone's first pick draws its seed");
+        assert_ne!(
+            after_pick, after_root,
+            "the clone's first pick draws its seed"
+        );
         assert!(matches!(call_now(&mut clone, 3u64), Some(Ok(3))));
         assert_eq!(seeds(), after_pick, "once");
     }

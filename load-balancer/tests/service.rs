@@ -881,13 +881,21 @@ async fn a_long_lived_service_follows_set_changes_and_lets_removed_endpoints_go(
     let held = || Arc::strong_count(&endpoints[0].calls);
     // This test's handle and the set's entry.
     assert_eq!(held(), 2);
-    balancer.insert(1, Endpoint::new(1, Duration::from_millis(1)), EndpointMeta::new());
+    balancer.insert(
+        1,
+        Endpoint::new(1, Duration::from_millis(1)),
+        EndpointMeta::new(),
+    );
     assert!(balancer.remove(&0));
     // The service still keeps the set it last picked from.
     assert_eq!(held(), 2);
     for _ in 0..3 {
         assert_eq!(svc.ready().await.unwrap().call(0).await.unwrap(), 1);
     }
-    assert_eq!(held(), 1, "the removed endpoint's service is let go at the next poll");
+    assert_eq!(
+        held(),
+        1,
+        "the removed endpoint's service is let go at the next poll"
+    );
     assert_eq!(endpoints[0].calls(), 3);
 }
