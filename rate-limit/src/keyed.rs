@@ -362,10 +362,16 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
         if shard.table.len() <= MIN_SWEEP {
             shard.next_sweep = shard.next_sweep.min(tat);
         }
-        // Relaxed: a hint (see "Memory ordering").
-        self.inner
-            .no_room_until
-            .fetch_min(shard.origin.saturating_add(tat), Ordering::Relaxed);
+        let at = shard.origin.saturating_add(tat);
+        // Relaxed (both): a hint (see "Memory ordering"). The read-modify-write only when it
+        // would lower the hint: below the cap the hint stays 0, and an RMW that changes
+        // nothing still takes the line exclusive (x86 has no atomic min: it is a CAS loop),
+        // a shared line written on every new key. Skipping it is the `fetch_min` taking
+        // effect at the load, where it is a no-op.
+        let hint = &self.inner.no_room_until;
+        if hint.load(Ordering::Relaxed) > at {
+            hint.fetch_min(at, Ordering::Relaxed);
+        }
     }
 
     /// Counts one more key, unless the limiter holds `max_keys`.
