@@ -298,7 +298,16 @@ pub(crate) struct TimeWindow {
     /// another generation), the window holds neither, so a success cannot trip the breaker and
     /// needs no tally ([`record_success_if_clean`](Self::record_success_if_clean)).
     last_bad: CachePadded<AtomicU64>,
+    /// The bucket the clock was last found in, as `number << HINT_INDEX_BITS | index` (0:
+    /// none yet): a cache of [`number`](Self::number) and the ring index, so that a call in
+    /// the same bucket as the one before needs a multiplication instead of two divisions.
+    /// Written once per bucket period (by whichever call first finds the clock past it).
+    hint: AtomicU64,
 }
+
+/// Bits of [`TimeWindow::hint`] that hold the ring index (at most 1 000 buckets).
+const HINT_INDEX_BITS: u32 = 16;
+const HINT_INDEX_MASK: u64 = (1 << HINT_INDEX_BITS) - 1;
 
 impl TimeWindow {
     pub(crate) fn new(buckets: u32, bucket_nanos: u64) -> TimeWindow {
@@ -312,6 +321,7 @@ impl TimeWindow {
                 })
                 .collect(),
             last_bad: CachePadded::new(AtomicU64::new(0)),
+            hint: AtomicU64::new(0),
         }
     }
 
@@ -319,14 +329,49 @@ impl TimeWindow {
         (now.as_nanos() / self.bucket_nanos + 1) & STAMP_SLOT_MASK
     }
 
+    /// The bucket number of `now` (exactly [`number`](Self::number)) and its index in the
+    /// ring, from [`hint`](Self::hint) when `now` lies in the bucket it holds.
+    #[inline]
+    fn locate(&self, now: Instant) -> (u64, usize) {
+        let nanos = now.as_nanos();
+        // Relaxed: a cache of a pure function of the time; whatever value is read is checked
+        // against `now` before it is used, and no other memory is read on the strength of it.
+        let hint = self.hint.load(Ordering::Relaxed);
+        let number = hint >> HINT_INDEX_BITS;
+        // Bucket `number` covers [(number - 1) · width, number · width): if `now` is in it,
+        // `number(now)` is `number` (which was stored masked, so masking changes nothing).
+        if let Some(start) = number
+            .checked_sub(1)
+            .and_then(|n| n.checked_mul(self.bucket_nanos))
+            && nanos >= start
+            && nanos - start < self.bucket_nanos
+        {
+            return (number, (hint & HINT_INDEX_MASK) as usize);
+        }
+        self.locate_slow(now)
+    }
+
+    /// [`locate`](Self::locate) by division, remembered in the hint.
+    #[cold]
+    fn locate_slow(&self, now: Instant) -> (u64, usize) {
+        let number = self.number(now);
+        let index = (number % self.buckets.len() as u64) as usize;
+        // Relaxed: see `locate`; racing writers each store a correct pair for their own time.
+        self.hint.store(
+            (number << HINT_INDEX_BITS) | index as u64,
+            Ordering::Relaxed,
+        );
+        (number, index)
+    }
+
     /// Records one outcome of `generation` at `now`. Returns the window's tally, or `None` if
     /// the record is stale (a newer generation, or older than the window).
     pub(crate) fn record(&self, generation: Tag, now: Instant, record: Record) -> Option<Tally> {
-        let number = self.number(now);
+        let (number, index) = self.locate(now);
         if record != Record::SUCCESS {
             self.mark_bad(generation, number);
         }
-        match self.add(generation, number, record) {
+        match self.add(generation, number, index, record) {
             Added::Stale => None,
             Added::Counted | Added::Saturated => Some(self.tally_at(generation, number)),
         }
@@ -343,12 +388,12 @@ impl TimeWindow {
     /// the decision (two recorders' tallies race in the same way).
     #[inline]
     pub(crate) fn record_success_if_clean(&self, generation: Tag, now: Instant) -> bool {
-        let number = self.number(now);
+        let (number, index) = self.locate(now);
         if !self.clean(generation, number) {
             return false;
         }
         // Stale or saturated: nothing more to do either way, as in `record`'s callers.
-        let _ = self.add(generation, number, Record::SUCCESS);
+        let _ = self.add(generation, number, index, Record::SUCCESS);
         true
     }
 
@@ -399,12 +444,12 @@ impl TimeWindow {
         }
     }
 
-    /// Counts `record` into bucket `number`, resetting the bucket first if it still holds an
-    /// older period.
+    /// Counts `record` into bucket `number` (at `index` in the ring), resetting the bucket
+    /// first if it still holds an older period.
     #[inline]
-    fn add(&self, generation: Tag, number: u64, record: Record) -> Added {
+    fn add(&self, generation: Tag, number: u64, index: usize, record: Record) -> Added {
         let want = (u64::from(generation) << STAMP_GEN_SHIFT) | number;
-        let bucket = &self.buckets[(number % self.buckets.len() as u64) as usize];
+        let bucket = &self.buckets[index];
         let mut spins = 0;
         loop {
             // Acquire: pairs with the Release store that finished the bucket's reset, so the
@@ -461,7 +506,7 @@ impl TimeWindow {
 
     /// What generation `generation` holds at `now`.
     pub(crate) fn tally(&self, generation: Tag, now: Instant) -> Tally {
-        self.tally_at(generation, self.number(now))
+        self.tally_at(generation, self.locate(now).0)
     }
 
     fn tally_at(&self, generation: Tag, number: u64) -> Tally {
@@ -676,6 +721,38 @@ mod tests {
             "generation 1's failure is still in"
         );
         assert!(w.record_success_if_clean(1, at(9)));
+    }
+
+    /// The bucket hint gives exactly what the division gives, for times in any order (the
+    /// hint moves back and forth between threads whose clocks are read at different moments),
+    /// at bucket edges, and for widths that do not divide a second.
+    #[test]
+    fn time_window_locates_buckets_as_the_division_does() {
+        for (buckets, width) in [(10u32, 1_000_000_000u64), (7, 1_000_001), (1000, 1_000_000)] {
+            let w = TimeWindow::new(buckets, width);
+            let mut rng = palisade_core::rng::SplitMix64::new(u64::from(buckets));
+            let mut times = vec![0, 1, width - 1, width, width + 1, 2 * width - 1, u64::MAX];
+            let mut last = 0u64;
+            for _ in 0..20_000 {
+                // Mostly small steps forward, sometimes back, sometimes a jump.
+                last = match rng.next_u64() % 8 {
+                    0 => last.saturating_sub(rng.next_u64() % (2 * width)),
+                    1 => rng.next_u64() >> 8,
+                    _ => last.saturating_add(rng.next_u64() % (width / 3 + 1)),
+                };
+                times.push(last);
+            }
+            for nanos in times {
+                let now = Instant::from_nanos(nanos);
+                let number = w.number(now);
+                let index = (number % u64::from(buckets)) as usize;
+                assert_eq!(
+                    w.locate(now),
+                    (number, index),
+                    "{buckets} × {width} ns at {nanos}"
+                );
+            }
+        }
     }
 
     /// Regression (issue 9 §3): a stripe's 21-bit fields had no saturation and the stripes were
