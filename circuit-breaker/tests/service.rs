@@ -4,7 +4,7 @@
 use palisade_circuit_breaker::{CircuitBreaker, CircuitOpen, State};
 use palisade_core::classify::Outcome;
 use palisade_core::clock::Clock;
-use palisade_core::test_util::{MockBackend, MockError, Reply, Script, Step};
+use palisade_core::test_util::{MockBackend, MockError, MockErrorKind, Reply, Script, Step};
 use std::future::poll_fn;
 use std::time::Duration;
 use tokio_test::{assert_pending, assert_ready_ok, task};
@@ -125,6 +125,66 @@ async fn a_reserved_permit_is_given_back_when_the_service_is_dropped() {
     drop(svc);
     drop(breaker.try_acquire().unwrap());
     drop(other);
+}
+
+/// An inner service that is broken for good: its `poll_ready` fails.
+#[derive(Clone, Copy)]
+struct Broken;
+
+impl Service<u32> for Broken {
+    type Response = u32;
+    type Error = MockError;
+    type Future = std::future::Ready<Result<u32, MockError>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), MockError>> {
+        std::task::Poll::Ready(Err(MockError {
+            kind: MockErrorKind::Down,
+            call: 0,
+        }))
+    }
+
+    fn call(&mut self, request: u32) -> Self::Future {
+        std::future::ready(Ok(request))
+    }
+}
+
+/// The probe a ready check reserved comes back when the inner service turns out broken (its
+/// `poll_ready` fails), and when the service is unwrapped with `into_inner`, in both modes.
+#[tokio::test(start_paused = true)]
+async fn a_reservation_comes_back_when_the_inner_service_is_broken_or_unwrapped() {
+    for gate in [false, true] {
+        let breaker = breaker();
+        breaker.transition_to_half_open();
+        let layer = if gate {
+            breaker.layer().gate()
+        } else {
+            breaker.layer()
+        };
+        let mut broken = layer.clone().layer(Broken);
+        for _ in 0..3 {
+            assert!(ServiceExt::<u32>::ready(&mut broken).await.is_err());
+        }
+        let mut healthy = layer.layer(MockBackend::healthy());
+        ServiceExt::<u32>::ready(&mut healthy).await.unwrap();
+        let held = breaker
+            .try_acquire()
+            .expect("the broken service holds no probe");
+        assert!(
+            breaker.try_acquire().is_err(),
+            "gate {gate}: two probes out"
+        );
+        drop(held);
+        let _backend = healthy.into_inner();
+        drop(
+            breaker
+                .try_acquire()
+                .expect("into_inner gave the probe back"),
+        );
+        assert_eq!(breaker.snapshot().calls, 0, "nothing was recorded");
+    }
 }
 
 #[tokio::test(start_paused = true)]
