@@ -158,55 +158,38 @@ where
 }
 
 fn success_1_thread(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
-    let mut group = c.benchmark_group("stack/success_1_thread");
-    let mut bare = Bare;
-    group.bench_function("bare", |b| {
-        b.iter(|| black_box(call_now(&mut bare, black_box(1u64))));
-    });
-
-    let mut palisade = palisade_stack();
-    assert!(
-        matches!(call_now(&mut palisade, 0), Some(Ok(0))),
-        "the Palisade stack answers synchronously"
-    );
-    group.bench_function("palisade", |b| {
-        b.iter(|| black_box(call_now(&mut palisade, black_box(1u64))));
-    });
-
-    let mut tower = {
-        let _entered = runtime.enter();
-        tower_stack()
-    };
-    runtime.block_on(await_calls(&mut tower, 10));
-    group.bench_function("tower_resilience", |b| {
-        b.iter_custom(|iters| {
-            runtime.block_on(async {
-                let start = std::time::Instant::now();
-                await_calls(&mut tower, iters).await;
-                start.elapsed()
-            })
-        });
-    });
-    group.finish();
+    one_thread(c, "stack/success_1_thread", palisade_stack, tower_stack);
 }
 
 fn success_deadline_1_thread(c: &mut Criterion) {
+    one_thread(
+        c,
+        "stack/success_deadline_1_thread",
+        palisade_stack_with_deadline,
+        tower_stack_with_deadline,
+    );
+}
+
+/// One-thread group `name`: `bare`, the Palisade stack `palisade` builds (polled directly),
+/// and the peer stack `tower` builds (awaited on a current-thread runtime, for `Buffer`'s
+/// worker). Both are built inside the runtime, for the stacks whose timers are tokio's.
+fn one_thread<P, T>(c: &mut Criterion, name: &str, palisade: impl Fn() -> P, tower: impl Fn() -> T)
+where
+    P: Service<u64, Response = u64, Error = BoxError>,
+    T: Service<u64, Response = u64, Error = BoxError>,
+{
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
         .unwrap();
     let _entered = runtime.enter();
-    let mut group = c.benchmark_group("stack/success_deadline_1_thread");
+    let mut group = c.benchmark_group(name);
     let mut bare = Bare;
     group.bench_function("bare", |b| {
         b.iter(|| black_box(call_now(&mut bare, black_box(1u64))));
     });
 
-    let mut palisade = palisade_stack_with_deadline();
+    let mut palisade = palisade();
     assert!(
         matches!(call_now(&mut palisade, 0), Some(Ok(0))),
         "the Palisade stack answers synchronously"
@@ -215,7 +198,7 @@ fn success_deadline_1_thread(c: &mut Criterion) {
         b.iter(|| black_box(call_now(&mut palisade, black_box(1u64))));
     });
 
-    let mut tower = tower_stack_with_deadline();
+    let mut tower = tower();
     runtime.block_on(await_calls(&mut tower, 10));
     group.bench_function("tower_resilience", |b| {
         b.iter_custom(|iters| {

@@ -63,14 +63,19 @@ fn redis_url() -> Option<String> {
 /// The fleet-wide limiter of a case: one token per microsecond, a burst no run exhausts.
 /// Each build gets its own name, so no case starts on a bucket another one drained.
 fn global(url: &str, case: &str) -> RedisRateLimiter {
+    limiter(url, case, 1_000_000, Duration::from_secs(1), 1_000_000_000)
+}
+
+/// A Redis limiter of `count` tokens per `per` with `burst`, under a name of its own.
+fn limiter(url: &str, case: &str, count: u32, per: Duration, burst: u32) -> RedisRateLimiter {
     RedisRateLimiter::builder()
         .url(url)
         .name(format!(
             "bench-{case}-{:x}",
             palisade_core::rng::random_seed()
         ))
-        .rate(1_000_000, Duration::from_secs(1))
-        .burst(1_000_000_000)
+        .rate(count, per)
+        .burst(burst)
         .call_timeout(Duration::from_secs(1))
         .build()
         .unwrap()
@@ -179,17 +184,7 @@ fn per_call(c: &mut Criterion) {
 
 /// A drained bucket: one token an hour, taken before the case starts.
 fn drained(rt: &tokio::runtime::Runtime, url: &str, case: &str) -> RedisRateLimiter {
-    let limiter = RedisRateLimiter::builder()
-        .url(url)
-        .name(format!(
-            "bench-{case}-{:x}",
-            palisade_core::rng::random_seed()
-        ))
-        .rate(1, Duration::from_secs(3_600))
-        .burst(1)
-        .call_timeout(Duration::from_secs(1))
-        .build()
-        .unwrap();
+    let limiter = limiter(url, case, 1, Duration::from_secs(3_600), 1);
     rt.block_on(limiter.acquire("all", 1)).unwrap();
     limiter
 }
