@@ -35,11 +35,6 @@ pub enum RateLimiterEvent {
     /// A call that a service admitted has completed: [`Outcome::Success`] for `Ok`,
     /// [`Outcome::Failure`] for an error of the dependency, [`Outcome::Ignore`] for a local
     /// rejection of a layer below (its tokens were given back).
-    ///
-    /// Reported for the calls admitted while a per-call event reached someone (a listener,
-    /// a `metrics` recorder, a `TRACE` subscriber), as their `Permitted` was: a call admitted
-    /// while nobody listened reports only a give-back (`Refunded`, then `Completed` with
-    /// [`Outcome::Ignore`]), since its response future does not hold the limiter.
     Completed {
         /// How it ended.
         outcome: Outcome,

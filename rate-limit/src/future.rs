@@ -23,27 +23,6 @@ pub(crate) struct Spent {
     pub(crate) cost: u32,
 }
 
-/// A token spent on a call whose limiter the future does not hold: its id, to find it in the
-/// registry should the token have to go back (see `RateLimiter::grant`).
-#[cfg_attr(
-    loom,
-    allow(dead_code, reason = "loom builds have no registry: tokens stay owned")
-)]
-pub(crate) struct Detached {
-    pub(crate) id: u64,
-    pub(crate) taken: Taken,
-    pub(crate) cost: u32,
-}
-
-/// What a [`ResponseFuture`] holds of the limiter: see `RateLimiter::grant`.
-pub(crate) enum Grant {
-    /// The limiter: the call's end is reported to its listeners.
-    Owned(Spent),
-    /// Nobody listened when the call was admitted: only the token.
-    #[cfg_attr(loom, allow(dead_code, reason = "loom builds have no registry"))]
-    Detached(Detached),
-}
-
 /// How a call the limiter admitted ended; a local rejection from below gets its tokens back.
 fn finish<T, E: Into<BoxError>>(
     result: Result<T, E>,
@@ -88,7 +67,7 @@ enum Kind<F> {
     Called {
         #[pin]
         future: F,
-        grant: Option<Grant>,
+        spent: Option<Spent>,
     },
     Rejected {
         error: Option<BoxError>,
@@ -96,11 +75,11 @@ enum Kind<F> {
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn called(future: F, grant: Grant) -> Self {
+    pub(crate) fn called(future: F, spent: Spent) -> Self {
         ResponseFuture {
             kind: Kind::Called {
                 future,
-                grant: Some(grant),
+                spent: Some(spent),
             },
         }
     }
@@ -121,25 +100,22 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            KindProj::Called { future, grant } => {
+            KindProj::Called { future, spent } => {
                 let result = ready!(future.poll(cx));
-                match grant.take() {
-                    Some(Grant::Owned(s)) => Poll::Ready(finish(
-                        result,
-                        || s.limiter.refund(s.taken, s.cost),
-                        |outcome| s.limiter.completed(outcome),
-                    )),
-                    Some(Grant::Detached(d)) => Poll::Ready(finish(
-                        result,
-                        // Reports the ignored call itself, if the limiter lives.
-                        || d.give_back(),
-                        // Nobody listened at admission: nothing to report.
-                        |_| {},
-                    )),
-                    // Polled after completion: the inner future answers (tower's futures
-                    // panic); there is no token left to account.
-                    None => Poll::Ready(finish(result, || {}, |_| {})),
-                }
+                let spent = spent.take();
+                Poll::Ready(finish(
+                    result,
+                    || {
+                        if let Some(s) = &spent {
+                            s.limiter.refund(s.taken, s.cost);
+                        }
+                    },
+                    |outcome| {
+                        if let Some(s) = &spent {
+                            s.limiter.completed(outcome);
+                        }
+                    },
+                ))
             }
             KindProj::Rejected { error } => Poll::Ready(Err(error
                 .take()

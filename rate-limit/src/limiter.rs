@@ -3,7 +3,6 @@
 use crate::config::{Mode, Quota, RateLimiterBuilder};
 use crate::error::{CostExceedsBurst, RateLimited};
 use crate::events::RateLimiterEvent;
-use crate::future::{Detached, Grant, Spent};
 use crate::layer::RateLimiterLayer;
 use crate::state::{Acquired, Fast, State, Taken};
 use palisade_core::classify::Outcome;
@@ -56,57 +55,6 @@ struct Inner {
     quota: Mutex<Quota>,
     events: EventBus<RateLimiterEvent>,
     name: String,
-    /// This limiter's key in the `registry` (0 under loom, which has no registry).
-    #[cfg_attr(loom, allow(dead_code, reason = "loom builds have no registry"))]
-    id: u64,
-}
-
-#[cfg(not(loom))]
-impl Drop for Inner {
-    fn drop(&mut self) {
-        registry::remove(self.id);
-    }
-}
-
-/// The live limiters by id, so that a response future can hold a token without holding the
-/// limiter (a reference count, two atomic read-modify-writes per call): the rare future that
-/// must give its token back (a local rejection from below) finds the limiter here. One that
-/// is gone has no bucket left to give back to.
-#[cfg(not(loom))]
-mod registry {
-    use super::{Inner, RateLimiter};
-    use parking_lot::RwLock;
-    use std::collections::HashMap;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::{Arc, OnceLock, Weak};
-
-    type Map = HashMap<u64, Weak<Inner>, foldhash::fast::RandomState>;
-
-    fn map() -> &'static RwLock<Map> {
-        static MAP: OnceLock<RwLock<Map>> = OnceLock::new();
-        MAP.get_or_init(|| RwLock::new(Map::default()))
-    }
-
-    /// A fresh id (never 0, never reused).
-    pub(super) fn next_id() -> u64 {
-        static NEXT: AtomicU64 = AtomicU64::new(1);
-        // Relaxed: only uniqueness matters, which the RMW gives; nothing is published.
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    }
-
-    pub(super) fn insert(inner: &Arc<Inner>) {
-        map().write().insert(inner.id, Arc::downgrade(inner));
-    }
-
-    pub(super) fn remove(id: u64) {
-        map().write().remove(&id);
-    }
-
-    /// The limiter of `id`, if it still lives.
-    pub(super) fn find(id: u64) -> Option<RateLimiter> {
-        let inner = map().read().get(&id)?.upgrade()?;
-        Some(RateLimiter { inner })
-    }
 }
 
 /// A limiter's state at one moment: see [`RateLimiter::snapshot`].
@@ -128,10 +76,6 @@ impl RateLimiter {
 
     pub(crate) fn from_parts(quota: Quota, mode: Mode, clock: Clock, name: String) -> Self {
         let origin = clock.now().as_nanos();
-        #[cfg(not(loom))]
-        let id = registry::next_id();
-        #[cfg(loom)]
-        let id = 0;
         let limiter = RateLimiter {
             inner: Arc::new(Inner {
                 state: State::new(quota.gcra(), origin),
@@ -141,11 +85,8 @@ impl RateLimiter {
                 quota: Mutex::new(quota),
                 events: EventBus::new(),
                 name,
-                id,
             }),
         };
-        #[cfg(not(loom))]
-        registry::insert(&limiter.inner);
         #[cfg(feature = "metrics")]
         let quota_changes_name = limiter.inner.name.clone();
         // Only a plain limiter's quota can change: only it gets `quota_changes_total`.
@@ -394,26 +335,6 @@ impl RateLimiter {
             .emit_call_with(|| RateLimiterEvent::Refunded { cost });
     }
 
-    /// A token of this limiter for a service's response future: the limiter itself while a
-    /// per-call event would reach anyone (the future reports how the call ended), else only
-    /// its id, which costs no reference count (see [`registry`]).
-    #[inline]
-    pub(crate) fn grant(&self, taken: Taken, cost: u32) -> Grant {
-        #[cfg(not(loom))]
-        if !self.inner.events.wants_call_events() {
-            return Grant::Detached(Detached {
-                id: self.inner.id,
-                taken,
-                cost,
-            });
-        }
-        Grant::Owned(Spent {
-            limiter: self.clone(),
-            taken,
-            cost,
-        })
-    }
-
     /// Reports how a permitted call ended.
     #[inline]
     pub(crate) fn completed(&self, outcome: Outcome) {
@@ -431,109 +352,5 @@ impl fmt::Debug for RateLimiter {
             .field("mode", &self.inner.mode)
             .field("clock", &self.inner.clock)
             .finish_non_exhaustive()
-    }
-}
-
-impl Detached {
-    /// Gives the token back if its limiter still lives (see [`RateLimiter::grant`]), and
-    /// reports the call as ignored, as an owned token does.
-    #[cold]
-    pub(crate) fn give_back(self) {
-        #[cfg(not(loom))]
-        if let Some(limiter) = registry::find(self.id) {
-            limiter.refund(self.taken, self.cost);
-            limiter.completed(Outcome::Ignore);
-        }
-    }
-}
-
-#[cfg(all(test, not(loom)))]
-mod tests {
-    use super::*;
-    use crate::events::RateLimiterEvent;
-    use palisade_core::clock::ManualClock;
-    use std::sync::atomic::{AtomicU64, Ordering};
-
-    fn limiter(burst: u32) -> RateLimiter {
-        RateLimiter::builder()
-            .rate(1, Duration::from_secs(3600))
-            .burst(burst)
-            .clock(ManualClock::new().clock())
-            .build()
-            .unwrap()
-    }
-
-    fn take(limiter: &RateLimiter) -> Taken {
-        match limiter.acquire(1).0 {
-            Acquired::Now(taken) => taken,
-            other => panic!("not admitted: {other:?}"),
-        }
-    }
-
-    /// Issue 14: a response future took a reference count of the limiter on every admitted
-    /// call (two atomic read-modify-writes, a quarter of the service's cost). With nobody
-    /// listening it now holds only the limiter's id; with a listener, the limiter itself, so
-    /// that the call's end is reported.
-    #[test]
-    fn a_future_holds_the_limiter_only_while_someone_listens() {
-        let limiter = limiter(4);
-        let counts = Arc::strong_count(&limiter.inner);
-        let detached = limiter.grant(take(&limiter), 1);
-        assert!(matches!(detached, Grant::Detached(_)));
-        assert_eq!(
-            Arc::strong_count(&limiter.inner),
-            counts,
-            "no reference taken"
-        );
-
-        let seen = Arc::new(AtomicU64::new(0));
-        let listener = {
-            let seen = seen.clone();
-            limiter.subscribe(move |_: &RateLimiterEvent| {
-                // Relaxed: test counter, read after the calls on this thread.
-                seen.fetch_add(1, Ordering::Relaxed);
-            })
-        };
-        assert!(matches!(limiter.grant(take(&limiter), 1), Grant::Owned(_)));
-        // Relaxed: as in the listener.
-        assert_eq!(
-            seen.load(Ordering::Relaxed),
-            1,
-            "the listener heard the admission"
-        );
-        assert!(limiter.unsubscribe(listener));
-        assert!(matches!(
-            limiter.grant(take(&limiter), 1),
-            Grant::Detached(_)
-        ));
-    }
-
-    /// A detached token goes back through the registry while its limiter lives, and is
-    /// dropped harmlessly once it is gone (there is no bucket left).
-    #[test]
-    fn a_detached_token_goes_back_while_its_limiter_lives() {
-        let limiter = limiter(2);
-        let Grant::Detached(first) = limiter.grant(take(&limiter), 1) else {
-            panic!("nobody listens");
-        };
-        let Grant::Detached(second) = limiter.grant(take(&limiter), 1) else {
-            panic!("nobody listens");
-        };
-        assert_eq!(limiter.remaining_burst(), 0);
-        first.give_back();
-        assert_eq!(
-            limiter.remaining_burst(),
-            1,
-            "given back through the registry"
-        );
-
-        let id = limiter.inner.id;
-        assert!(registry::find(id).is_some());
-        drop(limiter);
-        assert!(
-            registry::find(id).is_none(),
-            "a dropped limiter leaves the registry"
-        );
-        second.give_back(); // nothing to give back to: no panic
     }
 }

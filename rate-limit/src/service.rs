@@ -3,7 +3,7 @@
 use crate::config::Mode;
 use crate::cost::{Cost, UnitCost};
 use crate::error::{BoxError, RateLimited};
-use crate::future::{DeferredFuture, Grant, ResponseFuture, Source, Spent};
+use crate::future::{DeferredFuture, ResponseFuture, Source, Spent};
 use crate::keyed::KeyedRateLimiter;
 use crate::limiter::RateLimiter;
 use crate::state::Acquired;
@@ -205,9 +205,14 @@ impl<S> RateLimiterService<S> {
         S: Service<Req>,
     {
         match self.limiter.acquire(1).0 {
-            Acquired::Now(taken) => {
-                ResponseFuture::called(self.inner.call(request), self.limiter.grant(taken, 1))
-            }
+            Acquired::Now(taken) => ResponseFuture::called(
+                self.inner.call(request),
+                Spent {
+                    limiter: self.limiter.clone(),
+                    taken,
+                    cost: 1,
+                },
+            ),
             Acquired::Denied(after) => {
                 ResponseFuture::rejected(Box::new(RateLimited::new(Duration::from_nanos(after))))
             }
@@ -308,7 +313,7 @@ where
             }
             Ready::Held(mut held) => {
                 let spent = held.0.take().expect("a held token");
-                ResponseFuture::called(self.inner.call(request), Grant::Owned(spent))
+                ResponseFuture::called(self.inner.call(request), spent)
             }
             // No token came within `max_wait` when polled; one may have since.
             Ready::Rejected(_) => self.call_now(request),
