@@ -37,7 +37,7 @@ fn build_every_layer() {
         .build()
         .unwrap();
     // Only a keyed limiter can reject with reason `too_many_keys`.
-    let _: KeyedRateLimiter<u32> = KeyedRateLimiter::<u32>::builder()
+    let _keyed = KeyedRateLimiter::<u32>::builder()
         .name("rl_keyed")
         .rate(10, Duration::from_secs(1))
         .build()

@@ -7,6 +7,7 @@ use palisade_core::clock::{Clock, duration_to_nanos};
 use palisade_core::error::ConfigError;
 use std::fmt;
 use std::hash::Hash;
+use std::marker::PhantomData;
 use std::time::Duration;
 
 /// How many requests, per how long, with how large a burst: a validated token bucket.
@@ -328,27 +329,55 @@ pub enum WhenFull {
     RejectNewKeys,
 }
 
-/// Builds a [`KeyedRateLimiter`]. Start with [`KeyedRateLimiter::builder`].
-#[derive(Clone, Debug)]
-pub struct KeyedRateLimiterBuilder {
+/// Builds a [`KeyedRateLimiter<K>`](KeyedRateLimiter). Start with
+/// [`KeyedRateLimiter::builder`]; the key type is named once, there, and `build` returns a
+/// limiter of that key.
+pub struct KeyedRateLimiterBuilder<K> {
     common: Common,
     max_keys: usize,
     shards: usize,
     when_full: WhenFull,
+    /// The key type of the limiter `build` makes (`fn() -> K`: the builder holds no key, so it
+    /// is `Send`, `Sync`, `Clone` and `Debug` whatever `K` is).
+    key: PhantomData<fn() -> K>,
 }
 
-impl Default for KeyedRateLimiterBuilder {
+impl<K> Clone for KeyedRateLimiterBuilder<K> {
+    fn clone(&self) -> Self {
+        KeyedRateLimiterBuilder {
+            common: self.common.clone(),
+            max_keys: self.max_keys,
+            shards: self.shards,
+            when_full: self.when_full,
+            key: PhantomData,
+        }
+    }
+}
+
+impl<K> fmt::Debug for KeyedRateLimiterBuilder<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyedRateLimiterBuilder")
+            .field("common", &self.common)
+            .field("max_keys", &self.max_keys)
+            .field("shards", &self.shards)
+            .field("when_full", &self.when_full)
+            .finish()
+    }
+}
+
+impl<K> Default for KeyedRateLimiterBuilder<K> {
     fn default() -> Self {
         KeyedRateLimiterBuilder {
             common: Common::default(),
             max_keys: 100_000,
             shards: 64,
             when_full: WhenFull::RejectNewKeys,
+            key: PhantomData,
         }
     }
 }
 
-impl KeyedRateLimiterBuilder {
+impl<K: Hash + Eq + Clone> KeyedRateLimiterBuilder<K> {
     common_setters!();
 
     /// The most keys held at once by the whole limiter (default 100 000). Memory is at most
@@ -380,7 +409,7 @@ impl KeyedRateLimiterBuilder {
     ///
     /// As [`RateLimiterBuilder::build`], and [`ConfigError`] naming `max_keys` if it is zero or
     /// `shards` if it is zero, not a power of two, above 1024 or above `max_keys`.
-    pub fn build<K: Hash + Eq + Clone>(self) -> Result<KeyedRateLimiter<K>, ConfigError> {
+    pub fn build(self) -> Result<KeyedRateLimiter<K>, ConfigError> {
         let quota = self.common.quota()?;
         if self.max_keys == 0 {
             return Err(ConfigError::new("max_keys", "must be at least one"));
@@ -454,7 +483,7 @@ mod tests {
         assert_eq!(err.field(), "burst", "{err}");
         let err = KeyedRateLimiter::<u8>::builder()
             .rate(1, five_years)
-            .build::<u8>()
+            .build()
             .unwrap_err();
         assert_eq!(err.field(), "period", "{err}");
     }
@@ -482,25 +511,15 @@ mod tests {
         assert_eq!(burst.build().unwrap_err().field(), "burst");
         let keyed = KeyedRateLimiter::<u32>::builder().quota(q);
         assert_eq!(
-            keyed
-                .clone()
-                .max_keys(0)
-                .build::<u32>()
-                .unwrap_err()
-                .field(),
+            keyed.clone().max_keys(0).build().unwrap_err().field(),
             "max_keys"
         );
         assert_eq!(
-            keyed.clone().shards(3).build::<u32>().unwrap_err().field(),
+            keyed.clone().shards(3).build().unwrap_err().field(),
             "shards"
         );
         assert_eq!(
-            keyed
-                .max_keys(2)
-                .shards(4)
-                .build::<u32>()
-                .unwrap_err()
-                .field(),
+            keyed.max_keys(2).shards(4).build().unwrap_err().field(),
             "shards"
         );
     }

@@ -172,7 +172,7 @@ pub(crate) struct Taken {
 impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
     /// A builder: set [`rate`](KeyedRateLimiterBuilder::rate) (required), then `build()`.
     #[must_use]
-    pub fn builder() -> KeyedRateLimiterBuilder {
+    pub fn builder() -> KeyedRateLimiterBuilder<K> {
         KeyedRateLimiterBuilder::default()
     }
 

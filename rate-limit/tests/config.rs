@@ -198,7 +198,7 @@ proptest! {
         if let Some(burst) = burst {
             builder = builder.burst(burst);
         }
-        let limiter = match builder.build::<u16>() {
+        let limiter = match builder.build() {
             Err(e) => {
                 prop_assert!(FIELDS.contains(&e.field()), "{e}");
                 return Ok(());
