@@ -81,6 +81,17 @@ fn limiter(url: &str, case: &str, count: u32, per: Duration, burst: u32) -> Redi
         .unwrap()
 }
 
+/// The wall time of `iters` calls of `call`, each awaited before the next, on `rt`.
+fn awaited(rt: &tokio::runtime::Runtime, iters: u64, call: impl AsyncFn(u64)) -> Duration {
+    rt.block_on(async {
+        let start = Instant::now();
+        for i in 0..iters {
+            call(i).await;
+        }
+        start.elapsed()
+    })
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -121,12 +132,8 @@ fn per_call(c: &mut Criterion) {
         .unwrap();
     group.bench_function("palisade_two_tier", |b| {
         b.iter_custom(|iters| {
-            rt.block_on(async {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    leased.acquire(1).await.unwrap();
-                }
-                start.elapsed()
+            awaited(&rt, iters, async |_| {
+                leased.acquire(1).await.unwrap();
             })
         });
     });
@@ -139,12 +146,8 @@ fn per_call(c: &mut Criterion) {
         .unwrap();
     group.bench_function("two_tier_local_hit", |b| {
         b.iter_custom(|iters| {
-            rt.block_on(async {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    big.acquire(1).await.unwrap();
-                }
-                start.elapsed()
+            awaited(&rt, iters, async |_| {
+                big.acquire(1).await.unwrap();
             })
         });
     });
@@ -155,24 +158,16 @@ fn per_call(c: &mut Criterion) {
         .unwrap();
     group.bench_function("keyed_two_tier", |b| {
         b.iter_custom(|iters| {
-            rt.block_on(async {
-                let start = Instant::now();
-                for i in 0..iters {
-                    keyed_leased.acquire(&(i % KEYS), 1).await.unwrap();
-                }
-                start.elapsed()
+            awaited(&rt, iters, async |i| {
+                keyed_leased.acquire(&(i % KEYS), 1).await.unwrap();
             })
         });
     });
     let redis = global(&url, "redis");
     group.bench_function("redis_acquire", |b| {
         b.iter_custom(|iters| {
-            rt.block_on(async {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    redis.acquire("all", 1).await.unwrap();
-                }
-                start.elapsed()
+            awaited(&rt, iters, async |_| {
+                redis.acquire("all", 1).await.unwrap();
             })
         });
     });
@@ -207,24 +202,16 @@ fn refused(c: &mut Criterion, rt: &tokio::runtime::Runtime, url: &str) {
         .unwrap();
     group.bench_function("palisade_two_tier", |b| {
         b.iter_custom(|iters| {
-            rt.block_on(async {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    black_box(leased.acquire(1).await.unwrap_err());
-                }
-                start.elapsed()
+            awaited(rt, iters, async |_| {
+                black_box(leased.acquire(1).await.unwrap_err());
             })
         });
     });
     let redis = drained(rt, url, "refused-redis");
     group.bench_function("redis_acquire", |b| {
         b.iter_custom(|iters| {
-            rt.block_on(async {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    black_box(redis.acquire("all", 1).await.unwrap_err());
-                }
-                start.elapsed()
+            awaited(rt, iters, async |_| {
+                black_box(redis.acquire("all", 1).await.unwrap_err());
             })
         });
     });
