@@ -310,64 +310,41 @@ fn keyed(c: &mut Criterion) {
         coarse.check(&key).unwrap();
         governor.check_key(&key).unwrap();
     }
-    // A cheap key walk that visits every key in a scrambled order.
-    let next = |k: u64| (k + 7_919) % KEYS;
-
-    let mut key = 0;
-    group.bench_function("palisade_1_thread", |b| {
-        b.iter(|| {
-            key = next(key);
-            black_box(palisade.check(&key))
-        });
-    });
-    let mut key = 0;
-    group.bench_function("palisade_coarse_1_thread", |b| {
-        b.iter(|| {
-            key = next(key);
-            black_box(coarse.check(&key))
-        });
-    });
-    let mut key = 0;
-    group.bench_function("governor_dashmap_1_thread", |b| {
-        b.iter(|| {
-            key = next(key);
-            black_box(governor.check_key(&key))
-        });
-    });
-    group.bench_function("palisade_2_threads", |b| {
-        b.iter_custom(|iters| {
-            contended(2, iters, |t, n| {
-                let mut key = t as u64 * 5_000;
-                for _ in 0..n {
-                    key = next(key);
-                    let _ = black_box(palisade.check(&key));
-                }
-            })
-        });
-    });
-    group.bench_function("palisade_coarse_2_threads", |b| {
-        b.iter_custom(|iters| {
-            contended(2, iters, |t, n| {
-                let mut key = t as u64 * 5_000;
-                for _ in 0..n {
-                    key = next(key);
-                    let _ = black_box(coarse.check(&key));
-                }
-            })
-        });
-    });
-    group.bench_function("governor_dashmap_2_threads", |b| {
-        b.iter_custom(|iters| {
-            contended(2, iters, |t, n| {
-                let mut key = t as u64 * 5_000;
-                for _ in 0..n {
-                    key = next(key);
-                    let _ = black_box(governor.check_key(&key));
-                }
-            })
-        });
+    walk_keys(&mut group, "palisade", |k| palisade.check(k).is_ok());
+    walk_keys(&mut group, "palisade_coarse", |k| coarse.check(k).is_ok());
+    walk_keys(&mut group, "governor_dashmap", |k| {
+        governor.check_key(k).is_ok()
     });
     group.finish();
+}
+
+/// The cases `{name}_1_thread` and `{name}_2_threads` of a keyed group: `check` on a key walk
+/// that visits all [`KEYS`] keys in a scrambled order (the two threads start half a walk
+/// apart).
+fn walk_keys(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    check: impl Fn(&u64) -> bool + Sync,
+) {
+    let next = |k: u64| (k + 7_919) % KEYS;
+    let mut key = 0;
+    group.bench_function(format!("{name}_1_thread"), |b| {
+        b.iter(|| {
+            key = next(key);
+            black_box(check(&key))
+        });
+    });
+    group.bench_function(format!("{name}_2_threads"), |b| {
+        b.iter_custom(|iters| {
+            contended(2, iters, |t, n| {
+                let mut key = t as u64 * 5_000;
+                for _ in 0..n {
+                    key = next(key);
+                    black_box(check(&key));
+                }
+            })
+        });
+    });
 }
 
 /// `keyed` with a quota under which every key stays held: each admission adds a millisecond
@@ -392,42 +369,9 @@ fn keyed_held(c: &mut Criterion) {
         palisade.check(&key).unwrap();
         governor.check_key(&key).unwrap();
     }
-    let next = |k: u64| (k + 7_919) % KEYS;
-    let mut key = 0;
-    group.bench_function("palisade_1_thread", |b| {
-        b.iter(|| {
-            key = next(key);
-            black_box(palisade.check(&key))
-        });
-    });
-    let mut key = 0;
-    group.bench_function("governor_dashmap_1_thread", |b| {
-        b.iter(|| {
-            key = next(key);
-            black_box(governor.check_key(&key))
-        });
-    });
-    group.bench_function("palisade_2_threads", |b| {
-        b.iter_custom(|iters| {
-            contended(2, iters, |t, n| {
-                let mut key = t as u64 * 5_000;
-                for _ in 0..n {
-                    key = next(key);
-                    let _ = black_box(palisade.check(&key));
-                }
-            })
-        });
-    });
-    group.bench_function("governor_dashmap_2_threads", |b| {
-        b.iter_custom(|iters| {
-            contended(2, iters, |t, n| {
-                let mut key = t as u64 * 5_000;
-                for _ in 0..n {
-                    key = next(key);
-                    let _ = black_box(governor.check_key(&key));
-                }
-            })
-        });
+    walk_keys(&mut group, "palisade", |k| palisade.check(k).is_ok());
+    walk_keys(&mut group, "governor_dashmap", |k| {
+        governor.check_key(k).is_ok()
     });
     group.finish();
 }
