@@ -15,7 +15,6 @@ use crossbeam_utils::CachePadded;
 use palisade_core::classify::ErrorIsFailure;
 use palisade_core::events::{Listener, ListenerId};
 use palisade_core::sync::Arc;
-use palisade_core::sync::atomic::Ordering;
 use std::fmt;
 
 /// One clone's reference to the shared state. Permits count references to this, not to
@@ -297,8 +296,9 @@ impl CircuitBreaker {
     pub fn reset(&self) {
         let shared = self.shared();
         shared.transition_to(State::Closed);
-        // Relaxed: statistics; a rejection racing with the reset may or may not be counted.
-        shared.rejected.store(0, Ordering::Relaxed);
+        // A statistic (Relaxed inside): a rejection racing with the reset may or may not be
+        // counted; one that happens after it always is.
+        shared.rejected.reset();
         shared.forget_reopens();
         shared.emit(|| CircuitBreakerEvent::Reset);
     }

@@ -14,6 +14,7 @@ use crossbeam_utils::CachePadded;
 use palisade_core::classify::Outcome;
 use palisade_core::clock::{Clock, Instant};
 use palisade_core::events::EventBus;
+use palisade_core::striped::StripedCounter;
 use palisade_core::sync::Mutex;
 use palisade_core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering, fence};
 use std::task::Waker;
@@ -30,8 +31,10 @@ pub(crate) struct Shared {
     pub(crate) probes: ProbeResults,
     /// Failures in a row, tagged with the generation.
     pub(crate) streak: Streak,
-    /// Calls rejected since creation or the last reset.
-    pub(crate) rejected: CachePadded<AtomicU64>,
+    /// Calls rejected since creation or the last reset: striped by thread, since on an open
+    /// breaker it is the only thing a rejection writes, and threads rejecting at once would
+    /// otherwise bounce its cache line.
+    pub(crate) rejected: StripedCounter,
     /// How many times in a row the breaker re-opened from half-open without closing (for the
     /// open backoff). Written only by the winner of a transition, after its CAS.
     reopened: AtomicU32,
@@ -61,7 +64,7 @@ impl Shared {
             timing: AtomicU64::new(Timing::new(0, Instant::ZERO).bits()),
             probes: ProbeResults::new(),
             streak: Streak::new(),
-            rejected: CachePadded::new(AtomicU64::new(0)),
+            rejected: StripedCounter::new(),
             reopened: AtomicU32::new(0),
             window,
             settings,
@@ -430,9 +433,9 @@ impl Shared {
 
     #[cold]
     fn reject(&self, state: State, retry_after: Option<Duration>) -> CircuitOpen {
-        // Relaxed: a statistic, on its own cache line so rejecting threads do not slow the
-        // admitted ones.
-        self.rejected.fetch_add(1, Ordering::Relaxed);
+        // A statistic (Relaxed inside), on cache lines of its own so rejecting threads do not
+        // slow the admitted ones, and striped so they do not slow each other.
+        self.rejected.add(1);
         self.emit_call(|| CircuitBreakerEvent::CallRejected { state });
         CircuitOpen::new(state, retry_after)
     }

@@ -2,7 +2,6 @@
 
 use crate::shared::Shared;
 use crate::state::State;
-use palisade_core::sync::atomic::Ordering;
 
 /// A point-in-time copy of a breaker's state and statistics, from
 /// [`CircuitBreaker::snapshot`](crate::CircuitBreaker::snapshot).
@@ -54,8 +53,8 @@ impl Snapshot {
             slow_calls: tally.slow,
             failure_rate: rate(tally.failures),
             slow_call_rate: rate(tally.slow),
-            // Relaxed: a statistic.
-            rejected_calls: shared.rejected.load(Ordering::Relaxed),
+            // A statistic (Relaxed inside): the stripes are summed one after another.
+            rejected_calls: shared.rejected.sum(),
             consecutive_failures: shared.streak.get(crate::state::tag_of(word.generation())),
         }
     }

@@ -17,6 +17,10 @@
 use crate::state::{Tag, Tally, tag_is_newer};
 use crossbeam_utils::CachePadded;
 use palisade_core::clock::Instant;
+// Counter stripes per bucket: threads add into the stripe of their own (by thread, the same
+// assignment as core's striped counters), so concurrent recorders do not bounce one cache
+// line; readers sum the stripes.
+use palisade_core::striped::{STRIPES, stripe};
 use palisade_core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use palisade_core::sync::hint::spin_loop;
 use std::fmt;
@@ -264,22 +268,6 @@ const RESET_SPINS: u32 = 1_000;
 
 const fn bucket_delta(record: Record) -> u64 {
     (1 << (2 * COUNT_BITS)) | ((record.failure as u64) << COUNT_BITS) | (record.slow as u64)
-}
-
-/// Counter stripes per bucket: threads add into the stripe of their own (by thread), so
-/// concurrent recorders do not bounce one cache line; readers sum the stripes.
-const STRIPES: usize = 4;
-
-/// This thread's stripe: threads take stripes round-robin as they first record.
-fn stripe() -> usize {
-    // Not a model variable: it only spreads threads over stripes, so it is std's atomic even
-    // under loom.
-    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    thread_local! {
-        // Relaxed: only needs distinct-ish values.
-        static STRIPE: usize = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % STRIPES;
-    }
-    STRIPE.with(|stripe| *stripe)
 }
 
 struct Bucket {

@@ -21,7 +21,8 @@
 //!   paused-time runtime and the shared proptest configuration.
 //!
 //! Modules for the layer crates only (the loom shim `sync`, the seedable `rng`, the bucket
-//! `ring`) are public for them but hidden from these docs: they are not a stable API.
+//! `ring`, the per-thread `striped` counter) are public for them but hidden from these docs:
+//! they are not a stable API.
 //!
 //! # Example
 //!
@@ -57,6 +58,8 @@ pub mod rejection;
 #[doc(hidden)] // for the layer crates (retry budget, adaptive throttle), not a stable API
 pub mod ring;
 pub mod rng;
+#[doc(hidden)] // for the layer crates (the breaker's statistics and window), not a stable API
+pub mod striped;
 pub mod sync;
 #[cfg(feature = "test-util")]
 pub mod test_util;

@@ -3,7 +3,7 @@
 
 use super::*;
 use palisade_core::clock::ManualClock;
-use palisade_core::sync::atomic::AtomicUsize;
+use palisade_core::sync::atomic::{AtomicUsize, Ordering};
 use palisade_core::sync::loom;
 use std::time::Duration;
 
