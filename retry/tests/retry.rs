@@ -963,3 +963,96 @@ async fn the_hook_sees_only_failed_responses() {
     policy.layer().layer(svc).oneshot(()).await.unwrap();
     assert_eq!(*asked.lock().unwrap(), [503]);
 }
+
+/// A service that counts its clones and fails while `fail_first` calls remain; `label` is what
+/// it answers with, so a test can tell which clone answered.
+#[derive(Debug)]
+struct CloneCounting {
+    clones: Arc<AtomicU32>,
+    calls: Arc<AtomicU32>,
+    fail_first: u32,
+    label: u32,
+}
+
+impl Clone for CloneCounting {
+    fn clone(&self) -> Self {
+        // Relaxed: a test counter.
+        self.clones.fetch_add(1, Ordering::Relaxed);
+        CloneCounting {
+            clones: self.clones.clone(),
+            calls: self.calls.clone(),
+            fail_first: self.fail_first,
+            label: self.label,
+        }
+    }
+}
+
+impl Service<()> for CloneCounting {
+    type Response = u32;
+    type Error = BoxError;
+    type Future = std::future::Ready<Result<u32, BoxError>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, (): ()) -> Self::Future {
+        // Relaxed: a test counter.
+        let n = self.calls.fetch_add(1, Ordering::Relaxed);
+        std::future::ready(if n < self.fail_first {
+            Err("refused".into())
+        } else {
+            Ok(self.label)
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_clone_one_shared_template_not_the_inner_service_per_call() {
+    for deadline in [None, Some(ms(500))] {
+        let mut builder = base().max_attempts(3).backoff(Backoff::constant(ms(10)));
+        if let Some(deadline) = deadline {
+            builder = builder.deadline(deadline);
+        }
+        let policy = builder.build().unwrap();
+        let clones = Arc::new(AtomicU32::new(0));
+        let calls = Arc::new(AtomicU32::new(0));
+        let inner = CloneCounting {
+            clones: clones.clone(),
+            calls: calls.clone(),
+            fail_first: 0,
+            label: 1,
+        };
+        let mut svc = policy.layer().layer(inner);
+        // Answered by their first attempts: the first call makes the template (one clone);
+        // without a deadline no call clones after it, with one each call clones the template
+        // for its own readiness wait.
+        for _ in 0..10 {
+            assert_eq!(svc.ready().await.unwrap().call(()).await.unwrap(), 1);
+        }
+        let per_call = u32::from(deadline.is_some());
+        assert_eq!(
+            clones.load(Ordering::Relaxed),
+            1 + 10 * per_call,
+            "{deadline:?}"
+        );
+
+        // A clone of the service shares the template: only its own inner clone is new.
+        let mut other = svc.clone();
+        assert_eq!(clones.load(Ordering::Relaxed), 2 + 10 * per_call);
+        assert_eq!(other.ready().await.unwrap().call(()).await.unwrap(), 1);
+        assert_eq!(clones.load(Ordering::Relaxed), 2 + 11 * per_call);
+
+        // After `get_mut` the template is made again from the changed service, so the
+        // retries go to what the caller changed it to.
+        let before = clones.load(Ordering::Relaxed);
+        svc.get_mut().label = 2;
+        svc.get_mut().fail_first = calls.load(Ordering::Relaxed) + 1;
+        assert_eq!(svc.ready().await.unwrap().call(()).await.unwrap(), 2);
+        // One clone for the new template, one for this call's retries.
+        assert_eq!(clones.load(Ordering::Relaxed), before + 2, "{deadline:?}");
+    }
+}
