@@ -5,7 +5,7 @@ use crate::error::{AttemptTimedOut, DeadlineExceeded};
 use crate::events::{CallOutcome, GiveUpReason, RetryEvent};
 use crate::remote_hint::{NoRemoteHint, RemoteHint};
 use crate::request::RetryRequest;
-use crate::retry_policy::{Bound, Shared};
+use crate::retry_policy::Shared;
 use crate::timer::LazyTimer;
 use palisade_core::BoxError;
 use palisade_core::classify::{Classify, Outcome};
@@ -47,9 +47,7 @@ where
     timer: LazyTimer,
     /// Whether `timer` is the overall deadline (rather than the attempt's own timeout).
     timer_is_deadline: bool,
-    /// The service the next attempts go to: a clone of the retry template, made when the
-    /// first of them is due (a call answered by its first attempt clones no service).
-    service: Option<S>,
+    service: S,
     /// The request for the next attempt: a copy, made only when one may follow; or, while the
     /// first attempt waits for readiness, the caller's request itself.
     request: Option<Req>,
@@ -59,8 +57,7 @@ where
     deadline: Option<Instant>,
     rng: Option<SplitMix64>,
     previous_delay: Duration,
-    /// The policy (through `Deref`) and the retry template.
-    shared: Arc<Bound<S, C, Q, H>>,
+    shared: Arc<Shared<C, Q, H>>,
 }
 
 #[pin_project(project = StateProj)]
@@ -83,8 +80,9 @@ where
 {
     pub(crate) fn new(
         future: S::Future,
+        service: S,
         request: Option<Req>,
-        shared: Arc<Bound<S, C, Q, H>>,
+        shared: Arc<Shared<C, Q, H>>,
     ) -> Self {
         let mut timer_is_deadline = false;
         let mut deadline = None;
@@ -101,7 +99,7 @@ where
             state: State::Attempt { future },
             timer,
             timer_is_deadline,
-            service: None,
+            service,
             request,
             attempt: 1,
             deadline,
@@ -120,7 +118,7 @@ where
     /// `service`'s readiness, under the timer armed now (the attempt timeout, or the deadline
     /// if that is sooner), exactly as before a retry. Used when the policy has a deadline or an
     /// attempt timeout, so that `poll_ready` can be ready at once (crate docs, "Readiness").
-    pub(crate) fn awaiting_ready(request: Req, shared: Arc<Bound<S, C, Q, H>>) -> Self {
+    pub(crate) fn awaiting_ready(service: S, request: Req, shared: Arc<Shared<C, Q, H>>) -> Self {
         let now = shared.clock.now();
         let deadline = shared.deadline.map(|d| now + d);
         let (limit, timer_is_deadline) = attempt_limit(shared.attempt_timeout, deadline, now);
@@ -128,7 +126,7 @@ where
             state: State::Ready,
             timer: LazyTimer::new(limit.map(|limit| now + limit)),
             timer_is_deadline,
-            service: None,
+            service,
             // The request itself, not a copy: the `Ready` state sends it as attempt 1 (and
             // copies it then if another attempt may follow).
             request: Some(request),
@@ -158,7 +156,7 @@ fn attempt_limit(
 
 impl<S, Req, C, Q, H> Future for ResponseFuture<S, Req, C, Q, H>
 where
-    S: Service<Req> + Clone,
+    S: Service<Req>,
     S::Error: Into<BoxError>,
     C: Classify<S::Response, S::Error>,
     Q: RetryRequest<Req>,
@@ -275,8 +273,7 @@ where
                     this.state.set(State::Ready);
                 }
                 StateProj::Ready => {
-                    let service = this.service.get_or_insert_with(|| this.shared.service());
-                    match service.poll_ready(cx) {
+                    match this.service.poll_ready(cx) {
                         Poll::Ready(Ok(())) => {}
                         Poll::Ready(Err(err)) => {
                             let attempts = *this.attempt;
@@ -342,7 +339,7 @@ where
                     if *this.attempt < this.shared.max_attempts {
                         *this.request = this.shared.requests.clone_request(&request);
                     }
-                    let future = service.call(request);
+                    let future = this.service.call(request);
                     // The attempt keeps the timer set when its readiness wait began.
                     this.state.set(State::Attempt { future });
                 }

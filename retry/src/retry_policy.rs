@@ -10,7 +10,6 @@ use crate::request::CloneAll;
 use palisade_core::classify::ErrorIsFailure;
 use palisade_core::clock::Clock;
 use palisade_core::events::{EventBus, Listener, ListenerId};
-use palisade_core::sync::Mutex;
 use palisade_core::sync::atomic::{AtomicU64, Ordering};
 use std::fmt;
 use std::sync::Arc;
@@ -55,48 +54,6 @@ pub(crate) struct Shared<C, Q, H> {
     pub(crate) streams: AtomicU64,
     pub(crate) events: EventBus<RetryEvent>,
     pub(crate) name: Arc<str>,
-}
-
-/// What a [`RetryPolicyService`](crate::RetryPolicyService)'s response futures hold: the
-/// policy and the *retry template*, a clone of the inner service that retries clone again.
-///
-/// One `Arc` of it per call replaces a clone of the whole inner stack per call (tower's
-/// `Retry` clones the inner service for every call, an `Arc` bump or more per layer below):
-/// a call that needs no retry clones no service.
-pub(crate) struct Bound<S, C, Q, H> {
-    pub(crate) shared: Arc<Shared<C, Q, H>>,
-    /// Cloned for a call's retries (and, with a deadline or an attempt timeout, for its first
-    /// attempt too), never called itself. Behind a lock so that the response future stays
-    /// `Send` for a service that is `Send` but not `Sync` (a `BoxCloneService`, say): cloning
-    /// through a shared reference from two threads at once would need `S: Sync`. The lock is
-    /// taken once per call that retries (or waits for readiness), never by a call answered by
-    /// its first attempt.
-    template: Mutex<S>,
-}
-
-impl<S, C, Q, H> Bound<S, C, Q, H> {
-    pub(crate) fn new(shared: Arc<Shared<C, Q, H>>, template: S) -> Self {
-        Bound {
-            shared,
-            template: Mutex::new(template),
-        }
-    }
-
-    /// A clone of the template, for one call's next attempts.
-    pub(crate) fn service(&self) -> S
-    where
-        S: Clone,
-    {
-        self.template.lock().clone()
-    }
-}
-
-impl<S, C, Q, H> std::ops::Deref for Bound<S, C, Q, H> {
-    type Target = Shared<C, Q, H>;
-
-    fn deref(&self) -> &Shared<C, Q, H> {
-        &self.shared
-    }
 }
 
 impl<C, Q, H> Shared<C, Q, H> {

@@ -3,7 +3,7 @@
 use crate::future::ResponseFuture;
 use crate::remote_hint::{NoRemoteHint, RemoteHint};
 use crate::request::{CloneAll, RetryRequest};
-use crate::retry_policy::{Bound, RetryPolicy, Shared};
+use crate::retry_policy::{RetryPolicy, Shared};
 use palisade_core::BoxError;
 use palisade_core::classify::{Classify, ErrorIsFailure};
 use std::fmt;
@@ -13,13 +13,9 @@ use tower_service::Service;
 
 /// Retries failed requests to the inner service by its [`RetryPolicy`].
 ///
-/// Each call deposits into the policy's budget and copies the request if another attempt may
-/// follow. Retries go to clones of the inner service taken from one *retry template*: a clone
-/// of the inner service made at the first call and shared (behind one `Arc`) by every response
-/// future and every clone of this service. A call that needs no retry therefore clones no
-/// service, only that `Arc`; a retry clones the template when it is first ready to send. After
-/// [`get_mut`](Self::get_mut) the template is made again from the (changed) inner service at
-/// the next call. See the [crate docs](crate) for the whole behaviour.
+/// Each call deposits into the policy's budget, copies the request if another attempt may
+/// follow, and clones the inner service (for the retries; an `Arc` bump for most services).
+/// See the [crate docs](crate) for the whole behaviour.
 ///
 /// # Errors
 ///
@@ -29,9 +25,6 @@ use tower_service::Service;
 pub struct RetryPolicyService<S, C = ErrorIsFailure, Q = CloneAll, H = NoRemoteHint> {
     inner: S,
     shared: Arc<Shared<C, Q, H>>,
-    /// The retry template with the policy, made at the first call (the inner service is only
-    /// known to be `Clone` there) and shared by clones of this service.
-    bound: Option<Arc<Bound<S, C, Q, H>>>,
 }
 
 impl<S, C, Q, H> RetryPolicyService<S, C, Q, H> {
@@ -42,11 +35,7 @@ impl<S, C, Q, H> RetryPolicyService<S, C, Q, H> {
     }
 
     pub(crate) fn from_shared(inner: S, shared: Arc<Shared<C, Q, H>>) -> Self {
-        RetryPolicyService {
-            inner,
-            shared,
-            bound: None,
-        }
+        RetryPolicyService { inner, shared }
     }
 
     /// The inner service.
@@ -54,10 +43,8 @@ impl<S, C, Q, H> RetryPolicyService<S, C, Q, H> {
         &self.inner
     }
 
-    /// The inner service, mutably. The retry template is made again, from the inner service
-    /// as it is then, at the next call.
+    /// The inner service, mutably.
     pub fn get_mut(&mut self) -> &mut S {
-        self.bound = None;
         &mut self.inner
     }
 
@@ -72,18 +59,7 @@ impl<S: Clone, C, Q, H> Clone for RetryPolicyService<S, C, Q, H> {
         RetryPolicyService {
             inner: self.inner.clone(),
             shared: Arc::clone(&self.shared),
-            bound: self.bound.clone(),
         }
-    }
-}
-
-impl<S: Clone, C, Q, H> RetryPolicyService<S, C, Q, H> {
-    /// Makes the retry template from the inner service as it is now.
-    #[cold]
-    fn bind(&mut self) -> Arc<Bound<S, C, Q, H>> {
-        let bound = Arc::new(Bound::new(Arc::clone(&self.shared), self.inner.clone()));
-        self.bound = Some(Arc::clone(&bound));
-        bound
     }
 }
 
@@ -127,23 +103,21 @@ where
     /// tokio's, armed at the first wait. A call answered at once needs no runtime.
     #[inline]
     fn call(&mut self, request: Req) -> Self::Future {
-        let bound = match &self.bound {
-            Some(bound) => Arc::clone(bound),
-            None => self.bind(),
-        };
         let shared = &self.shared;
         shared.spend.on_request();
         if shared.bounds_readiness() {
             // `poll_ready` did not ask the inner service: the future waits for its readiness
-            // (on a clone of the template), under the deadline and the attempt timeout.
-            return ResponseFuture::awaiting_ready(request, bound);
+            // (on the clone it keeps for retries), under the deadline and the attempt timeout.
+            let service = self.inner.clone();
+            return ResponseFuture::awaiting_ready(service, request, Arc::clone(shared));
         }
         let copy = if shared.max_attempts > 1 {
             shared.requests.clone_request(&request)
         } else {
             None
         };
+        let retry_service = self.inner.clone();
         let future = self.inner.call(request);
-        ResponseFuture::new(future, copy, bound)
+        ResponseFuture::new(future, retry_service, copy, Arc::clone(shared))
     }
 }

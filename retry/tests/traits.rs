@@ -77,21 +77,3 @@ fn public_types_are_send_sync_and_clone() {
     send_sync::<palisade_retry::Throttled>();
     send_sync::<palisade_retry::AttemptTimedOut>();
 }
-
-/// A service that is `Send` but not `Sync`, as a `BoxCloneService` is: the retry service and
-/// its future must stay `Send` over it (the future shares the retry template behind a lock,
-/// not by `&S`).
-#[test]
-fn over_a_send_only_service_the_service_and_its_future_are_send() {
-    fn send<T: Send>() {}
-    type SendOnly = tower::util::BoxCloneService<u8, u8, std::io::Error>;
-    send::<RetryPolicyService<SendOnly>>();
-    send::<
-        palisade_retry::future::ResponseFuture<
-            SendOnly,
-            u8,
-            palisade_core::ErrorIsFailure,
-            palisade_retry::CloneAll,
-        >,
-    >();
-}
