@@ -9,7 +9,7 @@
 //!   whose service costs a reference count to clone (`palisade P2cPeakEwma, gated
 //!   endpoints`: each endpoint a `CircuitBreakerService` in gate mode over the bare service,
 //!   as in the `stack` bench; the balancer clones the endpoint's service per call).
-//! - `load_balancer/pick_call_2_thread/{10,100,1000}`: two threads on one shared balancer. Palisade:
+//! - `load_balancer/pick_call_2_threads/{10,100,1000}`: two threads on one shared balancer. Palisade:
 //!   one `BalancerService` per thread, same `Balancer`. tower: one `Buffer` over the `Balance`,
 //!   cloned per thread, as users must share it; its calls go through the buffer's channel to
 //!   its worker task on a tokio runtime.
@@ -128,7 +128,7 @@ fn one_thread(c: &mut Criterion) {
 
 fn two_threads(c: &mut Criterion) {
     for threads in contention_threads() {
-        let mut group = c.benchmark_group(format!("load_balancer/pick_call_{threads}_thread"));
+        let mut group = c.benchmark_group(format!("load_balancer/pick_call_{threads}_threads"));
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .build()

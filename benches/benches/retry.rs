@@ -5,7 +5,7 @@
 //!   attempt succeeds (`u64` requests, so the request copy costs nothing).
 //! - `retry/budget_exhausted_1_thread`: the first attempt fails and the empty budget refuses
 //!   the retry (the rejected path).
-//! - `retry/budget_1_thread`, `retry/budget_2_thread`: one deposit and one withdrawal attempt
+//! - `retry/budget_1_thread`, `retry/budget_2_threads`: one deposit and one withdrawal attempt
 //!   per iteration on one shared budget.
 //! - `retry/success_2_threads`, `retry/budget_exhausted_2_threads`: both paths through clones
 //!   of one service sharing one budget (or the counts in `PALISADE_BENCH_THREADS`).
@@ -188,7 +188,7 @@ fn budget_exhausted_path(c: &mut Criterion) {
 
 fn budget_ops(c: &mut Criterion) {
     for threads in std::iter::once(1).chain(contention_threads()) {
-        let mut group = c.benchmark_group(format!("retry/budget_{threads}_thread"));
+        let mut group = c.benchmark_group(format!("retry/budget_{threads}_threads"));
 
         let budget = RetryBudget::default();
         group.bench_function("palisade RetryBudget", |b| {
