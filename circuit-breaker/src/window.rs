@@ -587,6 +587,10 @@ impl Window {
     }
 }
 
+#[cfg(all(test, loom))]
+#[path = "window_loom_tests.rs"]
+mod loom_tests;
+
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
