@@ -188,7 +188,8 @@ fn budget_exhausted_path(c: &mut Criterion) {
 
 fn budget_ops(c: &mut Criterion) {
     for threads in std::iter::once(1).chain(contention_threads()) {
-        let mut group = c.benchmark_group(format!("retry/budget_{threads}_threads"));
+        let unit = if threads == 1 { "thread" } else { "threads" };
+        let mut group = c.benchmark_group(format!("retry/budget_{threads}_{unit}"));
 
         let budget = RetryBudget::default();
         group.bench_function("palisade RetryBudget", |b| {

@@ -413,31 +413,40 @@ fn decide<C, Q, H: RemoteHint<Res>, Res>(
     if !have_copy {
         return Err(GiveUpReason::NotRetryable);
     }
+    // A local rejection from below: retried only on opt-in (checked by the caller), and only
+    // within its cap, which the jittered delay counts against.
+    let local = match result {
+        Err(err) => rejection(&**err),
+        Ok(_) => None,
+    };
+    let remote = match (local, result) {
+        (Some(_), _) => None,
+        (None, Err(err)) => retry_after(&**err),
+        // A response the classifier called a failure: its hint, if the policy reads one
+        // (`NoRemoteHint` is an inlined `None`).
+        (None, Ok(response)) => shared.remote_hint.remote_hint(response),
+    };
+    if remote.is_some_and(|hint| hint > shared.max_retry_after) {
+        return Err(GiveUpReason::RetryAfterTooLong);
+    }
+    // Without a deadline or a local rejection's cap, no decision depends on the delay: ask
+    // the budget first, so that a refused retry draws no jitter stream (the stream counter is
+    // shared by every call: a contended write on the path where every call fails).
+    let delay_decides = local.is_some() || deadline.is_some();
+    if !delay_decides && !spend(shared, attempt) {
+        return Err(GiveUpReason::BudgetExhausted);
+    }
     let rng = rng.get_or_insert_with(|| SplitMix64::new(shared.next_stream_seed()));
     let mut delay = shared.backoff.delay(attempt, *previous_delay, rng);
     *previous_delay = delay;
-    let remote = match result {
-        Err(err) => {
-            if let Some(local) = rejection(&**err) {
-                // Retried only on opt-in (checked by the caller), and only within its cap.
-                let cap = shared.local_max_wait.unwrap_or(Duration::ZERO);
-                delay = delay.max(local.retry_after().unwrap_or(Duration::ZERO));
-                if delay > cap {
-                    return Err(GiveUpReason::LocalRejection);
-                }
-                None
-            } else {
-                retry_after(&**err)
-            }
+    if let Some(local) = local {
+        let cap = shared.local_max_wait.unwrap_or(Duration::ZERO);
+        delay = delay.max(local.retry_after().unwrap_or(Duration::ZERO));
+        if delay > cap {
+            return Err(GiveUpReason::LocalRejection);
         }
-        // A response the classifier called a failure: its hint, if the policy reads one
-        // (`NoRemoteHint` is an inlined `None`).
-        Ok(response) => shared.remote_hint.remote_hint(response),
-    };
+    }
     if let Some(hint) = remote {
-        if hint > shared.max_retry_after {
-            return Err(GiveUpReason::RetryAfterTooLong);
-        }
         delay = delay.max(hint);
     }
     if let Some(deadline) = deadline
@@ -445,8 +454,7 @@ fn decide<C, Q, H: RemoteHint<Res>, Res>(
     {
         return Err(GiveUpReason::Deadline);
     }
-    if !shared.spend.try_spend() {
-        shared.spend.emit_refusal(&shared.events, attempt + 1);
+    if delay_decides && !spend(shared, attempt) {
         return Err(GiveUpReason::BudgetExhausted);
     }
     shared.events.emit_call_with(|| RetryEvent::RetryScheduled {
@@ -454,6 +462,15 @@ fn decide<C, Q, H: RemoteHint<Res>, Res>(
         delay,
     });
     Ok(delay)
+}
+
+/// Takes one retry from the policy's budget or throttle; on a refusal, reports it.
+fn spend<C, Q, H>(shared: &Shared<C, Q, H>, attempt: u32) -> bool {
+    if shared.spend.try_spend() {
+        return true;
+    }
+    shared.spend.emit_refusal(&shared.events, attempt + 1);
+    false
 }
 
 impl<S, Req, C, Q, H> fmt::Debug for ResponseFuture<S, Req, C, Q, H>

@@ -963,3 +963,43 @@ async fn the_hook_sees_only_failed_responses() {
     policy.layer().layer(svc).oneshot(()).await.unwrap();
     assert_eq!(*asked.lock().unwrap(), [503]);
 }
+
+/// A retry the budget refuses draws no jitter stream (the stream counter is shared by every
+/// call: the refused path writes nothing there). So the first call that is allowed to retry,
+/// after any number of refused ones, backs off by exactly the seed's first stream, as the
+/// first call of a fresh policy does. (With a deadline the delay decides first, so there a
+/// refused call does draw one.)
+#[tokio::test(start_paused = true)]
+async fn a_refused_retry_draws_no_jitter_stream() {
+    let backoff = Backoff::full_jitter(ms(50), ms(400));
+    let first_delay = backoff.delays(7).next().unwrap();
+    let budget = RetryBudget::builder()
+        .min_retries_per_sec(0)
+        .percent_can_retry(0.2)
+        .clock(Clock::tokio())
+        .build()
+        .unwrap();
+    let policy = RetryPolicy::builder()
+        .clock(Clock::tokio())
+        .budget(budget)
+        .backoff(backoff)
+        .max_attempts(2)
+        .seed(7)
+        .build()
+        .unwrap();
+    let log = record(&policy);
+    let backend = MockBackend::new(Script::always(Step::fail()));
+    let svc = policy.layer().layer(backend.clone());
+    // 0.2 retries per deposit: the first four calls are refused, the fifth may retry.
+    for _ in 0..5 {
+        let _ = svc.clone().oneshot(()).await;
+    }
+    let refused = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| matches!(e, RetryEvent::BudgetExhausted { .. }))
+        .count();
+    assert_eq!(refused, 4);
+    assert_eq!(scheduled(&log), [first_delay], "the seed's first stream");
+}
