@@ -45,6 +45,17 @@ fn gave_up(log: &Mutex<Vec<RetryEvent>>) -> Option<(u32, GiveUpReason)> {
     })
 }
 
+/// A budget on tokio's clock with no reserve: only `percent_can_retry` of the requests may
+/// be retried.
+fn budget_without_reserve(percent_can_retry: f64) -> RetryBudget {
+    RetryBudget::builder()
+        .min_retries_per_sec(0)
+        .percent_can_retry(percent_can_retry)
+        .clock(Clock::tokio())
+        .build()
+        .unwrap()
+}
+
 fn base() -> palisade_retry::RetryPolicyBuilder {
     RetryPolicy::builder().clock(Clock::tokio()).unlimited()
 }
@@ -392,12 +403,7 @@ async fn the_classifier_decides_what_is_retried() {
 
 #[tokio::test(start_paused = true)]
 async fn an_empty_budget_ends_retrying_with_the_last_error() {
-    let budget = RetryBudget::builder()
-        .min_retries_per_sec(0)
-        .percent_can_retry(0.5)
-        .clock(Clock::tokio())
-        .build()
-        .unwrap();
+    let budget = budget_without_reserve(0.5);
     let policy = RetryPolicy::builder()
         .clock(Clock::tokio())
         .budget(budget.clone())
@@ -973,12 +979,7 @@ async fn the_hook_sees_only_failed_responses() {
 async fn a_refused_retry_draws_no_jitter_stream() {
     let backoff = Backoff::full_jitter(ms(50), ms(400));
     let first_delay = backoff.delays(7).next().unwrap();
-    let budget = RetryBudget::builder()
-        .min_retries_per_sec(0)
-        .percent_can_retry(0.2)
-        .clock(Clock::tokio())
-        .build()
-        .unwrap();
+    let budget = budget_without_reserve(0.2);
     let policy = RetryPolicy::builder()
         .clock(Clock::tokio())
         .budget(budget)
