@@ -17,9 +17,6 @@
 use crate::state::{Tag, Tally, tag_is_newer};
 use crossbeam_utils::CachePadded;
 use palisade_core::clock::Instant;
-// Counter stripes per bucket: threads add into the stripe of their own (by thread, the same
-// assignment as core's striped counters), so concurrent recorders do not bounce one cache
-// line; readers sum the stripes.
 use palisade_core::striped::{STRIPES, stripe};
 use palisade_core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use palisade_core::sync::hint::spin_loop;
@@ -272,6 +269,9 @@ const fn bucket_delta(record: Record) -> u64 {
 
 struct Bucket {
     stamp: CachePadded<AtomicU64>,
+    /// Counter stripes: threads add into a stripe of their own (the same assignment as core's
+    /// striped counters), so concurrent recorders do not bounce one cache line; readers sum
+    /// the stripes.
     counts: [CachePadded<AtomicU64>; STRIPES],
 }
 

@@ -17,6 +17,11 @@ fn at(n: u32) -> Instant {
     Instant::ZERO + Duration::from_secs(1) * n
 }
 
+/// A window of four one-second buckets, to share between model threads.
+fn shared_window() -> palisade_core::sync::Arc<TimeWindow> {
+    palisade_core::sync::Arc::new(TimeWindow::new(4, 1_000_000_000))
+}
+
 fn tally(calls: u32, failures: u32) -> Tally {
     Tally {
         calls,
@@ -31,7 +36,7 @@ fn tally(calls: u32, failures: u32) -> Tally {
 #[test]
 fn loom_last_bad_only_moves_forward() {
     loom::model(|| {
-        let window = palisade_core::sync::Arc::new(TimeWindow::new(4, 1_000_000_000));
+        let window = shared_window();
         let older = window.clone();
         let t = loom::thread::spawn(move || older.record(0, at(1), FAILURE));
         let newer = window.record(0, at(2), FAILURE);
@@ -57,7 +62,7 @@ fn loom_last_bad_only_moves_forward() {
 #[test]
 fn loom_a_success_racing_a_failure_is_counted_and_the_failure_decides() {
     loom::model(|| {
-        let window = palisade_core::sync::Arc::new(TimeWindow::new(4, 1_000_000_000));
+        let window = shared_window();
         let failing = window.clone();
         let t = loom::thread::spawn(move || failing.record(0, at(1), FAILURE));
         let success = if window.record_success_if_clean(0, at(1)) {
