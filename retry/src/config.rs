@@ -7,6 +7,7 @@ use crate::remote_hint::NoRemoteHint;
 use crate::request::{CloneAll, CloneIf, CloneWith};
 use crate::retry_policy::{RetryPolicy, Shared};
 use crate::throttle::RetryThrottle;
+use crossbeam_utils::CachePadded;
 use palisade_core::classify::{ErrorIsFailure, Outcome};
 use palisade_core::clock::Clock;
 use palisade_core::error::{ConfigError, check_nonzero_duration};
@@ -409,7 +410,7 @@ impl<C, Q, H> RetryPolicyBuilder<C, Q, H> {
                 spend,
                 clock: self.clock.unwrap_or_default(),
                 seed: self.seed.unwrap_or_else(palisade_core::rng::random_seed),
-                streams: AtomicU64::new(0),
+                streams: CachePadded::new(AtomicU64::new(0)),
                 events,
                 name,
             }),
