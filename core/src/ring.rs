@@ -134,10 +134,16 @@ pub enum Update {
     Stale,
 }
 
+/// The buckets, aligned to a cache line pair (128 bytes: the line and the one the adjacent-line
+/// prefetcher pairs it with) so that they share no line with the ring's read-mostly fields:
+/// every deposit writes a bucket, while every operation reads `width` and `hint`.
+#[repr(align(128))]
+struct Buckets([AtomicU64; BUCKETS]);
+
 /// A sliding window of two counters over [`BUCKETS`] epochs. See the [module docs](self).
 pub struct EpochRing {
     width: u64,
-    slots: [AtomicU64; BUCKETS],
+    slots: Buckets,
     /// The latest epoch any operation has computed (a full `u64`).
     latest: AtomicU64,
     /// The last epoch computed by division: spares the division while time stays in it.
@@ -152,9 +158,9 @@ impl EpochRing {
         EpochRing {
             width: (window_nanos / RING).max(1),
             // Slot i starts tagged with epoch i - BUCKETS: empty and out of any window.
-            slots: std::array::from_fn(|i| {
+            slots: Buckets(std::array::from_fn(|i| {
                 AtomicU64::new(Slot::empty((i as u64).wrapping_sub(RING)))
-            }),
+            })),
             latest: AtomicU64::new(0),
             hint: AtomicU64::new(0),
         }
@@ -202,7 +208,7 @@ impl EpochRing {
     fn sweep(&self, epoch: u64, prev: u64, mut expired: impl FnMut(Counts)) {
         for index in 0..RING {
             let expected = expected(epoch, index);
-            let slot = &self.slots[index as usize];
+            let slot = &self.slots.0[index as usize];
             // Acquire: see "Memory ordering" in the module docs.
             let mut word = slot.load(Ordering::Acquire);
             loop {
@@ -237,7 +243,7 @@ impl EpochRing {
         // AcqRel: the Acquire reads the Release of every update recorded in `seen`, so what we
         // report as expired comes after what their callers did before recording; the Release
         // publishes the emptied bucket. Failure (Acquire): the caller re-examines the word.
-        self.slots[index].compare_exchange(
+        self.slots.0[index].compare_exchange(
             seen,
             Slot::empty(expected),
             Ordering::AcqRel,
@@ -261,7 +267,7 @@ impl EpochRing {
         mut expired: impl FnMut(Counts),
     ) -> Update {
         let index = (epoch % RING) as usize;
-        let slot = &self.slots[index];
+        let slot = &self.slots.0[index];
         // Acquire: see "Memory ordering" in the module docs.
         let mut word = slot.load(Ordering::Acquire);
         loop {
@@ -309,7 +315,7 @@ impl EpochRing {
         let mut total = Counts::default();
         for index in 0..RING {
             let expected = expected(epoch, index);
-            let slot = &self.slots[index as usize];
+            let slot = &self.slots.0[index as usize];
             // Acquire: see "Memory ordering" in the module docs.
             let mut word = slot.load(Ordering::Acquire);
             loop {
@@ -338,7 +344,7 @@ impl EpochRing {
     #[must_use]
     pub fn bucket(&self, epoch: u64) -> Option<Counts> {
         // Acquire: as in `totals`.
-        let slot = Slot::unpack(self.slots[(epoch % RING) as usize].load(Ordering::Acquire));
+        let slot = Slot::unpack(self.slots.0[(epoch % RING) as usize].load(Ordering::Acquire));
         (slot.tag == epoch & TAG_MASK).then_some(slot.counts)
     }
 }
@@ -382,6 +388,24 @@ mod tests {
 
     fn at(epoch: u64) -> Instant {
         Instant::from_nanos(epoch * W)
+    }
+
+    #[test]
+    fn the_buckets_share_no_cache_line_pair_with_the_read_mostly_fields() {
+        let ring = ring();
+        let block = |addr: usize| addr / 128;
+        let first = std::ptr::from_ref(&ring.slots.0[0]) as usize;
+        let last = std::ptr::from_ref(&ring.slots.0[BUCKETS - 1]) as usize;
+        assert_eq!(first % 128, 0, "the buckets start a 128-byte block");
+        for (name, addr) in [
+            ("width", std::ptr::from_ref(&ring.width) as usize),
+            ("hint", std::ptr::from_ref(&ring.hint) as usize),
+        ] {
+            assert!(
+                !(block(first)..=block(last)).contains(&block(addr)),
+                "`{name}` shares a 128-byte block with the buckets"
+            );
+        }
     }
 
     fn add_first(ring: &EpochRing, now: Instant, expired: &mut Vec<Counts>) -> Update {
