@@ -33,10 +33,8 @@ use palisade_benches::{Bare, call_now};
 use palisade_bulkhead::Bulkhead;
 use palisade_circuit_breaker::CircuitBreaker;
 use palisade_load_balancer::Balancer;
-use palisade_rate_limit::RateLimiter;
 use palisade_retry::RetryPolicy;
 use std::hint::black_box;
-use std::time::Duration;
 use tower::Layer;
 use tower_service::Service;
 
@@ -104,13 +102,7 @@ fn success_paths(c: &mut Criterion) {
             .layer(Bare)
     });
     cases(c, "rate_limit", || {
-        RateLimiter::builder()
-            .rate(u32::MAX, Duration::from_secs(1))
-            .burst(1_000_000_000)
-            .build()
-            .unwrap()
-            .layer()
-            .layer(Bare)
+        support::unmetered_limiter().layer().layer(Bare)
     });
     cases(c, "retry", || {
         RetryPolicy::builder().build().unwrap().layer().layer(Bare)

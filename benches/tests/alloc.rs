@@ -203,13 +203,7 @@ mod observability {
                 .layer(Bare)
         });
         assert_success_allocates_nothing("rate limiter", || {
-            RateLimiter::builder()
-                .rate(u32::MAX, Duration::from_secs(1))
-                .burst(1_000_000_000)
-                .build()
-                .unwrap()
-                .layer()
-                .layer(Bare)
+            support::unmetered_limiter().layer().layer(Bare)
         });
         assert_success_allocates_nothing("retry", || {
             RetryPolicy::builder().build().unwrap().layer().layer(Bare)

@@ -14,6 +14,16 @@ pub(crate) const ENDPOINTS: usize = 10;
 /// The bulkhead's limit.
 pub(crate) const LIMIT: usize = 64;
 
+/// A rate limiter whose rate no bench loop or test meets: the limiter's admission work,
+/// never its refusal.
+pub(crate) fn unmetered_limiter() -> RateLimiter {
+    RateLimiter::builder()
+        .rate(u32::MAX, Duration::from_secs(1))
+        .burst(1_000_000_000)
+        .build()
+        .unwrap()
+}
+
 /// The facade's order of layers (`palisade/src/lib.rs`), every layer on its defaults but the
 /// rate (so high that no bench loop meets it) and the bulkhead's limit ([`LIMIT`]): retry
 /// (default policy and budget) → rate limit → bulkhead → `Balancer` (P2C + peak EWMA) over
@@ -44,11 +54,7 @@ pub(crate) fn palisade_stack_with_deadline()
 fn palisade_stack_with(
     retry: RetryPolicy,
 ) -> impl Service<u64, Response = u64, Error = BoxError> + Clone + Send {
-    let limiter = RateLimiter::builder()
-        .rate(u32::MAX, Duration::from_secs(1))
-        .burst(1_000_000_000)
-        .build()
-        .unwrap();
+    let limiter = unmetered_limiter();
     let bulkhead = Bulkhead::builder()
         .max_concurrent_calls(LIMIT)
         .build()
