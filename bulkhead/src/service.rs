@@ -1,6 +1,6 @@
 //! [`BulkheadService`]: the `Service` wrapper.
 
-use crate::bulkhead::{FullMode, Permit, SharedRef};
+use crate::bulkhead::{FullMode, SharedRef, Starting};
 use crate::error::BoxError;
 #[cfg(doc)]
 use crate::error::{BulkheadFull, WaitTimeout};
@@ -283,14 +283,12 @@ where
                 // The slot moves from the service's state into the permit: nothing between
                 // the two lines can panic, so it is never held by neither.
                 slot.state = State::Idle;
-                let mut permit = Permit::new(&slot.shared, in_flight);
-                // If a listener or the inner `call` panics, `permit` is dropped while
+                let mut starting = Starting::new(&slot.shared, in_flight);
+                // If a listener or the inner `call` panics, `starting` is dropped while
                 // unwinding: the slot comes back.
-                permit.start(waited);
-                permit.set_in_inner(true);
+                starting.start(waited);
                 let future = self.inner.call(request);
-                permit.set_in_inner(false);
-                ResponseFuture::called(future, permit, self.classifier.clone())
+                ResponseFuture::called(future, starting.into_permit(), self.classifier.clone())
             }
             State::Rejecting(reason) => {
                 slot.state = State::Idle;
