@@ -102,20 +102,26 @@ where
         match self.project().kind.project() {
             KindProj::Called { future, spent } => {
                 let result = ready!(future.poll(cx));
-                let spent = spent.take();
-                Poll::Ready(finish(
+                // Read where it lies and dropped in place below, not moved out first: when
+                // the inner future is ready at once (a local rejection from a layer below, a
+                // cached answer), the move read it back in wider words than `call` had just
+                // written it, a store-forwarding stall.
+                let held = spent.as_ref();
+                let output = finish(
                     result,
                     || {
-                        if let Some(s) = &spent {
+                        if let Some(s) = held {
                             s.limiter.refund(s.taken, s.cost);
                         }
                     },
                     |outcome| {
-                        if let Some(s) = &spent {
+                        if let Some(s) = held {
                             s.limiter.completed(outcome);
                         }
                     },
-                ))
+                );
+                *spent = None;
+                Poll::Ready(output)
             }
             KindProj::Rejected { error } => Poll::Ready(Err(error
                 .take()
