@@ -230,38 +230,45 @@ where
     /// If `poll_ready` did not return `Ready(Ok(()))` before.
     #[inline]
     fn call(&mut self, request: Req) -> Self::Future {
-        match self
-            .reserved
-            .take()
-            .expect("poll_ready must be called first")
-        {
-            Ok(mut permit) => {
-                permit.0.start();
-                // A panic of the inner service's `call` is the dependency's failure: the guard
-                // records it while unwinding (a caller's own panic never passes through here).
-                let guard = CallGuard(Some(permit));
-                let future = self.inner.call(request);
-                let permit = guard.disarm();
-                ResponseFuture::called(future, permit, self.classifier.clone())
+        match &mut self.reserved {
+            Some(Ok(permit)) => permit.0.start(),
+            Some(Err(_)) => {
+                let Some(Err(open)) = self.reserved.take() else {
+                    unreachable!("matched just above")
+                };
+                return ResponseFuture::rejected(open);
             }
-            Err(open) => ResponseFuture::rejected(open),
+            None => panic!("poll_ready must be called first"),
+        }
+        // The permit stays where `poll_ready` wrote it while the inner service's `call` runs,
+        // and moves once, after. A panic of that `call` is the dependency's failure: the guard
+        // records it while unwinding (a caller's own panic never passes through here). Moved
+        // out first (into the guard, then out of it), the permit was read back in wider words
+        // than `poll_ready` had just written it: a store-forwarding stall.
+        let guard = CallGuard(&mut self.reserved);
+        let future = self.inner.call(request);
+        let permit = guard.disarm();
+        ResponseFuture::called(future, permit, self.classifier.clone())
+    }
+}
+
+/// Watches the reserved permit while the inner service's `call` runs: dropped with it still
+/// there, `call` panicked, which counts as a failure.
+struct CallGuard<'a>(&'a mut Option<Result<OwnedPermit, CircuitOpen>>);
+
+impl CallGuard<'_> {
+    fn disarm(self) -> OwnedPermit {
+        let mut this = std::mem::ManuallyDrop::new(self);
+        match this.0.take() {
+            Some(Ok(permit)) => permit,
+            _ => unreachable!("call checked the reservation"),
         }
     }
 }
 
-/// Holds the permit while the inner service's `call` runs: dropped still holding it, `call`
-/// panicked, which counts as a failure.
-struct CallGuard(Option<OwnedPermit>);
-
-impl CallGuard {
-    fn disarm(mut self) -> OwnedPermit {
-        self.0.take().expect("armed")
-    }
-}
-
-impl Drop for CallGuard {
+impl Drop for CallGuard<'_> {
     fn drop(&mut self) {
-        if let Some(permit) = self.0.take() {
+        if let Some(Ok(permit)) = self.0.take() {
             permit.record(Outcome::Failure);
         }
     }
