@@ -466,17 +466,30 @@ impl<E: 'static> EventBus<E> {
 }
 
 /// Whether a `tracing` subscriber takes `TRACE` events of target `palisade` (always false
-/// without the `tracing` feature). One relaxed load when no subscriber wants `TRACE`.
-#[inline]
+/// without the `tracing` feature). One relaxed load, inline, when no subscriber wants `TRACE`.
+#[inline(always)]
 fn trace_enabled() -> bool {
     #[cfg(feature = "tracing")]
     {
-        tracing::enabled!(target: "palisade", tracing::Level::TRACE)
+        // The global level first (what `enabled!` checks first too), here rather than in the
+        // function below: the macro's expansion is too large to inline, and a call on every
+        // per-call event cost more (its register saves) than the one load it needed.
+        tracing::Level::TRACE <= tracing::level_filters::STATIC_MAX_LEVEL
+            && tracing::Level::TRACE <= tracing::level_filters::LevelFilter::current()
+            && trace_enabled_for_target()
     }
     #[cfg(not(feature = "tracing"))]
     {
         false
     }
+}
+
+/// The rest of [`trace_enabled`]: the callsite's interest and the subscriber's filter.
+#[cfg(feature = "tracing")]
+#[cold]
+#[inline(never)]
+fn trace_enabled_for_target() -> bool {
+    tracing::enabled!(target: "palisade", tracing::Level::TRACE)
 }
 
 /// [`recorder_installed`], or false without the `metrics` feature.
