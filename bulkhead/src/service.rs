@@ -280,8 +280,9 @@ where
         let slot = &mut self.slot;
         match slot.state {
             State::Ready { in_flight, waited } => {
-                // The slot moves from the service's state into the permit: nothing between
-                // the two lines can panic, so it is never held by neither.
+                // The slot moves from the service's state into `starting` (and from it into
+                // the response future's permit): nothing between the two lines can panic, so
+                // it is never held by neither.
                 slot.state = State::Idle;
                 let mut starting = Starting::new(&slot.shared, in_flight);
                 // If a listener or the inner `call` panics, `starting` is dropped while
