@@ -229,6 +229,15 @@ impl CircuitBreaker {
         Ok(OwnedPermit(Core::new(self.local.clone(), admission)))
     }
 
+    /// Like [`acquire`](Self::acquire), the refusal built on the heap where it is made (the
+    /// service returns it as a `BoxError`, so it is allocated anyway): one pointer moves
+    /// through `poll_ready`, `call` and the response future instead of the whole rejection.
+    #[inline]
+    pub(crate) fn acquire_boxed(&self) -> Result<OwnedPermit, Box<CircuitOpen>> {
+        let admission = self.shared().admit_as::<Box<CircuitOpen>>(true)?;
+        Ok(OwnedPermit(Core::new(self.local.clone(), admission)))
+    }
+
     /// Like [`acquire`](Self::acquire), but a refusal is not a rejected call (gate mode waits
     /// instead): it is not counted and emits no event.
     pub(crate) fn acquire_quietly(&self) -> Result<OwnedPermit, CircuitOpen> {

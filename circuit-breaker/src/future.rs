@@ -31,7 +31,7 @@ enum Kind<F, C> {
         classifier: C,
     },
     Rejected {
-        error: Option<CircuitOpen>,
+        error: Option<Box<CircuitOpen>>,
     },
 }
 
@@ -46,7 +46,7 @@ impl<F, C> ResponseFuture<F, C> {
         }
     }
 
-    pub(crate) fn rejected(error: CircuitOpen) -> Self {
+    pub(crate) fn rejected(error: Box<CircuitOpen>) -> Self {
         ResponseFuture {
             kind: Kind::Rejected { error: Some(error) },
         }
@@ -107,9 +107,9 @@ where
                 *permit = None;
                 Poll::Ready(result.map_err(Into::into))
             }
-            KindProj::Rejected { error } => Poll::Ready(Err(Box::new(
-                error.take().expect("polled after completion"),
-            ))),
+            KindProj::Rejected { error } => {
+                Poll::Ready(Err(error.take().expect("polled after completion")))
+            }
         }
     }
 }

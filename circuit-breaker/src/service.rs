@@ -66,7 +66,13 @@ pub struct CircuitBreakerService<S, C = ErrorIsFailure> {
     breaker: CircuitBreaker,
     classifier: C,
     mode: Mode,
-    reserved: Option<Result<OwnedPermit, CircuitOpen>>,
+    /// The permit `poll_ready` reserved for the next `call`.
+    reserved: Option<OwnedPermit>,
+    /// Or the rejection `poll_ready` got instead (never both). A field of its own, one
+    /// pointer wide: `call` reads back exactly the word `poll_ready` wrote (read out of a
+    /// shared enum, it was loaded in wider words than it was stored: a store-forwarding
+    /// stall on the reject path).
+    rejected: Option<Box<CircuitOpen>>,
     /// Gate mode's timer, allocated the first time the gate waits and reused after.
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
 }
@@ -86,6 +92,7 @@ impl<S, C> CircuitBreakerService<S, C> {
             classifier,
             mode,
             reserved: None,
+            rejected: None,
             sleep: None,
         }
     }
@@ -183,6 +190,7 @@ impl<S: fmt::Debug, C> fmt::Debug for CircuitBreakerService<S, C> {
             .field("breaker", &self.breaker)
             .field("mode", &self.mode)
             .field("reserved", &self.reserved)
+            .field("rejected", &self.rejected)
             .finish_non_exhaustive()
     }
 }
@@ -199,18 +207,20 @@ where
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        if !matches!(self.reserved, Some(Ok(_))) {
+        if self.reserved.is_none() {
+            // A rejection from an earlier `poll_ready` is stale: ask again.
+            self.rejected = None;
             match self.mode {
-                Mode::Reject => {
-                    self.reserved = Some(self.breaker.acquire());
-                    if let Some(Err(_)) = self.reserved {
+                Mode::Reject => match self.breaker.acquire_boxed() {
+                    Ok(permit) => self.reserved = Some(permit),
+                    Err(open) => {
+                        self.rejected = Some(open);
                         return Poll::Ready(Ok(()));
                     }
-                }
+                },
                 Mode::Gate => {
-                    self.reserved = None;
                     let permit = std::task::ready!(self.poll_gate(cx));
-                    self.reserved = Some(Ok(permit));
+                    self.reserved = Some(permit);
                 }
             }
         }
@@ -231,14 +241,11 @@ where
     #[inline]
     fn call(&mut self, request: Req) -> Self::Future {
         match &mut self.reserved {
-            Some(Ok(permit)) => permit.0.start(),
-            Some(Err(_)) => {
-                let Some(Err(open)) = self.reserved.take() else {
-                    unreachable!("matched just above")
-                };
-                return ResponseFuture::rejected(open);
-            }
-            None => panic!("poll_ready must be called first"),
+            Some(permit) => permit.0.start(),
+            None => match self.rejected.take() {
+                Some(open) => return ResponseFuture::rejected(open),
+                None => panic!("poll_ready must be called first"),
+            },
         }
         // The permit stays where `poll_ready` wrote it while the inner service's `call` runs,
         // and moves once, after. A panic of that `call` is the dependency's failure: the guard
@@ -254,21 +261,21 @@ where
 
 /// Watches the reserved permit while the inner service's `call` runs: dropped with it still
 /// there, `call` panicked, which counts as a failure.
-struct CallGuard<'a>(&'a mut Option<Result<OwnedPermit, CircuitOpen>>);
+struct CallGuard<'a>(&'a mut Option<OwnedPermit>);
 
 impl CallGuard<'_> {
     fn disarm(self) -> OwnedPermit {
         let mut this = std::mem::ManuallyDrop::new(self);
         match this.0.take() {
-            Some(Ok(permit)) => permit,
-            _ => unreachable!("call checked the reservation"),
+            Some(permit) => permit,
+            None => unreachable!("call checked the reservation"),
         }
     }
 }
 
 impl Drop for CallGuard<'_> {
     fn drop(&mut self) {
-        if let Some(Ok(permit)) = self.0.take() {
+        if let Some(permit) = self.0.take() {
             permit.record(Outcome::Failure);
         }
     }

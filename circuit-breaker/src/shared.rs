@@ -341,16 +341,23 @@ impl Shared {
     /// Decides whether a call may go ahead.
     #[inline]
     pub(crate) fn admit(&self) -> Result<Admission, CircuitOpen> {
-        let current = self.load();
-        if current.state() == State::Closed {
-            return Ok(Admission::Window(current.generation()));
-        }
-        self.admit_slow(current, true)
+        self.admit_as(true)
     }
 
     /// [`admit`](Self::admit); with `count_rejection` false a refusal is not counted as a
     /// rejected call and emits no event (gate mode, which waits instead of rejecting).
     pub(crate) fn admit_with(&self, count_rejection: bool) -> Result<Admission, CircuitOpen> {
+        self.admit_as(count_rejection)
+    }
+
+    /// [`admit_with`](Self::admit_with), the refusal built as `R`: `Box<CircuitOpen>` builds
+    /// it on the heap inside the cold path, so the service's reject path passes one pointer
+    /// along instead of copying the rejection through every frame and allocating at the end.
+    #[inline]
+    pub(crate) fn admit_as<R: From<CircuitOpen>>(
+        &self,
+        count_rejection: bool,
+    ) -> Result<Admission, R> {
         let current = self.load();
         if current.state() == State::Closed {
             return Ok(Admission::Window(current.generation()));
@@ -360,7 +367,11 @@ impl Shared {
 
     /// Every state but `Closed`.
     #[inline(never)]
-    fn admit_slow(&self, current: Word, count_rejection: bool) -> Result<Admission, CircuitOpen> {
+    fn admit_slow<R: From<CircuitOpen>>(
+        &self,
+        current: Word,
+        count_rejection: bool,
+    ) -> Result<Admission, R> {
         let settings = &self.settings;
         // Read at most once, and only by the states that need it.
         let mut now = None;
@@ -426,18 +437,21 @@ impl Shared {
             if count_rejection {
                 self.reject(state, retry_after)
             } else {
-                CircuitOpen::new(state, retry_after)
+                R::from(CircuitOpen::new(state, retry_after))
             }
         })
     }
 
+    /// Counts and reports a rejection and builds it as `R`, here: built where it is boxed,
+    /// its fields are stored straight into the allocation (built by a callee and boxed by its
+    /// caller, it was copied through the stack in wider words than it was written).
     #[cold]
-    fn reject(&self, state: State, retry_after: Option<Duration>) -> CircuitOpen {
+    fn reject<R: From<CircuitOpen>>(&self, state: State, retry_after: Option<Duration>) -> R {
         // A statistic (Relaxed inside), on cache lines of its own so rejecting threads do not
         // slow the admitted ones, and striped so they do not slow each other.
         self.rejected.add(1);
         self.emit_call(|| CircuitBreakerEvent::CallRejected { state });
-        CircuitOpen::new(state, retry_after)
+        R::from(CircuitOpen::new(state, retry_after))
     }
 
     // ---- completion ------------------------------------------------------------------------

@@ -31,6 +31,28 @@ fn assert_no_allocations(breaker: &CircuitBreaker) {
     assert_eq!(info.count_total, 0, "try_acquire allocated");
 }
 
+/// A rejection through the service allocates once: the `BoxError` it is returned as (the
+/// rejection carries its `retry_after`, so it is not zero-sized).
+#[test]
+fn a_rejection_through_the_service_allocates_only_its_box_error() {
+    let breaker = CircuitBreaker::builder()
+        .wait_duration_in_open(Duration::from_secs(3_600))
+        .build()
+        .unwrap();
+    breaker.transition_to_open();
+    let mut svc = breaker.layer().layer(Echo);
+    assert!(matches!(call_now(&mut svc, 1), Some(Err(_))));
+    let info = allocation_counter::measure(|| {
+        for i in 0..1_000 {
+            let Some(Err(err)) = call_now(&mut svc, i) else {
+                panic!("the open breaker let a call through")
+            };
+            assert!(err.is::<palisade_circuit_breaker::CircuitOpen>());
+        }
+    });
+    assert_eq!(info.count_total, 1_000, "one allocation per rejection");
+}
+
 /// Regression: cloning a service allocated a fresh padded reference count, so every stack
 /// that clones per call (tower's `Retry`, `oneshot` on a clone) allocated per call.
 #[test]

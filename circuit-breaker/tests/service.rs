@@ -322,6 +322,38 @@ async fn pending_inner_readiness_keeps_the_reservation() {
     assert_eq!(breaker.state(), State::Closed);
 }
 
+/// `poll_ready` answered with a rejection while open; asked again after the breaker closed,
+/// it reserves a permit instead, and the call reaches the backend.
+#[tokio::test(start_paused = true)]
+async fn a_rejection_is_not_kept_past_the_next_poll_ready() {
+    let backend = MockBackend::new(Script::always(Step::ok()));
+    let breaker = breaker();
+    breaker.transition_to_open();
+    let mut svc = breaker.layer().layer(backend.clone());
+    poll_fn(|cx| Service::<u32>::poll_ready(&mut svc, cx))
+        .await
+        .unwrap();
+    breaker.transition_to_closed();
+    poll_fn(|cx| Service::<u32>::poll_ready(&mut svc, cx))
+        .await
+        .unwrap();
+    svc.call(7).await.unwrap();
+    assert_eq!(backend.stats().calls, 1);
+    // And the other way round: a reserved permit is kept, not traded for a rejection.
+    poll_fn(|cx| Service::<u32>::poll_ready(&mut svc, cx))
+        .await
+        .unwrap();
+    breaker.transition_to_open();
+    poll_fn(|cx| Service::<u32>::poll_ready(&mut svc, cx))
+        .await
+        .unwrap();
+    svc.call(7).await.unwrap();
+    assert_eq!(backend.stats().calls, 2);
+    let err = call(&mut svc).await.unwrap_err();
+    assert!(is_open(&err));
+    assert_eq!(backend.stats().calls, 2);
+}
+
 /// A tiny stand-in for tower-test's mock: ready only when allowed.
 fn tower_test_pair() -> (Gate, GateHandle) {
     let allowed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
