@@ -29,6 +29,7 @@
 use std::borrow::Cow;
 use std::error::Error;
 use std::fmt;
+use std::num::NonZeroU64;
 use std::time::Duration;
 
 /// A configuration value that `build()` refused, naming the field and why.
@@ -122,26 +123,48 @@ pub fn check_ordered<T: PartialOrd + fmt::Debug>(
 }
 
 /// "Try again after this long": the hint a rejection carries as its error source.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct RetryAfter(Duration);
+///
+/// Kept as whole nanoseconds, saturating at `u64::MAX - 1` (about 584 years), one word with a
+/// niche: an `Option<RetryAfter>` is 8 bytes and a rejection that carries one is written and
+/// copied in whole words (a `Duration`'s 8 + 4 bytes, copied as one 16-byte load right after
+/// being stored, stalled on store forwarding).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RetryAfter(NonZeroU64);
 
 impl RetryAfter {
-    /// A hint to wait `after` before trying again.
+    /// A hint to wait `after` before trying again (at most `u64::MAX - 1` nanoseconds, about
+    /// 584 years; a longer one saturates).
     #[must_use]
     pub const fn new(after: Duration) -> Self {
-        RetryAfter(after)
+        let nanos = after.as_nanos();
+        let nanos = if nanos >= u64::MAX as u128 {
+            u64::MAX - 1
+        } else {
+            nanos as u64
+        };
+        // Stored plus one, so that zero is the niche.
+        match NonZeroU64::new(nanos + 1) {
+            Some(stored) => RetryAfter(stored),
+            None => unreachable!(),
+        }
     }
 
     /// How long to wait.
     #[must_use]
     pub const fn duration(self) -> Duration {
-        self.0
+        Duration::from_nanos(self.0.get() - 1)
+    }
+}
+
+impl fmt::Debug for RetryAfter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("RetryAfter").field(&self.duration()).finish()
     }
 }
 
 impl fmt::Display for RetryAfter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "retry after {:?}", self.0)
+        write!(f, "retry after {:?}", self.duration())
     }
 }
 
@@ -153,7 +176,7 @@ pub fn retry_after(error: &(dyn Error + 'static)) -> Option<Duration> {
     let mut current = Some(error);
     while let Some(err) = current {
         if let Some(hint) = err.downcast_ref::<RetryAfter>() {
-            return Some(hint.0);
+            return Some(hint.duration());
         }
         current = err.source();
     }
@@ -213,5 +236,31 @@ mod tests {
         let none = Wrapper(Box::new(std::io::Error::other("x")));
         assert_eq!(retry_after(&none), None);
         assert_eq!(hint.to_string(), "retry after 3s");
+    }
+
+    #[test]
+    fn a_retry_after_keeps_its_duration_in_one_word() {
+        for after in [
+            Duration::ZERO,
+            Duration::from_nanos(1),
+            Duration::from_millis(1_500),
+            Duration::from_secs(3_600),
+            Duration::from_nanos(u64::MAX - 1),
+        ] {
+            assert_eq!(RetryAfter::new(after).duration(), after);
+        }
+        // Longer than about 584 years saturates.
+        let longest = Duration::from_nanos(u64::MAX - 1);
+        assert_eq!(RetryAfter::new(Duration::MAX).duration(), longest);
+        assert_eq!(
+            RetryAfter::new(Duration::from_nanos(u64::MAX)).duration(),
+            longest
+        );
+        assert!(RetryAfter::new(Duration::from_secs(1)) < RetryAfter::new(Duration::from_secs(2)));
+        assert_eq!(
+            format!("{:?}", RetryAfter::new(Duration::from_millis(5))),
+            "RetryAfter(5ms)"
+        );
+        assert_eq!(std::mem::size_of::<Option<RetryAfter>>(), 8);
     }
 }

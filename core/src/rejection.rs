@@ -286,6 +286,14 @@ mod tests {
         assert!(none.source().is_none());
     }
 
+    /// Two words: the hint's (with its niche) and the kind's. A hint as a `Duration` made it
+    /// three, copied in wider loads than it was stored in.
+    #[test]
+    fn a_rejection_with_its_hint_is_two_words() {
+        assert_eq!(std::mem::size_of::<Rejection>(), 16);
+        assert_eq!(std::mem::size_of::<Result<(), Rejection>>(), 16);
+    }
+
     #[test]
     fn remote_errors_are_not_local_rejections() {
         let err: BoxError = Box::new(Wrapper("boom".into()));
