@@ -330,23 +330,15 @@ async fn a_rejection_is_not_kept_past_the_next_poll_ready() {
     let breaker = breaker();
     breaker.transition_to_open();
     let mut svc = breaker.layer().layer(backend.clone());
-    poll_fn(|cx| Service::<u32>::poll_ready(&mut svc, cx))
-        .await
-        .unwrap();
+    ServiceExt::<u32>::ready(&mut svc).await.unwrap();
     breaker.transition_to_closed();
-    poll_fn(|cx| Service::<u32>::poll_ready(&mut svc, cx))
-        .await
-        .unwrap();
+    ServiceExt::<u32>::ready(&mut svc).await.unwrap();
     svc.call(7).await.unwrap();
     assert_eq!(backend.stats().calls, 1);
     // And the other way round: a reserved permit is kept, not traded for a rejection.
-    poll_fn(|cx| Service::<u32>::poll_ready(&mut svc, cx))
-        .await
-        .unwrap();
+    ServiceExt::<u32>::ready(&mut svc).await.unwrap();
     breaker.transition_to_open();
-    poll_fn(|cx| Service::<u32>::poll_ready(&mut svc, cx))
-        .await
-        .unwrap();
+    ServiceExt::<u32>::ready(&mut svc).await.unwrap();
     svc.call(7).await.unwrap();
     assert_eq!(backend.stats().calls, 2);
     let err = call(&mut svc).await.unwrap_err();
