@@ -241,7 +241,7 @@ impl CircuitBreaker {
     /// Like [`acquire`](Self::acquire), but a refusal is not a rejected call (gate mode waits
     /// instead): it is not counted and emits no event.
     pub(crate) fn acquire_quietly(&self) -> Result<OwnedPermit, CircuitOpen> {
-        let admission = self.shared().admit_with(false)?;
+        let admission = self.shared().admit_as::<CircuitOpen>(false)?;
         Ok(OwnedPermit(Core::new(self.local.clone(), admission)))
     }
 

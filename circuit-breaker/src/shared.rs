@@ -344,15 +344,11 @@ impl Shared {
         self.admit_as(true)
     }
 
-    /// [`admit`](Self::admit); with `count_rejection` false a refusal is not counted as a
-    /// rejected call and emits no event (gate mode, which waits instead of rejecting).
-    pub(crate) fn admit_with(&self, count_rejection: bool) -> Result<Admission, CircuitOpen> {
-        self.admit_as(count_rejection)
-    }
-
-    /// [`admit_with`](Self::admit_with), the refusal built as `R`: `Box<CircuitOpen>` builds
-    /// it on the heap inside the cold path, so the service's reject path passes one pointer
-    /// along instead of copying the rejection through every frame and allocating at the end.
+    /// [`admit`](Self::admit), the refusal built as `R`: `Box<CircuitOpen>` builds it on the
+    /// heap inside the cold path, so the service's reject path passes one pointer along
+    /// instead of copying the rejection through every frame and allocating at the end. With
+    /// `count_rejection` false a refusal is not counted as a rejected call and emits no event
+    /// (gate mode, which waits instead of rejecting).
     #[inline]
     pub(crate) fn admit_as<R: From<CircuitOpen>>(
         &self,
