@@ -759,8 +759,10 @@ impl<K: Clone + Send + Sync + 'static> Record for Node<K> {
     fn finish(&self, result: CallResult, started: Instant) {
         self.stats.end();
         let now = self.core.clock.now();
-        let elapsed = now.saturating_duration_since(started);
-        self.record(result, duration_to_nanos(elapsed) as f64, now);
+        // In nanoseconds, not a `Duration` (seconds and nanoseconds, split by a division and
+        // joined again for the sample); the event, when anyone takes it, gets its `Duration`.
+        let elapsed_ns = now.as_nanos().saturating_sub(started.as_nanos());
+        self.record(result, elapsed_ns as f64, now);
         self.core
             .events
             .emit_call_with(|| BalancerEvent::CallFinished {
@@ -769,7 +771,7 @@ impl<K: Clone + Send + Sync + 'static> Record for Node<K> {
                     CallResult::Failure => palisade_core::Outcome::Failure,
                     CallResult::Rejected | CallResult::Ignored => palisade_core::Outcome::Ignore,
                 },
-                duration: elapsed,
+                duration: std::time::Duration::from_nanos(elapsed_ns),
             });
     }
 
