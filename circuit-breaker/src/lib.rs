@@ -71,7 +71,10 @@
 //! `Pending` and a tokio timer wakes the task when probes may start; half-open with every
 //! probe taken, it waits for a probe to be given back or for the probes to decide. Use it per
 //! endpoint inside a readiness-aware balancer (tower's p2c `Balance`), which then routes around
-//! an open endpoint instead of preferring its instant rejections.
+//! an open endpoint instead of preferring its instant rejections. Palisade's balancer also
+//! learns that an open gate is *shut* (for how long), not busy: it does not wait on it, and
+//! when every endpoint's gate is open it answers `NoHealthyEndpoints` at once. tower's
+//! `Balance` cannot tell: with every gate open it waits.
 //!
 //! # Behaviour
 //!

@@ -10,6 +10,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 use tower::BoxError;
 use tower_service::Service;
 
@@ -26,7 +27,10 @@ use tower_service::Service;
 ///   endpoint inside a readiness-aware balancer (tower's p2c `Balance`), which then routes
 ///   around an open endpoint instead of preferring its instant rejections. Bound the wait with
 ///   a timeout above it, or rely on the balancer's other endpoints: a forced-open gate waits
-///   for a person.
+///   for a person. An open (or forced-open) gate also tells its poller that it is *shut* for
+///   the rest of its wait, not busy: Palisade's balancer then passes it over without polling
+///   it again until then, and with every endpoint shut rejects the call at once
+///   (`NoHealthyEndpoints`) instead of waiting. Half-open with its probes out is only busy.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Mode {
@@ -123,7 +127,8 @@ impl<S, C> CircuitBreakerService<S, C> {
                 looked_again = true;
                 continue;
             }
-            if let Some(after) = shared.recheck_after(&open) {
+            let recheck = shared.recheck_after(&open);
+            if let Some(after) = recheck {
                 let deadline = tokio::time::Instant::now() + after;
                 let sleep = match &mut self.sleep {
                     Some(sleep) => {
@@ -144,6 +149,14 @@ impl<S, C> CircuitBreakerService<S, C> {
                     timer_fired = true;
                     continue;
                 }
+            }
+            // Open is shut, not busy: a balancer polling this endpoint learns so (core's
+            // readiness note) and passes it over for the rest of the wait instead of waiting
+            // on it; with every endpoint shut it rejects at once. A forced-open breaker has no
+            // known end: shut for now, asked again at the next pick. Half-open with its probes
+            // out is busy: their answers come within a call.
+            if matches!(open.state(), State::Open | State::ForcedOpen) {
+                palisade_core::readiness::report_shut(recheck.unwrap_or(Duration::ZERO));
             }
             return Poll::Pending;
         }

@@ -86,6 +86,36 @@ async fn a_failed_probe_reopens_and_the_gate_stays_shut() {
     assert_ready_ok!(poller.enter(|cx, _| svc.poll_ready(cx)));
 }
 
+/// An open gate tells the poller it is *shut*, with the rest of its wait (core's readiness
+/// note, read by Palisade's balancer to pass it over); half-open with its probe out is only
+/// busy, and says nothing.
+#[tokio::test(start_paused = true)]
+async fn an_open_gate_reports_itself_shut_for_the_rest_of_its_wait() {
+    use palisade_core::readiness::poll_observing;
+    let breaker = breaker(1);
+    let mut a = gated(&breaker, ok);
+    let mut b = gated(&breaker, ok);
+    breaker.transition_to_open();
+    tokio::time::advance(Duration::from_secs(2)).await;
+    let mut poller = task::spawn(());
+    let (answer, shut) = poller.enter(|cx, _| poll_observing(|| a.poll_ready(cx)));
+    assert!(answer.is_pending());
+    assert_eq!(shut, Some(Duration::from_secs(3)));
+
+    breaker.force_open();
+    let (answer, shut) = poller.enter(|cx, _| poll_observing(|| a.poll_ready(cx)));
+    assert!(answer.is_pending());
+    assert_eq!(shut, Some(Duration::ZERO), "forced open: shut, end unknown");
+
+    breaker.transition_to_half_open();
+    let (answer, shut) = poller.enter(|cx, _| poll_observing(|| a.poll_ready(cx)));
+    assert!(answer.is_ready(), "the probe is admitted");
+    assert_eq!(shut, None);
+    let (answer, shut) = poller.enter(|cx, _| poll_observing(|| b.poll_ready(cx)));
+    assert!(answer.is_pending(), "the only probe is out");
+    assert_eq!(shut, None, "waiting for a probe's answer is busy, not shut");
+}
+
 /// Half-open with every probe taken is `Pending` until the probe completes, which wakes the
 /// waiters (no deadlock: the waiting service holds nothing).
 #[tokio::test(start_paused = true)]

@@ -54,6 +54,8 @@ pub mod classify;
 pub mod clock;
 pub mod error;
 pub mod events;
+#[doc(hidden)] // for the layer crates (a gate-mode breaker and the balancer), not a stable API
+pub mod readiness;
 pub mod rejection;
 #[doc(hidden)] // for the layer crates (retry budget, adaptive throttle), not a stable API
 pub mod ring;

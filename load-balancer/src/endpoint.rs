@@ -464,6 +464,10 @@ pub(crate) struct Node<K> {
     key_hash: AtomicU64,
     /// The endpoint's own circuit breaker, when the balancer has a template for them.
     pub(crate) breaker: Option<crate::breaker::EndpointBreaker>,
+    /// Until when (clock nanoseconds) the endpoint's service said it is shut (a breaker of the
+    /// user's in gate mode that is open, seen through core's readiness note): no pick
+    /// considers it before then. 0: not known to be shut.
+    shut_until: AtomicU64,
     pub(crate) core: Arc<Core<K>>,
 }
 
@@ -516,6 +520,7 @@ impl<K: Clone + Send + Sync + 'static> Node<K> {
             active_since: AtomicU64::new(now.as_nanos()),
             key_hash: AtomicU64::new(0),
             breaker: None,
+            shut_until: AtomicU64::new(0),
             core,
         }
     }
@@ -748,10 +753,25 @@ impl<K: Clone + Send + Sync + 'static> Node<K> {
         }
     }
 
-    /// Whether this endpoint's breaker (if any) lets a pick consider it now.
+    /// Whether this endpoint's breakers let a pick consider it now: its own (if any), and a
+    /// gate-mode breaker of the user's that said it is shut ([`shut_for`](Self::shut_for)).
     #[inline]
     pub(crate) fn breaker_allows(&self, now: Instant) -> bool {
-        self.breaker.as_ref().is_none_or(|b| b.is_candidate(now))
+        // Relaxed: a hint about when to poll the endpoint again; nothing is published with it.
+        self.shut_until.load(Ordering::Relaxed) <= now.as_nanos()
+            && self.breaker.as_ref().is_none_or(|b| b.is_candidate(now))
+    }
+
+    /// The endpoint's service answered `Pending` and said it stays shut for `wait` (an open
+    /// gate-mode breaker): picks pass it over until then, without polling it. At least until
+    /// just after `now`, so that the rest of this pick passes it over even for a zero wait
+    /// (a forced-open breaker, asked again at the next pick).
+    pub(crate) fn shut_for(&self, now: Instant, wait: Duration) {
+        let until = now
+            .as_nanos()
+            .saturating_add(duration_to_nanos(wait).max(1));
+        // Relaxed: see `breaker_allows`; racing pollers store nearly the same time.
+        self.shut_until.store(until, Ordering::Relaxed);
     }
 }
 

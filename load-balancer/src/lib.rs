@@ -49,7 +49,10 @@
 //! [`endpoint_breaker`](BalancerBuilder::endpoint_breaker) with [`fleet_breaker`]'s defaults
 //! gives every endpoint its own, and an endpoint whose breaker is open is not a candidate
 //! (see [`breaker`]). A breaker of your own also composes: wrap an endpoint in a breaker in
-//! **gate mode** (open = not ready) and the balancer passes it over. In reject mode its `CircuitOpen`
+//! **gate mode** (open = not ready) and the balancer passes it over. An open gate says it is
+//! *shut*, not busy (with how long), so the balancer does not wait on it, does not poll it
+//! again until that wait is over, and with every endpoint shut answers
+//! [`NoHealthyEndpoints`] at once, as with its own breakers. In reject mode its `CircuitOpen`
 //! answers are charged the failure penalty, so the default strategy avoids it, but a pick
 //! that still lands there answers the caller `CircuitOpen`, which palisade-retry returns at
 //! once rather than retrying: prefer gate mode per endpoint (`tests/stacking.rs`).
@@ -61,7 +64,8 @@
 //! - At most `max_ejection_percent` of the set is ejected at once (at least one endpoint may
 //!   be), and below the panic threshold every endpoint is a candidate.
 //! - `poll_ready` never returns an error; `Pending` only with a wake-up registered with a busy
-//!   endpoint.
+//!   endpoint (never for an endpoint that is only shut: an open breaker, built in or in gate
+//!   mode).
 //! - No lock and no allocation on a successful call's path (pick, call, record).
 //!
 //! # Example

@@ -8,6 +8,7 @@ use crate::future::{InFlight, ResponseFuture};
 use palisade_core::BoxError;
 use palisade_core::classify::{Classify, ErrorIsFailure};
 use palisade_core::clock::Instant;
+use palisade_core::readiness::poll_observing;
 use palisade_core::rejection::RejectionKind;
 use palisade_core::rng::{GAMMA, SplitMix64};
 use palisade_core::sync::atomic::Ordering;
@@ -347,18 +348,22 @@ where
             Slot::Reject | Slot::Empty => {}
             // The endpoint waited on left the set meanwhile: pick again among the current ones.
             Slot::Waiting { node, .. } if node.is_removed() => {}
-            Slot::Waiting { node, mut service } => match service.poll_ready(cx) {
-                Poll::Ready(Ok(())) => {
-                    let now = clock.now();
-                    // A breaker that opened meanwhile refuses: pick another below.
-                    if let Ok(permit) = admit(&node, now) {
-                        self.reserved.set(node, service, now, permit);
-                        return Poll::Ready(Ok(()));
+            Slot::Waiting { node, mut service } => {
+                match poll_observing(|| service.poll_ready(cx)) {
+                    (Poll::Ready(Ok(())), _) => {
+                        let now = clock.now();
+                        // A breaker that opened meanwhile refuses: pick another below.
+                        if let Ok(permit) = admit(&node, now) {
+                            self.reserved.set(node, service, now, permit);
+                            return Poll::Ready(Ok(()));
+                        }
                     }
+                    (Poll::Ready(Err(_)), _) => node.readiness_failed(clock.now()),
+                    // Its gate shut meanwhile: not worth waiting on; pick among the others below.
+                    (Poll::Pending, Some(wait)) => node.shut_for(clock.now(), wait),
+                    (Poll::Pending, None) => waiting = Some((node, service)),
                 }
-                Poll::Ready(Err(_)) => node.readiness_failed(clock.now()),
-                Poll::Pending => waiting = Some((node, service)),
-            },
+            }
         }
 
         // The set: the kept one while its generation is current, else read afresh.
@@ -420,7 +425,12 @@ where
             excluded[0] = node.id;
             excluded_len = 1;
         }
-        for _ in 0..self.shared.max_ready_tries {
+        // Tries spent on endpoints that were not ready. An endpoint found shut costs none: it
+        // is filtered out of every later pick at this `now` (`shut_for`), so the loop still
+        // ends, after at most one poll per endpoint, and one shut endpoint more or less never
+        // decides whether a healthy one gets its turn.
+        let mut tries = 0;
+        while tries < self.shared.max_ready_tries {
             let Some(i) = Self::pick(
                 &self.shared,
                 &mut self.rng,
@@ -433,8 +443,8 @@ where
             };
             let entry = &set[i];
             let mut service = entry.service.clone();
-            match service.poll_ready(cx) {
-                Poll::Ready(Ok(())) => {
+            match poll_observing(|| service.poll_ready(cx)) {
+                (Poll::Ready(Ok(())), _) => {
                     // A breaker that refuses (half-open with its probes out, or opened since
                     // the filter looked) passes the endpoint over, like a busy one.
                     if let Ok(permit) = admit(&entry.node, now) {
@@ -446,8 +456,15 @@ where
                 }
                 // The failed clone is dropped (tower: a service whose readiness failed is
                 // discarded); the endpoint stays in the set, charged a failure.
-                Poll::Ready(Err(_)) => entry.node.readiness_failed(now),
-                Poll::Pending => {
+                (Poll::Ready(Err(_)), _) => entry.node.readiness_failed(now),
+                // Shut (an open gate-mode breaker), not busy: passed over like an open breaker
+                // of the balancer's own, and not polled again until its wait is over. With
+                // every endpoint shut the call is rejected at once rather than waiting.
+                (Poll::Pending, Some(wait)) => {
+                    entry.node.shut_for(now, wait);
+                    continue;
+                }
+                (Poll::Pending, None) => {
                     if waiting.is_none() {
                         waiting = Some((Arc::clone(&entry.node), service));
                     }
@@ -455,6 +472,7 @@ where
             }
             excluded[excluded_len] = entry.node.id;
             excluded_len += 1;
+            tries += 1;
         }
         if let Some((node, service)) = waiting {
             self.slot = Slot::Waiting { node, service };

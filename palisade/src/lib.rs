@@ -89,8 +89,10 @@
 //!   is `Pending` in `poll_ready` until its half-open probes may start (a timer wakes the
 //!   task). Use it per endpoint inside a balancer (Palisade's or tower's p2c `Balance`): a
 //!   readiness-aware balancer then routes around the open endpoint instead of preferring its
-//!   instant rejections as the fastest answers. Never at the top of a stack, where `Pending`
-//!   makes the caller wait out the open state.
+//!   instant rejections as the fastest answers. Palisade's balancer tells an open gate
+//!   (*shut*) from a busy endpoint: with every endpoint's breaker open it answers
+//!   `NoHealthyEndpoints` at once, which the retry returns at once; tower's `Balance` waits.
+//!   Never at the top of a stack, where `Pending` makes the caller wait out the open state.
 //!
 //! ```
 //! # #[cfg(all(feature = "circuit-breaker", feature = "bulkhead", feature = "rate-limit", feature = "retry"))]

@@ -7,6 +7,8 @@
 //!   default classifier counted `RateLimited` as a failure of the dependency.
 //! - The retry's deadline did not bound the wait for the inner service's readiness (a 1 s
 //!   deadline still pending after 3 600 s).
+//! - With every endpoint's gate-mode breaker open, the README's balanced stack waited on them
+//!   until each attempt timed out, instead of answering `NoHealthyEndpoints` at once.
 
 #![cfg(all(
     feature = "circuit-breaker",
@@ -115,6 +117,72 @@ fn default_readme_stack_over_an_open_breaker_fails_fast() {
         }
         assert_eq!(backend.stats().calls, 0);
         assert_eq!(bulkhead.snapshot().in_flight, 0);
+    });
+}
+
+/// The README's balanced stack (retry with a deadline and a per-attempt timeout → bulkhead →
+/// balancer → per endpoint a breaker in gate mode) with every endpoint's breaker open: the
+/// whole fleet is down. Each call is answered `NoHealthyEndpoints` at once. Before, the
+/// balancer took the open gates' `Pending` for busy endpoints and waited on them: every call
+/// waited 500 ms for its attempt to time out, holding a bulkhead slot, and was answered
+/// "retry attempt timed out" (without the timeout, it waited out the breakers' 5 s).
+#[test]
+fn readme_balanced_stack_with_every_endpoint_breaker_open_fails_fast() {
+    use palisade_load_balancer::{Balancer, NoHealthyEndpoints};
+    run_paused(async {
+        let retry = RetryPolicy::builder()
+            .deadline(Duration::from_secs(2))
+            .attempt_timeout(Duration::from_millis(500))
+            .build()
+            .expect("the README's retry");
+        let bulkhead = Bulkhead::builder()
+            .max_concurrent_calls(64)
+            .build()
+            .expect("the README's bulkhead");
+        let backend = MockBackend::healthy();
+        let breakers: Vec<CircuitBreaker> = ["a", "b", "c"]
+            .into_iter()
+            .map(|host| {
+                CircuitBreaker::builder()
+                    .name(host)
+                    .build()
+                    .expect("a default breaker")
+            })
+            .collect();
+        let balancer = Balancer::new(
+            breakers
+                .iter()
+                .enumerate()
+                .map(|(key, breaker)| (key, breaker.layer().gate().layer(backend.clone()))),
+        );
+        let svc = ServiceBuilder::new()
+            .layer(retry.layer())
+            .layer(bulkhead.layer())
+            .service(balancer.service());
+        for breaker in &breakers {
+            breaker.transition_to_open();
+        }
+
+        for i in 0..10 {
+            let start = Instant::now();
+            let err = svc
+                .clone()
+                .oneshot(i)
+                .await
+                .expect_err("no endpoint can take the call");
+            assert!(
+                err.is::<NoHealthyEndpoints>(),
+                "call {i}: expected NoHealthyEndpoints, got {}",
+                describe(&err)
+            );
+            assert_eq!(start.elapsed(), Duration::ZERO, "call {i} waited");
+        }
+        assert_eq!(backend.stats().calls, 0);
+        assert_eq!(bulkhead.snapshot().in_flight, 0);
+        assert!(
+            breakers.iter().all(|b| b.state() == State::Open),
+            "the rejections are local: no breaker moved"
+        );
     });
 }
 
