@@ -27,7 +27,19 @@
 //!   on a one-worker runtime. `PALISADE_BENCH_THREADS=2,4,8,16` runs it (and every other
 //!   contention group) at each of those thread counts instead.
 //!
-//! Each group has `bare`, so the report can state the stack's overhead per call.
+//! - `stack/fleet_down_1_thread` (an incident): every endpoint's breaker is open. Palisade's
+//!   balancer passes every shut gate over and answers `NoHealthyEndpoints`, which the retry
+//!   returns at once; the peer's open breakers answer each call their `CircuitOpen` error,
+//!   which tower's `Retry` retries while its budget allows. Palisade's breakers are opened
+//!   again before each sample (their default 5 s wait would end during a long run); the
+//!   peer's are forced open (its `force_open`, the only way to open them without failing
+//!   calls).
+//! - `stack/rate_limited_1_thread` (a surge): the rate limiter's token is spent and every call
+//!   is refused by it, at the top of the stack, with the rest of the stack as above. (The
+//!   peer's rate limiter refuses from `poll_ready`, an error its `Retry` passes on.)
+//!
+//! Each success group has `bare`, so the report can state the stack's overhead per call; the
+//! incident groups compare the stacks' answers directly (no inner service is called).
 
 #![allow(
     missing_docs,
@@ -43,11 +55,17 @@ mod support;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use palisade_benches::{Bare, call_now, contended, contention_threads};
+use palisade_core::rejection::{RejectionKind, rejection};
+use palisade_rate_limit::RateLimiter;
+use palisade_retry::RetryPolicy;
 use std::future;
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
-use support::{ENDPOINTS, LIMIT, palisade_stack, palisade_stack_with_deadline};
+use support::{
+    ENDPOINTS, LIMIT, palisade_stack, palisade_stack_parts, palisade_stack_with_deadline,
+    unmetered_limiter,
+};
 use tower::balance::p2c::Balance;
 use tower::discover::ServiceList;
 use tower::load::{CompleteOnResponse, PeakEwma};
@@ -88,7 +106,7 @@ impl<E> Policy<u64, u64, E> for TowerBudgeted {
 /// The tower + tower-resilience stack. Needs a tokio runtime context: `Buffer` spawns its
 /// worker, and tower-resilience's layers use tokio's timers.
 fn tower_stack() -> impl Service<u64, Response = u64, Error = BoxError> + Clone + Send {
-    tower_stack_with(None)
+    tower_stack_with(TowerSetup::default())
 }
 
 /// [`tower_stack`] with a deadline above the retry and a per-attempt timeout below it.
@@ -96,11 +114,25 @@ fn tower_stack_with_deadline() -> impl Service<u64, Response = u64, Error = BoxE
 {
     ServiceBuilder::new()
         .timeout(Duration::from_secs(2))
-        .service(tower_stack_with(Some(Duration::from_millis(500))))
+        .service(tower_stack_with(TowerSetup {
+            attempt_timeout: Some(Duration::from_millis(500)),
+            ..TowerSetup::default()
+        }))
+}
+
+/// How [`tower_stack_with`] departs from the success stack.
+#[derive(Default)]
+struct TowerSetup {
+    /// A per-attempt timeout below the retry.
+    attempt_timeout: Option<Duration>,
+    /// Every endpoint's breaker forced open.
+    fleet_down: bool,
+    /// A rate of one call per hour, its token already spent.
+    rate_limited: bool,
 }
 
 fn tower_stack_with(
-    attempt_timeout: Option<Duration>,
+    setup: TowerSetup,
 ) -> impl Service<u64, Response = u64, Error = BoxError> + Clone + Send {
     let endpoints: Vec<_> = (0..ENDPOINTS)
         .map(|_| {
@@ -108,6 +140,9 @@ fn tower_stack_with(
                 .build()
                 .unwrap()
                 .layer(Bare);
+            if setup.fleet_down {
+                futures::executor::block_on(breaker.force_open());
+            }
             PeakEwma::new(
                 breaker,
                 Duration::from_millis(30),
@@ -118,11 +153,17 @@ fn tower_stack_with(
         .collect();
     let balance = Balance::new(ServiceList::new::<u64>(endpoints));
     let buffered = tower::buffer::Buffer::new(balance, 1_024);
+    // A token bucket of `limit + burst` tokens, `limit` refilled per period.
+    let (limit, burst, refresh) = if setup.rate_limited {
+        (1, 0, Duration::from_secs(3_600))
+    } else {
+        (usize::MAX / 2, usize::MAX / 2, Duration::from_secs(1))
+    };
     let limiter = tower_resilience::ratelimiter::RateLimiterLayer::builder()
-        .limit_for_period(usize::MAX / 2)
-        .refresh_period(Duration::from_secs(1))
+        .limit_for_period(limit)
+        .refresh_period(refresh)
         .timeout_duration(Duration::ZERO)
-        .burst_size(usize::MAX / 2)
+        .burst_size(burst)
         .build()
         .unwrap();
     let bulkhead = tower_resilience::bulkhead::BulkheadLayer::builder()
@@ -136,7 +177,7 @@ fn tower_stack_with(
     };
     ServiceBuilder::new()
         .retry(policy)
-        .option_layer(attempt_timeout.map(tower::timeout::TimeoutLayer::new))
+        .option_layer(setup.attempt_timeout.map(tower::timeout::TimeoutLayer::new))
         .map_err(Into::<BoxError>::into)
         .layer(limiter)
         .map_err(Into::<BoxError>::into)
@@ -212,6 +253,135 @@ where
     group.finish();
 }
 
+/// `iters` calls through `svc` awaited one after the other, each refused: by its response,
+/// or by `poll_ready` (tower-resilience's rate limiter refuses there).
+async fn await_rejections<S>(svc: &mut S, iters: u64)
+where
+    S: Service<u64, Response = u64, Error = BoxError>,
+{
+    for i in 0..iters {
+        match svc.ready().await {
+            Ok(ready) => {
+                black_box(
+                    ready
+                        .call(black_box(i))
+                        .await
+                        .expect_err("the call is refused"),
+                );
+            }
+            Err(refused) => {
+                black_box(refused);
+            }
+        }
+    }
+}
+
+/// The Palisade stack over a limiter whose one token is spent: every call is refused by it.
+fn palisade_rate_limited() -> impl Service<u64, Response = u64, Error = BoxError> + Clone + Send {
+    let limiter = RateLimiter::builder()
+        .rate(1, Duration::from_secs(3_600))
+        .burst(1)
+        .build()
+        .unwrap();
+    assert!(limiter.check().is_ok(), "the one token is spent here");
+    palisade_stack_parts(RetryPolicy::builder().build().unwrap(), limiter).0
+}
+
+fn fleet_down_1_thread(c: &mut Criterion) {
+    let (mut palisade, breakers) =
+        palisade_stack_parts(RetryPolicy::builder().build().unwrap(), unmetered_limiter());
+    let open_all = || breakers.iter().for_each(|b| b.transition_to_open());
+    open_all();
+    incident_1_thread(
+        c,
+        "stack/fleet_down_1_thread",
+        &mut palisade,
+        &open_all,
+        RejectionKind::NoHealthyEndpoints,
+        || {
+            tower_stack_with(TowerSetup {
+                fleet_down: true,
+                ..TowerSetup::default()
+            })
+        },
+    );
+}
+
+fn rate_limited_1_thread(c: &mut Criterion) {
+    incident_1_thread(
+        c,
+        "stack/rate_limited_1_thread",
+        &mut palisade_rate_limited(),
+        &|| {},
+        RejectionKind::RateLimited,
+        || {
+            tower_stack_with(TowerSetup {
+                rate_limited: true,
+                ..TowerSetup::default()
+            })
+        },
+    );
+}
+
+/// One-thread incident group `name`: every call through `palisade` (after `before_sample`,
+/// outside the timing) is refused with a local rejection of `kind`, and every call through
+/// the peer stack `tower` builds is refused too (awaited on a current-thread runtime).
+fn incident_1_thread<P, T>(
+    c: &mut Criterion,
+    name: &str,
+    palisade: &mut P,
+    before_sample: &dyn Fn(),
+    kind: RejectionKind,
+    tower: impl Fn() -> T,
+) where
+    P: Service<u64, Response = u64, Error = BoxError>,
+    T: Service<u64, Response = u64, Error = BoxError>,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _entered = runtime.enter();
+    let mut group = c.benchmark_group(name);
+    match call_now(palisade, 0) {
+        Some(Err(err)) => assert_eq!(
+            rejection(&*err).map(|r| r.kind()),
+            Some(kind),
+            "the Palisade stack refuses with {kind:?}: {err}"
+        ),
+        _ => panic!("the Palisade stack refuses synchronously"),
+    }
+    group.bench_function("palisade", |b| {
+        b.iter_custom(|iters| {
+            before_sample();
+            let start = std::time::Instant::now();
+            for i in 0..iters {
+                black_box(call_now(palisade, black_box(i)));
+            }
+            start.elapsed()
+        });
+    });
+
+    let mut tower = tower();
+    // The first call spends what the peer still admits (the rate-limited stack's one token).
+    runtime.block_on(async {
+        if let Ok(ready) = tower.ready().await {
+            let _ = ready.call(0).await;
+        }
+    });
+    runtime.block_on(await_rejections(&mut tower, 10));
+    group.bench_function("tower_resilience", |b| {
+        b.iter_custom(|iters| {
+            runtime.block_on(async {
+                let start = std::time::Instant::now();
+                await_rejections(&mut tower, iters).await;
+                start.elapsed()
+            })
+        });
+    });
+    group.finish();
+}
+
 fn success_n_threads(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -264,6 +434,8 @@ criterion_group!(
     benches,
     success_1_thread,
     success_deadline_1_thread,
-    success_n_threads
+    success_n_threads,
+    fleet_down_1_thread,
+    rate_limited_1_thread
 );
 criterion_main!(benches);

@@ -54,21 +54,40 @@ pub(crate) fn palisade_stack_with_deadline()
 fn palisade_stack_with(
     retry: RetryPolicy,
 ) -> impl Service<u64, Response = u64, Error = BoxError> + Clone + Send {
-    let limiter = unmetered_limiter();
+    palisade_stack_parts(retry, unmetered_limiter()).0
+}
+
+/// The stack of [`palisade_stack`] with `retry` and `limiter`, and the endpoints' breakers
+/// (to open them: the incident cases).
+pub(crate) fn palisade_stack_parts(
+    retry: RetryPolicy,
+    limiter: RateLimiter,
+) -> (
+    impl Service<u64, Response = u64, Error = BoxError> + Clone + Send,
+    Vec<CircuitBreaker>,
+) {
     let bulkhead = Bulkhead::builder()
         .max_concurrent_calls(LIMIT)
         .build()
         .unwrap();
-    let balancer = Balancer::new((0..ENDPOINTS).map(|k| {
-        let breaker = CircuitBreaker::builder()
-            .name(format!("endpoint-{k}"))
-            .build()
-            .unwrap();
-        (k, breaker.layer().gate().layer(Bare))
-    }));
-    ServiceBuilder::new()
+    let breakers: Vec<CircuitBreaker> = (0..ENDPOINTS)
+        .map(|k| {
+            CircuitBreaker::builder()
+                .name(format!("endpoint-{k}"))
+                .build()
+                .unwrap()
+        })
+        .collect();
+    let balancer = Balancer::new(
+        breakers
+            .iter()
+            .enumerate()
+            .map(|(k, breaker)| (k, breaker.layer().gate().layer(Bare))),
+    );
+    let stack = ServiceBuilder::new()
         .layer(retry.layer())
         .layer(limiter.layer())
         .layer(bulkhead.layer())
-        .service(balancer.service())
+        .service(balancer.service());
+    (stack, breakers)
 }
