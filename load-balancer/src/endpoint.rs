@@ -342,6 +342,18 @@ impl EndpointStats {
         self.stamp.fetch_max(now_ns, Ordering::Relaxed);
     }
 
+    /// Folds in a latency known only from below (a call dropped after `bound_ns`): when it
+    /// exceeds the estimate decayed to `now`, as a sample (peak-EWMA takes it, or blends it
+    /// with a higher stored estimate: either way at least `bound_ns` and above the decayed
+    /// estimate); otherwise it says nothing and is dropped. A sample racing in between the
+    /// check and the fold is blended with the bound instead, as two racing samples are.
+    #[inline]
+    pub(crate) fn observe_lower_bound(&self, bound_ns: f64, now: Instant, tau: Tau) {
+        if bound_ns > self.measured_ns(now, tau) {
+            self.observe(bound_ns, now, tau);
+        }
+    }
+
     pub(crate) fn reset_estimate(&self, estimate_ns: f64, now: Instant) {
         // Relaxed: statistics; a new or restored endpoint starts from this estimate.
         self.estimate
@@ -475,7 +487,8 @@ pub(crate) struct Node<K> {
 /// `ResponseFuture<F>` has one type parameter.
 pub(crate) trait Record: Send + Sync {
     fn finish(&self, result: CallResult, started: Instant);
-    fn cancel(&self);
+    /// A call picked at `started` was dropped before it answered.
+    fn cancel(&self, started: Instant);
 }
 
 impl<K: std::hash::Hash> Node<K> {
@@ -795,8 +808,16 @@ impl<K: Clone + Send + Sync + 'static> Record for Node<K> {
             });
     }
 
-    fn cancel(&self) {
+    fn cancel(&self, started: Instant) {
         self.stats.end();
+        // A dropped call took at least this long: a caller above gave up on it (a retry's
+        // attempt timeout, a hedge answered elsewhere, a client gone). As a latency it is a
+        // lower bound, so it only ever raises the estimate; a hung endpoint, whose calls
+        // all end this way, is priced by its callers' patience instead of its last answer.
+        let now = self.core.clock.now();
+        let waited_ns = now.as_nanos().saturating_sub(started.as_nanos());
+        self.stats
+            .observe_lower_bound(waited_ns as f64, now, self.core.tau);
     }
 }
 
@@ -808,6 +829,27 @@ mod tests {
 
     const TAU: Tau = Tau::from_ns(1.0e9);
     const MS: u64 = 1_000_000;
+
+    #[test]
+    fn a_dropped_calls_wait_only_ever_raises_the_estimate() {
+        let stats = EndpointStats::with_estimate(10.0e6, Instant::ZERO);
+        // Dropped after 1 ms: less than the estimate (decayed to then) says nothing.
+        let decayed = stats.latency_ns(Instant::from_nanos(MS), TAU);
+        stats.observe_lower_bound(1.0e6, Instant::from_nanos(MS), TAU);
+        assert_eq!(stats.latency_ns(Instant::from_nanos(MS), TAU), decayed);
+        // Dropped after 500 ms: the endpoint is at least that slow, at once.
+        stats.observe_lower_bound(500.0e6, Instant::from_nanos(500 * MS), TAU);
+        assert_eq!(
+            stats.latency_ns(Instant::from_nanos(500 * MS), TAU),
+            500.0e6
+        );
+        // It decays like any sample, and a bound under the decayed estimate still says nothing.
+        let later = Instant::from_nanos(1_500 * MS);
+        let decayed = stats.latency_ns(later, TAU);
+        assert!((180.0e6..190.0e6).contains(&decayed), "{decayed}");
+        stats.observe_lower_bound(100.0e6, later, TAU);
+        assert_eq!(stats.latency_ns(later, TAU), decayed);
+    }
 
     #[test]
     fn successes_pay_the_penalty_off_and_a_failure_charges_it_in_full() {
@@ -924,8 +966,9 @@ mod loom_tests {
                 let e = Arc::clone(&endpoint);
                 loom::thread::spawn(move || {
                     e.begin();
-                    // Cancelled: no sample.
+                    // Cancelled after 3 ms: a lower bound, above every sample.
                     e.end();
+                    e.observe_lower_bound(3.0e6, Instant::from_nanos(10), Tau::from_ns(1.0e9));
                 })
             };
             let removal = loom::thread::spawn(move || drop(in_set));
@@ -935,8 +978,11 @@ mod loom_tests {
             cancelled.join().unwrap();
             removal.join().unwrap();
             assert_eq!(endpoint.pending(), 0);
+            // The bound is never lost to the racing (lower) sample, in either order: 3 ms, or
+            // a hair under it where the sample read the stamp from before the bound's fold
+            // (decayed over 10 ns; the stamp is written after the estimate's CAS).
             let latency = endpoint.latency_ns(Instant::from_nanos(10), Tau::from_ns(1.0e9));
-            assert!((1.0e6..=2.0e6).contains(&latency), "{latency}");
+            assert!((2.9999e6..=3.0e6).contains(&latency), "{latency}");
         });
     }
 

@@ -62,7 +62,7 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         if !self.finished {
             self.finished = true;
-            self.node.cancel();
+            self.node.cancel(self.picked);
         }
     }
 }
@@ -73,8 +73,9 @@ impl Drop for InFlight {
 ///
 /// # Cancel safety
 ///
-/// Dropping it before it finishes gives the endpoint's pending count back and records no
-/// latency sample.
+/// Dropping it before it finishes gives the endpoint's pending count back and counts no
+/// outcome (no failure, nothing for the endpoint's breaker); the time it was waited on is a
+/// lower bound of the endpoint's latency, which raises the estimate when it is above it.
 #[pin_project]
 pub struct ResponseFuture<F, C = ErrorIsFailure> {
     #[pin]

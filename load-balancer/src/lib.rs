@@ -9,6 +9,12 @@
 //!   Linkerd), charges a failure, or a local rejection from a layer below, the failure penalty
 //!   (default 1 s) as its latency; each success halves what is left of it, so a recovered
 //!   endpoint earns its share back in a few calls.
+//! - **Hung endpoints never look idle.** A call dropped before it answered (a retry's
+//!   per-attempt timeout above, a hedge answered elsewhere) took at least the time it was
+//!   waited on: the estimate takes that as a lower bound, raising it, never lowering it. An
+//!   endpoint that takes calls and never answers is priced by its callers' patience (500 ms
+//!   under the facade's retry), not by its last answer; tower's peak EWMA does the same on
+//!   drop (`palisade/tests/hung_endpoint.rs`).
 //! - **Sick endpoints are not candidates.** Outlier ejection ([`OutlierDetection`], Envoy's) is
 //!   applied before the strategy: 5 failures in a row eject an endpoint for a short, growing,
 //!   jittered time, at most 10 % of the set at once (one endpoint always may be), and below

@@ -310,6 +310,31 @@ async fn fast_failures_never_look_fast() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_call_dropped_unanswered_raises_the_latency_and_never_lowers_it() {
+    // An endpoint that takes calls and never answers, under a caller that gives up after
+    // 500 ms (a retry's attempt timeout above the balancer): the only signal is the drop.
+    let endpoints = fleet(1, Duration::from_secs(3600));
+    let balancer = balancer_over(&endpoints, Balancer::builder().strategy(P2cPeakEwma));
+    let before = balancer.snapshot().endpoints[0].latency;
+    assert!(before < Duration::from_millis(500), "{before:?}");
+    let gave_up = tokio::time::timeout(Duration::from_millis(500), call(&balancer)).await;
+    assert!(gave_up.is_err(), "the call hangs");
+    let snapshot = balancer.snapshot().endpoints[0].clone();
+    assert_eq!(snapshot.pending, 0);
+    assert_eq!(snapshot.failures, 0, "a dropped call is not a failure");
+    assert!(
+        snapshot.latency >= Duration::from_millis(500),
+        "{snapshot:?}"
+    );
+    // A call dropped at once says nothing about the latency: it stays where it was.
+    let mut service = balancer.service();
+    service.ready().await.unwrap();
+    drop(service.call(0));
+    let after = balancer.snapshot().endpoints[0].latency;
+    assert!(after >= Duration::from_millis(500), "{after:?}");
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_recovered_endpoint_pays_its_penalty_off_in_a_few_successes() {
     // Regression for the demo's surge after a failing phase: the penalty used to decay only
     // with time (`e^(-t/τ)`, τ = 1 s), so 0.1 s of successes left ~0.9 s of it standing and

@@ -72,6 +72,11 @@
 //!    the dependency: spreads attempts and skips endpoints that are not ready or not healthy.
 //! 6. **Per endpoint: breaker (gate mode) or outlier health**, inside the balancer, so one
 //!    failing endpoint is routed around instead of a breaker opening for the whole dependency.
+//!    Give each endpoint a timeout shorter than the retry's attempt timeout (tower's
+//!    `TimeoutLayer` under the breaker), so that a hang is that endpoint's failure, counted by
+//!    its breaker and the balancer's outlier detection; the retry's own timer, above the
+//!    balancer, only drops the attempt, which Palisade's balancer takes as a latency of at
+//!    least that long, not as a failure (`tests/hung_endpoint.rs`).
 //! 7. **The client** of one endpoint.
 //!
 //! Without a balancer (one endpoint, or one client that balances by itself), steps 5 and 6
