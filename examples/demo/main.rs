@@ -19,7 +19,8 @@ Usage: cargo run --example demo -- [FLAGS]
   --seed N            seed of arrivals, service times, balancer and retry jitter (default 2026)
   --phase-secs S      length of each phase in (virtual) seconds (default 8)
   --scenario NAME     full (normal, slow, failing, surge, recovery; default),
-                      outage (one endpoint down) or surge (3x the capacity)
+                      outage (one endpoint down), surge (3x the capacity) or
+                      hang (one endpoint takes every call and answers none)
   --out PATH          where to write the timeline SVG (default target/palisade-demo.svg)
   --help              this text
 ";
@@ -49,7 +50,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Config>, Strin
             "--scenario" => {
                 let v = value()?;
                 config.scenario = Scenario::parse(&v)
-                    .ok_or_else(|| format!("--scenario: {v} is not full, outage or surge"))?;
+                    .ok_or_else(|| format!("--scenario: {v} is not full, outage, surge or hang"))?;
             }
             "--out" => config.out = Some(value()?.into()),
             other => return Err(format!("unknown flag {other} (try --help)")),

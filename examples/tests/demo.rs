@@ -128,6 +128,28 @@ fn palisade_is_at_least_as_good_as_bare_in_every_phase_of_the_full_incident() {
     }
 }
 
+/// One endpoint takes every call and answers none: bare's third of the calls wait out the
+/// caller's deadline; Palisade's retry drops each stuck attempt at its 500 ms timeout and
+/// tries elsewhere, and its balancer stops sending attempts there (a dropped call counts as a
+/// latency of at least its wait).
+#[test]
+fn a_hung_endpoint_costs_palisade_nothing_and_bare_a_third() {
+    for seed in [2026, 3] {
+        let report = short(Scenario::Hang, seed);
+        check_headline(&report, Scenario::Hang, true);
+        let hung = report.get(1, Client::Palisade);
+        assert_eq!(hung.ok_pct, 100.0, "{report}");
+        let to_hung = hung
+            .to_failing_pct
+            .expect("the hung phase has a failing endpoint");
+        assert!(
+            to_hung < 2.0,
+            "{to_hung:.1} % of the calls went to the hung endpoint\n{report}"
+        );
+        assert!(report.get(1, Client::Bare).ok_pct < 70.0, "{report}");
+    }
+}
+
 #[test]
 fn outage_and_surge_scenarios_hold_the_headline() {
     check_headline(&short(Scenario::Outage, 2026), Scenario::Outage, true);

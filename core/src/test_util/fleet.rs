@@ -105,6 +105,10 @@ pub enum Mode {
     Failing(Duration),
     /// Every call is refused at once, without a worker (connection refused).
     Down,
+    /// Every call is taken and never answered while the phase lasts, without a worker (a
+    /// stalled process whose connections stay open); when the phase ends, the calls it holds
+    /// fail (their connections are reset).
+    Hung,
 }
 
 /// A scripted interval `[from, until)` of the endpoint's life, in tokio time since
@@ -147,6 +151,16 @@ impl Phase {
             from,
             until,
             mode: Mode::Down,
+        }
+    }
+
+    /// Every call taken and left unanswered in `[from, until)`; they fail at `until`.
+    #[must_use]
+    pub const fn hung(from: Duration, until: Duration) -> Phase {
+        Phase {
+            from,
+            until,
+            mode: Mode::Hung,
         }
     }
 }
@@ -266,6 +280,8 @@ pub struct FleetStats {
     pub queue_full: u64,
     /// Calls refused because the endpoint was down.
     pub down: u64,
+    /// Calls taken by a hung endpoint (answered by an error when the stall ends).
+    pub hung: u64,
 }
 
 /// The successful answer of a [`QueueingEndpoint`].
@@ -288,6 +304,8 @@ pub enum FleetErrorKind {
     Failed,
     /// A `Down` phase.
     Down,
+    /// A `Hung` phase: no answer until it ended, then the connection reset.
+    Hung,
 }
 
 /// The error of a [`QueueingEndpoint`] call: a failure of the dependency, not a local
@@ -306,6 +324,7 @@ impl fmt::Display for FleetError {
             FleetErrorKind::QueueFull => "queue full",
             FleetErrorKind::Failed => "request failed",
             FleetErrorKind::Down => "endpoint down",
+            FleetErrorKind::Hung => "no answer (connection reset after a stall)",
         };
         write!(f, "{}: {what}", self.endpoint)
     }
@@ -339,24 +358,34 @@ impl QueueingEndpoint {
         &self.shared.name
     }
 
-    fn mode_at(&self, now: Instant) -> Option<Mode> {
+    fn phase_at(&self, now: Instant) -> Option<Phase> {
         let since = now.saturating_duration_since(self.shared.start);
         self.shared
             .phases
             .iter()
             .find(|p| p.from <= since && since < p.until)
-            .map(|p| p.mode)
+            .copied()
     }
 
     /// Schedules one arrival now: when it ends and how.
     fn schedule(&self) -> (Instant, Result<Duration, FleetErrorKind>) {
         let now = Instant::now();
-        let mode = self.mode_at(now);
+        let phase = self.phase_at(now);
+        let mode = phase.map(|p| p.mode);
         let mut state = self.shared.state.lock();
         state.stats.calls += 1;
         if mode == Some(Mode::Down) {
             state.stats.down += 1;
             return (now, Err(FleetErrorKind::Down));
+        }
+        if let Some(Phase {
+            until,
+            mode: Mode::Hung,
+            ..
+        }) = phase
+        {
+            state.stats.hung += 1;
+            return (self.shared.start + until, Err(FleetErrorKind::Hung));
         }
         while state.waiting.front().is_some_and(|start| *start <= now) {
             state.waiting.pop_front();
@@ -534,6 +563,30 @@ mod tests {
             (stats.calls, stats.served, stats.failed, stats.down),
             (5, 3, 1, 1)
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_endpoint_holds_its_calls_until_the_stall_ends_then_fails_them() {
+        let ms = Duration::from_millis;
+        let ep = QueueingEndpoint::builder()
+            .workers(1)
+            .queue(0)
+            .service_time(ServiceTime::constant(ms(10)))
+            .phase(Phase::hung(ms(100), ms(400)))
+            .build();
+        tokio::time::sleep_until(ep.shared.start + ms(100)).await;
+        // More calls than workers and queue together: a stall takes them all, with no worker.
+        let held: Vec<_> = (0..3)
+            .map(|_| tower::ServiceExt::oneshot(ep.clone(), ()))
+            .collect();
+        let started = Instant::now();
+        for answer in futures::future::join_all(held).await {
+            assert_eq!(answer.unwrap_err().kind, FleetErrorKind::Hung);
+        }
+        assert_eq!(started.elapsed(), ms(300), "answered when the stall ended");
+        assert_eq!(call(&ep).await.unwrap().latency, ms(10));
+        let stats = ep.stats();
+        assert_eq!((stats.calls, stats.hung, stats.served), (4, 3, 1));
     }
 
     #[test]

@@ -65,7 +65,7 @@ pub const CALLER_DEADLINE: Duration = Duration::from_secs(2);
 pub const BUCKET: Duration = Duration::from_millis(100);
 /// The endpoint that turns slow.
 pub const SLOW: usize = 2;
-/// The endpoint that fails (or is down, in the outage scenario).
+/// The endpoint that fails (or is down, in the outage scenario, or hangs, in the hang one).
 pub const FAILING: usize = 1;
 
 /// Which incident to run.
@@ -77,15 +77,18 @@ pub enum Scenario {
     Outage,
     /// normal, 3× the capacity, recovery.
     Surge,
+    /// normal, one endpoint hung (takes every call, answers none), recovery.
+    Hang,
 }
 
 impl Scenario {
-    /// Parses `full`, `outage` or `surge`.
+    /// Parses `full`, `outage`, `surge` or `hang`.
     pub fn parse(s: &str) -> Option<Scenario> {
         match s {
             "full" => Some(Scenario::Full),
             "outage" => Some(Scenario::Outage),
             "surge" => Some(Scenario::Surge),
+            "hang" => Some(Scenario::Hang),
             _ => None,
         }
     }
@@ -102,6 +105,7 @@ impl Scenario {
             ],
             Scenario::Outage => &[PhaseKind::Normal, PhaseKind::Down, PhaseKind::Recovery],
             Scenario::Surge => &[PhaseKind::Normal, PhaseKind::Surge, PhaseKind::Recovery],
+            Scenario::Hang => &[PhaseKind::Normal, PhaseKind::Hung, PhaseKind::Recovery],
         }
     }
 }
@@ -117,6 +121,9 @@ pub enum PhaseKind {
     Failing,
     /// Endpoint [`FAILING`] refuses every call at once.
     Down,
+    /// Endpoint [`FAILING`] takes every call and answers none until the phase ends (then
+    /// the calls it holds fail).
+    Hung,
     /// 3× the fleet's capacity offered.
     Surge,
     /// Normal traffic after the incident.
@@ -131,6 +138,7 @@ impl PhaseKind {
             PhaseKind::Slow => "e2 10x slow",
             PhaseKind::Failing => "e1 failing",
             PhaseKind::Down => "e1 down",
+            PhaseKind::Hung => "e1 hung",
             PhaseKind::Surge => "surge 3x",
             PhaseKind::Recovery => "recovery",
         }
@@ -150,9 +158,9 @@ impl PhaseKind {
         (self == PhaseKind::Slow).then_some(SLOW)
     }
 
-    /// The endpoint that fails (or is down) in this phase.
+    /// The endpoint that fails (or is down, or hung) in this phase.
     pub fn failing_endpoint(self) -> Option<usize> {
-        matches!(self, PhaseKind::Failing | PhaseKind::Down).then_some(FAILING)
+        matches!(self, PhaseKind::Failing | PhaseKind::Down | PhaseKind::Hung).then_some(FAILING)
     }
 }
 
@@ -343,10 +351,10 @@ fn fleet(config: &Config) -> Vec<QueueingEndpoint> {
                     builder = builder.phase(Phase::slow(from, until, 10.0));
                 }
                 if kind.failing_endpoint() == Some(i) {
-                    builder = builder.phase(if *kind == PhaseKind::Down {
-                        Phase::down(from, until)
-                    } else {
-                        Phase::failing(from, until, Duration::from_millis(1))
+                    builder = builder.phase(match kind {
+                        PhaseKind::Down => Phase::down(from, until),
+                        PhaseKind::Hung => Phase::hung(from, until),
+                        _ => Phase::failing(from, until, Duration::from_millis(1)),
                     });
                 }
             }
@@ -582,6 +590,7 @@ mod tests {
             ("full", Scenario::Full),
             ("outage", Scenario::Outage),
             ("surge", Scenario::Surge),
+            ("hang", Scenario::Hang),
         ] {
             assert_eq!(Scenario::parse(name), Some(scenario));
         }

@@ -483,11 +483,18 @@ fn event_log(config: &Config, run: &Run) -> Vec<String> {
                         .or(run.samples.last())
                         .map_or(0, |s| s.stats[endpoint].calls)
                 };
+                let why = if *kind == PhaseKind::Hung {
+                    "no call to it failed (the retry's 500 ms attempt timeout dropped each \
+                     one, and a dropped call is not a failure), but the balancer took each \
+                     drop as a latency of at least 500 ms and steered traffic away"
+                } else {
+                    "the failure penalty steered traffic away before 5 failures in a row \
+                     could eject it"
+                };
                 lines.push((
                     from,
                     format!(
-                        "e{endpoint} never ejected: {} calls reached it while {}; the failure \
-                         penalty steered traffic away before 5 failures in a row could eject it",
+                        "e{endpoint} never ejected: {} calls reached it while {}; {why}",
                         calls(from + config.phase) - calls(from),
                         kind.label(),
                     ),

@@ -152,8 +152,9 @@ fn fleet(run: &Run) -> Vec<Span> {
         .map(|w| {
             let (a, b) = (&w[0], &w[STEP]);
             let calls = std::array::from_fn(|i| b.stats[i].calls - a.stats[i].calls);
-            let bad =
-                |s: &palisade::common::test_util::FleetStats| s.failed + s.down + s.queue_full;
+            let bad = |s: &palisade::common::test_util::FleetStats| {
+                s.failed + s.down + s.queue_full + s.hung
+            };
             let failed = std::array::from_fn(|i| bad(&b.stats[i]) - bad(&a.stats[i]));
             let ejected = std::array::from_fn(|i| w.iter().any(|s| s.ejected[i]));
             (
