@@ -74,9 +74,10 @@
 //!    failing endpoint is routed around instead of a breaker opening for the whole dependency.
 //!    Give each endpoint a timeout shorter than the retry's attempt timeout (tower's
 //!    `TimeoutLayer` under the breaker), so that a hang is that endpoint's failure, counted by
-//!    its breaker and the balancer's outlier detection; the retry's own timer, above the
-//!    balancer, only drops the attempt, which Palisade's balancer takes as a latency of at
-//!    least that long, not as a failure (`tests/hung_endpoint.rs`).
+//!    its breaker, the balancer's outlier detection and an adaptive limit above (as a drop);
+//!    the retry's own timer, above them all, only drops the attempt, which no layer counts as
+//!    a failure (Palisade's balancer takes it as a latency of at least that long:
+//!    `tests/hung_endpoint.rs`).
 //! 7. **The client** of one endpoint.
 //!
 //! Without a balancer (one endpoint, or one client that balances by itself), steps 5 and 6
