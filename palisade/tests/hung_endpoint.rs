@@ -5,7 +5,8 @@
 //! cancellations. It must still learn that the endpoint is slow, as tower's peak-EWMA does
 //! (a dropped call's time so far is a latency sample, a lower bound of the real one), and
 //! stop sending it attempts; otherwise each attempt it gets costs its caller the whole attempt
-//! timeout and a retry from the budget.
+//! timeout and a retry from the budget. The last test shows what an adaptive limit sees of a
+//! hang, with and without a per-endpoint timeout below the balancer.
 
 #![cfg(all(
     feature = "bulkhead",
@@ -15,6 +16,7 @@
 ))]
 
 use palisade_bulkhead::Bulkhead;
+use palisade_bulkhead::adaptive::Aimd;
 use palisade_circuit_breaker::CircuitBreaker;
 use palisade_core::test_util::run_paused;
 use palisade_load_balancer::Balancer;
@@ -29,10 +31,11 @@ use tokio::time::Instant;
 use tower::timeout::TimeoutLayer;
 use tower::{BoxError, Layer, Service, ServiceBuilder, ServiceExt};
 
-/// Endpoint `key`: endpoint 0 never answers, the others answer in 5 ms.
+/// Endpoint `key`: never answers when `hung`, else answers in 5 ms.
 #[derive(Clone)]
 struct Endpoint {
     key: usize,
+    hung: bool,
     calls: Arc<[AtomicU64; 3]>,
 }
 
@@ -49,7 +52,7 @@ impl Service<u32> for Endpoint {
         // Relaxed: a counter, read after every task has ended.
         self.calls[self.key].fetch_add(1, Ordering::Relaxed);
         let key = self.key;
-        let latency = if key == 0 {
+        let latency = if self.hung {
             Duration::from_secs(3600)
         } else {
             Duration::from_millis(5)
@@ -138,7 +141,12 @@ fn a_hung_endpoint_behind_the_retrys_attempt_timeout_is_priced_out() {
             .expect("the default balancer");
         for key in 0..3usize {
             let calls = Arc::clone(&calls);
-            balancer.insert(key, Endpoint { key, calls }, Default::default());
+            let endpoint = Endpoint {
+                key,
+                hung: key == 0,
+                calls,
+            };
+            balancer.insert(key, endpoint, Default::default());
         }
         let client = ServiceBuilder::new()
             .layer(documented_retry().layer())
@@ -176,8 +184,11 @@ fn the_readme_stack_counts_a_hang_against_the_endpoint() {
                 .build()
                 .expect("a default breaker");
             let calls = Arc::clone(&calls);
-            let endpoint =
-                TimeoutLayer::new(Duration::from_millis(400)).layer(Endpoint { key, calls });
+            let endpoint = TimeoutLayer::new(Duration::from_millis(400)).layer(Endpoint {
+                key,
+                hung: key == 0,
+                calls,
+            });
             (key, breaker.layer().gate().layer(endpoint))
         });
         let balancer = Balancer::new(endpoints);
@@ -195,4 +206,57 @@ fn the_readme_stack_counts_a_hang_against_the_endpoint() {
         hung.failures >= 1 && hung.failures == seen.calls[0],
         "every attempt on the hung endpoint is its failure: {hung:?}\n{seen:?}"
     );
+}
+
+/// The whole dependency hangs, under an adaptive (AIMD) limit: with a per-endpoint timeout
+/// below the balancer, each hang comes back as a failure through the bulkhead, a drop, and
+/// the limit shrinks; with only the retry's attempt timeout above the bulkhead, every attempt
+/// is dropped from above, which the limit does not count, and it stays where it was (the
+/// facade's docs, "The order of layers", step 6, say to set the per-endpoint timeout).
+#[test]
+fn an_adaptive_limit_sees_a_hung_dependency_only_through_a_per_endpoint_timeout() {
+    let limit_after = |per_endpoint_timeout: bool| {
+        run_paused(async move {
+            let calls: Arc<[AtomicU64; 3]> = Arc::default();
+            let aimd = Aimd::builder()
+                .initial_limit(40)
+                .min_limit(1)
+                .build()
+                .expect("an AIMD limit");
+            let bulkhead = Bulkhead::builder()
+                .adaptive(aimd)
+                .build()
+                .expect("an adaptive bulkhead");
+            let endpoint = |key| Endpoint {
+                key,
+                hung: true,
+                calls: Arc::clone(&calls),
+            };
+            let timeout = TimeoutLayer::new(Duration::from_millis(400));
+            let client = if per_endpoint_timeout {
+                let balancer = Balancer::new((0..3).map(|key| (key, timeout.layer(endpoint(key)))));
+                let client = ServiceBuilder::new()
+                    .layer(documented_retry().layer())
+                    .layer(bulkhead.layer())
+                    .service(balancer.service());
+                tower::util::BoxCloneSyncService::new(client)
+            } else {
+                let balancer = Balancer::new((0..3).map(|key| (key, endpoint(key))));
+                let client = ServiceBuilder::new()
+                    .layer(documented_retry().layer())
+                    .layer(bulkhead.layer())
+                    .service(balancer.service());
+                tower::util::BoxCloneSyncService::new(client)
+            };
+            let seen = drive(client, &calls).await;
+            assert_eq!(seen.ok, 0, "nothing answers: {seen:?}");
+            bulkhead.limit()
+        })
+    };
+    let with_timeout = limit_after(true);
+    assert!(
+        with_timeout < 10,
+        "AIMD backs off on the timeouts: {with_timeout}"
+    );
+    assert_eq!(limit_after(false), 40, "dropped attempts are not drops");
 }
