@@ -134,6 +134,47 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed {
         L: tower_layer::Layer<BalancerService<K, S>>,
         K: Clone + PartialEq + std::fmt::Debug + Send + Sync + 'static,
         S: Clone + Send + Sync + 'static;
+
+    /// Ends the stack with `balancer` as its service, judging each endpoint's results with
+    /// `classifier`: `.service(balancer.service_with(classifier))`. What the classifier calls a
+    /// failure is charged the balancer's failure penalty and counts toward outlier ejection.
+    ///
+    /// The default ([`balancer`](Self::balancer)) counts only an `Err` as a failure. Give an
+    /// HTTP client `palisade::http::HttpClassifier` here (and to each endpoint's breaker): to
+    /// the default, an endpoint that answers `500` at once is the fastest endpoint there is,
+    /// and P2C sends it the most calls.
+    ///
+    /// ```
+    /// # #[cfg(all(feature = "load-balancer", feature = "retry"))]
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tower::BoxError> {
+    /// use palisade::common::{BoxError, Outcome};
+    /// use palisade::prelude::*;
+    /// use tower::{ServiceBuilder, ServiceExt, service_fn};
+    ///
+    /// // Stands in for an HTTP client: a status code, answered as `Ok`.
+    /// let failing = service_fn(|_: u32| async { Ok::<u16, BoxError>(503) });
+    /// let server_errors_fail = |result: Result<&u16, &BoxError>| match result {
+    ///     Ok(status) if *status >= 500 => Outcome::Failure,
+    ///     Ok(_) => Outcome::Success,
+    ///     Err(_) => Outcome::Failure,
+    /// };
+    /// let balancer = Balancer::new([("a", failing)]);
+    /// let client = ServiceBuilder::new().balancer_with(&balancer, server_errors_fail);
+    /// assert_eq!(client.oneshot(1).await?, 503);
+    /// assert_eq!(balancer.snapshot().endpoints[0].failures, 1, "the 503 is a failure");
+    /// # Ok(())
+    /// # }
+    /// # #[cfg(not(all(feature = "load-balancer", feature = "retry")))]
+    /// # fn main() {}
+    /// ```
+    #[cfg(feature = "load-balancer")]
+    fn balancer_with<K, S, C>(self, balancer: &Balancer<K, S>, classifier: C) -> L::Service
+    where
+        L: tower_layer::Layer<BalancerService<K, S, C>>,
+        K: Clone + PartialEq + std::fmt::Debug + Send + Sync + 'static,
+        S: Clone + Send + Sync + 'static,
+        C: Clone;
 }
 
 impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
@@ -196,6 +237,17 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
         S: Clone + Send + Sync + 'static,
     {
         self.service(balancer.service())
+    }
+
+    #[cfg(feature = "load-balancer")]
+    fn balancer_with<K, S, C>(self, balancer: &Balancer<K, S>, classifier: C) -> L::Service
+    where
+        L: tower_layer::Layer<BalancerService<K, S, C>>,
+        K: Clone + PartialEq + std::fmt::Debug + Send + Sync + 'static,
+        S: Clone + Send + Sync + 'static,
+        C: Clone,
+    {
+        self.service(balancer.service_with(classifier))
     }
 }
 

@@ -83,6 +83,19 @@
 //! Without a balancer (one endpoint, or one client that balances by itself), steps 5 and 6
 //! become one circuit breaker in reject mode between the bulkhead and the client.
 //!
+//! **One classifier for every layer that judges results.** Each layer classifies on its own:
+//! the retry (its builder's `classify`), a breaker (`breaker.layer().classify(..)`,
+//! [`ServiceBuilderExt::circuit_breaker_with`]), an adaptive bulkhead
+//! ([`ServiceBuilderExt::bulkhead_with`]) and the balancer
+//! ([`ServiceBuilderExt::balancer_with`], `Balancer::service_with`). Their default counts
+//! only an `Err` as a failure. A client whose failures come back as `Ok` answers (HTTP: a
+//! `500`; gRPC: a `grpc-status`) must give each of them the same classifier
+//! (`palisade::http::HttpClassifier`, `GrpcClassifier`), not only the retry: to a balancer
+//! with the default, an endpoint that answers `500` at once is the fastest endpoint there is.
+//! Under the README's HTTP stack with only the retry classifying, such an endpoint drew 1 749
+//! of 2 600 attempts and 1 149 of 2 000 requests failed; with every layer classifying, it drew
+//! 6 and none failed (`tests/status_failures.rs`).
+//!
 //! ## The breaker's two modes
 //!
 //! - **Reject mode** (the default, `circuit_breaker::Mode::Reject`): an open breaker answers
