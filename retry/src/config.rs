@@ -87,6 +87,7 @@ pub struct RetryPolicyBuilder<C = ErrorIsFailure, Q = CloneAll, H = NoRemoteHint
     backoff: Backoff,
     deadline: Option<Duration>,
     attempt_timeout: Option<Duration>,
+    strict_attempt_timeout: bool,
     max_retry_after: Option<Duration>,
     local_max_wait: Option<Duration>,
     classify: C,
@@ -105,6 +106,7 @@ impl RetryPolicyBuilder {
             backoff: Backoff::full_jitter(Duration::from_millis(50), Duration::from_secs(5)),
             deadline: None,
             attempt_timeout: None,
+            strict_attempt_timeout: false,
             max_retry_after: None,
             local_max_wait: None,
             classify: ErrorIsFailure,
@@ -152,13 +154,33 @@ impl<C, Q, H> RetryPolicyBuilder<C, Q, H> {
         self
     }
 
-    /// A timeout for each attempt: an attempt that takes longer is dropped and counts as a
-    /// failure ([`AttemptTimedOut`](crate::AttemptTimedOut)), retried like any other. A retry's
-    /// attempt starts when it begins to wait for the inner service's readiness, so the timeout
-    /// bounds that wait too. Default: none.
+    /// A timeout for each attempt that another attempt can follow: an attempt that takes
+    /// longer is dropped and counts as a failure ([`AttemptTimedOut`](crate::AttemptTimedOut)),
+    /// retried like any other. A retry's attempt starts when it begins to wait for the inner
+    /// service's readiness, so the timeout bounds that wait too. Default: none.
+    ///
+    /// With a [`deadline`](Self::deadline), an attempt that no retry could follow when its
+    /// timeout comes (the last of [`max_attempts`](Self::max_attempts), a request that cannot
+    /// be copied, the budget or throttle refusing, or no room left before the deadline) is not
+    /// dropped: it goes on until the deadline. Dropping it could only turn a late answer the
+    /// caller still waits for into a failure: under a slowdown of the whole dependency past
+    /// the attempt timeout, every call would fail where a client without one answers them all.
+    /// The refused retry is reported as usual (`BudgetExhausted`, say); the call's
+    /// `GaveUp` comes only if that attempt fails. Without a deadline, or with
+    /// [`strict_attempt_timeout`](Self::strict_attempt_timeout), every attempt ends at its
+    /// timeout.
     #[must_use]
     pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
         self.attempt_timeout = Some(timeout);
+        self
+    }
+
+    /// Ends every attempt at the [`attempt_timeout`](Self::attempt_timeout), even one that no
+    /// retry could follow (which otherwise runs on until the deadline): the call then fails
+    /// at that attempt's timeout instead of waiting for a late answer. Default: off.
+    #[must_use]
+    pub fn strict_attempt_timeout(mut self) -> Self {
+        self.strict_attempt_timeout = true;
         self
     }
 
@@ -203,6 +225,7 @@ impl<C, Q, H> RetryPolicyBuilder<C, Q, H> {
             backoff: self.backoff,
             deadline: self.deadline,
             attempt_timeout: self.attempt_timeout,
+            strict_attempt_timeout: self.strict_attempt_timeout,
             max_retry_after: self.max_retry_after,
             local_max_wait: self.local_max_wait,
             classify,
@@ -221,6 +244,7 @@ impl<C, Q, H> RetryPolicyBuilder<C, Q, H> {
             backoff: self.backoff,
             deadline: self.deadline,
             attempt_timeout: self.attempt_timeout,
+            strict_attempt_timeout: self.strict_attempt_timeout,
             max_retry_after: self.max_retry_after,
             local_max_wait: self.local_max_wait,
             classify: self.classify,
@@ -304,6 +328,7 @@ impl<C, Q, H> RetryPolicyBuilder<C, Q, H> {
             backoff: self.backoff,
             deadline: self.deadline,
             attempt_timeout: self.attempt_timeout,
+            strict_attempt_timeout: self.strict_attempt_timeout,
             max_retry_after: self.max_retry_after,
             local_max_wait: self.local_max_wait,
             classify: self.classify,
@@ -402,6 +427,7 @@ impl<C, Q, H> RetryPolicyBuilder<C, Q, H> {
                 backoff: self.backoff,
                 deadline: self.deadline,
                 attempt_timeout: self.attempt_timeout,
+                strict_attempt_timeout: self.strict_attempt_timeout,
                 max_retry_after: self.max_retry_after.unwrap_or(self.backoff.max()),
                 local_max_wait: self.local_max_wait,
                 classify: self.classify,

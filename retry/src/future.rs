@@ -57,6 +57,9 @@ where
     deadline: Option<Instant>,
     rng: Option<SplitMix64>,
     previous_delay: Duration,
+    /// Set when the current attempt outlived its timeout with no retry possible: it runs on
+    /// until the deadline, and if it fails the call gives up for this reason.
+    last: Option<GiveUpReason>,
     shared: Arc<Shared<C, Q, H>>,
 }
 
@@ -105,6 +108,7 @@ where
             deadline,
             rng: None,
             previous_delay: Duration::ZERO,
+            last: None,
             shared,
         }
     }
@@ -134,6 +138,7 @@ where
             deadline,
             rng: None,
             previous_delay: Duration::ZERO,
+            last: None,
             shared,
         }
     }
@@ -169,6 +174,8 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Attempt { future } => {
+                    // The retry decision, when it was taken before the attempt ended.
+                    let decided: Option<Result<Duration, GiveUpReason>>;
                     let result: Result<S::Response, BoxError> = match future.poll(cx) {
                         Poll::Ready(result) => {
                             let outcome = this.shared.classify.classify(result.as_ref());
@@ -202,6 +209,8 @@ where
                                     );
                                 }
                             }
+                            // An attempt kept past its timeout was the last: no retry.
+                            decided = this.last.take().map(Err);
                             result
                         }
                         Poll::Pending => {
@@ -211,25 +220,52 @@ where
                                 return Poll::Pending;
                             };
                             ready!(elapsed);
-                            this.shared.spend.on_outcome(Outcome::Failure);
                             if *this.timer_is_deadline {
+                                this.shared.spend.on_outcome(Outcome::Failure);
                                 return Poll::Ready(give_up_at_deadline(
                                     this.shared,
                                     *this.attempt,
                                 ));
                             }
-                            Err(AttemptTimedOut.into())
+                            let result = Err(AttemptTimedOut.into());
+                            let decision = decide(
+                                this.shared,
+                                *this.attempt,
+                                this.request.is_some(),
+                                *this.deadline,
+                                this.rng,
+                                this.previous_delay,
+                                &result,
+                            );
+                            // The timeout is there to make room for another attempt. When none
+                            // can follow, dropping this one only turns a late answer into a
+                            // failure: under a deadline it runs on until the deadline.
+                            if let (Err(reason), Some(deadline), false) =
+                                (decision, *this.deadline, this.shared.strict_attempt_timeout)
+                            {
+                                *this.last = Some(reason);
+                                *this.timer_is_deadline = true;
+                                this.timer.as_mut().set(Some(deadline));
+                                continue;
+                            }
+                            this.shared.spend.on_outcome(Outcome::Failure);
+                            decided = Some(decision);
+                            result
                         }
                     };
-                    match decide(
-                        this.shared,
-                        *this.attempt,
-                        this.request.is_some(),
-                        *this.deadline,
-                        this.rng,
-                        this.previous_delay,
-                        &result,
-                    ) {
+                    let decision = match decided {
+                        Some(decision) => decision,
+                        None => decide(
+                            this.shared,
+                            *this.attempt,
+                            this.request.is_some(),
+                            *this.deadline,
+                            this.rng,
+                            this.previous_delay,
+                            &result,
+                        ),
+                    };
+                    match decision {
                         Ok(delay) => {
                             if delay.is_zero() {
                                 start_ready(

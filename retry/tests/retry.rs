@@ -1004,3 +1004,129 @@ async fn a_refused_retry_draws_no_jitter_stream() {
     assert_eq!(refused, 4);
     assert_eq!(scheduled(&log), [first_delay], "the seed's first stream");
 }
+
+/// With a deadline, the attempt timeout ends only attempts that a retry can follow: the last
+/// one runs on, and answers.
+#[tokio::test(start_paused = true)]
+async fn the_last_attempt_runs_on_to_the_deadline() {
+    let policy = base()
+        .max_attempts(3)
+        .backoff(Backoff::constant(ms(5)))
+        .deadline(ms(2000))
+        .attempt_timeout(ms(100))
+        .build()
+        .unwrap();
+    let log = record(&policy);
+    // Every attempt takes 300 ms: the first two are dropped at 100 ms, the third answers.
+    let backend = MockBackend::new(Script::always(Step::ok().after(ms(300))));
+    let start = Instant::now();
+    let reply = policy
+        .layer()
+        .layer(backend.clone())
+        .oneshot(())
+        .await
+        .unwrap();
+    assert_eq!(reply.call, 2);
+    assert_eq!(start.elapsed(), ms(100 + 5 + 100 + 5 + 300));
+    assert_eq!(backend.stats().cancelled, 2);
+    assert_eq!(gave_up(&log), None, "the call did not give up");
+    assert!(log.lock().unwrap().contains(&RetryEvent::CallFinished {
+        outcome: CallOutcome::Success,
+        attempts: 3,
+    }));
+
+    // Strict: the last attempt ends at its timeout too, and the call fails there.
+    let strict = base()
+        .max_attempts(3)
+        .backoff(Backoff::constant(ms(5)))
+        .deadline(ms(2000))
+        .attempt_timeout(ms(100))
+        .strict_attempt_timeout()
+        .build()
+        .unwrap();
+    let backend = MockBackend::new(Script::always(Step::ok().after(ms(300))));
+    let start = Instant::now();
+    let err = strict.layer().layer(backend).oneshot(()).await.unwrap_err();
+    assert!(err.is::<AttemptTimedOut>(), "{err}");
+    assert_eq!(start.elapsed(), ms(100 + 5 + 100 + 5 + 100));
+}
+
+/// A retry the budget refuses cannot follow either: the attempt runs on and answers; the
+/// refusal is reported, the call does not give up.
+#[tokio::test(start_paused = true)]
+async fn an_attempt_the_budget_cannot_follow_runs_on() {
+    let policy = RetryPolicy::builder()
+        .clock(Clock::tokio())
+        .budget(budget_without_reserve(0.0))
+        .deadline(ms(2000))
+        .attempt_timeout(ms(100))
+        .build()
+        .unwrap();
+    let log = record(&policy);
+    let backend = MockBackend::new(Script::always(Step::ok().after(ms(300))));
+    let start = Instant::now();
+    let reply = policy
+        .layer()
+        .layer(backend.clone())
+        .oneshot(())
+        .await
+        .unwrap();
+    assert_eq!(reply.call, 0);
+    assert_eq!(start.elapsed(), ms(300));
+    assert_eq!(backend.stats().calls, 1);
+    let events = log.lock().unwrap().clone();
+    assert!(
+        events.contains(&RetryEvent::BudgetExhausted { attempt: 2 }),
+        "{events:?}"
+    );
+    assert_eq!(gave_up(&log), None, "{events:?}");
+}
+
+/// The attempt kept past its timeout still ends at the deadline, and if it fails, the call
+/// gives up for the reason no retry could follow.
+#[tokio::test(start_paused = true)]
+async fn a_kept_attempt_ends_at_the_deadline_or_with_its_failure() {
+    let policy = base()
+        .max_attempts(1)
+        .deadline(ms(1000))
+        .attempt_timeout(ms(100))
+        .build()
+        .unwrap();
+    let log = record(&policy);
+    let backend = MockBackend::new(Script::always(Step::hang()));
+    let start = Instant::now();
+    let err = policy
+        .layer()
+        .layer(backend.clone())
+        .oneshot(())
+        .await
+        .unwrap_err();
+    assert!(err.is::<DeadlineExceeded>(), "{err}");
+    assert_eq!(start.elapsed(), ms(1000));
+    assert_eq!(gave_up(&log), Some((1, GiveUpReason::Deadline)));
+
+    let log = record(&policy);
+    let backend = MockBackend::new(Script::always(Step::fail().after(ms(300))));
+    let start = Instant::now();
+    let err = policy
+        .layer()
+        .layer(backend.clone())
+        .oneshot(())
+        .await
+        .unwrap_err();
+    assert!(err.is::<MockError>(), "the attempt's own error: {err}");
+    assert_eq!(start.elapsed(), ms(300));
+    assert_eq!(gave_up(&log), Some((1, GiveUpReason::AttemptsExhausted)));
+
+    // Without a deadline nothing else bounds the attempt: its timeout ends it.
+    let policy = base()
+        .max_attempts(1)
+        .attempt_timeout(ms(100))
+        .build()
+        .unwrap();
+    let backend = MockBackend::new(Script::always(Step::hang()));
+    let start = Instant::now();
+    let err = policy.layer().layer(backend).oneshot(()).await.unwrap_err();
+    assert!(err.is::<AttemptTimedOut>(), "{err}");
+    assert_eq!(start.elapsed(), ms(100));
+}
