@@ -59,7 +59,8 @@
 //!    bulkhead slot, is counted by the breaker, and with a balancer below goes to another
 //!    endpoint. The budget caps the extra load retries add in an incident, the deadline
 //!    bounds the whole call (waits for readiness included), and the per-attempt timeout turns
-//!    a hanging attempt into a failure the retry can act on. A local rejection from below
+//!    a hanging attempt into a failure the retry can act on (an attempt that no retry could
+//!    follow runs on to the deadline instead: dropping it would only lose a late answer). A local rejection from below
 //!    ([`Rejection`](common::Rejection): an open breaker, a full bulkhead, a rate limit) is
 //!    returned at once by default, never slept on: waiting would defeat failing fast.
 //! 3. **Rate limit** that models a partner's quota: below the retry, where attempts are
@@ -72,12 +73,18 @@
 //!    the dependency: spreads attempts and skips endpoints that are not ready or not healthy.
 //! 6. **Per endpoint: breaker (gate mode) or outlier health**, inside the balancer, so one
 //!    failing endpoint is routed around instead of a breaker opening for the whole dependency.
-//!    Give each endpoint a timeout shorter than the retry's attempt timeout (tower's
-//!    `TimeoutLayer` under the breaker), so that a hang is that endpoint's failure, counted by
-//!    its breaker, the balancer's outlier detection and an adaptive limit above (as a drop);
-//!    the retry's own timer, above them all, only drops the attempt, which no layer counts as
-//!    a failure (Palisade's balancer takes it as a latency of at least that long:
-//!    `tests/hung_endpoint.rs`).
+//!    A hung endpoint needs no timeout of its own here: the retry's attempt timeout drops the
+//!    stuck attempt and sends the next elsewhere, and Palisade's balancer takes each dropped
+//!    call as a latency of at least that long, which prices the endpoint out
+//!    (`tests/hung_endpoint.rs`). A timeout per endpoint (tower's `TimeoutLayer` under the
+//!    breaker) makes a hang that endpoint's *failure*, counted by its breaker, the outlier
+//!    detection and an adaptive limit above (as a drop), which the retry's timer does not;
+//!    but it also says "an answer later than this is a failure" for every endpoint at once.
+//!    Set one below the deadline and a slowdown of the whole dependency past it fails every
+//!    call and opens every breaker where a bare client still answers them all: the README's
+//!    stack with a 400 ms timeout per endpoint answered 0 of 2 000 requests while every
+//!    endpoint took 450 ms, and 2 000 without it (`tests/status_failures.rs`). Only use one
+//!    with a value the dependency must never exceed.
 //! 7. **The client** of one endpoint.
 //!
 //! Without a balancer (one endpoint, or one client that balances by itself), steps 5 and 6

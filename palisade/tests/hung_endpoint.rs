@@ -167,12 +167,14 @@ fn a_hung_endpoint_behind_the_retrys_attempt_timeout_is_priced_out() {
     assert!(seen.slow <= 10, "{seen:?}");
 }
 
-/// The README's HTTP stack: per endpoint a gate-mode breaker over a timeout shorter than the
-/// retry's attempt timeout, so that a hang is the endpoint's own failure, which its breaker
-/// and the balancer's outlier detection count (with a timeout longer than the attempt's, the
-/// endpoint's never fires: with 1 s here, the hung endpoint's snapshot shows 0 failures).
+/// Per endpoint a gate-mode breaker over a timeout shorter than the retry's attempt timeout:
+/// a hang is then the endpoint's own failure, which its breaker and the balancer's outlier
+/// detection count (with a timeout longer than the attempt's, the endpoint's never fires:
+/// with 1 s here, the hung endpoint's snapshot shows 0 failures). The README's stack has no
+/// such timeout: one below the deadline also fails every call when the whole fleet slows
+/// down past it (`tests/status_failures.rs`).
 #[test]
-fn the_readme_stack_counts_a_hang_against_the_endpoint() {
+fn a_timeout_per_endpoint_counts_a_hang_against_the_endpoint() {
     let (seen, hung) = run_paused(async {
         let calls: Arc<[AtomicU64; 3]> = Arc::default();
         let bulkhead = Bulkhead::builder()
