@@ -36,7 +36,9 @@
 //!   it bounds an attempt's wait for the inner service's readiness too) and an optional overall
 //!   deadline ([`DeadlineExceeded`], a local rejection, mid-attempt or while waiting for
 //!   readiness, the first attempt's included: see [Readiness](#readiness); no retry is scheduled that could not start before it, including one a hint
-//!   pushes past it).
+//!   pushes past it). Under a deadline, the attempt timeout ends only attempts that a retry
+//!   can follow: one that none could follow (the last, or the budget refusing) runs on to the
+//!   deadline rather than lose a late answer (`strict_attempt_timeout` to end it anyway).
 //! - **Copies**: the request is copied only when another attempt may follow; never before the
 //!   last attempt, never with `max_attempts(1)`.
 //!

@@ -101,6 +101,7 @@ impl BackoffConfig {
 /// backoff = { kind = "full_jitter", base = "50ms", max = "5s" }
 /// deadline = "2s"
 /// attempt_timeout = "500ms"
+/// strict_attempt_timeout = false     # true: the last attempt ends at its timeout too
 /// max_retry_after = "5s"
 /// retry_local_rejections = "100ms"   # opt in, with the longest wait
 /// budget = "inventory"               # a retry_budget of the facade's Registry
@@ -123,6 +124,9 @@ pub struct RetryPolicyConfig {
     /// [`attempt_timeout`](RetryPolicyBuilder::attempt_timeout).
     #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
     pub attempt_timeout: Option<Duration>,
+    /// [`strict_attempt_timeout`](RetryPolicyBuilder::strict_attempt_timeout) when `true`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub strict_attempt_timeout: Option<bool>,
     /// [`max_retry_after`](RetryPolicyBuilder::max_retry_after).
     #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
     pub max_retry_after: Option<Duration>,
@@ -159,6 +163,9 @@ impl RetryPolicyConfig {
             backoff: self.backoff.or(fallback.backoff),
             deadline: self.deadline.or(fallback.deadline),
             attempt_timeout: self.attempt_timeout.or(fallback.attempt_timeout),
+            strict_attempt_timeout: self
+                .strict_attempt_timeout
+                .or(fallback.strict_attempt_timeout),
             max_retry_after: self.max_retry_after.or(fallback.max_retry_after),
             retry_local_rejections: self
                 .retry_local_rejections
@@ -179,6 +186,7 @@ impl RetryPolicyConfig {
             "backoff" => self.backoff.is_some(),
             "deadline" => self.deadline.is_some(),
             "attempt_timeout" => self.attempt_timeout.is_some(),
+            "strict_attempt_timeout" => self.strict_attempt_timeout.is_some(),
             "max_retry_after" => self.max_retry_after.is_some(),
             "retry_local_rejections" => self.retry_local_rejections.is_some(),
             "budget" => self.budget.is_some(),
@@ -211,6 +219,9 @@ impl RetryPolicyConfig {
         }
         if let Some(v) = self.attempt_timeout {
             builder = builder.attempt_timeout(v);
+        }
+        if self.strict_attempt_timeout == Some(true) {
+            builder = builder.strict_attempt_timeout();
         }
         if let Some(v) = self.max_retry_after {
             builder = builder.max_retry_after(v);
@@ -359,6 +370,7 @@ mod tests {
                 backoff: Some(backoff),
                 deadline: Some(Duration::from_secs(2)),
                 attempt_timeout: Some(ms(500)),
+                strict_attempt_timeout: Some(true),
                 max_retry_after: Some(Duration::from_secs(1)),
                 retry_local_rejections: Some(ms(100)),
                 budget: Some("shared".into()),
@@ -382,7 +394,12 @@ mod tests {
                 serde_json::from_str::<RetryPolicyConfig>(&json).unwrap(),
                 config
             );
-            assert_eq!(config.build().unwrap().max_attempts(), 4);
+            let built = config.build().unwrap();
+            assert_eq!(built.max_attempts(), 4);
+            assert!(
+                format!("{built:?}").contains("strict_attempt_timeout: true"),
+                "{built:?}"
+            );
         }
         let config = RetryBudgetConfig {
             ttl: Some(Duration::from_secs(5)),
@@ -498,6 +515,7 @@ mod tests {
             proptest::option::of(backoff()),
             proptest::option::of(duration()),
             proptest::option::of(duration()),
+            proptest::option::of(any::<bool>()),
             proptest::option::of(duration()),
             proptest::option::of(duration()),
             proptest::option::of("[a-z]{1,4}"),
@@ -509,11 +527,12 @@ mod tests {
                 backoff: f.1,
                 deadline: f.2,
                 attempt_timeout: f.3,
-                max_retry_after: f.4,
-                retry_local_rejections: f.5,
-                budget: f.6,
-                unlimited: f.7,
-                seed: f.8,
+                strict_attempt_timeout: f.4,
+                max_retry_after: f.5,
+                retry_local_rejections: f.6,
+                budget: f.7,
+                unlimited: f.8,
+                seed: f.9,
             })
     }
 
