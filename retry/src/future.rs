@@ -228,6 +228,13 @@ where
                                 ));
                             }
                             let result = Err(AttemptTimedOut.into());
+                            // An attempt that may run on is counted when it ends; one that ends
+                            // here is counted before the decision, as a throttle expects.
+                            let may_run_on =
+                                this.deadline.is_some() && !this.shared.strict_attempt_timeout;
+                            if !may_run_on {
+                                this.shared.spend.on_outcome(Outcome::Failure);
+                            }
                             let decision = decide(
                                 this.shared,
                                 *this.attempt,
@@ -240,15 +247,15 @@ where
                             // The timeout is there to make room for another attempt. When none
                             // can follow, dropping this one only turns a late answer into a
                             // failure: under a deadline it runs on until the deadline.
-                            if let (Err(reason), Some(deadline), false) =
-                                (decision, *this.deadline, this.shared.strict_attempt_timeout)
-                            {
-                                *this.last = Some(reason);
-                                *this.timer_is_deadline = true;
-                                this.timer.as_mut().set(Some(deadline));
-                                continue;
+                            if may_run_on {
+                                if let (Err(reason), Some(deadline)) = (decision, *this.deadline) {
+                                    *this.last = Some(reason);
+                                    *this.timer_is_deadline = true;
+                                    this.timer.as_mut().set(Some(deadline));
+                                    continue;
+                                }
+                                this.shared.spend.on_outcome(Outcome::Failure);
                             }
-                            this.shared.spend.on_outcome(Outcome::Failure);
                             decided = Some(decision);
                             result
                         }
