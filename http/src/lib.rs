@@ -39,7 +39,8 @@
 //! 2. [`body::BufferBodyLayer`]: makes the body replayable before the retry needs a copy.
 //! 3. **Retry** with its budget, a deadline and `max_retry_after`, classifier
 //!    [`HttpClassifier`], requests copied by [`Idempotency::clone_buffered`], and
-//!    `.remote_hint(retry_after_of)` so that it waits out a `429`/`503`'s `Retry-After`.
+//!    `.remote_hint(retry_after_of)` so that it waits out a `429`/`503`'s `Retry-After`
+//!    (above a balancer, with `.remote_hint_per_endpoint()` too: see "Retry-After").
 //! 4. **Circuit breaker** (classifier [`HttpClassifier`]): one attempt, one sample; an open
 //!    breaker's rejection is a local rejection, which the retry returns at once.
 //! 5. **Rate limit** for a partner's quota: below the retry, where attempts are counted.
@@ -85,6 +86,15 @@
 //! backoff cap); a longer hint, or one that reaches past the retry's deadline, returns the
 //! answer at once. (Name the body type, `retry_after_of::<B>`, where nothing else in the
 //! function fixes it.) [`hint`] has the adapter layers for retry layers without such a hook.
+//!
+//! Above a balancer, one endpoint's `Retry-After` speaks for that endpoint, and the retry goes
+//! to another one: add `.remote_hint_per_endpoint()`, and the first hinted answer of a call is
+//! retried on the backoff alone (however long its hint); a second in a row, from another
+//! endpoint, is the fleet's and is waited out as above. Without it, over a fleet of three, an
+//! endpoint answering `503` with `Retry-After: 30` failed every request whose attempt reached
+//! it (over the cap), and one with `Retry-After: 1` kept each of them a second (the facade's
+//! `tests/status_failures.rs`). Leave it off for a single server: the retry would go straight
+//! back to the server that asked it to wait.
 //!
 //! ## Storing a stack in a struct
 //!

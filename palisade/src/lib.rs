@@ -62,7 +62,10 @@
 //!    a hanging attempt into a failure the retry can act on (an attempt that no retry could
 //!    follow runs on to the deadline instead: dropping it would only lose a late answer). A local rejection from below
 //!    ([`Rejection`](common::Rejection): an open breaker, a full bulkhead, a rate limit) is
-//!    returned at once by default, never slept on: waiting would defeat failing fast.
+//!    returned at once by default, never slept on: waiting would defeat failing fast. With a
+//!    balancer below, a server's `Retry-After` is its endpoint's own and the retry goes
+//!    elsewhere: give the retry `remote_hint_per_endpoint()`, so that only a second hint in a
+//!    row (the fleet saying it) makes a caller wait.
 //! 3. **Rate limit** that models a partner's quota: below the retry, where attempts are
 //!    counted, because the partner counts every attempt, retries included. (A limit that
 //!    protects *your* service from its callers belongs at your server's edge, not here.)

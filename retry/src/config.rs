@@ -88,6 +88,7 @@ pub struct RetryPolicyBuilder<C = ErrorIsFailure, Q = CloneAll, H = NoRemoteHint
     deadline: Option<Duration>,
     attempt_timeout: Option<Duration>,
     strict_attempt_timeout: bool,
+    remote_hint_per_endpoint: bool,
     max_retry_after: Option<Duration>,
     local_max_wait: Option<Duration>,
     classify: C,
@@ -107,6 +108,7 @@ impl RetryPolicyBuilder {
             deadline: None,
             attempt_timeout: None,
             strict_attempt_timeout: false,
+            remote_hint_per_endpoint: false,
             max_retry_after: None,
             local_max_wait: None,
             classify: ErrorIsFailure,
@@ -200,6 +202,28 @@ impl<C, Q, H> RetryPolicyBuilder<C, Q, H> {
         self
     }
 
+    /// Takes a remote hint as the word of the one endpoint that sent it: for a retry above a
+    /// balancer, whose retries go to another endpoint (palisade's `Balancer` does that).
+    ///
+    /// A failed attempt whose answer carries a hint is retried after the backoff alone, as if
+    /// it had none, however long the hint (no
+    /// [`RetryAfterTooLong`](crate::GiveUpReason::RetryAfterTooLong)): the retry goes to
+    /// another endpoint, which asked for no wait. When the next attempt's answer carries a
+    /// hint too, the fleet is saying it, and that hint is honoured as usual: waited out, or
+    /// above [`max_retry_after`](Self::max_retry_after) given up on. An attempt without a hint
+    /// in between starts the count again.
+    ///
+    /// Without it, one endpoint's `Retry-After: 30` in a fleet of three fails every request
+    /// whose attempt reached it (the hint is over the cap), and a `Retry-After: 1` makes each
+    /// of them wait a second for an answer the other endpoints give at once
+    /// (`palisade/tests/status_failures.rs`). Leave it off without a balancer below: the
+    /// retry would go straight back to the server that asked it to wait. Default: off.
+    #[must_use]
+    pub fn remote_hint_per_endpoint(mut self) -> Self {
+        self.remote_hint_per_endpoint = true;
+        self
+    }
+
     /// Opts in to retrying *local rejections* from the layers below (an open breaker, a full
     /// bulkhead, a rate limiter without a token: anything that carries a core
     /// [`Rejection`](palisade_core::Rejection)), after the longer of the backoff and the
@@ -226,6 +250,7 @@ impl<C, Q, H> RetryPolicyBuilder<C, Q, H> {
             deadline: self.deadline,
             attempt_timeout: self.attempt_timeout,
             strict_attempt_timeout: self.strict_attempt_timeout,
+            remote_hint_per_endpoint: self.remote_hint_per_endpoint,
             max_retry_after: self.max_retry_after,
             local_max_wait: self.local_max_wait,
             classify,
@@ -245,6 +270,7 @@ impl<C, Q, H> RetryPolicyBuilder<C, Q, H> {
             deadline: self.deadline,
             attempt_timeout: self.attempt_timeout,
             strict_attempt_timeout: self.strict_attempt_timeout,
+            remote_hint_per_endpoint: self.remote_hint_per_endpoint,
             max_retry_after: self.max_retry_after,
             local_max_wait: self.local_max_wait,
             classify: self.classify,
@@ -329,6 +355,7 @@ impl<C, Q, H> RetryPolicyBuilder<C, Q, H> {
             deadline: self.deadline,
             attempt_timeout: self.attempt_timeout,
             strict_attempt_timeout: self.strict_attempt_timeout,
+            remote_hint_per_endpoint: self.remote_hint_per_endpoint,
             max_retry_after: self.max_retry_after,
             local_max_wait: self.local_max_wait,
             classify: self.classify,
@@ -428,6 +455,7 @@ impl<C, Q, H> RetryPolicyBuilder<C, Q, H> {
                 deadline: self.deadline,
                 attempt_timeout: self.attempt_timeout,
                 strict_attempt_timeout: self.strict_attempt_timeout,
+                remote_hint_per_endpoint: self.remote_hint_per_endpoint,
                 max_retry_after: self.max_retry_after.unwrap_or(self.backoff.max()),
                 local_max_wait: self.local_max_wait,
                 classify: self.classify,

@@ -56,7 +56,8 @@ where
     attempt: u32,
     deadline: Option<Instant>,
     rng: Option<SplitMix64>,
-    previous_delay: Duration,
+    /// What the retry decisions of this call carry from one to the next.
+    memory: Memory,
     /// Set when the current attempt outlived its timeout with no retry possible: it runs on
     /// until the deadline, and if it fails the call gives up for this reason.
     last: Option<GiveUpReason>,
@@ -107,7 +108,7 @@ where
             attempt: 1,
             deadline,
             rng: None,
-            previous_delay: Duration::ZERO,
+            memory: Memory::default(),
             last: None,
             shared,
         }
@@ -137,7 +138,7 @@ where
             attempt: 0,
             deadline,
             rng: None,
-            previous_delay: Duration::ZERO,
+            memory: Memory::default(),
             last: None,
             shared,
         }
@@ -241,7 +242,7 @@ where
                                 this.request.is_some(),
                                 *this.deadline,
                                 this.rng,
-                                this.previous_delay,
+                                this.memory,
                                 &result,
                             );
                             // The timeout is there to make room for another attempt. When none
@@ -268,7 +269,7 @@ where
                             this.request.is_some(),
                             *this.deadline,
                             this.rng,
-                            this.previous_delay,
+                            this.memory,
                             &result,
                         ),
                     };
@@ -350,7 +351,7 @@ where
                                 this.request.is_some(),
                                 *this.deadline,
                                 this.rng,
-                                this.previous_delay,
+                                this.memory,
                                 &result,
                             ) {
                                 Ok(delay) => {
@@ -439,6 +440,16 @@ fn finished<C, Q, H, Res>(
     Poll::Ready(result)
 }
 
+/// What one call's retry decisions carry from one to the next.
+#[derive(Clone, Copy, Debug, Default)]
+struct Memory {
+    /// The last backoff delay (decorrelated jitter grows from it).
+    previous_delay: Duration,
+    /// Whether the last failed attempt's answer carried a remote hint (read only with
+    /// `remote_hint_per_endpoint`, where a hint binds when two attempts in a row bring one).
+    hinted: bool,
+}
+
 /// Whether to retry after a failed attempt (an error, or a response the classifier called a
 /// failure), and after what delay.
 fn decide<C, Q, H: RemoteHint<Res>, Res>(
@@ -447,7 +458,7 @@ fn decide<C, Q, H: RemoteHint<Res>, Res>(
     have_copy: bool,
     deadline: Option<Instant>,
     rng: &mut Option<SplitMix64>,
-    previous_delay: &mut Duration,
+    memory: &mut Memory,
     result: &Result<Res, BoxError>,
 ) -> Result<Duration, GiveUpReason> {
     if attempt >= shared.max_attempts {
@@ -469,6 +480,14 @@ fn decide<C, Q, H: RemoteHint<Res>, Res>(
         // (`NoRemoteHint` is an inlined `None`).
         (None, Ok(response)) => shared.remote_hint.remote_hint(response),
     };
+    // Per endpoint, a hint is the word of the endpoint that sent it, and the retry goes to
+    // another one: it binds only when the previous attempt's answer brought one too.
+    let remote = if shared.remote_hint_per_endpoint {
+        let previous_hinted = std::mem::replace(&mut memory.hinted, remote.is_some());
+        remote.filter(|_| previous_hinted)
+    } else {
+        remote
+    };
     if remote.is_some_and(|hint| hint > shared.max_retry_after) {
         return Err(GiveUpReason::RetryAfterTooLong);
     }
@@ -480,8 +499,8 @@ fn decide<C, Q, H: RemoteHint<Res>, Res>(
         return Err(GiveUpReason::BudgetExhausted);
     }
     let rng = rng.get_or_insert_with(|| SplitMix64::new(shared.next_stream_seed()));
-    let mut delay = shared.backoff.delay(attempt, *previous_delay, rng);
-    *previous_delay = delay;
+    let mut delay = shared.backoff.delay(attempt, memory.previous_delay, rng);
+    memory.previous_delay = delay;
     if let Some(local) = local {
         let cap = shared.local_max_wait.unwrap_or(Duration::ZERO);
         delay = delay.max(local.retry_after().unwrap_or(Duration::ZERO));

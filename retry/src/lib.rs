@@ -30,7 +30,10 @@
 //!   classifier calls a failure, such as an HTTP `429`) if that is longer and at most
 //!   [`max_retry_after`](RetryPolicyBuilder::max_retry_after) (default: the backoff cap; a
 //!   longer hint ends retrying at once). So a default policy never
-//!   makes a caller wait longer than its backoff cap. Sleeps are tokio's, so they run in
+//!   makes a caller wait longer than its backoff cap. Above a balancer,
+//!   [`remote_hint_per_endpoint`](RetryPolicyBuilder::remote_hint_per_endpoint) takes a hint
+//!   as the word of the endpoint that sent it: the retry, which goes elsewhere, follows on the
+//!   backoff alone, and only a second hint in a row binds. Sleeps are tokio's, so they run in
 //!   paused time in tests.
 //! - **How long**: an optional per-attempt timeout ([`AttemptTimedOut`], a retryable failure;
 //!   it bounds an attempt's wait for the inner service's readiness too) and an optional overall

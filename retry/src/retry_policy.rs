@@ -42,6 +42,9 @@ pub(crate) struct Shared<C, Q, H> {
     pub(crate) attempt_timeout: Option<Duration>,
     /// Every attempt ends at `attempt_timeout`, even one no retry could follow.
     pub(crate) strict_attempt_timeout: bool,
+    /// A remote hint binds only once a second attempt in a row brings one (see
+    /// `RetryPolicyBuilder::remote_hint_per_endpoint`).
+    pub(crate) remote_hint_per_endpoint: bool,
     /// The longest remote `retry_after` hint waited on; a longer one ends retrying.
     pub(crate) max_retry_after: Duration,
     /// `Some(cap)` when local rejections from below are retried, after at most `cap`.
@@ -184,6 +187,7 @@ impl<C, Q, H> fmt::Debug for RetryPolicy<C, Q, H> {
             .field("deadline", &s.deadline)
             .field("attempt_timeout", &s.attempt_timeout)
             .field("strict_attempt_timeout", &s.strict_attempt_timeout)
+            .field("remote_hint_per_endpoint", &s.remote_hint_per_endpoint)
             .field("max_retry_after", &s.max_retry_after)
             .field("retry_local_rejections", &s.local_max_wait)
             .field("spend", &s.spend)

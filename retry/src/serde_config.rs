@@ -103,6 +103,7 @@ impl BackoffConfig {
 /// attempt_timeout = "500ms"
 /// strict_attempt_timeout = false     # true: the last attempt ends at its timeout too
 /// max_retry_after = "5s"
+/// remote_hint_per_endpoint = true    # above a balancer: a second hint in a row binds
 /// retry_local_rejections = "100ms"   # opt in, with the longest wait
 /// budget = "inventory"               # a retry_budget of the facade's Registry
 /// unlimited = false
@@ -130,6 +131,10 @@ pub struct RetryPolicyConfig {
     /// [`max_retry_after`](RetryPolicyBuilder::max_retry_after).
     #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
     pub max_retry_after: Option<Duration>,
+    /// [`remote_hint_per_endpoint`](RetryPolicyBuilder::remote_hint_per_endpoint) when
+    /// `true`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_hint_per_endpoint: Option<bool>,
     /// [`retry_local_rejections`](RetryPolicyBuilder::retry_local_rejections): the longest
     /// wait on a local rejection.
     #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
@@ -167,6 +172,9 @@ impl RetryPolicyConfig {
                 .strict_attempt_timeout
                 .or(fallback.strict_attempt_timeout),
             max_retry_after: self.max_retry_after.or(fallback.max_retry_after),
+            remote_hint_per_endpoint: self
+                .remote_hint_per_endpoint
+                .or(fallback.remote_hint_per_endpoint),
             retry_local_rejections: self
                 .retry_local_rejections
                 .or(fallback.retry_local_rejections),
@@ -188,6 +196,7 @@ impl RetryPolicyConfig {
             "attempt_timeout" => self.attempt_timeout.is_some(),
             "strict_attempt_timeout" => self.strict_attempt_timeout.is_some(),
             "max_retry_after" => self.max_retry_after.is_some(),
+            "remote_hint_per_endpoint" => self.remote_hint_per_endpoint.is_some(),
             "retry_local_rejections" => self.retry_local_rejections.is_some(),
             "budget" => self.budget.is_some(),
             "unlimited" => self.unlimited.is_some(),
@@ -225,6 +234,9 @@ impl RetryPolicyConfig {
         }
         if let Some(v) = self.max_retry_after {
             builder = builder.max_retry_after(v);
+        }
+        if self.remote_hint_per_endpoint == Some(true) {
+            builder = builder.remote_hint_per_endpoint();
         }
         if let Some(v) = self.retry_local_rejections {
             builder = builder.retry_local_rejections(v);
@@ -372,6 +384,7 @@ mod tests {
                 attempt_timeout: Some(ms(500)),
                 strict_attempt_timeout: Some(true),
                 max_retry_after: Some(Duration::from_secs(1)),
+                remote_hint_per_endpoint: Some(true),
                 retry_local_rejections: Some(ms(100)),
                 budget: Some("shared".into()),
                 unlimited: Some(false),
@@ -398,6 +411,10 @@ mod tests {
             assert_eq!(built.max_attempts(), 4);
             assert!(
                 format!("{built:?}").contains("strict_attempt_timeout: true"),
+                "{built:?}"
+            );
+            assert!(
+                format!("{built:?}").contains("remote_hint_per_endpoint: true"),
                 "{built:?}"
             );
         }
@@ -521,6 +538,7 @@ mod tests {
             proptest::option::of("[a-z]{1,4}"),
             proptest::option::of(any::<bool>()),
             proptest::option::of(any::<u64>()),
+            proptest::option::of(any::<bool>()),
         )
             .prop_map(|f| RetryPolicyConfig {
                 max_attempts: f.0,
@@ -533,6 +551,7 @@ mod tests {
                 budget: f.7,
                 unlimited: f.8,
                 seed: f.9,
+                remote_hint_per_endpoint: f.10,
             })
     }
 

@@ -891,6 +891,104 @@ async fn the_deadline_bounds_a_hint_read_from_a_response() {
     assert_eq!(gave_up(&log), Some((2, GiveUpReason::Deadline)));
 }
 
+/// Answers `script` in turn (then `200`); records when each call came.
+fn scripted(
+    script: Vec<Answer>,
+) -> (
+    Arc<Mutex<Vec<Instant>>>,
+    impl Service<(), Response = Answer, Error = BoxError> + Clone,
+) {
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let log = calls.clone();
+    let script = Arc::new(script);
+    let svc = service_fn(move |()| {
+        let calls = calls.clone();
+        let script = script.clone();
+        async move {
+            let mut calls = calls.lock().unwrap();
+            calls.push(Instant::now());
+            let answer = script
+                .get(calls.len() - 1)
+                .copied()
+                .unwrap_or(answer(200, None));
+            Ok::<_, BoxError>(answer)
+        }
+    });
+    (log, svc)
+}
+
+/// `remote_hint_per_endpoint`: the first hinted answer is retried on the backoff alone,
+/// however long its hint; a hint on the next answer too is honoured (waited out, or above
+/// the cap given up on); an answer without one in between starts the count again.
+#[tokio::test(start_paused = true)]
+async fn per_endpoint_a_hint_binds_from_the_second_in_a_row() {
+    let policy = base()
+        .backoff(Backoff::constant(ms(10)))
+        .max_attempts(4)
+        .max_retry_after(ms(2000))
+        .classify(busy_is_failure)
+        .remote_hint(hint_of)
+        .remote_hint_per_endpoint()
+        .build()
+        .unwrap();
+    assert!(format!("{policy:?}").contains("remote_hint_per_endpoint: true"));
+    let one_s = answer(503, Some(ms(1000)));
+    let thirty_s = answer(503, Some(ms(30_000)));
+
+    // One endpoint's hint: the retry follows on the backoff, and its answer is the 200.
+    let (calls, svc) = scripted(vec![one_s]);
+    let got = policy.layer().layer(svc).oneshot(()).await.unwrap();
+    assert_eq!(got.status, 200);
+    assert_eq!(gaps(&calls), [ms(10)]);
+
+    // Over the cap: retried all the same, not given up on.
+    let log = record(&policy);
+    let (calls, svc) = scripted(vec![thirty_s]);
+    let got = policy.layer().layer(svc).oneshot(()).await.unwrap();
+    assert_eq!(got.status, 200);
+    assert_eq!(gaps(&calls), [ms(10)]);
+    assert_eq!(gave_up(&log), None);
+
+    // Two in a row: the second is the fleet's, and it is waited out.
+    let (calls, svc) = scripted(vec![one_s, one_s]);
+    let got = policy.layer().layer(svc).oneshot(()).await.unwrap();
+    assert_eq!(got.status, 200);
+    assert_eq!(gaps(&calls), [ms(10), ms(1000)]);
+
+    // Two in a row over the cap: the second ends retrying, with that answer.
+    let log = record(&policy);
+    let (calls, svc) = scripted(vec![thirty_s, thirty_s]);
+    let start = Instant::now();
+    let got = policy.layer().layer(svc).oneshot(()).await.unwrap();
+    assert_eq!(got, thirty_s);
+    assert_eq!(start.elapsed(), ms(10));
+    assert_eq!(calls.lock().unwrap().len(), 2);
+    assert_eq!(gave_up(&log), Some((2, GiveUpReason::RetryAfterTooLong)));
+
+    // A failure without a hint in between starts the count again.
+    let (calls, svc) = scripted(vec![one_s, answer(503, None), one_s]);
+    let got = policy.layer().layer(svc).oneshot(()).await.unwrap();
+    assert_eq!(got.status, 200);
+    assert_eq!(gaps(&calls), [ms(10), ms(10), ms(10)]);
+
+    // Without the option, the same first hint is waited out, and over the cap given up on.
+    let per_request = base()
+        .backoff(Backoff::constant(ms(10)))
+        .max_attempts(4)
+        .max_retry_after(ms(2000))
+        .classify(busy_is_failure)
+        .remote_hint(hint_of)
+        .build()
+        .unwrap();
+    let (calls, svc) = scripted(vec![one_s]);
+    per_request.layer().layer(svc).oneshot(()).await.unwrap();
+    assert_eq!(gaps(&calls), [ms(1000)]);
+    let (calls, svc) = scripted(vec![thirty_s]);
+    let got = per_request.layer().layer(svc).oneshot(()).await.unwrap();
+    assert_eq!(got, thirty_s);
+    assert_eq!(calls.lock().unwrap().len(), 1);
+}
+
 /// Without the hook a response's hint is not read: the same answers are retried on the
 /// backoff, as before the hook existed.
 #[tokio::test(start_paused = true)]
