@@ -119,6 +119,9 @@ pub struct BulkheadMetrics {
     /// `rejections_total` by reason: bulkhead_full, wait_timeout.
     rejections: [metrics::Counter; 2],
     in_flight: metrics::Gauge,
+    /// The value `in_flight` was last set to: a finish that leaves the count where it was
+    /// (every call of a caller at a time) writes nothing.
+    in_flight_written: std::sync::atomic::AtomicU64,
     wait: metrics::Histogram,
     limit: metrics::Gauge,
 }
@@ -132,6 +135,21 @@ impl std::fmt::Debug for BulkheadMetrics {
 
 #[cfg(feature = "metrics")]
 impl BulkheadMetrics {
+    /// Sets the in-flight gauge to `in_flight` unless that is what it was last set to: a
+    /// plain load per finish, and the recorder's write (a virtual call and an atomic
+    /// read-modify-write in the usual recorders) only when the count moved.
+    fn set_in_flight(&self, in_flight: usize) {
+        use std::sync::atomic::Ordering;
+        let value = in_flight as u64;
+        // Relaxed, both: a cache of the last value written, publishing nothing. Racing
+        // finishes may leave the gauge at either one's count, as two racing `set`s did
+        // before; the next finish that changes the count writes it again.
+        if self.in_flight_written.load(Ordering::Relaxed) != value {
+            self.in_flight_written.store(value, Ordering::Relaxed);
+            self.in_flight.set(in_flight as f64);
+        }
+    }
+
     /// Registers `palisade_bulkhead_call_duration_seconds{name, outcome}` (once; later calls
     /// do nothing). Run right after registration for adaptive bulkheads only: a fixed one
     /// reads no clock, and its histogram would stay empty forever.
@@ -180,8 +198,8 @@ impl palisade_core::events::RecordMetrics for BulkheadEvent {
             "palisade_bulkhead_in_flight",
             Unit::Count,
             "Slots of the bulkhead held, written when a call finishes or a reservation is \
-             given back (while no call finishes, the count at the last one; a full bulkhead \
-             shows in rejections_total)."
+             given back and the count moved (while no call finishes, the count at the last \
+             one; a full bulkhead shows in rejections_total)."
         );
         metrics::describe_gauge!(
             "palisade_bulkhead_limit",
@@ -209,6 +227,7 @@ impl palisade_core::events::RecordMetrics for BulkheadEvent {
                 rejections(RejectionKind::WaitTimeout),
             ],
             in_flight,
+            in_flight_written: std::sync::atomic::AtomicU64::new(0),
             wait: metrics::histogram!("palisade_bulkhead_wait_seconds", "name" => name.clone()),
             limit: metrics::gauge!("palisade_bulkhead_limit", "name" => name),
         }
@@ -233,14 +252,14 @@ impl palisade_core::events::RecordMetrics for BulkheadEvent {
                 rtt,
             } => {
                 m.calls.finished(outcome);
-                m.in_flight.set(in_flight as f64);
+                m.set_in_flight(in_flight);
                 if let Some(rtt) = rtt
                     && let Some(duration) = m.duration.get()
                 {
                     duration.record(outcome, rtt);
                 }
             }
-            BulkheadEvent::ReservationReleased { in_flight } => m.in_flight.set(in_flight as f64),
+            BulkheadEvent::ReservationReleased { in_flight } => m.set_in_flight(in_flight),
             BulkheadEvent::LimitChanged { to, .. } => m.limit.set(to as f64),
         }
     }

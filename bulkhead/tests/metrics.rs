@@ -245,3 +245,99 @@ fn an_adaptive_bulkhead_built_before_the_recorder_registers_its_histogram_late()
         Some(1.0)
     );
 }
+
+/// Counts the writes to gauges named `palisade_bulkhead_in_flight` (every other metric is a
+/// no-op handle).
+#[derive(Default)]
+struct GaugeWrites(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl metrics::GaugeFn for GaugeWrites {
+    fn increment(&self, _value: f64) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    fn decrement(&self, _value: f64) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    fn set(&self, _value: f64) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[derive(Default)]
+struct InFlightWrites(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl metrics::Recorder for InFlightWrites {
+    fn describe_counter(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_gauge(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_histogram(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn register_counter(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+        metrics::Counter::noop()
+    }
+    fn register_gauge(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+        if key.name() == "palisade_bulkhead_in_flight" {
+            metrics::Gauge::from_arc(std::sync::Arc::new(GaugeWrites(self.0.clone())))
+        } else {
+            metrics::Gauge::noop()
+        }
+    }
+    fn register_histogram(
+        &self,
+        _: &metrics::Key,
+        _: &metrics::Metadata<'_>,
+    ) -> metrics::Histogram {
+        metrics::Histogram::noop()
+    }
+}
+
+/// The in-flight gauge is written when a finish moves the count, not on every finish: one
+/// caller at a time leaves it at 0 call after call, and nothing is written after the first.
+#[test]
+fn the_in_flight_gauge_is_written_only_when_the_count_moves() {
+    let recorder = InFlightWrites::default();
+    let writes = recorder.0.clone();
+    let bulkhead = metrics::with_local_recorder(&recorder, || {
+        Bulkhead::builder().max_concurrent_calls(4).build().unwrap()
+    });
+    let count = || writes.load(std::sync::atomic::Ordering::Relaxed);
+    let at_build = count();
+    assert_eq!(at_build, 1, "set to 0 at build");
+    let mut svc = bulkhead.layer().layer(Scripted);
+    for _ in 0..100 {
+        assert!(call_now(&mut svc, 0).is_some());
+    }
+    assert_eq!(
+        count(),
+        at_build,
+        "100 finishes at 0 in flight wrote nothing"
+    );
+    // A slot held across a finish moves the count: written (1), then back (0).
+    let mut held = bulkhead.layer().layer(Scripted);
+    ready(&mut held);
+    let pending = held.call(0);
+    assert!(call_now(&mut svc, 0).is_some());
+    assert_eq!(count(), at_build + 1);
+    assert!(call_now(&mut svc, 0).is_some());
+    assert_eq!(count(), at_build + 1, "still 1 in flight");
+    drop(pending);
+    assert_eq!(count(), at_build + 2);
+    assert!(call_now(&mut svc, 0).is_some());
+    assert_eq!(count(), at_build + 2);
+}
